@@ -1,0 +1,244 @@
+"""Concrete operators: dense tensors, sparse matrices, matrix-free callables, wrappers."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from explorer.operators.base import LinearOperator
+
+__all__ = [
+    "DenseOperator",
+    "SparseOperator",
+    "CallableOperator",
+    "ShiftedOperator",
+    "DeflatedOperator",
+    "SymmetrizedOperator",
+    "CountedOperator",
+]
+
+
+class DenseOperator(LinearOperator):
+    """A dense ``torch.Tensor`` (m, n)."""
+
+    def __init__(self, matrix: torch.Tensor, *, is_symmetric: bool = True) -> None:
+        super().__init__(tuple(matrix.shape), matrix.dtype, matrix.device, is_symmetric=is_symmetric)
+        self.matrix = matrix
+
+    def _matmat(self, X: torch.Tensor) -> torch.Tensor:
+        return self.matrix @ X
+
+    def _matvec(self, x: torch.Tensor) -> torch.Tensor:
+        return self.matrix @ x
+
+    def _rmatmat(self, X: torch.Tensor) -> torch.Tensor:
+        return self.matrix.T @ X
+
+    def _to(self, device: torch.device, dtype: torch.dtype) -> "DenseOperator":
+        return DenseOperator(self.matrix.to(device=device, dtype=dtype), is_symmetric=self.is_symmetric)
+
+    def diagonal(self) -> torch.Tensor:
+        return torch.diagonal(self.matrix).clone()
+
+    def to_dense(self) -> torch.Tensor:
+        return self.matrix
+
+    @property
+    def kind(self) -> str:
+        return "dense"
+
+
+class SparseOperator(LinearOperator):
+    """A sparse matrix, stored as torch sparse CSR.
+
+    On the CPU the product runs through scipy's CSR kernel on the *same* memory
+    (zero-copy views of crow/col/values): torch's CSR matvec measured 1.4-1.6x
+    slower than scipy's on one thread (../shared/PEERS.md). On other devices the
+    torch CSR product is used.
+    """
+
+    def __init__(self, matrix: torch.Tensor | sp.spmatrix | sp.sparray, *, is_symmetric: bool = True) -> None:
+        if isinstance(matrix, torch.Tensor):
+            csr = matrix.to_sparse_csr() if matrix.layout != torch.sparse_csr else matrix
+        else:
+            scipy_csr = sp.csr_matrix(matrix)
+            scipy_csr.sum_duplicates()
+            scipy_csr.sort_indices()
+            csr = torch.sparse_csr_tensor(
+                torch.from_numpy(scipy_csr.indptr.astype(np.int64)),
+                torch.from_numpy(scipy_csr.indices.astype(np.int64)),
+                torch.from_numpy(np.ascontiguousarray(scipy_csr.data)),
+                size=scipy_csr.shape,
+            )
+        super().__init__(tuple(csr.shape), csr.dtype, csr.device, is_symmetric=is_symmetric)
+        self.matrix = csr
+        self._scipy: sp.csr_matrix | None = None
+        if csr.device.type == "cpu":
+            self._scipy = sp.csr_matrix(
+                (csr.values().numpy(), csr.col_indices().numpy(), csr.crow_indices().numpy()),
+                shape=tuple(csr.shape),
+                copy=False,
+            )
+
+    def _matmat(self, X: torch.Tensor) -> torch.Tensor:
+        if self._scipy is not None:
+            return torch.from_numpy(np.asarray(self._scipy @ X.numpy()))
+        return self.matrix @ X
+
+    def _matvec(self, x: torch.Tensor) -> torch.Tensor:
+        if self._scipy is not None:
+            return torch.from_numpy(self._scipy @ x.numpy())
+        return (self.matrix @ x.unsqueeze(1)).squeeze(1)
+
+    def _rmatmat(self, X: torch.Tensor) -> torch.Tensor:
+        if self._scipy is not None:
+            return torch.from_numpy(np.asarray(self._scipy.T @ X.numpy()))
+        return self.matrix.t() @ X
+
+    def _to(self, device: torch.device, dtype: torch.dtype) -> "SparseOperator":
+        return SparseOperator(self.matrix.to(device=device, dtype=dtype), is_symmetric=self.is_symmetric)
+
+    def diagonal(self) -> torch.Tensor:
+        if self._scipy is not None:
+            return torch.from_numpy(self._scipy.diagonal().copy())
+        return self.matrix.to_dense().diagonal()  # pragma: no cover - non-CPU path
+
+    def to_scipy(self) -> sp.csr_matrix:
+        """The matrix as scipy CSR (a copy to host memory when on a device)."""
+        if self._scipy is not None:
+            return self._scipy
+        cpu = self.matrix.cpu()
+        return sp.csr_matrix((cpu.values().numpy(), cpu.col_indices().numpy(), cpu.crow_indices().numpy()),
+                             shape=tuple(cpu.shape))
+
+    def to_dense(self) -> torch.Tensor:
+        return self.matrix.to_dense()
+
+    @property
+    def nnz(self) -> int:
+        return int(self.matrix.values().numel())
+
+    @property
+    def kind(self) -> str:
+        return "sparse"
+
+
+class CallableOperator(LinearOperator):
+    """A matrix-free operator from a function ``v -> A v``.
+
+    Args:
+        matvec: maps (n,) to (n,). When ``matmat`` is not given, blocks are applied
+            column by column.
+        n: size.
+        dtype, device: of the vectors the function accepts.
+        matmat: optional ``X -> A X`` for (n, b) blocks.
+        is_symmetric: declared symmetry.
+    """
+
+    def __init__(self, matvec: Callable[[torch.Tensor], torch.Tensor], n: int, *,
+                 dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu",
+                 matmat: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 is_symmetric: bool = True, name: str = "matrix-free") -> None:
+        super().__init__((n, n), dtype, device, is_symmetric=is_symmetric)
+        self._fn = matvec
+        self._fn_block = matmat
+        self.name = name
+
+    def _matvec(self, x: torch.Tensor) -> torch.Tensor:
+        return self._fn(x)
+
+    def _matmat(self, X: torch.Tensor) -> torch.Tensor:
+        if self._fn_block is not None:
+            return self._fn_block(X)
+        return torch.stack([self._fn(X[:, j]) for j in range(X.shape[1])], dim=1)
+
+
+class ShiftedOperator(LinearOperator):
+    """``A - sigma I``."""
+
+    def __init__(self, base: LinearOperator, sigma: float) -> None:
+        super().__init__(base.shape, base.dtype, base.device, is_symmetric=base.is_symmetric)
+        self.base = base
+        self.sigma = float(sigma)
+
+    def _matmat(self, X: torch.Tensor) -> torch.Tensor:
+        return self.base._matmat(X) - self.sigma * X
+
+    def _matvec(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base._matvec(x) - self.sigma * x
+
+    def _to(self, device: torch.device, dtype: torch.dtype) -> "ShiftedOperator":
+        return ShiftedOperator(self.base.to(device, dtype), self.sigma)
+
+    def diagonal(self) -> torch.Tensor | None:
+        d = self.base.diagonal()
+        return None if d is None else d - self.sigma
+
+
+class DeflatedOperator(LinearOperator):
+    """``A - V diag(values) V^T`` (Hotelling deflation; V has orthonormal columns)."""
+
+    def __init__(self, base: LinearOperator, vectors: torch.Tensor, values: torch.Tensor) -> None:
+        super().__init__(base.shape, base.dtype, base.device, is_symmetric=base.is_symmetric)
+        if vectors.ndim == 1:
+            vectors = vectors.unsqueeze(1)
+        self.base = base
+        self.vectors = vectors.to(base.device, base.dtype)  # (n, d)
+        self.values = values.reshape(-1).to(base.device, base.dtype)  # (d,)
+
+    def _matmat(self, X: torch.Tensor) -> torch.Tensor:
+        return self.base._matmat(X) - self.vectors @ (self.values.unsqueeze(1) * (self.vectors.T @ X))
+
+    def _to(self, device: torch.device, dtype: torch.dtype) -> "DeflatedOperator":
+        return DeflatedOperator(self.base.to(device, dtype), self.vectors, self.values)
+
+
+class SymmetrizedOperator(LinearOperator):
+    """``(A + A^T) / 2`` for an operator that provides ``A^T``."""
+
+    def __init__(self, base: LinearOperator) -> None:
+        super().__init__(base.shape, base.dtype, base.device, is_symmetric=True)
+        self.base = base
+
+    def _matmat(self, X: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (self.base._matmat(X) + self.base._rmatmat(X))
+
+    def _to(self, device: torch.device, dtype: torch.dtype) -> "SymmetrizedOperator":
+        return SymmetrizedOperator(self.base.to(device, dtype))
+
+    def diagonal(self) -> torch.Tensor | None:
+        return self.base.diagonal()
+
+
+class CountedOperator(LinearOperator):
+    """A per-solve view that counts its own applications.
+
+    Operators may be shared (across threads, across app sessions), so each solve
+    wraps its operator in a fresh ``CountedOperator`` and reads ``n_matvec`` from it.
+    """
+
+    def __init__(self, base: LinearOperator) -> None:
+        super().__init__(base.shape, base.dtype, base.device, is_symmetric=base.is_symmetric)
+        self.base = base
+
+    def _matmat(self, X: torch.Tensor) -> torch.Tensor:
+        return self.base.matmat(X)
+
+    def _matvec(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base.matvec(x)
+
+    def _rmatmat(self, X: torch.Tensor) -> torch.Tensor:
+        return self.base._rmatmat(X)
+
+    def diagonal(self) -> torch.Tensor | None:
+        return self.base.diagonal()
+
+    def to_dense(self) -> torch.Tensor:
+        return self.base.to_dense()
+
+    @property
+    def kind(self) -> str:
+        return self.base.kind

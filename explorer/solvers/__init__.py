@@ -1,0 +1,9 @@
+"""Solvers: one function each, one shared signature, one registry (``SOLVERS``).
+
+Importing this package registers every solver.
+"""
+
+from explorer.solvers.registry import COMMON_PARAMS, SOLVERS, ParamSpec, SolverSpec, get_solver, register_solver, solve
+from explorer.solvers.eigh import eigh  # noqa: E402  (registers)
+
+__all__ = ["COMMON_PARAMS", "SOLVERS", "ParamSpec", "SolverSpec", "eigh", "get_solver", "register_solver", "solve"]

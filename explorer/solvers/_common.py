@@ -1,0 +1,254 @@
+"""What every solver shares: argument validation, the Monitor (tracking + result), helpers.
+
+Each solver function starts with ``validate_common`` (scipy's ``_iv`` idea: one place
+that checks and normalizes every shared argument, with messages that name the
+parameter, the rule, the value received and a hint), then creates a ``Monitor``
+that times the solve, counts matvecs on a per-solve view of the operator, builds
+one ``IterationRecord`` per iteration, turns a tracker's ``StopSolve`` into a
+``stop`` answer, and assembles the ``EigenResult``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from explorer.operators import SUPPORTED_DTYPES, CountedOperator, LinearOperator, as_operator
+from explorer.results import EigenResult, SolveStatus
+from explorer.tracking import IterationRecord, NullTracker, SolveStart, StopSolve, Tracker
+
+__all__ = [
+    "WHICH",
+    "Validated",
+    "validate_common",
+    "Monitor",
+    "make_generator",
+    "random_block",
+    "select_order",
+    "residual_threshold",
+    "true_residual_norms",
+    "orthogonality_loss",
+]
+
+WHICH = ("LA", "SA", "LM", "BE")
+_WHICH_HELP = {"LA": "largest algebraic", "SA": "smallest algebraic", "LM": "largest magnitude",
+               "BE": "both ends"}
+
+
+@dataclass(frozen=True)
+class Validated:
+    operator: CountedOperator  # per-solve counting view
+    k: int
+    which: str
+    tol: float
+    max_iter: int
+    B: CountedOperator | None
+    X0: torch.Tensor | None
+
+
+def validate_common(
+    solver: str,
+    operator: Any,
+    k: Any,
+    *,
+    which: Any,
+    tol: Any,
+    max_iter: Any,
+    default_max_iter: int,
+    supported_which: Sequence[str],
+    k_max: int | None = None,
+    X0: Any = None,
+    B: Any = None,
+    supports_B: bool = False,
+) -> Validated:
+    """Check and normalize the shared arguments of every solver."""
+    op = operator if isinstance(operator, LinearOperator) else as_operator(operator)
+    if op.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"`operator` must be float32 or float64, got {op.dtype}; use `operator.to(dtype=torch.float64)`")
+    if op.shape[0] != op.shape[1]:
+        raise ValueError(f"`operator` must be square, got shape {op.shape}")
+    n = op.shape[0]
+    if n == 0:
+        raise ValueError("`operator` is empty (n = 0); load a matrix with at least one row")
+    if isinstance(k, bool) or not isinstance(k, (int,)) and not (isinstance(k, float) and float(k).is_integer()):
+        raise TypeError(f"`k` must be an integer, got {k!r} ({type(k).__name__})")
+    k = int(k)
+    limit = n if k_max is None else min(n, k_max)
+    if not 1 <= k <= limit:
+        hint = "lower `k`" + ("" if k_max is None or k_max >= n else f" (this solver needs k <= {k_max} for n = {n})")
+        raise ValueError(f"`k` must satisfy 1 <= k <= {limit}, got k={k}; {hint} or use `eigh` for all eigenvalues")
+    if not isinstance(which, str) or which.upper() not in supported_which:
+        options = ", ".join(f"{w} ({_WHICH_HELP[w]})" for w in supported_which)
+        raise ValueError(f"`which` must be one of {options} for {solver}, got {which!r}")
+    which = which.upper()
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not math.isfinite(tol) or tol <= 0:
+        raise ValueError(f"`tol` must be a positive finite number, got tol={tol!r}; e.g. 1e-6 (float64) or 1e-4 (float32)")
+    if max_iter is None:
+        max_iter = default_max_iter
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+        raise ValueError(f"`max_iter` must be a positive integer, got max_iter={max_iter!r}")
+    B_op = None
+    if B is not None:
+        if not supports_B:
+            raise ValueError(f"{solver} does not solve generalized problems A x = lambda B x; use `lobpcg` or `eigh` with `B`")
+        B_lin = B if isinstance(B, LinearOperator) else as_operator(B, name="B")
+        if B_lin.shape != op.shape:
+            raise ValueError(f"`B` must have the same shape as `operator` {op.shape}, got {B_lin.shape}")
+        B_op = CountedOperator(B_lin.to(op.device, op.dtype))
+    X0_t = None
+    if X0 is not None:
+        X0_t = torch.as_tensor(X0)
+        if X0_t.ndim == 1:
+            X0_t = X0_t.unsqueeze(1)
+        if X0_t.ndim != 2 or X0_t.shape[0] != n:
+            raise ValueError(f"`X0` must have shape ({n},) or ({n}, b), got {tuple(torch.as_tensor(X0).shape)}")
+        if not bool(torch.isfinite(X0_t).all()):
+            raise ValueError("`X0` contains NaN or Inf; pass a finite starting block or None")
+        X0_t = X0_t.to(device=op.device, dtype=op.dtype)
+    return Validated(CountedOperator(op), k, which, float(tol), int(max_iter), B_op, X0_t)
+
+
+def make_generator(seed: int | None) -> torch.Generator:
+    """A local CPU generator (never the global RNG). seed=None draws fresh entropy."""
+    generator = torch.Generator(device="cpu")
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(int(seed))
+    return generator
+
+
+def random_block(n: int, b: int, generator: torch.Generator, *, dtype: torch.dtype,
+                 device: torch.device) -> torch.Tensor:
+    """Gaussian (n, b) block drawn on the CPU (same numbers on every device), then moved."""
+    return torch.randn(n, b, generator=generator, dtype=torch.float64).to(device=device, dtype=dtype)
+
+
+def select_order(values: torch.Tensor, which: str) -> torch.Tensor:
+    """Indices that put ``values`` in ``which`` order (best first)."""
+    if which == "LA":
+        return torch.argsort(values, descending=True)
+    if which == "SA":
+        return torch.argsort(values)
+    if which == "LM":
+        return torch.argsort(values.abs(), descending=True)
+    if which == "BE":  # alternate largest / smallest
+        ascending = torch.argsort(values)
+        order = []
+        lo, hi = 0, len(ascending) - 1
+        while lo <= hi:
+            order.append(int(ascending[hi])); hi -= 1
+            if lo <= hi:
+                order.append(int(ascending[lo])); lo += 1
+        return torch.tensor(order, dtype=torch.long, device=values.device)
+    raise ValueError(f"unknown `which` {which!r}")
+
+
+def residual_threshold(ritz_values: torch.Tensor, tol: float, norm_estimate: float) -> torch.Tensor:
+    """Convergence threshold per pair: ``tol * max(|theta_i|, sqrt(eps) * ||A||_est)``.
+
+    Relative to |lambda| (the criterion ARPACK and PRIMME use, ../shared/PEERS.md),
+    with a floor relative to ||A|| so that an eigenvalue at (or near) zero can
+    still converge.
+    """
+    eps = torch.finfo(ritz_values.dtype).eps
+    floor = math.sqrt(eps) * max(norm_estimate, torch.finfo(ritz_values.dtype).tiny)
+    return tol * torch.clamp(ritz_values.abs(), min=floor)
+
+
+def true_residual_norms(operator: LinearOperator, X: torch.Tensor, values: torch.Tensor,
+                        B: LinearOperator | None = None, AX: torch.Tensor | None = None) -> torch.Tensor:
+    """``||A x_i - lambda_i B x_i||`` for the columns of X (costs k matvecs unless AX given)."""
+    if X.shape[1] == 0:
+        return torch.zeros(0, dtype=X.dtype, device=X.device)
+    AX = operator.matmat(X) if AX is None else AX
+    BX = X if B is None else B.matmat(X)
+    return torch.linalg.vector_norm(AX - BX * values.unsqueeze(0), dim=0)
+
+
+def orthogonality_loss(V: torch.Tensor, BV: torch.Tensor | None = None) -> float:
+    """``max |V^T B V - I|`` (entrywise max)."""
+    if V.shape[1] == 0:
+        return 0.0
+    gram = V.T @ (V if BV is None else BV)
+    gram.diagonal().sub_(1)
+    return float(gram.abs().max())
+
+
+def _cpu(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.detach().to("cpu", copy=True)
+
+
+class Monitor:
+    """Times a solve, emits records to the tracker, and builds the result."""
+
+    def __init__(self, solver: str, v: Validated, tracker: Tracker | None,
+                 extras: Mapping[str, Any] | None = None) -> None:
+        self.solver = solver
+        self.operator = v.operator
+        self.B = v.B
+        self.k, self.which, self.tol, self.max_iter = v.k, v.which, v.tol, v.max_iter
+        self.tracker: Tracker = tracker if tracker is not None else NullTracker()
+        self.history: list[IterationRecord] = []
+        self.stop_reason: str | None = None
+        self._t0 = time.perf_counter()
+        self.tracker.on_start(SolveStart(
+            solver=solver, n=v.operator.shape[0], k=v.k, which=v.which, tol=v.tol, max_iter=v.max_iter,
+            dtype=str(v.operator.dtype).replace("torch.", ""), device=str(v.operator.device),
+            extras=dict(extras or {}),
+        ))
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self._t0
+
+    @property
+    def n_matvec(self) -> int:
+        return self.operator.n_matvec
+
+    @property
+    def stopped(self) -> bool:
+        return self.stop_reason is not None
+
+    def record(self, iteration: int, ritz_values: torch.Tensor, residual_norms: torch.Tensor, *,
+               estimated: bool, n_converged: int, orthogonality_loss: float | None = None,
+               all_ritz_values: torch.Tensor | None = None, ghost_mask: torch.Tensor | None = None,
+               extras: Mapping[str, float] | None = None) -> bool:
+        """Emit one record; returns True when the tracker asked to stop."""
+        record = IterationRecord(
+            solver=self.solver, iteration=int(iteration),
+            ritz_values=_cpu(ritz_values), residual_norms=_cpu(residual_norms),  # type: ignore[arg-type]
+            residuals_estimated=bool(estimated),
+            orthogonality_loss=None if orthogonality_loss is None else float(orthogonality_loss),
+            n_converged=int(n_converged), n_matvec=self.n_matvec, elapsed_s=self.elapsed,
+            all_ritz_values=_cpu(all_ritz_values), ghost_mask=_cpu(ghost_mask),
+            extras=dict(extras or {}),
+        )
+        self.history.append(record)
+        try:
+            self.tracker.on_iteration(record)
+        except StopSolve as stop:
+            self.stop_reason = stop.reason
+            return True
+        return False
+
+    def finish(self, *, eigenvalues: torch.Tensor, eigenvectors: torch.Tensor, residual_norms: torch.Tensor,
+               converged: torch.Tensor, n_iter: int, status: SolveStatus, message: str = "") -> EigenResult:
+        if self.stop_reason is not None:
+            status = SolveStatus.STOPPED
+            message = (message + " " if message else "") + f"Reason: {self.stop_reason}."
+        result = EigenResult(
+            eigenvalues=eigenvalues.detach(), eigenvectors=eigenvectors.detach(),
+            residual_norms=residual_norms.detach(), converged=converged.detach().to(torch.bool),
+            n_iter=int(n_iter), n_matvec=self.n_matvec, elapsed_s=self.elapsed, status=status,
+            solver=self.solver, message=message, which=self.which, tol=self.tol, history=tuple(self.history),
+        )
+        try:
+            self.tracker.on_finish(result)
+        except StopSolve:
+            pass
+        return result

@@ -1,0 +1,138 @@
+"""The solver registry: the app's solver menu, its parameter forms and the tests all read it.
+
+A solver is one function with the shared signature
+``solver(operator, k, *, which, tol, max_iter, X0=None, seed=None, tracker=None, B=None, **extras)``
+plus one ``SolverSpec`` that declares its extra parameters (type, default, range, help).
+Adding a solver is one module and one ``register_solver`` call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Sequence
+
+from explorer.results import EigenResult
+
+__all__ = ["ParamSpec", "SolverSpec", "SOLVERS", "COMMON_PARAMS", "register_solver", "get_solver", "solve"]
+
+ParamKind = Literal["int", "float", "choice", "bool"]
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter of a solver, enough to build a form widget and validate it."""
+
+    name: str
+    kind: ParamKind
+    default: Any
+    help: str
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[Any, ...] = ()
+    log_scale: bool = False  # floats spanning decades (tolerances)
+    optional: bool = False  # None allowed (means "solver picks")
+
+    def validate(self, value: Any) -> Any:
+        """Return the value normalized, or raise ValueError naming the parameter and the rule."""
+        if value is None and self.optional:
+            return None
+        if self.kind == "bool":
+            if not isinstance(value, bool):
+                raise TypeError(f"`{self.name}` must be True or False, got {value!r}")
+            return value
+        if self.kind == "choice":
+            if value not in self.choices:
+                raise ValueError(f"`{self.name}` must be one of {list(self.choices)}, got {value!r}")
+            return value
+        if self.kind == "int":
+            if isinstance(value, bool) or not isinstance(value, int):
+                if isinstance(value, float) and value.is_integer():
+                    value = int(value)
+                else:
+                    raise TypeError(f"`{self.name}` must be an integer, got {value!r}")
+        elif self.kind == "float":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"`{self.name}` must be a number, got {value!r}")
+            value = float(value)
+        if self.minimum is not None and value < self.minimum:
+            raise ValueError(f"`{self.name}` must be >= {self.minimum}, got {value!r}")
+        if self.maximum is not None and value > self.maximum:
+            raise ValueError(f"`{self.name}` must be <= {self.maximum}, got {value!r}")
+        return value
+
+
+COMMON_PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec("k", "int", 4, "How many eigenpairs to compute.", minimum=1),
+    ParamSpec("which", "choice", "LA", "Which end of the spectrum: LA largest algebraic, SA smallest "
+              "algebraic, LM largest magnitude, BE both ends.", choices=("LA", "SA", "LM", "BE")),
+    ParamSpec("tol", "float", 1e-6, "Relative residual tolerance: a pair converges when "
+              "||A x - theta x|| <= tol * max(|theta|, sqrt(eps) ||A||).", minimum=1e-16, maximum=1.0,
+              log_scale=True),
+    ParamSpec("max_iter", "int", 500, "Iteration limit (the meaning of one iteration is the solver's).",
+              minimum=1),
+    ParamSpec("seed", "int", 0, "Seed of the random start (a local torch.Generator).", minimum=0,
+              optional=True),
+)
+
+
+@dataclass(frozen=True)
+class SolverSpec:
+    """What the registry knows about one solver."""
+
+    name: str
+    label: str
+    fn: Callable[..., EigenResult]
+    summary: str
+    which: tuple[str, ...]
+    params: tuple[ParamSpec, ...] = ()
+    supports_B: bool = False
+    matrix_free: bool = True  # needs only matvecs (False: needs the assembled matrix)
+    default_tol: float = 1e-6
+    default_max_iter: int = 500
+    max_n: int | None = None  # refuses larger problems (dense eigh)
+    k_limit: Callable[[int], int] | None = None  # largest k for a given n
+    references: tuple[str, ...] = field(default=())
+
+    def param(self, name: str) -> ParamSpec:
+        for spec in self.params:
+            if spec.name == name:
+                return spec
+        raise KeyError(f"{self.name} has no parameter {name!r}")
+
+    def defaults(self) -> dict[str, Any]:
+        return {spec.name: spec.default for spec in self.params}
+
+
+SOLVERS: dict[str, SolverSpec] = {}
+
+
+def register_solver(spec: SolverSpec) -> SolverSpec:
+    if spec.name in SOLVERS and SOLVERS[spec.name].fn is not spec.fn:
+        raise ValueError(f"a solver named {spec.name!r} is already registered")
+    SOLVERS[spec.name] = spec
+    return spec
+
+
+def get_solver(name: str) -> SolverSpec:
+    try:
+        return SOLVERS[name]
+    except KeyError:
+        raise ValueError(f"unknown solver {name!r}; choose one of {sorted(SOLVERS)}") from None
+
+
+def solve(name: str, operator: Any, k: int, **kwargs: Any) -> EigenResult:
+    """Run the registered solver ``name`` with validated extras."""
+    spec = get_solver(name)
+    common = {"which", "tol", "max_iter", "X0", "seed", "tracker", "B"}
+    for key, value in list(kwargs.items()):
+        if key in common:
+            continue
+        kwargs[key] = spec.param(key).validate(value) if any(p.name == key for p in spec.params) else value
+        if not any(p.name == key for p in spec.params):
+            raise TypeError(f"{name} got an unexpected parameter `{key}`; it accepts "
+                            f"{sorted(common | {p.name for p in spec.params})}")
+    return spec.fn(operator, k, **kwargs)
+
+
+def solver_names(*, matrix_free: bool | None = None) -> Sequence[str]:
+    return [n for n, s in SOLVERS.items() if matrix_free is None or s.matrix_free == matrix_free]

@@ -1,0 +1,388 @@
+"""Plotly figure builders for convergence histories, spectra and matrix previews.
+
+Pure functions (plotly + numpy only, no Streamlit): every page of the app and any
+notebook can reuse them. Each builder takes plain data (``IterationRecord`` lists,
+numpy arrays) and returns a ``plotly.graph_objects.Figure``; nothing is drawn here.
+
+Entry points other pages use:
+
+* :func:`live_figure` - the 2 x 2 live convergence panel (Ritz values with exact
+  eigenvalues as reference lines, relative residuals with the tolerance line, error
+  against the reference, orthogonality loss). Built with explicit axis domains (not
+  ``make_subplots``, ~2x cheaper, ../shared/LIVE.md 3) and decimated to
+  <= ``max_points`` points per trace, so it is cheap enough to redraw twice a second.
+* :func:`spectrum_figure` - final Ritz values against the reference spectrum.
+* :func:`compare_figure` / :func:`convergence_curve` - several runs overlaid
+  (error or residual against matvecs, iterations or seconds).
+* :func:`matrix_figure` - a block-aggregated ``|A|`` heatmap (see
+  ``explorer.preview.block_abs``).
+* :func:`wanted_reference` - the k exact eigenvalues a solve should find, in the
+  solver's ``which`` order (so index i of a record compares with index i here).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+from explorer.tracking.records import IterationRecord
+
+__all__ = [
+    "MAX_POINTS",
+    "PALETTE",
+    "decimate_indices",
+    "records_matrix",
+    "wanted_reference",
+    "relative_residuals",
+    "live_figure",
+    "spectrum_figure",
+    "convergence_curve",
+    "compare_figure",
+    "matrix_figure",
+]
+
+MAX_POINTS = 400
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+           "#bcbd22", "#17becf")
+_EPS = {"float64": float(np.finfo(np.float64).eps), "float32": float(np.finfo(np.float32).eps)}
+
+
+# -- data helpers --------------------------------------------------------------------
+def decimate_indices(count: int, max_points: int = MAX_POINTS) -> np.ndarray:
+    """Indices of at most ``max_points`` evenly spread items of ``count``, first and last kept."""
+    if count <= max_points:
+        return np.arange(count)
+    return np.unique(np.linspace(0, count - 1, max_points).round().astype(np.int64))
+
+
+def records_matrix(records: Sequence[IterationRecord], field: str = "ritz_values") -> np.ndarray:
+    """(len(records), k) float array of a per-pair field; NaN pads records with fewer pairs."""
+    if not records:
+        return np.zeros((0, 0))
+    rows = [np.asarray(getattr(r, field).detach().cpu().double().numpy(), dtype=float).ravel() for r in records]
+    width = max((len(row) for row in rows), default=0)
+    out = np.full((len(rows), width), np.nan)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    return out
+
+
+def wanted_reference(eigenvalues: Any, k: int, which: str) -> np.ndarray | None:
+    """The ``k`` exact eigenvalues a solve with ``which`` converges to, in the solver's order.
+
+    ``eigenvalues``: every eigenvalue (any order; array or tensor), or None.
+    LA: descending; SA: ascending; LM: by descending magnitude; BE: largest, smallest,
+    second largest, ... (the order of ``explorer.solvers._common.select_order``).
+    """
+    if eigenvalues is None:
+        return None
+    values = np.sort(np.asarray(getattr(eigenvalues, "numpy", lambda: eigenvalues)(), dtype=float).ravel())
+    if values.size == 0:
+        return None
+    k = max(0, min(int(k), values.size))
+    which = str(which).upper()
+    if which == "LA":
+        order = values[::-1]
+    elif which == "SA":
+        order = values
+    elif which == "LM":
+        order = values[np.argsort(-np.abs(values), kind="stable")]
+    elif which == "BE":
+        picked, lo, hi = [], 0, values.size - 1
+        while lo <= hi and len(picked) < k:
+            picked.append(values[hi]); hi -= 1
+            if lo <= hi and len(picked) < k:
+                picked.append(values[lo]); lo += 1
+        order = np.asarray(picked)
+    else:
+        raise ValueError(f"unknown `which` {which!r}; use LA, SA, LM or BE")
+    return np.asarray(order[:k], dtype=float)
+
+
+def relative_residuals(residuals: np.ndarray, ritz: np.ndarray, *, norm_estimate: float | None = None,
+                       dtype: str = "float64") -> np.ndarray:
+    """``||r_i|| / max(|theta_i|, sqrt(eps) ||A||)``: the quantity the solvers compare with ``tol``.
+
+    Same scaling as ``explorer.solvers._common.residual_threshold``; ``norm_estimate``
+    defaults to the largest |theta| seen.
+    """
+    ritz = np.abs(np.asarray(ritz, dtype=float))
+    if norm_estimate is None:
+        finite = ritz[np.isfinite(ritz)]
+        norm_estimate = float(finite.max()) if finite.size else 1.0
+    floor = math.sqrt(_EPS.get(dtype, _EPS["float64"])) * max(norm_estimate, 1e-300)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.asarray(residuals, dtype=float) / np.maximum(ritz, floor)
+
+
+def _positive(values: np.ndarray, floor: float = 1e-17) -> np.ndarray:
+    """Values for a log axis: non-positive become ``floor`` (exact zero residual), NaN stays NaN."""
+    out = np.asarray(values, dtype=float).copy()
+    with np.errstate(invalid="ignore"):
+        out[out <= 0] = floor
+    return out
+
+
+def _hline_trace(values: Iterable[float], x0: float, x1: float, *, name: str, xaxis: str, yaxis: str,
+                 color: str = "rgba(0,0,0,0.45)", dash: str = "dash", showlegend: bool = True,
+                 hover: str = "exact %{y:.10g}") -> go.Scatter:
+    """Many horizontal lines as one trace (None-separated), cheaper than shapes."""
+    xs: list[float | None] = []
+    ys: list[float | None] = []
+    for value in values:
+        xs += [x0, x1, None]
+        ys += [float(value), float(value), None]
+    return go.Scatter(x=xs, y=ys, mode="lines", name=name, line=dict(color=color, width=1, dash=dash),
+                      xaxis=xaxis, yaxis=yaxis, hovertemplate=hover + "<extra></extra>", showlegend=showlegend,
+                      legendgroup=name)
+
+
+def _axis(title: str, domain: tuple[float, float], anchor: str, *, log: bool = False, **extra: Any) -> dict:
+    axis = dict(title=dict(text=title, font=dict(size=12)), domain=list(domain), anchor=anchor,
+                showgrid=True, gridcolor="#eceff4", zeroline=False, linecolor="#c9ced6", mirror=True,
+                ticks="outside", automargin=True)
+    if log:
+        axis.update(type="log", exponentformat="power")
+    axis.update(extra)
+    return axis
+
+
+# -- the live panel ------------------------------------------------------------------
+def live_figure(records: Sequence[IterationRecord], *, reference: Any = None, tol: float | None = None,
+                spectrum: Any = None, x: str = "iteration", dtype: str = "float64",
+                norm_estimate: float | None = None, max_points: int = MAX_POINTS, height: int = 640,
+                title: str | None = None) -> go.Figure:
+    """Convergence of one solve in four panels, from its iteration records.
+
+    Args:
+        records: the solve's ``IterationRecord`` list so far (any length; decimated).
+        reference: the k wanted exact eigenvalues in ``which`` order (see
+            :func:`wanted_reference`), or None when unknown. Drawn as dashed horizontal
+            lines in the Ritz panel; enables the error panel ``|theta_i - lambda_i|``.
+        tol: the solve's tolerance, drawn as a line on the relative-residual panel.
+        spectrum: optional further exact eigenvalues (e.g. the neighbours of the wanted
+            ones) drawn as faint lines in the Ritz panel.
+        x: "iteration", "n_matvec" or "elapsed_s" for the horizontal axes.
+        dtype: the solve's dtype (sets the sqrt(eps) floor of the relative residual).
+        norm_estimate: ||A|| estimate for that floor (default: largest |theta| seen).
+
+    Panels: Ritz values (top left), relative residual ``||A x - theta x|| / |theta|``
+    on a log axis with ``tol`` (top right), error against the reference on a log
+    axis, or the converged count when no reference is known (bottom left), and the
+    orthogonality loss ``max |V^T V - I|`` on a log axis (bottom right).
+    """
+    idx = decimate_indices(len(records), max_points)
+    picked = [records[i] for i in idx]
+    xs = np.asarray([float(getattr(r, x)) for r in picked])
+    ritz = records_matrix(picked, "ritz_values")
+    res = records_matrix(picked, "residual_norms")
+    k = ritz.shape[1] if ritz.size else 0
+    if norm_estimate is None and ritz.size and np.isfinite(ritz).any():
+        norm_estimate = float(np.nanmax(np.abs(ritz)))
+    rel = relative_residuals(res, ritz, norm_estimate=norm_estimate, dtype=dtype) if k else res
+    ref = None if reference is None else np.asarray(reference, dtype=float).ravel()
+    estimated = bool(picked and picked[-1].residuals_estimated)
+    x0, x1 = (float(xs[0]), float(xs[-1])) if xs.size else (0.0, 1.0)
+    if x1 <= x0:
+        x1 = x0 + 1.0
+
+    traces: list[go.Scatter] = []
+    if spectrum is not None:
+        extra = np.asarray(spectrum, dtype=float).ravel()
+        if ref is not None:
+            extra = extra[~np.isin(extra, ref)]
+        if extra.size:
+            lo, hi = (np.nanmin(ritz), np.nanmax(ritz)) if k and np.isfinite(ritz).any() else (extra.min(), extra.max())
+            pad = 0.1 * max(hi - lo, abs(hi), 1e-12)
+            near = extra[(extra >= lo - pad) & (extra <= hi + pad)][:200]
+            if near.size:
+                traces.append(_hline_trace(near, x0, x1, name="other eigenvalues", xaxis="x", yaxis="y",
+                                           color="rgba(0,0,0,0.15)", dash="dot"))
+    if ref is not None and ref.size:
+        traces.append(_hline_trace(ref, x0, x1, name="exact eigenvalues", xaxis="x", yaxis="y"))
+    for i in range(k):
+        color = PALETTE[i % len(PALETTE)]
+        group = f"pair {i}"
+        traces.append(go.Scatter(x=xs, y=ritz[:, i], mode="lines", name=f"\u03b8{i}", legendgroup=group,
+                                 line=dict(color=color, width=1.6), xaxis="x", yaxis="y",
+                                 hovertemplate=f"\u03b8{i} = %{{y:.10g}}<extra></extra>"))
+        traces.append(go.Scatter(x=xs, y=_positive(rel[:, i]), mode="lines", name=f"res {i}", legendgroup=group,
+                                 showlegend=False, line=dict(color=color, width=1.4), xaxis="x2", yaxis="y2",
+                                 hovertemplate=f"pair {i}: %{{y:.2e}}<extra></extra>"))
+        if ref is not None and i < ref.size:
+            err = np.abs(ritz[:, i] - ref[i])
+            traces.append(go.Scatter(x=xs, y=_positive(err, 1e-17 * max(1.0, abs(ref[i]))), mode="lines",
+                                     name=f"err {i}", legendgroup=group, showlegend=False,
+                                     line=dict(color=color, width=1.4), xaxis="x3", yaxis="y3",
+                                     hovertemplate=f"|\u03b8{i} - \u03bb{i}| = %{{y:.2e}}<extra></extra>"))
+    if tol is not None and tol > 0:
+        traces.append(go.Scatter(x=[x0, x1], y=[tol, tol], mode="lines", name=f"tol = {tol:.0e}",
+                                 line=dict(color="#d62728", width=1.2, dash="dash"), xaxis="x2", yaxis="y2",
+                                 hovertemplate="tol %{y:.1e}<extra></extra>"))
+    if ref is None:
+        conv = np.asarray([r.n_converged for r in picked], dtype=float)
+        traces.append(go.Scatter(x=xs, y=conv, mode="lines", name="converged", line=dict(color="#2ca02c", width=2,
+                                 shape="hv"), xaxis="x3", yaxis="y3", showlegend=False,
+                                 hovertemplate="%{y:d} converged<extra></extra>"))
+    ortho = np.asarray([np.nan if r.orthogonality_loss is None else r.orthogonality_loss for r in picked], dtype=float)
+    if np.isfinite(ortho).any():
+        traces.append(go.Scatter(x=xs, y=_positive(ortho), mode="lines", name="orthogonality loss",
+                                 line=dict(color="#444", width=1.6), xaxis="x4", yaxis="y4", showlegend=False,
+                                 hovertemplate="%{y:.2e}<extra></extra>"))
+
+    xlabel = {"iteration": "iteration", "n_matvec": "matvecs", "elapsed_s": "seconds"}.get(x, x)
+    res_label = "relative residual (estimate)" if estimated else "relative residual"
+    left, right, bottom, top = (0.0, 0.44), (0.56, 1.0), (0.0, 0.40), (0.58, 1.0)
+    layout = go.Layout(
+        height=height, margin=dict(l=10, r=10, t=60 if title else 36, b=10), template="plotly_white",
+        title=dict(text=title, x=0.0, font=dict(size=15)) if title else None,
+        legend=dict(orientation="h", yanchor="bottom", y=1.04, x=0.0, font=dict(size=11)),
+        hovermode="closest", uirevision="live",
+        xaxis=_axis("", left, "y", range=[x0, x1]), yaxis=_axis("Ritz value \u03b8", top, "x"),
+        xaxis2=_axis("", right, "y2", range=[x0, x1]),
+        yaxis2=_axis(res_label + " \u2016Ax\u2212\u03b8x\u2016/|\u03b8|", top, "x2", log=True),
+        xaxis3=_axis(xlabel, left, "y3", range=[x0, x1]),
+        yaxis3=(_axis("error |\u03b8\u1d62 \u2212 \u03bb\u1d62|", bottom, "x3", log=True) if ref is not None
+                else _axis("converged pairs", bottom, "x3", rangemode="tozero", dtick=1)),
+        xaxis4=_axis(xlabel, right, "y4", range=[x0, x1]),
+        yaxis4=_axis("orthogonality loss max|V\u1d40V\u2212I|", bottom, "x4", log=True),
+        annotations=[] if np.isfinite(ortho).any() or not records else [
+            dict(text="this solver keeps no basis", xref="x4 domain", yref="y4 domain", x=0.5, y=0.5,
+                 showarrow=False, font=dict(color="#888"))],
+    )
+    return go.Figure(data=traces, layout=layout)
+
+
+# -- after a run ---------------------------------------------------------------------
+def spectrum_figure(computed: Any, spectrum: Any = None, *, converged: Any = None, max_reference: int = 2000,
+                    height: int = 260, title: str | None = "Computed eigenvalues against the exact spectrum") -> go.Figure:
+    """Final Ritz values (markers) over the exact spectrum (ticks), on one value axis.
+
+    ``spectrum``: every exact eigenvalue (None when unknown); more than
+    ``max_reference`` are thinned evenly, the extremes always kept.
+    ``converged``: optional bool per computed value (unconverged ones are hollow).
+    """
+    values = np.asarray(getattr(computed, "numpy", lambda: computed)(), dtype=float).ravel()
+    traces: list[go.Scatter] = []
+    if spectrum is not None:
+        exact = np.sort(np.asarray(getattr(spectrum, "numpy", lambda: spectrum)(), dtype=float).ravel())
+        shown = exact[decimate_indices(exact.size, max_reference)]
+        note = "" if shown.size == exact.size else f" ({shown.size} of {exact.size} shown)"
+        traces.append(go.Scatter(x=shown, y=np.zeros(shown.size), mode="markers", name="exact spectrum" + note,
+                                 marker=dict(symbol="line-ns-open", size=16, color="rgba(0,0,0,0.45)"),
+                                 hovertemplate="\u03bb = %{x:.10g}<extra></extra>"))
+    conv = np.ones(values.size, dtype=bool) if converged is None else np.asarray(converged, dtype=bool).ravel()
+    for flag, name, symbol in ((True, "computed (converged)", "circle"), (False, "computed (not converged)",
+                                                                        "circle-open")):
+        mask = conv == flag
+        if mask.any():
+            traces.append(go.Scatter(x=values[mask], y=np.ones(int(mask.sum())), mode="markers", name=name,
+                                     marker=dict(symbol=symbol, size=11, color="#d62728" if flag else "#ff7f0e",
+                                                 line=dict(width=2)),
+                                     text=[f"\u03b8{i}" for i in np.flatnonzero(mask)],
+                                     hovertemplate="%{text} = %{x:.10g}<extra></extra>"))
+    layout = go.Layout(
+        height=height, template="plotly_white", margin=dict(l=10, r=10, t=40 if title else 10, b=10),
+        title=dict(text=title, x=0.0, font=dict(size=14)) if title else None,
+        xaxis=dict(title="eigenvalue", zeroline=False, showgrid=True, gridcolor="#eceff4", automargin=True),
+        yaxis=dict(tickvals=[0, 1], ticktext=["exact", "computed"], range=[-0.6, 1.6], showgrid=False,
+                   automargin=True),
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, x=1.0, xanchor="right"),
+    )
+    return go.Figure(data=traces, layout=layout)
+
+
+def convergence_curve(records: Sequence[IterationRecord], *, metric: str = "residual", x: str = "n_matvec",
+                      reference: Any = None, dtype: str = "float64") -> tuple[np.ndarray, np.ndarray]:
+    """One curve per run: the worst pair's value per iteration.
+
+    metric: "residual" (max relative residual over the wanted pairs) or "error"
+    (max ``|theta_i - lambda_i|``, needs ``reference`` in ``which`` order; NaN otherwise).
+    x: "n_matvec", "iteration" or "elapsed_s".
+    """
+    xs = np.asarray([float(getattr(r, x)) for r in records])
+    ritz = records_matrix(records, "ritz_values")
+    if not len(records) or ritz.size == 0:
+        return xs, np.full(len(records), np.nan)
+    if metric == "residual":
+        rel = relative_residuals(records_matrix(records, "residual_norms"), ritz, dtype=dtype)
+        with np.errstate(all="ignore"):
+            ys = np.nanmax(np.where(np.isfinite(rel), rel, np.nan), axis=1) if rel.size else np.full(len(records), np.nan)
+    elif metric == "error":
+        if reference is None:
+            return xs, np.full(len(records), np.nan)
+        ref = np.asarray(reference, dtype=float).ravel()
+        m = min(ref.size, ritz.shape[1])
+        with np.errstate(all="ignore"):
+            ys = np.nanmax(np.abs(ritz[:, :m] - ref[None, :m]), axis=1) if m else np.full(len(records), np.nan)
+    else:
+        raise ValueError(f"unknown metric {metric!r}; use 'residual' or 'error'")
+    return xs, ys
+
+
+def compare_figure(runs: Sequence[Mapping[str, Any]], *, metric: str = "residual", x: str = "n_matvec",
+                   tol: float | None = None, max_points: int = MAX_POINTS, height: int = 420,
+                   title: str | None = None) -> go.Figure:
+    """Several runs overlaid on a log axis.
+
+    ``runs``: mappings with ``label`` and ``records`` (an IterationRecord list), and
+    optionally ``reference`` (wanted exact eigenvalues in ``which`` order, needed for
+    metric "error") and ``dtype``. Curves are from :func:`convergence_curve`.
+    """
+    traces = []
+    for i, run in enumerate(runs):
+        records = list(run.get("records") or [])
+        idx = decimate_indices(len(records), max_points)
+        xs, ys = convergence_curve([records[j] for j in idx], metric=metric, x=x, reference=run.get("reference"),
+                                   dtype=run.get("dtype", "float64"))
+        traces.append(go.Scatter(x=xs, y=_positive(ys), mode="lines", name=str(run.get("label", f"run {i + 1}")),
+                                 line=dict(color=PALETTE[i % len(PALETTE)], width=2),
+                                 hovertemplate="%{x:g}: %{y:.2e}<extra>%{fullData.name}</extra>"))
+    if tol is not None and metric == "residual":
+        all_x = [t.x for t in traces if len(t.x)]
+        hi = max((float(np.nanmax(v)) for v in all_x), default=1.0)
+        traces.append(go.Scatter(x=[0, hi], y=[tol, tol], mode="lines", name=f"tol = {tol:.0e}",
+                                 line=dict(color="#d62728", dash="dash", width=1)))
+    ylabel = ("max relative residual \u2016Ax\u2212\u03b8x\u2016/|\u03b8|" if metric == "residual"
+              else "max error |\u03b8\u1d62 \u2212 \u03bb\u1d62|")
+    xlabel = {"iteration": "iteration", "n_matvec": "matvecs", "elapsed_s": "seconds"}.get(x, x)
+    layout = go.Layout(
+        height=height, template="plotly_white", margin=dict(l=10, r=10, t=50 if title else 20, b=10),
+        title=dict(text=title, x=0.0) if title else None,
+        xaxis=dict(title=xlabel, showgrid=True, gridcolor="#eceff4", automargin=True),
+        yaxis=dict(title=ylabel, type="log", exponentformat="power", showgrid=True, gridcolor="#eceff4",
+                   automargin=True),
+        legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0.0),
+    )
+    return go.Figure(data=traces, layout=layout)
+
+
+# -- matrix preview ------------------------------------------------------------------
+def matrix_figure(blocks: np.ndarray, n: int, *, title: str | None = None, height: int = 360) -> go.Figure:
+    """Heatmap of ``log10`` of block sums of ``|A|`` (``explorer.preview.block_abs``); zero blocks blank.
+
+    Axis ticks are row/column indices of the full n x n matrix, so a 4 x 4 block
+    grid of a 1000 x 1000 matrix still reads 0..999.
+    """
+    blocks = np.asarray(blocks, dtype=float)
+    cells = blocks.shape[0] if blocks.ndim == 2 else 0
+    step = n / max(cells, 1)
+    centers = (np.arange(cells) + 0.5) * step - 0.5
+    with np.errstate(divide="ignore"):
+        z = np.where(blocks > 0, np.log10(np.where(blocks > 0, blocks, 1.0)), np.nan)
+    label = "|a\u1d62\u2c7c|" if step <= 1 else f"sum |a\u1d62\u2c7c| per {step:.3g}\u00d7{step:.3g} block"
+    heat = go.Heatmap(z=z, x=centers, y=centers, colorscale="Viridis", hoverongaps=False,
+                      colorbar=dict(title=dict(text="log\u2081\u2080", side="right"), thickness=12),
+                      hovertemplate="rows ~%{y:.0f}, cols ~%{x:.0f}<br>log\u2081\u2080 " + label
+                      + " = %{z:.2f}<extra></extra>")
+    layout = go.Layout(
+        height=height, template="plotly_white", margin=dict(l=10, r=10, t=40 if title else 10, b=10),
+        title=dict(text=title, x=0.0, font=dict(size=14)) if title else None,
+        xaxis=dict(title="column", range=[-0.5, n - 0.5], side="top", showgrid=False, constrain="domain",
+                   automargin=True),
+        yaxis=dict(title="row", range=[n - 0.5, -0.5], showgrid=False, scaleanchor="x", automargin=True),
+    )
+    return go.Figure(data=[heat], layout=layout)

@@ -1,0 +1,61 @@
+"""A solve as plain data: which solver, its parameters, device and dtype; and the job target it makes.
+
+Pure (no Streamlit). The app's sidebar builds a ``SolveConfig`` from its widgets;
+``make_target(problem, config)`` is the ``target(tracker)`` a ``SolveJob`` runs in its
+worker thread (it moves the operator to the device/dtype there, not in the page).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from explorer.devices import parse_device, parse_dtype
+from explorer.results import EigenResult
+from explorer.solvers import SOLVERS, solve
+from explorer.tracking import Tracker
+
+__all__ = ["SolveConfig", "make_target", "default_solver"]
+
+
+def default_solver() -> str:
+    """The solver the app preselects: an iterative one that watches well (lanczos, lobpcg, ...)."""
+    for name in ("lanczos", "lobpcg", "power_iteration"):
+        if name in SOLVERS:
+            return name
+    iterative = [n for n, s in SOLVERS.items() if s.name != "eigh"]
+    return iterative[0] if iterative else next(iter(SOLVERS))
+
+
+@dataclass(frozen=True)
+class SolveConfig:
+    solver: str
+    k: int
+    which: str
+    tol: float
+    max_iter: int
+    seed: int | None = 0
+    device: str = "cpu"
+    dtype: str = "float64"
+    extras: Mapping[str, Any] = field(default_factory=dict)
+
+    def params(self) -> dict[str, Any]:
+        """Every setting as one flat dict (history tables, snippets)."""
+        return {"k": self.k, "which": self.which, "tol": self.tol, "max_iter": self.max_iter, "seed": self.seed,
+                **dict(self.extras), "device": self.device, "dtype": self.dtype}
+
+    def solver_kwargs(self) -> dict[str, Any]:
+        return {"which": self.which, "tol": self.tol, "max_iter": self.max_iter, "seed": self.seed,
+                **dict(self.extras)}
+
+
+def make_target(problem: Any, config: SolveConfig) -> Callable[[Tracker], EigenResult]:
+    """``target(tracker)`` for a SolveJob: move the problem to device/dtype, then solve."""
+
+    def target(tracker: Tracker) -> EigenResult:
+        device, dtype = parse_device(config.device), parse_dtype(config.dtype)
+        operator = problem.operator.to(device=device, dtype=dtype)
+        B = None if getattr(problem, "B", None) is None else problem.B.to(device=device, dtype=dtype)
+        return solve(config.solver, operator, config.k, tracker=tracker, B=B, **config.solver_kwargs())
+
+    return target

@@ -1,0 +1,219 @@
+"""Run a solve in the background and watch it live: the reusable run / stop / fragment machinery.
+
+Pattern (b) of ../shared/LIVE.md: the solver runs in an ``explorer.jobs.SolveJob``
+thread and never touches Streamlit; one top-level ``@st.fragment(run_every=...)``
+redraws the progress line, the Stop button and the live chart while it runs, and
+sends a heartbeat (``job.touch()``); when the job ends the fragment records it and
+reruns the whole app once (which also turns the timer off). Closing the browser tab
+detaches the session's jobs (session-scoped ``st.cache_resource`` ``on_release``), and a
+detached job stops itself about 10 s later unless the session reconnects.
+
+Every page uses the same four calls, each under its own ``key`` (one job per key per
+session; several sessions never share jobs)::
+
+    from explorer.ui import live
+
+    live.collect_finished("model", on_finish=record)     # top of the page: log finished jobs
+
+    def on_run():                                         # Run button callback
+        live.start_job("model", target, label="lanczos on my Hessian",
+                       params={"k": 4, "tol": 1e-8, ...},
+                       meta={"reference": ref_k, "tol": 1e-8, "dtype": "float64"},
+                       on_finish=record)
+    st.button("Run", key="model_run", on_click=on_run, disabled=live.is_running("model"))
+
+    live.live_panel("model")                              # progress, Stop, live chart
+
+``target(tracker) -> result`` must call the solver with ``tracker=tracker`` (and do any
+heavy preparation such as moving the operator to a device itself: it runs in the
+worker thread). ``on_finish(job, view)`` runs exactly once per job, in the script
+thread, so it may write ``st.session_state`` (e.g. append an ``explorer.runs.RunRecord``
+with ``state.add_run``). ``meta`` holds what the chart needs: ``reference`` (the k wanted
+exact eigenvalues in ``which`` order, see ``explorer.plots.wanted_reference``), ``tol``,
+``spectrum`` (all exact eigenvalues, for faint neighbour lines) and ``dtype``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Mapping
+
+import streamlit as st
+
+from explorer.jobs import JobView, SolveJob, running_jobs
+from explorer.plots import live_figure
+from explorer.tracking import Tracker
+
+__all__ = [
+    "REFRESH_S",
+    "session_jobs",
+    "current_job",
+    "is_running",
+    "job_meta",
+    "start_job",
+    "stop_job",
+    "collect_finished",
+    "live_panel",
+    "progress_text",
+]
+
+REFRESH_S = 0.5  # fragment redraw period while a job runs (LIVE.md: 0.25-0.5 s)
+
+_META = "_live_meta"  # session_state: {key: {"job_id", "meta", "on_finish", "started_at"}}
+_DONE = "_live_collected"  # session_state: set of collected job ids
+
+
+def _detach_all(holder: dict[str, SolveJob]) -> None:
+    for job in list(holder.values()):
+        job.detach()
+
+
+@st.cache_resource(scope="session", on_release=_detach_all, show_spinner=False)
+def session_jobs() -> dict[str, SolveJob]:
+    """This browser session's jobs by key (released, hence detached, when the tab closes)."""
+    return {}
+
+
+def current_job(key: str) -> SolveJob | None:
+    """The latest job started under ``key`` in this session (running or finished), or None."""
+    return session_jobs().get(key)
+
+
+def is_running(key: str) -> bool:
+    job = current_job(key)
+    return bool(job is not None and job.alive)
+
+
+def job_meta(key: str) -> dict[str, Any]:
+    """The ``meta`` dict given to ``start_job`` for the current job under ``key`` ({} if none)."""
+    entry = st.session_state.get(_META, {}).get(key)
+    return dict(entry["meta"]) if entry else {}
+
+
+def start_job(key: str, target: Callable[[Tracker], Any], *, label: str = "solve",
+              params: Mapping[str, Any] | None = None, meta: Mapping[str, Any] | None = None,
+              on_finish: Callable[[SolveJob, JobView], None] | None = None,
+              extra_tracker: Tracker | None = None) -> SolveJob:
+    """Start ``target(tracker)`` in a background SolveJob under ``key``; return the job.
+
+    Raises ValueError when a job under ``key`` is still running (stop it first). The
+    previous finished job under ``key`` is collected (``on_finish``) before it is
+    replaced. Call from a button callback (``on_click``) so that one click starts one job.
+    """
+    previous = current_job(key)
+    if previous is not None and previous.alive:
+        raise ValueError("a solve is already running here; press Stop first or wait for it to end")
+    if previous is not None:
+        collect_finished(key)
+    job = SolveJob(target, label=label, params=dict(params or {}), extra_tracker=extra_tracker)
+    session_jobs()[key] = job
+    st.session_state.setdefault(_META, {})[key] = {"job_id": job.id, "meta": dict(meta or {}),
+                                                   "on_finish": on_finish, "started_at": time.time()}
+    job.start()
+    return job
+
+
+def stop_job(key: str, reason: str = "stopped by the user") -> None:
+    """Ask the job under ``key`` to stop (it ends within one iteration and keeps its partial result)."""
+    job = current_job(key)
+    if job is not None and job.alive:
+        job.request_stop(reason)
+
+
+def collect_finished(key: str, on_finish: Callable[[SolveJob, JobView], None] | None = None) -> JobView | None:
+    """Run ``on_finish(job, view)`` once for a finished job under ``key``; return its view if it ran now.
+
+    ``on_finish`` defaults to the one given to ``start_job``. Safe to call on every
+    script run (top of the page) and from the live fragment.
+    """
+    job = current_job(key)
+    if job is None or job.alive:
+        return None
+    done: set[int] = st.session_state.setdefault(_DONE, set())
+    if job.id in done:
+        return None
+    done.add(job.id)
+    entry = st.session_state.get(_META, {}).get(key) or {}
+    callback = on_finish or entry.get("on_finish")
+    view = job.view()
+    if callback is not None:
+        callback(job, view)
+    return view
+
+
+def progress_text(view: JobView, max_iter: int | None = None) -> tuple[float, str]:
+    """(fraction in [0, 1], one-line text) for a progress bar: iteration, converged, matvecs, time."""
+    records = view.records
+    last = records[-1] if records else None
+    if max_iter is None and view.start is not None:
+        max_iter = view.start.max_iter
+    it = last.iteration if last else 0
+    k = view.start.k if view.start is not None else (len(last.ritz_values) if last else 0)
+    conv = last.n_converged if last else 0
+    matvecs = last.n_matvec if last else 0
+    fraction = min(1.0, it / max_iter) if max_iter else 0.0
+    if view.state == "queued":
+        return 0.0, f"Waiting for a free solver slot ({running_jobs()} solves on this server) ..."
+    if view.state == "done" and view.result is not None and getattr(view.result, "status", None) is not None \
+            and view.result.status.value == "converged":
+        fraction = 1.0
+    text = (f"Iteration {it:,}" + (f" / {max_iter:,}" if max_iter else "") + f" \u00b7 converged {conv}/{k}"
+            f" \u00b7 {matvecs:,} matvecs \u00b7 {view.elapsed_s:.1f} s")
+    return fraction, text
+
+
+def live_panel(key: str, *, reference: Any = None, tol: float | None = None, spectrum: Any = None,
+               dtype: str | None = None, x: str = "iteration", refresh: float = REFRESH_S, height: int = 600,
+               show_stop: bool = True, stop_key: str | None = None,
+               on_finish: Callable[[SolveJob, JobView], None] | None = None,
+               empty_message: str = "Press **Run** to start a solve; its convergence appears here live.") -> JobView | None:
+    """Progress line, Stop button and live convergence chart of the job under ``key``.
+
+    Call it once per page run, at the top level (not inside another fragment). While
+    the job runs it is a fragment that reruns every ``refresh`` seconds; afterwards it
+    shows the final (zoomable) chart of the whole history. ``reference``, ``tol``,
+    ``spectrum``, ``dtype`` default to the ``meta`` given to ``start_job``. Widget keys:
+    the Stop button is ``stop_key`` (default ``f"{key}_stop"``), the chart
+    ``f"{key}_live_chart"``. Returns the job's latest view (None without a job).
+    """
+    job = current_job(key)
+    if job is None:
+        st.info(empty_message)
+        return None
+    meta = job_meta(key)
+    opts = dict(reference=meta.get("reference") if reference is None else reference,
+                tol=meta.get("tol") if tol is None else tol,
+                spectrum=meta.get("spectrum") if spectrum is None else spectrum,
+                dtype=meta.get("dtype", "float64") if dtype is None else dtype)
+    running = job.alive
+    body = st.fragment(_live_body, run_every=refresh if running else None)
+    return body(key, running, opts, x, height, show_stop, stop_key or f"{key}_stop", on_finish)
+
+
+def _live_body(key: str, started_running: bool, opts: dict[str, Any], x: str, height: int, show_stop: bool,
+               stop_key: str, on_finish: Callable[[SolveJob, JobView], None] | None) -> JobView | None:
+    job = current_job(key)
+    if job is None:
+        return None
+    job.touch()
+    alive = job.alive  # read before view(): a "done" view never shows a stale running state
+    view = job.view()
+    fraction, text = progress_text(view)
+    cols = st.columns([5, 1], vertical_alignment="center")
+    with cols[0]:
+        st.progress(fraction, text=(("\u23f3 " if alive else "") + text))
+    with cols[1]:
+        if show_stop:
+            st.button("Stop", key=stop_key, icon=":material/stop_circle:", on_click=stop_job, args=(key,),
+                      disabled=not alive, help="End the solve after the current iteration; the partial "
+                      "history and result are kept.", width="stretch")
+    if view.records:
+        figure = live_figure(view.records, reference=opts["reference"], tol=opts["tol"], spectrum=opts["spectrum"],
+                             dtype=opts["dtype"], x=x, height=height)
+        st.plotly_chart(figure, key=f"{key}_live_chart", config={"displaylogo": False})
+    elif alive:
+        st.caption("Starting the solver ...")
+    if started_running and not alive:
+        collect_finished(key, on_finish)
+        st.rerun()  # app scope: redraw results once and switch the timer off
+    return view

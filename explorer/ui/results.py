@@ -1,0 +1,106 @@
+"""After a run: status, metrics, eigenpair table, spectrum plot, downloads and the reproduce snippet.
+
+``render_run(run, spectrum=..., snippet=...)`` draws one ``explorer.runs.RunRecord``;
+the Explore page shows the latest run with it and the History page any run.
+``key`` prefixes every widget key, so several runs can be drawn on one page.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+import streamlit as st
+import torch
+
+from explorer.plots import spectrum_figure
+from explorer.runs import RunRecord, history_csv, history_json
+
+__all__ = ["render_status", "render_run", "eigen_table"]
+
+_ICONS = {"converged": ":material/check_circle:", "max_iter reached": ":material/hourglass_bottom:",
+          "stopped": ":material/stop_circle:", "breakdown": ":material/warning:", "failed": ":material/error:"}
+
+
+def render_status(run: RunRecord) -> None:
+    """st.success / st.warning / st.error with the status and the core's message."""
+    text = f"**Run #{run.run_id} ({run.solver}): {run.status}.** {run.message}"
+    icon = _ICONS.get(run.status)
+    if run.status == "converged":
+        st.success(text, icon=icon)
+    elif run.status == "failed":
+        st.error(text, icon=icon)
+    else:
+        st.warning(text, icon=icon)
+
+
+def eigen_table(run: RunRecord) -> Any:
+    """EigenResult.to_frame(reference) with readable column names (None without a result)."""
+    if run.result is None:
+        return None
+    reference = None if run.reference is None else torch.as_tensor(run.reference, dtype=torch.float64)
+    frame = run.result.to_frame(reference)
+    frame = frame.rename(columns={"eigenvalue": "eigenvalue \u03b8", "residual_norm": "residual \u2016Ax\u2212\u03b8x\u2016",
+                                  "reference": "exact \u03bb", "abs_error": "error |\u03b8\u2212\u03bb|",
+                                  "rel_error": "relative error"})
+    return frame.set_index("index")
+
+
+def _npy(array: Any) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def render_run(run: RunRecord, *, spectrum: Any = None, snippet: str | None = None, key: str = "result",
+               show_spectrum: bool = True) -> None:
+    """Status, metrics, eigenpair table, final values vs the exact spectrum, downloads, snippet."""
+    render_status(run)
+    result = run.result
+    cols = st.columns(5)
+    cols[0].metric("iterations", f"{run.n_iter:,}")
+    cols[1].metric("matvecs", f"{run.n_matvec:,}")
+    cols[2].metric("time", f"{run.elapsed_s:.2f} s")
+    cols[3].metric("converged", "\u2013" if result is None else f"{result.n_converged} / {result.k}")
+    cols[4].metric("max error |\u03b8\u2212\u03bb|", "unknown" if run.max_error is None else f"{run.max_error:.1e}",
+                   help="Against the exact eigenvalues (analytic or dense eigh); unknown when n is too large.")
+    table = eigen_table(run)
+    if table is not None and len(table):
+        left, right = st.columns([1, 1])
+        with left:
+            st.markdown("**Eigenpairs**")
+            formats = {c: "{:.3e}" for c in table.columns if c not in ("converged",)}
+            formats[table.columns[0]] = "{:.12g}"
+            if "exact \u03bb" in table.columns:
+                formats["exact \u03bb"] = "{:.12g}"
+            st.dataframe(table.style.format(formats, na_rep="\u2013"), key=f"{key}_table")
+        with right:
+            if show_spectrum:
+                st.plotly_chart(spectrum_figure(result.eigenvalues, spectrum, converged=result.converged,
+                                                height=300), key=f"{key}_spectrum", config={"displaylogo": False})
+    meta = {"run": run.run_id, "solver": run.solver, "problem": run.problem, "n": run.n, "status": run.status,
+            **{k: v for k, v in run.params.items()}}
+    base = f"run{run.run_id}_{run.solver}"
+    st.markdown("**Downloads**")
+    d = st.columns(4)
+    d[0].download_button("History (CSV)", data=lambda: history_csv(run.records), file_name=f"{base}_history.csv",
+                         mime="text/csv", key=f"{key}_dl_csv", on_click="ignore", icon=":material/download:",
+                         help="One row per (iteration, Ritz pair): ritz_value, residual_norm, orthogonality_loss, "
+                         "n_matvec, elapsed_s, ...", disabled=not run.records)
+    d[1].download_button("History (JSON)", data=lambda: history_json(run.records, meta=meta),
+                         file_name=f"{base}_history.json", mime="application/json", key=f"{key}_dl_json",
+                         on_click="ignore", icon=":material/download:", disabled=not run.records)
+    has_result = result is not None and result.eigenvalues.numel() > 0
+    d[2].download_button("Eigenvalues (.npy)",
+                         data=(lambda: _npy(result.eigenvalues.detach().cpu().numpy())) if has_result else b"",
+                         file_name=f"{base}_eigenvalues.npy", mime="application/octet-stream",
+                         key=f"{key}_dl_values", on_click="ignore", icon=":material/download:", disabled=not has_result)
+    d[3].download_button("Eigenvectors (.npy)",
+                         data=(lambda: _npy(result.eigenvectors.detach().cpu().numpy())) if has_result else b"",
+                         file_name=f"{base}_eigenvectors.npy", mime="application/octet-stream",
+                         key=f"{key}_dl_vectors", on_click="ignore", icon=":material/download:",
+                         disabled=not has_result, help="n x k array, one eigenvector per column.")
+    if snippet:
+        with st.expander("Reproduce this solve in Python", icon=":material/code:"):
+            st.code(snippet, language="python")

@@ -1,0 +1,84 @@
+"""The Run button of a page: start the configured solve on the active problem and log it when it ends.
+
+``run_button(key, prefix)`` draws the button (``key="run"`` on Explore, else
+``f"{key}_run"``) and ``start_solve(key, prefix)`` is its callback. A finished,
+stopped or failed solve becomes an ``explorer.runs.RunRecord`` in the session's run
+log (``explorer.ui.state.runs()``), and ``last_run(key)`` returns the latest one of
+that page.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import streamlit as st
+
+from explorer.jobs import JobView, SolveJob, friendly_error
+from explorer.plots import wanted_reference
+from explorer.runconfig import make_target
+from explorer.runs import RunRecord, run_from_view
+from explorer.snippets import solve_snippet
+from explorer.ui import live
+from explorer.ui.problem import active_problem, cached_reference
+from explorer.ui.solver import solver_config
+from explorer.ui.state import add_run, get_run, next_run_id
+
+__all__ = ["start_solve", "run_button", "last_run", "error_key"]
+
+
+def error_key(key: str) -> str:
+    return f"{key}_error"
+
+
+def _last_key(key: str) -> str:
+    return f"{key}_last_run"
+
+
+def last_run(key: str) -> RunRecord | None:
+    """The latest logged run started from page ``key`` (None before the first one ends)."""
+    run_id = st.session_state.get(_last_key(key))
+    return None if run_id is None else get_run(run_id)
+
+
+def start_solve(key: str = "explore", prefix: str = "") -> None:
+    """Callback: start a solve of the active problem with the page's solver settings."""
+    st.session_state[error_key(key)] = None
+    try:
+        source, problem = active_problem()
+        config = solver_config(prefix)
+        spectrum = cached_reference(source, problem)
+        spectrum_np = None if spectrum is None else spectrum.numpy()
+        reference = None
+        if spectrum_np is not None and 1 <= config.k <= len(spectrum_np):
+            reference = wanted_reference(spectrum_np, config.k, config.which)
+        snippet = solve_snippet(source, config.solver, config.params(), device=config.device, dtype=config.dtype)
+        started = time.time()
+        params = config.params()
+
+        def on_finish(job: SolveJob, view: JobView) -> None:
+            run = run_from_view(next_run_id(), view, solver=config.solver, problem=source.label, n=problem.n,
+                                params=params, reference=reference, page=key, started_at=started,
+                                extra={"source": source, "snippet": snippet, "error_detail": job.error_detail})
+            add_run(run)
+            st.session_state[_last_key(key)] = run.run_id
+
+        live.start_job(key, make_target(problem, config), label=f"{config.solver} on {source.label}",
+                       params=params, on_finish=on_finish,
+                       meta={"reference": reference, "tol": config.tol, "spectrum": spectrum_np,
+                             "dtype": config.dtype, "source": source})
+    except Exception as error:  # noqa: BLE001 - shown next to the Run button; nothing else changes
+        st.session_state[error_key(key)] = friendly_error(error)
+
+
+def run_button(key: str = "explore", prefix: str = "", container: Any = None) -> bool:
+    """The primary Run button (disabled while this page's solve runs) and any start error below it."""
+    box = container if container is not None else st.sidebar
+    running = live.is_running(key)
+    clicked = box.button("Run", key="run" if key == "explore" else f"{key}_run", type="primary",
+                         icon=":material/play_arrow:", on_click=start_solve, args=(key, prefix), disabled=running,
+                         width="stretch", help="Start the solve in the background; the charts update live.")
+    error = st.session_state.get(error_key(key))
+    if error:
+        box.error(error, icon=":material/error:")
+    return clicked

@@ -1,0 +1,98 @@
+"""The solver section: solver menu, common parameters, device/dtype, the solver's own options.
+
+``solver_sidebar(prefix="")`` draws the widgets (keys ``f"{prefix}solver"``,
+``f"{prefix}k"``, ``which``, ``tol``, ``max_iter``, ``seed``, ``device``, ``dtype`` and
+``f"{prefix}p_<solver>_<param>"`` for the extras) and returns a
+``explorer.runconfig.SolveConfig``. Changing a widget never starts a solve; the page's
+Run button does. Other pages pass their own ``prefix`` (e.g. "model_") to keep
+separate settings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from explorer.devices import DTYPES, available_devices, device_label
+from explorer.runconfig import SolveConfig, default_solver
+from explorer.solvers import COMMON_PARAMS, SOLVERS
+from explorer.solvers.registry import ParamSpec
+from explorer.ui.state import ensure
+from explorer.ui.widgets import param_widget
+
+__all__ = ["solver_sidebar", "solver_config"]
+
+_COMMON = {spec.name: spec for spec in COMMON_PARAMS}
+
+
+def _on_solver(prefix: str) -> None:
+    spec = SOLVERS.get(st.session_state.get(f"{prefix}solver"))
+    if spec is None:
+        return
+    st.session_state[f"{prefix}tol"] = float(spec.default_tol)
+    st.session_state[f"{prefix}max_iter"] = int(spec.default_max_iter)
+    if st.session_state.get(f"{prefix}which") not in spec.which:
+        st.session_state[f"{prefix}which"] = spec.which[0]
+
+
+def solver_config(prefix: str = "") -> SolveConfig:
+    """The SolveConfig from the current widget values (no widgets drawn)."""
+    s = st.session_state
+    name = s.get(f"{prefix}solver") or default_solver()
+    spec = SOLVERS[name]
+    extras = {p.name: s.get(f"{prefix}p_{name}_{p.name}", p.default) for p in spec.params}
+    seed = s.get(f"{prefix}seed", 0)
+    return SolveConfig(solver=name, k=int(s.get(f"{prefix}k", 4)), which=str(s.get(f"{prefix}which", spec.which[0])),
+                       tol=float(s.get(f"{prefix}tol", spec.default_tol)),
+                       max_iter=int(s.get(f"{prefix}max_iter", spec.default_max_iter)),
+                       seed=None if seed is None else int(seed), device=str(s.get(f"{prefix}device", "cpu")),
+                       dtype=str(s.get(f"{prefix}dtype", "float64")), extras=extras)
+
+
+def solver_sidebar(prefix: str = "", container: Any = None, *, n: int | None = None,
+                   disabled: bool = False) -> SolveConfig:
+    """Draw the solver widgets; return the resulting SolveConfig.
+
+    ``n`` (the problem size) caps the k widget; ``disabled`` greys the form out (e.g.
+    while a solve runs, so the settings shown are the ones running).
+    """
+    box = container if container is not None else st.sidebar
+    names = list(SOLVERS)
+    ensure(f"{prefix}solver", default_solver())
+    if st.session_state[f"{prefix}solver"] not in names:
+        st.session_state[f"{prefix}solver"] = default_solver()
+    spec = SOLVERS[st.session_state[f"{prefix}solver"]]
+    ensure(f"{prefix}tol", float(spec.default_tol))
+    ensure(f"{prefix}max_iter", int(spec.default_max_iter))
+    box.selectbox("Solver", names, key=f"{prefix}solver", format_func=lambda n: SOLVERS[n].label,
+                  on_change=_on_solver, args=(prefix,), disabled=disabled,
+                  help="Every solver registered in explorer.solvers.SOLVERS.")
+    spec = SOLVERS[st.session_state[f"{prefix}solver"]]
+    box.caption(spec.summary)
+    k_spec = _COMMON["k"]
+    if n is not None:
+        k_spec = ParamSpec("k", "int", min(4, n), k_spec.help + f" At most n = {n:,}.", minimum=1, maximum=n)
+    c1, c2 = box.columns(2)
+    param_widget(k_spec, f"{prefix}k", container=c1, disabled=disabled)
+    param_widget(_COMMON["which"], f"{prefix}which", container=c2, choices=spec.which, disabled=disabled)
+    c1, c2 = box.columns(2)
+    param_widget(_COMMON["tol"], f"{prefix}tol", container=c1, default=spec.default_tol, disabled=disabled)
+    param_widget(_COMMON["max_iter"], f"{prefix}max_iter", container=c2, default=spec.default_max_iter,
+                 disabled=disabled)
+    c1, c2, c3 = box.columns([2, 3, 3])
+    param_widget(_COMMON["seed"], f"{prefix}seed", container=c1, label="seed", disabled=disabled)
+    devices = available_devices()
+    ensure(f"{prefix}device", devices[0])
+    if st.session_state[f"{prefix}device"] not in devices:
+        st.session_state[f"{prefix}device"] = devices[0]
+    c2.selectbox("device", devices, key=f"{prefix}device", format_func=device_label, disabled=disabled,
+                 help="Where the operator and the solver's vectors live (explorer.devices.available_devices).")
+    ensure(f"{prefix}dtype", "float64")
+    c3.selectbox("dtype", list(DTYPES), key=f"{prefix}dtype", disabled=disabled,
+                 help="float32 is faster on GPUs but cannot reach tolerances much below 1e-6.")
+    if spec.params:
+        with box.expander(f"{spec.name} options", expanded=False):
+            for p in spec.params:
+                param_widget(p, f"{prefix}p_{spec.name}_{p.name}", disabled=disabled)
+    return solver_config(prefix)

@@ -1,0 +1,77 @@
+"""Session-state keys, their defaults, and the session's run log.
+
+``init_session()`` runs in the entrypoint (app.py) on every page. It owns the
+values of the sidebar widgets (keys below and every key with a ``PERSIST_PREFIXES``
+prefix): Streamlit deletes a widget's state when its page is not rendered, so the
+entrypoint re-assigns them each run and they survive a visit to another page
+(../shared/LIVE.md 5). Widgets are then created with ``key=`` only, never ``value=``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from explorer.runs import RunRecord
+
+__all__ = [
+    "RUNS", "ACTIVE_SOURCE", "PERSIST_KEYS", "PERSIST_PREFIXES", "init_session", "persist", "ensure",
+    "runs", "add_run", "next_run_id", "get_run",
+]
+
+RUNS = "runs"  # list[RunRecord], oldest first
+ACTIVE_SOURCE = "problem_source"  # ProblemSource of the problem in use
+_RUN_COUNTER = "_run_counter"
+
+# Widget keys whose values belong to the session, not to one page.
+PERSIST_KEYS = ("problem_mode", "sample", "gen_name", "symmetrize", "solver", "k", "which", "tol", "max_iter",
+                "seed", "device", "dtype", "live_x", "history_pick", "history_metric", "history_x")
+# Generated keys: "g_<generator>_<param>" (generator form), "p_<solver>_<param>" (solver form).
+PERSIST_PREFIXES = ("g_", "p_")
+
+
+def ensure(key: str, default: Any) -> Any:
+    """Set ``st.session_state[key]`` to ``default`` unless it is set; return the value."""
+    if key not in st.session_state:
+        st.session_state[key] = default
+    return st.session_state[key]
+
+
+def persist() -> None:
+    """Re-assign every session-owned widget value so it outlives its page."""
+    for key in list(st.session_state.keys()):
+        if key in PERSIST_KEYS or key.startswith(PERSIST_PREFIXES):
+            try:
+                st.session_state[key] = st.session_state[key]
+            except Exception:  # noqa: BLE001 - a key some widget type refuses: leave it alone
+                pass
+
+
+def init_session() -> None:
+    """Called once per script run by the entrypoint, before the page runs."""
+    ensure(RUNS, [])
+    ensure(_RUN_COUNTER, 0)
+    persist()
+
+
+def runs() -> list[RunRecord]:
+    """The session's runs, oldest first (failed and stopped runs included)."""
+    return ensure(RUNS, [])
+
+
+def next_run_id() -> int:
+    st.session_state[_RUN_COUNTER] = int(st.session_state.get(_RUN_COUNTER, 0)) + 1
+    return st.session_state[_RUN_COUNTER]
+
+
+def add_run(run: RunRecord) -> RunRecord:
+    runs().append(run)
+    return run
+
+
+def get_run(run_id: int) -> RunRecord | None:
+    for run in runs():
+        if run.run_id == run_id:
+            return run
+    return None

@@ -1,0 +1,54 @@
+"""History: every run of this session in a table, any of them overlaid, CSV export, details."""
+
+import streamlit as st
+
+from explorer.runs import runs_frame
+from explorer.ui import charts, live, results, state
+
+for key in ("explore", "model", "compare"):
+    live.collect_finished(key)  # runs that ended while another page was open
+
+st.title("Run history")
+runs = state.runs()
+if not runs:
+    st.info("No runs yet in this session. Go to **Explore**, pick a problem and press **Run**.")
+    st.stop()
+
+frame = runs_frame(runs)
+st.dataframe(frame.style.format({"max_error": "{:.2e}", "max_residual": "{:.2e}", "time_s": "{:.2f}"},
+                                na_rep="\u2013"), hide_index=True, key="history_table")
+st.download_button("Export table (CSV)", data=lambda: runs_frame(state.runs()).to_csv(index=False),
+                   file_name="runs.csv", mime="text/csv", key="history_csv", on_click="ignore",
+                   icon=":material/download:")
+
+st.subheader("Compare runs")
+labels = {run.run_id: run.label for run in runs}
+ids = list(labels)
+state.ensure("history_pick", ids[-2:])
+st.session_state["history_pick"] = [i for i in st.session_state["history_pick"] if i in labels] or ids[-2:]
+c1, c2, c3 = st.columns([4, 2, 2])
+picked = c1.multiselect("Runs", ids, key="history_pick", format_func=labels.get,
+                        help="Pick two (or more) runs to overlay.")
+state.ensure("history_metric", "residual")
+metric = c2.radio("Quantity", ["residual", "error"], key="history_metric", horizontal=True,
+                  format_func={"residual": "relative residual", "error": "error vs exact"}.get,
+                  help="The worst of the k pairs at each iteration.")
+state.ensure("history_x", "n_matvec")
+x = c3.radio("Against", ["n_matvec", "iteration", "elapsed_s"], key="history_x", horizontal=True,
+             format_func={"n_matvec": "matvecs", "iteration": "iterations", "elapsed_s": "seconds"}.get)
+chosen = [state.get_run(i) for i in picked]
+chosen = [run for run in chosen if run is not None]
+if chosen:
+    if metric == "error" and all(run.reference is None for run in chosen):
+        st.info("None of these runs has exact eigenvalues to compare with; showing nothing for the error.")
+    tols = {run.params.get("tol") for run in chosen}
+    figure = charts.compare_figure(
+        [{"label": run.label, "records": run.records, "reference": run.reference, "dtype": run.dtype}
+         for run in chosen], metric=metric, x=x, tol=tols.pop() if len(tols) == 1 else None)
+    charts.show(figure, key="history_compare")
+
+st.subheader("Run details")
+detail = st.selectbox("Run", ids[::-1], format_func=labels.get, key="history_detail")
+run = state.get_run(detail)
+if run is not None:
+    results.render_run(run, snippet=run.extra.get("snippet"), key=f"history_run{run.run_id}")

@@ -63,7 +63,7 @@ __all__ = [
 
 MIN_CONFIGS = 2
 MAX_CONFIGS = 5
-_COMMON_OVERRIDES = ("which", "tol", "max_iter", "seed")
+_COMMON_OVERRIDES = ("which", "tol", "max_iter", "seed", "X0")
 
 
 @dataclass(frozen=True)
@@ -73,18 +73,22 @@ class RunConfig:
     Attributes:
         solver: a key of ``explorer.solvers.SOLVERS``.
         params: that solver's extra parameters (validated by its ``ParamSpec`` s), and
-            optionally per-run overrides of ``which`` / ``tol`` / ``max_iter`` / ``seed``.
+            optionally per-run overrides of ``which`` / ``tol`` / ``max_iter`` / ``seed``
+            and a start ``X0`` (the lessons pass one so the theory knows the start angle).
         label: shown in legends and tables (default: solver and parameters).
+        problem: run on this problem instead of the comparison's (the eigh-cost lesson
+            times one solver on several sizes).
     """
 
     solver: str
     params: Mapping[str, Any] = field(default_factory=dict)
     label: str = ""
+    problem: Any = None
 
     def display(self) -> str:
         if self.label:
             return self.label
-        shown = ", ".join(f"{key}={value}" for key, value in self.params.items() if value is not None)
+        shown = ", ".join(f"{key}={value}" for key, value in self.params.items() if value is not None and key != "X0")
         return f"{self.solver}({shown})" if shown else self.solver
 
     def extras(self) -> dict[str, Any]:
@@ -116,21 +120,22 @@ class CompareSettings:
     mode: Literal["sequential", "parallel"] = "sequential"
 
     def kwargs_for(self, config: RunConfig) -> dict[str, Any]:
-        common = {"which": self.which, "tol": self.tol, "max_iter": self.max_iter, "seed": self.seed}
+        common: dict[str, Any] = {"which": self.which, "tol": self.tol, "max_iter": self.max_iter, "seed": self.seed}
         common.update({key: config.params[key] for key in _COMMON_OVERRIDES if key in config.params})
         if common["max_iter"] is None:
             common["max_iter"] = get_solver(config.solver).default_max_iter
         return {**common, **config.extras()}
 
 
-def check_configs(configs: Sequence[RunConfig], settings: CompareSettings, n: int | None = None) -> None:
+def check_configs(configs: Sequence[RunConfig], settings: CompareSettings, n: int | None = None, *,
+                  count: tuple[int, int] = (MIN_CONFIGS, MAX_CONFIGS)) -> None:
     """Raise ValueError/TypeError (naming the run) for configurations that cannot run.
 
-    Checks the count (2 to 5), that each solver exists and supports ``which``, and each
-    parameter against its ``ParamSpec``.
+    Checks the count (``count``, default 2 to 5), that each solver exists and supports
+    ``which``, and each parameter against its ``ParamSpec``.
     """
-    if not MIN_CONFIGS <= len(configs) <= MAX_CONFIGS:
-        raise ValueError(f"a comparison needs {MIN_CONFIGS} to {MAX_CONFIGS} configurations, got {len(configs)}")
+    if not count[0] <= len(configs) <= count[1]:
+        raise ValueError(f"a comparison needs {count[0]} to {count[1]} configurations, got {len(configs)}")
     if settings.budget is not None and (isinstance(settings.budget, bool) or settings.budget < 1):
         raise ValueError(f"`budget` must be a positive number of matvecs or None, got {settings.budget!r}")
     if settings.mode not in ("sequential", "parallel"):
@@ -148,9 +153,10 @@ def check_configs(configs: Sequence[RunConfig], settings: CompareSettings, n: in
                 raise TypeError(f"run {index + 1} ({config.display()}): {spec.name} has no parameter `{key}`; "
                                 f"it accepts {sorted(names)}")
             spec.param(key).validate(value)
-        if n is not None and spec.k_limit is not None and settings.k > spec.k_limit(n):
-            raise ValueError(f"run {index + 1} ({config.display()}): {spec.name} needs k <= {spec.k_limit(n)} "
-                             f"for n = {n:,}, got k = {settings.k}")
+        size = n if config.problem is None else config.problem.operator.shape[0]
+        if size is not None and spec.k_limit is not None and settings.k > spec.k_limit(size):
+            raise ValueError(f"run {index + 1} ({config.display()}): {spec.name} needs k <= {spec.k_limit(size)} "
+                             f"for n = {size:,}, got k = {settings.k}")
 
 
 # --------------------------------------------------------------------------------------
@@ -278,6 +284,7 @@ def _run_one(problem: Any, config: RunConfig, settings: CompareSettings, index: 
     if torch_threads is not None:
         torch.set_num_threads(torch_threads)
     budget = MatvecBudget(settings.budget)
+    problem = problem if config.problem is None else config.problem
     collector._update(index, state="running")
     t0 = time.perf_counter()
     try:
@@ -303,7 +310,8 @@ def _run_one(problem: Any, config: RunConfig, settings: CompareSettings, index: 
 
 
 def run_comparison(problem: Any, configs: Sequence[RunConfig], settings: CompareSettings, *,
-                   tracker: Tracker | None = None, collector: ComparisonCollector | None = None) -> list[RunOutcome]:
+                   tracker: Tracker | None = None, collector: ComparisonCollector | None = None,
+                   count: tuple[int, int] = (MIN_CONFIGS, MAX_CONFIGS)) -> list[RunOutcome]:
     """Run every configuration on ``problem`` under ``settings`` and return the outcomes.
 
     Args:
@@ -314,12 +322,13 @@ def run_comparison(problem: Any, configs: Sequence[RunConfig], settings: Compare
         tracker: also receives every run's hooks (e.g. a ``SolveJob``'s tracker, whose
             ``StopSolve`` on a user Stop ends the current run and skips the rest).
         collector: where records go as they arrive (pass one to watch live).
+        count: allowed number of configurations (the Learn page runs 1 to 8).
 
     Returns:
         One ``RunOutcome`` per configuration, in order. A configuration that raises
         (bad parameters for this problem, ...) is "failed" with a message; the others run.
     """
-    check_configs(configs, settings, n=problem.operator.shape[0])
+    check_configs(configs, settings, n=problem.operator.shape[0], count=count)
     collector = collector if collector is not None else ComparisonCollector(configs)
     if settings.mode == "parallel":
         with ThreadPoolExecutor(max_workers=len(configs), thread_name_prefix="compare") as pool:

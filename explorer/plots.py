@@ -163,8 +163,8 @@ def live_figure(records: Sequence[IterationRecord], *, reference: Any = None, to
             :func:`wanted_reference`), or None when unknown. Drawn as dashed horizontal
             lines in the Ritz panel; enables the error panel ``|theta_i - lambda_i|``.
         tol: the solve's tolerance, drawn as a line on the relative-residual panel.
-        spectrum: optional further exact eigenvalues (e.g. the neighbours of the wanted
-            ones) drawn as faint lines in the Ritz panel.
+        spectrum: optional every exact eigenvalue; the ones nearest the wanted ones (up to
+            max(4, k)) are drawn as faint dotted lines in the Ritz panel.
         x: "iteration", "n_matvec" or "elapsed_s" for the horizontal axes.
         dtype: the solve's dtype (sets the sqrt(eps) floor of the relative residual).
         norm_estimate: ||A|| estimate for that floor (default: largest |theta| seen).
@@ -190,17 +190,15 @@ def live_figure(records: Sequence[IterationRecord], *, reference: Any = None, to
         x1 = x0 + 1.0
 
     traces: list[go.Scatter] = []
-    if spectrum is not None:
+    if spectrum is not None and ref is not None and ref.size:
+        # The nearest other eigenvalues (what a Ritz value might settle on instead): up to max(4, k).
         extra = np.asarray(spectrum, dtype=float).ravel()
-        if ref is not None:
-            extra = extra[~np.isin(extra, ref)]
+        extra = extra[~np.isin(extra, ref)]
         if extra.size:
-            lo, hi = (np.nanmin(ritz), np.nanmax(ritz)) if k and np.isfinite(ritz).any() else (extra.min(), extra.max())
-            pad = 0.1 * max(hi - lo, abs(hi), 1e-12)
-            near = extra[(extra >= lo - pad) & (extra <= hi + pad)][:200]
-            if near.size:
-                traces.append(_hline_trace(near, x0, x1, name="other eigenvalues", xaxis="x", yaxis="y",
-                                           color="rgba(0,0,0,0.15)", dash="dot"))
+            distance = np.min(np.abs(extra[:, None] - ref[None, :]), axis=1)
+            near = extra[np.argsort(distance, kind="stable")[: max(4, ref.size)]]
+            traces.append(_hline_trace(near, x0, x1, name="nearby eigenvalues", xaxis="x", yaxis="y",
+                                       color="rgba(0,0,0,0.2)", dash="dot"))
     if ref is not None and ref.size:
         traces.append(_hline_trace(ref, x0, x1, name="exact eigenvalues", xaxis="x", yaxis="y"))
     for i in range(k):
@@ -237,7 +235,7 @@ def live_figure(records: Sequence[IterationRecord], *, reference: Any = None, to
     res_label = "relative residual (estimate)" if estimated else "relative residual"
     left, right, bottom, top = (0.0, 0.44), (0.56, 1.0), (0.0, 0.40), (0.58, 1.0)
     layout = go.Layout(
-        height=height, margin=dict(l=10, r=10, t=60 if title else 36, b=10), template="plotly_white",
+        height=height, margin=dict(l=10, r=10, t=60 if title else 36, b=10),
         title=dict(text=title, x=0.0, font=dict(size=15)) if title else None,
         legend=dict(orientation="h", yanchor="bottom", y=1.04, x=0.0, font=dict(size=11)),
         hovermode="closest", uirevision="live",
@@ -285,7 +283,7 @@ def spectrum_figure(computed: Any, spectrum: Any = None, *, converged: Any = Non
                                      text=[f"\u03b8{i}" for i in np.flatnonzero(mask)],
                                      hovertemplate="%{text} = %{x:.10g}<extra></extra>"))
     layout = go.Layout(
-        height=height, template="plotly_white", margin=dict(l=10, r=10, t=40 if title else 10, b=10),
+        height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10),
         title=dict(text=title, x=0.0, font=dict(size=14)) if title else None,
         xaxis=dict(title="eigenvalue", zeroline=False, showgrid=True, gridcolor="#eceff4", automargin=True),
         yaxis=dict(tickvals=[0, 1], ticktext=["exact", "computed"], range=[-0.6, 1.6], showgrid=False,
@@ -350,7 +348,7 @@ def compare_figure(runs: Sequence[Mapping[str, Any]], *, metric: str = "residual
               else "max error |\u03b8\u1d62 \u2212 \u03bb\u1d62|")
     xlabel = {"iteration": "iteration", "n_matvec": "matvecs", "elapsed_s": "seconds"}.get(x, x)
     layout = go.Layout(
-        height=height, template="plotly_white", margin=dict(l=10, r=10, t=50 if title else 20, b=10),
+        height=height, margin=dict(l=10, r=10, t=50 if title else 20, b=10),
         title=dict(text=title, x=0.0) if title else None,
         xaxis=dict(title=xlabel, showgrid=True, gridcolor="#eceff4", automargin=True),
         yaxis=dict(title=ylabel, type="log", exponentformat="power", showgrid=True, gridcolor="#eceff4",
@@ -379,7 +377,7 @@ def matrix_figure(blocks: np.ndarray, n: int, *, title: str | None = None, heigh
                       hovertemplate="rows ~%{y:.0f}, cols ~%{x:.0f}<br>log\u2081\u2080 " + label
                       + " = %{z:.2f}<extra></extra>")
     layout = go.Layout(
-        height=height, template="plotly_white", margin=dict(l=10, r=10, t=40 if title else 10, b=10),
+        height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10),
         title=dict(text=title, x=0.0, font=dict(size=14)) if title else None,
         xaxis=dict(title="column", range=[-0.5, n - 0.5], side="top", showgrid=False, constrain="domain",
                    automargin=True),

@@ -59,7 +59,7 @@ __all__ = [
 
 REFRESH_S = 0.5  # fragment redraw period while a job runs (LIVE.md: 0.25-0.5 s)
 
-_META = "_live_meta"  # session_state: {key: {"job_id", "meta", "on_finish", "started_at"}}
+_META = "_live_meta"  # session_state: {key: {"job_id", "job", "meta", "on_finish", "started_at"}}
 _DONE = "_live_collected"  # session_state: set of collected job ids
 
 
@@ -107,7 +107,7 @@ def start_job(key: str, target: Callable[[Tracker], Any], *, label: str = "solve
         collect_finished(key)
     job = SolveJob(target, label=label, params=dict(params or {}), extra_tracker=extra_tracker)
     session_jobs()[key] = job
-    st.session_state.setdefault(_META, {})[key] = {"job_id": job.id, "meta": dict(meta or {}),
+    st.session_state.setdefault(_META, {})[key] = {"job_id": job.id, "job": job, "meta": dict(meta or {}),
                                                    "on_finish": on_finish, "started_at": time.time()}
     job.start()
     return job

@@ -80,13 +80,13 @@ def solver_sidebar(prefix: str = "", container: Any = None, *, n: int | None = N
     param_widget(_COMMON["tol"], f"{prefix}tol", container=c1, default=spec.default_tol, disabled=disabled)
     param_widget(_COMMON["max_iter"], f"{prefix}max_iter", container=c2, default=spec.default_max_iter,
                  disabled=disabled)
-    c1, c2, c3 = box.columns([2, 3, 3])
-    param_widget(_COMMON["seed"], f"{prefix}seed", container=c1, label="seed", disabled=disabled)
+    c1, c3 = box.columns(2)
+    param_widget(_COMMON["seed"], f"{prefix}seed", container=c1, label="random seed", disabled=disabled)
     devices = available_devices()
     ensure(f"{prefix}device", devices[0])
     if st.session_state[f"{prefix}device"] not in devices:
         st.session_state[f"{prefix}device"] = devices[0]
-    c2.selectbox("device", devices, key=f"{prefix}device", format_func=device_label, disabled=disabled,
+    box.selectbox("device", devices, key=f"{prefix}device", format_func=device_label, disabled=disabled,
                  help="Where the operator and the solver's vectors live (explorer.devices.available_devices).")
     ensure(f"{prefix}dtype", "float64")
     c3.selectbox("dtype", list(DTYPES), key=f"{prefix}dtype", disabled=disabled,

@@ -1,0 +1,170 @@
+"""Shared fixtures: the repository on sys.path, AppTest helpers, a live Streamlit server and Chromium.
+
+AppTest (tests/app/):
+    ``apptest`` - factory: ``apptest()`` -> a fresh ``AppTest`` of app.py (its own session),
+    already run once; ``apptest(page="pages/history.py")`` switches to a page.
+    ``wait_for_job(at, key="explore", timeout=60)`` - poll ``at.run()`` while the job under
+    ``key`` is alive (``run_every`` never fires by itself in AppTest, ../shared/LIVE.md 4.1).
+
+Browser (tests/e2e/, marked ``browser``):
+    ``app_server`` - session-scoped: ``python -m streamlit run app.py`` on a free port,
+    waits for /_stcore/health, yields the base URL, terminates the process at the end.
+    ``app_page`` - a Playwright ``page`` opened on the app with the first render done.
+    ``browser_type_launch_args`` - Debian's /usr/bin/chromium with the flags of LIVE.md 4.2.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = ROOT / "app.py"
+# AppTest puts the app directory on sys.path only while a script runs; solver threads
+# and the tests import explorer.* afterwards too.
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+APPTEST_TIMEOUT = 60.0
+CHROMIUM = os.environ.get("EXPLORER_CHROMIUM", "/usr/bin/chromium")
+
+
+# -- AppTest -------------------------------------------------------------------------
+def wait_for_job(at: Any, key: str = "explore", timeout: float = 60.0, poll: float = 0.1) -> Any:
+    """Rerun ``at`` until the job under ``key`` has ended (and once more to render the result)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = _job(at, key)
+        if job is None or not job.alive:
+            break
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the {key} job still runs after {timeout} s")
+        time.sleep(poll)
+        at.run()
+    at.run()
+    return at
+
+
+def _job(at: Any, key: str) -> Any:
+    meta = at.session_state["_live_meta"] if "_live_meta" in at.session_state else {}
+    entry = meta.get(key)
+    return entry.get("job") if entry else None
+
+
+def job_of(at: Any, key: str = "explore") -> Any:
+    """The latest job (running or finished) under ``key`` in this AppTest session, or None."""
+    return _job(at, key)
+
+
+@pytest.fixture
+def apptest() -> Callable[..., Any]:
+    """Factory for AppTest sessions of app.py (each call: a new, isolated session)."""
+    from streamlit.testing.v1 import AppTest
+
+    made: list[Any] = []
+
+    def make(page: str | None = None, timeout: float = APPTEST_TIMEOUT) -> Any:
+        at = AppTest.from_file(str(APP), default_timeout=timeout)
+        at.run()
+        if page is not None:
+            at.switch_page(page).run()
+        made.append(at)
+        return at
+
+    yield make
+    for at in made:  # stop anything a failed test left running
+        meta = at.session_state["_live_meta"] if "_live_meta" in at.session_state else {}
+        for key in list(meta):
+            job = _job(at, key)
+            if job is not None and job.alive:
+                job.request_stop("test ended")
+                job.wait(10)
+
+
+# -- live server + browser -----------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as response:
+            return response.read().strip() == b"ok"
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def app_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A real ``streamlit run app.py`` server for the browser tests; yields its base URL."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("server") / "streamlit.log"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true",
+             "--server.address", "127.0.0.1", "--server.port", str(port), "--server.fileWatcherType", "none",
+             "--browser.gatherUsageStats", "false"],
+            cwd=str(ROOT), stdout=out, stderr=subprocess.STDOUT, env=env,
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while not _healthy(url):
+            if proc.poll() is not None:
+                raise RuntimeError(f"streamlit exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"streamlit did not become healthy in 90 s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.25)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
+    return {**browser_type_launch_args, "executable_path": CHROMIUM,
+            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync", "--no-first-run",
+                     "--disable-dev-shm-usage"]}
+
+
+@pytest.fixture(scope="session")
+def browser_context_args(browser_context_args: dict) -> dict:
+    return {**browser_context_args, "viewport": {"width": 1440, "height": 1000}, "accept_downloads": True}
+
+
+@pytest.fixture
+def app_page(page: Any, app_server: str) -> Any:
+    """A Playwright page on the app, after the first full render (the Run button is there)."""
+    page.set_default_timeout(60_000)
+    page.goto(app_server)
+    page.locator(".st-key-run button").wait_for(state="visible", timeout=90_000)
+    return page
+
+
+@pytest.fixture
+def wait_job() -> Callable[..., Any]:
+    """``wait_job(at, key="explore", timeout=60)``: see :func:`wait_for_job`."""
+    return wait_for_job
+
+
+@pytest.fixture
+def get_job() -> Callable[..., Any]:
+    """``get_job(at, key="explore")``: the latest SolveJob under ``key`` (or None)."""
+    return job_of

@@ -1,0 +1,192 @@
+"""Pure helpers behind the app: figure builders, snippets, run log, preview facts, problem sources."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from explorer.jobs import SolveJob
+from explorer.operators import as_operator
+from explorer.plots import (compare_figure, convergence_curve, decimate_indices, live_figure, matrix_figure,
+                            spectrum_figure, wanted_reference)
+from explorer.preview import block_abs, describe
+from explorer.problems import generate
+from explorer.runconfig import SolveConfig, default_solver, make_target
+from explorer.runs import history_csv, history_json, run_from_view, runs_frame
+from explorer.snippets import solve_snippet
+from explorer.solvers import SOLVERS, solve
+from explorer.sources import ProblemSource, load_problem, reference_spectrum
+
+
+def _records(steps: int = 1000, k: int = 3):
+    from explorer.tracking import IterationRecord
+
+    out = []
+    for it in range(1, steps + 1):
+        out.append(IterationRecord(solver="demo", iteration=it, ritz_values=torch.tensor([3.0, 2.0, 1.0][:k], dtype=torch.float64) - 1 / it,
+                                   residual_norms=torch.full((k,), 1.0 / it, dtype=torch.float64), residuals_estimated=False,
+                                   orthogonality_loss=1e-15 * it, n_converged=min(k, it // 300),
+                                   n_matvec=it * k, elapsed_s=it * 0.01))
+    return out
+
+
+def test_decimate_keeps_ends_and_caps_points():
+    idx = decimate_indices(10_000, 400)
+    assert len(idx) <= 400 and idx[0] == 0 and idx[-1] == 9_999
+    assert list(decimate_indices(5, 400)) == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("which,expected", [("LA", [5, 4]), ("SA", [-7, 1]), ("LM", [-7, 5]), ("BE", [5, -7])])
+def test_wanted_reference_uses_the_solver_order(which, expected):
+    assert list(wanted_reference(np.array([1.0, 2.0, 5.0, 4.0, -7.0]), 2, which)) == expected
+
+
+def test_wanted_reference_matches_problem_reference():
+    problem = generate("laplacian_1d", n=50)
+    for which in ("LA", "SA", "LM", "BE"):
+        np.testing.assert_allclose(wanted_reference(problem.eigenvalues, 5, which),
+                                   problem.reference(5, which).numpy())
+
+
+def test_live_figure_is_decimated_and_has_every_panel():
+    records = _records(1000)
+    figure = live_figure(records, reference=[3.0, 2.0, 1.0], tol=1e-6, spectrum=np.arange(-5.0, 6.0))
+    layout = figure.layout
+    assert layout.yaxis2.type == "log" and layout.yaxis3.type == "log" and layout.yaxis4.type == "log"
+    for trace in figure.data:
+        assert len(trace.x) <= 3 * 400  # reference lines use 3 points per line
+    ritz = [t for t in figure.data if t.name and t.name.startswith("\u03b8")]
+    assert len(ritz) == 3 and all(len(t.x) <= 400 for t in ritz)
+    assert ritz[0].x[-1] == 1000  # the last iteration is always drawn
+    errors = [t for t in figure.data if t.name and t.name.startswith("err")]
+    np.testing.assert_allclose(errors[0].y[-1], 1e-3, rtol=1e-4)  # float32 records
+    assert any(t.name == "nearby eigenvalues" for t in figure.data)
+    json.loads(figure.to_json())  # serialisable for st.plotly_chart
+
+
+def test_live_figure_without_reference_shows_converged_count():
+    figure = live_figure(_records(10), x="n_matvec")
+    assert figure.layout.yaxis3.type != "log"
+    assert any(t.name == "converged" for t in figure.data)
+    assert all(len(t.x) == 0 for t in live_figure([]).data)
+
+
+def test_other_figures_build():
+    records = _records(50)
+    xs, ys = convergence_curve(records, metric="error", reference=[3.0, 2.0, 1.0])
+    np.testing.assert_allclose(ys[-1], 1 / 50)
+    compare = compare_figure([{"label": "a", "records": records}, {"label": "b", "records": records[:10]}],
+                             metric="residual", tol=1e-6)
+    assert [t.name for t in compare.data][:2] == ["a", "b"]
+    spectrum = spectrum_figure(torch.tensor([3.0, 2.0]), np.arange(5000.0), converged=torch.tensor([True, False]))
+    assert "2000 of 5000" in spectrum.data[0].name
+    A = generate("laplacian_2d", nx=30, ny=30).operator
+    blocks = block_abs(A, cells=100)
+    assert blocks.shape == (100, 100)
+    np.testing.assert_allclose(blocks.sum(), np.abs(A.to_scipy().data).sum())
+    matrix_figure(blocks, 900)
+
+
+def test_preview_facts():
+    dense = as_operator(torch.diag(torch.arange(1.0, 11.0, dtype=torch.float64)))
+    facts = describe(dense)
+    assert facts.n == 10 and facts.nnz == 10 and facts.symmetry_error < 1e-12
+    assert 9.0 <= facts.norm_lower <= 10.0 + 1e-9 and facts.norm_upper >= 10.0
+    blocks = block_abs(dense, cells=5)
+    assert blocks.shape == (5, 5) and blocks.sum() == pytest.approx(55.0)
+    assert dict(facts.as_rows())["size n"] == "10"
+
+
+def _solver_name() -> str:
+    return default_solver()
+
+
+@pytest.mark.parametrize("source", [ProblemSource.generated("laplacian_2d", {"nx": 12, "ny": 10}),
+                                    ProblemSource.sample("laplacian2d_30x30")])
+def test_snippet_runs_and_reproduces_the_app_solve(source):
+    solver = _solver_name()
+    spec = SOLVERS[solver]
+    config = SolveConfig(solver=solver, k=3, which=spec.which[0], tol=1e-8, max_iter=spec.default_max_iter,
+                         seed=7, extras=spec.defaults())
+    problem = load_problem(source)
+    app_result = make_target(problem, config)(None)  # what the app's job runs
+    code = solve_snippet(source, solver, config.params(), device=config.device, dtype=config.dtype)
+    scope: dict = {}
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        exec(compile(code, "<snippet>", "exec"), scope)  # noqa: S102 - our own generated code
+    np.testing.assert_allclose(scope["result"].eigenvalues.numpy(), app_result.eigenvalues.numpy(), rtol=1e-12)
+    assert "eigenvalue" in out.getvalue()
+
+
+def test_snippet_for_an_upload(tmp_path, monkeypatch):
+    from explorer.io import save_matrix
+
+    A = generate("laplacian_1d", n=40)
+    save_matrix(tmp_path / "lap.mtx", A.operator)
+    data = (tmp_path / "lap.mtx").read_bytes()
+    source = ProblemSource.upload("lap.mtx", data)
+    solver = _solver_name()
+    spec = SOLVERS[solver]
+    params = {"k": 2, "which": spec.which[0], "tol": 1e-8, "max_iter": spec.default_max_iter, "seed": 0,
+              **spec.defaults()}
+    code = solve_snippet(source, solver, params)
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    with contextlib.redirect_stdout(io.StringIO()):
+        exec(compile(code, "<snippet>", "exec"), scope)  # noqa: S102
+    np.testing.assert_allclose(scope["result"].eigenvalues.numpy(), A.reference(2, spec.which[0]).numpy(),
+                               rtol=1e-6)
+
+
+def test_reference_spectrum_analytic_dense_or_unknown():
+    lap = generate("laplacian_1d", n=30)
+    assert torch.equal(reference_spectrum(lap), lap.eigenvalues)
+    from explorer.problems import Problem
+
+    hidden = Problem(name="x", description="", operator=lap.operator, eigenvalues=None)
+    np.testing.assert_allclose(reference_spectrum(hidden).numpy(), lap.eigenvalues.numpy(), atol=1e-12)
+    assert reference_spectrum(hidden, max_n=10) is None
+
+
+def test_run_log_from_a_job_and_its_exports():
+    problem = generate("laplacian_1d", n=60)
+    solver = _solver_name()
+    spec = SOLVERS[solver]
+    config = SolveConfig(solver=solver, k=2, which=spec.which[0], tol=1e-8, max_iter=spec.default_max_iter,
+                         extras=spec.defaults())
+    job = SolveJob(make_target(problem, config), params=config.params()).start()
+    assert job.wait(60)
+    reference = wanted_reference(problem.eigenvalues, 2, config.which)
+    run = run_from_view(1, job.view(), solver=solver, problem="p", n=60, params=config.params(), reference=reference)
+    assert run.status == run.result.status.value and run.max_error is not None and run.max_error < 1e-5
+    frame = runs_frame([run])
+    assert list(frame["solver"]) == [solver] and frame["matvecs"].iloc[0] == run.n_matvec
+    csv = history_csv(run.records).splitlines()
+    assert csv[0].startswith("solver,iteration,index,ritz_value,residual_norm")
+    assert len(csv) == 1 + 2 * len(run.records)
+    payload = json.loads(history_json(run.records, meta={"tol": 1e-8}))
+    assert len(payload["records"]) == len(run.records) and payload["meta"]["tol"] == 1e-8
+
+
+def test_failed_job_becomes_a_failed_run():
+    problem = generate("laplacian_1d", n=10)
+    config = SolveConfig(solver=_solver_name(), k=50, which="LA", tol=1e-8, max_iter=10)
+    job = SolveJob(make_target(problem, config)).start()
+    assert job.wait(30)
+    run = run_from_view(3, job.view(), solver=config.solver, problem="p", n=10, params=config.params())
+    assert run.status == "failed" and "`k`" in run.message and run.result is None
+    assert runs_frame([run])["status"].iloc[0] == "failed"
+
+
+def test_problem_source_labels_and_keys():
+    a = ProblemSource.generated("laplacian_2d", {"ny": 3, "nx": 2})
+    b = ProblemSource.generated("laplacian_2d", {"nx": 2, "ny": 3})
+    assert a == b and hash(a) == hash(b) and a.label == "laplacian_2d(nx=2, ny=3)"
+    up = ProblemSource.upload("A.mtx", b"abc", symmetrize=True)
+    assert up.digest == ProblemSource.upload("B.mtx", b"abc").digest and "symmetrized" in up.label
+    _ = solve  # the public entry the snippet uses

@@ -267,9 +267,32 @@ class ComparisonCollector:
             return next((r.index for r in self._runs if r.state == "running"), None)
 
 
+def _short_label(configs: Sequence[RunConfig], index: int) -> str:
+    """``solver(p=v, ...)`` with only the parameters that tell this run from the others of its solver.
+
+    With a single run of a solver: its parameters that differ from the solver's defaults.
+    """
+    config = configs[index]
+    if config.label:
+        return config.label
+    siblings = [c for c in configs if c.solver == config.solver and not c.label]
+    names = [key for key in config.params if key != "X0"]
+    if len(siblings) > 1:
+        keys = [key for key in names if len({repr(c.params.get(key)) for c in siblings}) > 1]
+    else:
+        try:
+            defaults = get_solver(config.solver).defaults()
+        except ValueError:
+            defaults = {}
+        keys = [key for key in names if key not in defaults or config.params[key] != defaults[key]]
+    shown = ", ".join(f"{key}={config.params[key]}" for key in keys if config.params[key] is not None)
+    return f"{config.solver}({shown})" if shown else config.solver
+
+
 def _unique_label(configs: Sequence[RunConfig], index: int) -> str:
-    label = configs[index].display()
-    same = [i for i, c in enumerate(configs) if c.display() == label]
+    labels = [_short_label(configs, i) for i in range(len(configs))]
+    label = labels[index]
+    same = [i for i, other in enumerate(labels) if other == label]
     return label if len(same) == 1 else f"{label} #{same.index(index) + 1}"
 
 
@@ -277,7 +300,8 @@ def _unique_label(configs: Sequence[RunConfig], index: int) -> str:
 # Running
 # --------------------------------------------------------------------------------------
 def _run_one(problem: Any, config: RunConfig, settings: CompareSettings, index: int,
-             collector: ComparisonCollector, outer: Tracker | None, torch_threads: int | None) -> None:
+             collector: ComparisonCollector, outer: Tracker | None, torch_threads: int | None,
+             reference: Any = None) -> None:
     if collector.cancelled:
         collector._update(index, state="skipped", error=None)
         return
@@ -303,15 +327,15 @@ def _run_one(problem: Any, config: RunConfig, settings: CompareSettings, index: 
     records = collector.snapshot()[index].records
     findings: list[Finding] = []
     if hasattr(result, "eigenvalues"):
-        findings = diagnose(result, records, reference=getattr(problem, "eigenvalues", None), dtype=dtype,
-                            tol=kwargs["tol"])
+        exact = getattr(problem, "eigenvalues", None) if reference is None or config.problem is not None else reference
+        findings = diagnose(result, records, reference=exact, dtype=dtype, tol=kwargs["tol"])
     collector._update(index, state="done", result=result, budget_hit=budget.hit, findings=findings,
                       wall_s=time.perf_counter() - t0)
 
 
 def run_comparison(problem: Any, configs: Sequence[RunConfig], settings: CompareSettings, *,
                    tracker: Tracker | None = None, collector: ComparisonCollector | None = None,
-                   count: tuple[int, int] = (MIN_CONFIGS, MAX_CONFIGS)) -> list[RunOutcome]:
+                   count: tuple[int, int] = (MIN_CONFIGS, MAX_CONFIGS), reference: Any = None) -> list[RunOutcome]:
     """Run every configuration on ``problem`` under ``settings`` and return the outcomes.
 
     Args:
@@ -323,6 +347,7 @@ def run_comparison(problem: Any, configs: Sequence[RunConfig], settings: Compare
             ``StopSolve`` on a user Stop ends the current run and skips the rest).
         collector: where records go as they arrive (pass one to watch live).
         count: allowed number of configurations (the Learn page runs 1 to 8).
+        reference: every exact eigenvalue, for the diagnosis (default: ``problem.eigenvalues``).
 
     Returns:
         One ``RunOutcome`` per configuration, in order. A configuration that raises
@@ -332,13 +357,13 @@ def run_comparison(problem: Any, configs: Sequence[RunConfig], settings: Compare
     collector = collector if collector is not None else ComparisonCollector(configs)
     if settings.mode == "parallel":
         with ThreadPoolExecutor(max_workers=len(configs), thread_name_prefix="compare") as pool:
-            futures = [pool.submit(_run_one, problem, config, settings, i, collector, tracker, 1)
+            futures = [pool.submit(_run_one, problem, config, settings, i, collector, tracker, 1, reference)
                        for i, config in enumerate(configs)]
             for future in futures:
                 future.result()
     else:
         for i, config in enumerate(configs):
-            _run_one(problem, config, settings, i, collector, tracker, None)
+            _run_one(problem, config, settings, i, collector, tracker, None, reference)
     return collector.snapshot()
 
 

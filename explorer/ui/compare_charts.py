@@ -1,0 +1,77 @@
+"""Figures and panels of the Compare page, on top of ``explorer.plots``.
+
+The error / residual overlays are ``explorer.plots.compare_figure`` (the app's builder);
+this module adds what it lacks: the orthogonality-loss overlay, the plotting of the
+Learn page's :class:`explorer.lessons.Chart` s, and the Streamlit rendering of the
+diagnosis findings. The figure builders use plotly only (no Streamlit).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+from explorer.compare import RunOutcome, wanted_reference
+from explorer.plots import PALETTE, compare_figure, decimate_indices
+
+__all__ = ["plot_runs", "overlay_figure", "orthogonality_figure", "SEVERITY_ICONS"]
+
+SEVERITY_ICONS = {"error": ":material/error:", "warning": ":material/warning:", "info": ":material/info:"}
+
+
+def plot_runs(outcomes: Sequence[RunOutcome], eigenvalues: Any, k: int, which: str) -> list[dict[str, Any]]:
+    """The ``runs`` argument of ``explorer.plots.compare_figure`` (label, records, reference, dtype)."""
+    runs = []
+    for outcome in outcomes:
+        which_i = str(outcome.config.params.get("which", which))
+        reference = None if eigenvalues is None else wanted_reference(eigenvalues, k, which_i)
+        runs.append({"label": outcome.label, "records": outcome.records, "reference": reference,
+                     "dtype": outcome.dtype})
+    return runs
+
+
+def overlay_figure(outcomes: Sequence[RunOutcome], eigenvalues: Any, k: int, which: str, *, x: str,
+                   tol: float | None, height: int = 360) -> go.Figure:
+    """Worst-pair error against the reference (or relative residual without one), runs overlaid."""
+    metric = "error" if eigenvalues is not None else "residual"
+    xlabel = {"n_matvec": "matvecs", "elapsed_s": "seconds"}.get(x, x)
+    title = ("Error max|\u03b8\u1d62 \u2212 \u03bb\u1d62| against " if metric == "error"
+             else "Max relative residual against ") + xlabel
+    return compare_figure(plot_runs(outcomes, eigenvalues, k, which), metric=metric, x=x, tol=tol, height=height,
+                          title=title)
+
+
+def orthogonality_figure(outcomes: Sequence[RunOutcome], *, x: str = "n_matvec", height: int = 320,
+                         eps: float | None = None) -> go.Figure:
+    """``max|V^T V - I|`` of each run's basis against ``x``, with the sqrt(eps) line."""
+    traces = []
+    hi = 1.0
+    for i, outcome in enumerate(outcomes):
+        records = outcome.records
+        idx = decimate_indices(len(records))
+        picked = [records[j] for j in idx]
+        xs = np.asarray([float(getattr(r, x)) for r in picked])
+        ys = np.asarray([np.nan if r.orthogonality_loss is None else float(r.orthogonality_loss) for r in picked])
+        if xs.size:
+            hi = max(hi, float(np.nanmax(xs)))
+        label = outcome.label if np.isfinite(ys).any() or not picked else f"{outcome.label} (keeps no basis)"
+        with np.errstate(invalid="ignore"):
+            ys = np.where(ys > 0, ys, 1e-17)
+        traces.append(go.Scatter(x=xs, y=ys, mode="lines", name=label, line=dict(color=PALETTE[i % len(PALETTE)],
+                                 width=2), hovertemplate="%{x:g}: %{y:.2e}<extra>%{fullData.name}</extra>"))
+    if eps is not None:
+        level = float(np.sqrt(eps))
+        traces.append(go.Scatter(x=[0, hi], y=[level, level], mode="lines", name="\u221a\u03b5",
+                                 line=dict(color="#888", dash="dot", width=1)))
+    xlabel = {"iteration": "iteration", "n_matvec": "matvecs", "elapsed_s": "seconds"}.get(x, x)
+    layout = go.Layout(
+        height=height, template="plotly_white", margin=dict(l=10, r=10, t=50, b=10),
+        title=dict(text="Orthogonality loss of the basis", x=0.0),
+        xaxis=dict(title=xlabel, showgrid=True, gridcolor="#eceff4", automargin=True),
+        yaxis=dict(title="max|V\u1d40V \u2212 I|", type="log", exponentformat="power", showgrid=True,
+                   gridcolor="#eceff4", automargin=True),
+        legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0.0),
+    )
+    return go.Figure(data=traces, layout=layout)

@@ -1,0 +1,161 @@
+"""The Compare page's form: shared settings, two to five solver configurations, presets.
+
+Widget keys (for AppTest and the browser tests): ``cmp_preset``, ``cmp_count``,
+``cmp_k``, ``cmp_which``, ``cmp_tol``, ``cmp_max_iter``, ``cmp_budget``, ``cmp_seed``,
+``cmp_dtype``, ``cmp_mode``; per configuration i (0-based) ``cmp_solver_{i}``,
+``cmp_label_{i}`` and ``cmp{i}_{solver}_{param}`` for the solver's own parameters
+(``explorer.ui.widgets.param_widget`` from its ``ParamSpec``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from explorer.compare import MAX_CONFIGS, MIN_CONFIGS, CompareSettings, RunConfig
+from explorer.solvers import COMMON_PARAMS, SOLVERS
+from explorer.solvers.registry import ParamSpec
+from explorer.ui.state import ensure
+from explorer.ui.widgets import param_widget
+
+__all__ = ["PRESETS", "available_presets", "apply_preset", "settings_form", "configs_form", "read_settings",
+           "read_configs"]
+
+_COMMON = {spec.name: spec for spec in COMMON_PARAMS}
+
+#: name -> (which, [(solver, params), ...]); only presets whose solvers are registered are offered.
+PRESETS: dict[str, tuple[str, list[tuple[str, dict[str, Any]]]]] = {
+    "Lanczos: full vs no re-orthogonalization": (
+        "LA", [("lanczos", {"reorthogonalization": "full"}), ("lanczos", {"reorthogonalization": "none"})]),
+    "Lanczos: full vs partial vs none": (
+        "LA", [("lanczos", {"reorthogonalization": "full"}), ("lanczos", {"reorthogonalization": "partial"}),
+               ("lanczos", {"reorthogonalization": "none"})]),
+    "LOBPCG: basic vs ortho": ("SA", [("lobpcg", {"method": "basic"}), ("lobpcg", {"method": "ortho"})]),
+    "LOBPCG: without vs with Jacobi": (
+        "SA", [("lobpcg", {"preconditioner": "none"}), ("lobpcg", {"preconditioner": "jacobi"})]),
+    "Krylov vs block vs power": ("LA", [("lanczos", {}), ("lobpcg", {}), ("power_iteration", {})]),
+    "Iterative vs dense eigh": ("LA", [("lobpcg", {}), ("eigh", {})]),
+}
+
+
+def available_presets() -> list[str]:
+    return [name for name, (_, runs) in PRESETS.items() if all(solver in SOLVERS for solver, _ in runs)]
+
+
+def _param_key(i: int, solver: str, name: str) -> str:
+    return f"cmp{i}_{solver}_{name}"
+
+
+def apply_preset(name: str | None = None) -> None:
+    """Callback: fill the form with a preset (default: the one selected in ``cmp_preset``)."""
+    name = name or st.session_state.get("cmp_preset")
+    if name not in PRESETS:
+        return
+    which, runs = PRESETS[name]
+    st.session_state["cmp_count"] = len(runs)
+    st.session_state["cmp_which"] = which
+    for i, (solver, params) in enumerate(runs):
+        st.session_state[f"cmp_solver_{i}"] = solver
+        st.session_state[f"cmp_label_{i}"] = ""
+        for spec in SOLVERS[solver].params:
+            st.session_state[_param_key(i, solver, spec.name)] = params.get(spec.name, spec.default)
+
+
+def _init() -> None:
+    if "cmp_count" in st.session_state:
+        return
+    presets = available_presets()
+    if presets:
+        st.session_state["cmp_preset"] = presets[0]
+        apply_preset(presets[0])
+    else:  # pragma: no cover - the registry always has eigh and at least one iterative solver
+        st.session_state["cmp_count"] = MIN_CONFIGS
+
+
+def settings_form(container: Any = None, *, n: int | None = None, disabled: bool = False) -> None:
+    """The shared settings: preset, k, which, tol, max_iter, matvec budget, seed, dtype, mode."""
+    _init()
+    box = container if container is not None else st
+    presets = available_presets()
+    if presets:
+        ensure("cmp_preset", presets[0])
+        if st.session_state["cmp_preset"] not in presets:
+            st.session_state["cmp_preset"] = presets[0]
+        box.selectbox("Preset", presets, key="cmp_preset", on_change=apply_preset, disabled=disabled,
+                      help="Fill the configurations below with a classic comparison; then change anything.")
+    k_spec = _COMMON["k"]
+    if n is not None:
+        k_spec = ParamSpec("k", "int", min(4, n), k_spec.help, minimum=1, maximum=n)
+    c1, c2, c3 = box.columns(3)
+    param_widget(k_spec, "cmp_k", container=c1, disabled=disabled)
+    param_widget(_COMMON["which"], "cmp_which", container=c2, disabled=disabled)
+    param_widget(_COMMON["tol"], "cmp_tol", container=c3, disabled=disabled)
+    c1, c2, c3 = box.columns(3)
+    param_widget(ParamSpec("budget", "int", 2000, "Matvec budget of every run (0 = none): a run stops at the "
+                           "first iteration that reaches it.", minimum=0, maximum=10_000_000), "cmp_budget",
+                 label="matvec budget", container=c1, disabled=disabled)
+    param_widget(ParamSpec("max_iter", "int", 1000, "Iteration limit of every run.", minimum=1,
+                           maximum=1_000_000), "cmp_max_iter", label="max iterations", container=c2,
+                 disabled=disabled)
+    param_widget(_COMMON["seed"], "cmp_seed", container=c3, disabled=disabled)
+    c1, c2 = box.columns(2)
+    param_widget(ParamSpec("dtype", "choice", "float64", "Working precision of every run.",
+                           choices=("float64", "float32")), "cmp_dtype", label="dtype", container=c1,
+                 disabled=disabled)
+    param_widget(ParamSpec("mode", "choice", "sequential", "sequential: one after another (fair times); "
+                           "parallel: side by side in threads (times include the sharing).",
+                           choices=("sequential", "parallel")), "cmp_mode", label="run", container=c2,
+                 disabled=disabled)
+    count_spec = ParamSpec("count", "int", 2, "How many configurations to compare.", minimum=MIN_CONFIGS,
+                           maximum=MAX_CONFIGS)
+    param_widget(count_spec, "cmp_count", label="configurations", container=box, disabled=disabled)
+
+
+def configs_form(container: Any = None, *, disabled: bool = False) -> None:
+    """One column per configuration: solver, its own parameters, an optional label."""
+    _init()
+    box = container if container is not None else st
+    count = int(st.session_state.get("cmp_count", MIN_CONFIGS))
+    names = list(SOLVERS)
+    cols = box.columns(count)
+    for i in range(count):
+        with cols[i]:
+            st.markdown(f"**Run {i + 1}**")
+            ensure(f"cmp_solver_{i}", names[min(i, len(names) - 1)])
+            if st.session_state[f"cmp_solver_{i}"] not in names:
+                st.session_state[f"cmp_solver_{i}"] = names[0]
+            st.selectbox("Solver", names, key=f"cmp_solver_{i}", format_func=lambda n: SOLVERS[n].label,
+                         disabled=disabled)
+            spec = SOLVERS[st.session_state[f"cmp_solver_{i}"]]
+            for param in spec.params:
+                param_widget(param, _param_key(i, spec.name, param.name), disabled=disabled)
+            ensure(f"cmp_label_{i}", "")
+            st.text_input("Label", key=f"cmp_label_{i}", placeholder="auto", disabled=disabled)
+
+
+def read_settings() -> CompareSettings:
+    """CompareSettings from the current widget values (no widgets drawn)."""
+    s = st.session_state
+    budget = int(s.get("cmp_budget", 2000) or 0)
+    seed = s.get("cmp_seed", 0)
+    return CompareSettings(k=int(s.get("cmp_k", 4)), which=str(s.get("cmp_which", "LA")),
+                           tol=float(s.get("cmp_tol", 1e-6)), max_iter=int(s.get("cmp_max_iter", 1000)),
+                           budget=budget or None, seed=None if seed is None else int(seed),
+                           dtype=str(s.get("cmp_dtype", "float64")), mode=s.get("cmp_mode", "sequential"))
+
+
+def read_configs() -> list[RunConfig]:
+    """The RunConfigs from the current widget values."""
+    s = st.session_state
+    configs = []
+    for i in range(int(s.get("cmp_count", MIN_CONFIGS))):
+        solver = s.get(f"cmp_solver_{i}") or next(iter(SOLVERS))
+        spec = SOLVERS[solver]
+        params = {}
+        for param in spec.params:
+            value = s.get(_param_key(i, solver, param.name), param.default)
+            if value is not None:
+                params[param.name] = value
+        configs.append(RunConfig(solver, params, label=str(s.get(f"cmp_label_{i}", "") or "").strip()))
+    return configs

@@ -1,0 +1,126 @@
+"""Several runs in one background job, watched live: the Compare and Learn pages' panel.
+
+Built on ``explorer.ui.live`` (the app's run / stop / heartbeat machinery) and
+``explorer.compare`` (the runner): ``start_comparison`` starts one ``SolveJob`` under
+``key`` whose target is ``explorer.compare.run_comparison``; the runs stream their
+records into a ``ComparisonCollector`` kept in the job's ``meta``. ``comparison_panel``
+is the one top-level live fragment of the page. It does what ``live.live_panel`` does
+(heartbeat, Stop, one full rerun when the job ends) but draws through a page-supplied
+``render(outcomes, running)``, because a comparison overlays several runs and
+``live_panel`` draws a single solve's ``live_figure``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import streamlit as st
+
+from explorer.compare import (
+    MAX_CONFIGS,
+    MIN_CONFIGS,
+    CompareSettings,
+    ComparisonCollector,
+    RunConfig,
+    RunOutcome,
+    check_configs,
+    run_comparison,
+)
+from explorer.tracking import Tracker
+from explorer.ui import live
+
+__all__ = ["start_comparison", "comparison_panel", "collector_of", "progress_line"]
+
+Render = Callable[[Sequence[RunOutcome], bool], None]
+
+
+def start_comparison(key: str, problem: Any, configs: Sequence[RunConfig], settings: CompareSettings, *,
+                     reference: Any = None, label: str = "comparison", count: tuple[int, int] = (MIN_CONFIGS,
+                                                                                             MAX_CONFIGS),
+                     meta: dict[str, Any] | None = None) -> None:
+    """Validate, then run ``configs`` on ``problem`` in a background job under ``key``.
+
+    Raises the core's ValueError/TypeError (bad configuration) before anything starts,
+    and ValueError when a job under ``key`` still runs. ``reference``: every exact
+    eigenvalue (for the diagnosis and the error curves), or None.
+    """
+    check_configs(configs, settings, n=problem.operator.shape[0], count=count)
+    collector = ComparisonCollector(configs)
+
+    def target(tracker: Tracker) -> list[RunOutcome]:
+        return run_comparison(problem, configs, settings, tracker=tracker, collector=collector, count=count,
+                              reference=reference)
+
+    live.start_job(key, target, label=label,
+                   params={"runs": [c.display() for c in configs], "k": settings.k, "which": settings.which,
+                           "tol": settings.tol, "budget": settings.budget},
+                   meta={"collector": collector, "settings": settings, "reference": reference,
+                         "configs": tuple(configs), **(meta or {})})
+
+
+def collector_of(key: str) -> ComparisonCollector | None:
+    """The collector of the latest comparison under ``key`` (None before the first)."""
+    return live.job_meta(key).get("collector")
+
+
+def progress_line(outcomes: Sequence[RunOutcome], settings: CompareSettings | None) -> tuple[float, str]:
+    """(fraction, text): runs finished, and the running run's iteration and matvecs against the budget."""
+    total = max(len(outcomes), 1)
+    finished = sum(1 for o in outcomes if o.state in ("done", "failed", "skipped"))
+    running = [o for o in outcomes if o.state == "running"]
+    parts = [f"{finished}/{len(outcomes)} runs finished"]
+    fraction = finished / total
+    for outcome in running:
+        last = outcome.records[-1] if outcome.records else None
+        it = last.iteration if last else 0
+        mv = last.n_matvec if last else 0
+        budget = settings.budget if settings is not None else None
+        parts.append(f"{outcome.label}: iteration {it:,}, {mv:,}" + (f"/{budget:,}" if budget else "") + " matvecs")
+        if budget:
+            fraction += min(1.0, mv / budget) / total
+    return min(1.0, fraction), " \u00b7 ".join(parts)
+
+
+def comparison_panel(key: str, render: Render, *, refresh: float = live.REFRESH_S, stop_key: str | None = None,
+                     empty_message: str = "Press **Run** to start; the curves appear here live.") -> list[RunOutcome] | None:
+    """Progress, Stop and ``render(outcomes, running)`` for the comparison under ``key``.
+
+    One top-level fragment, rerun every ``refresh`` seconds while the job runs; after it
+    ends, one full app rerun draws the final state (and switches the timer off).
+    """
+    job = live.current_job(key)
+    if job is None or collector_of(key) is None:
+        st.info(empty_message)
+        return None
+    running = job.alive
+    body = st.fragment(_panel_body, run_every=refresh if running else None)
+    return body(key, running, render, stop_key or f"{key}_stop")
+
+
+def _panel_body(key: str, started_running: bool, render: Render, stop_key: str) -> list[RunOutcome] | None:
+    job = live.current_job(key)
+    collector = collector_of(key)
+    if job is None or collector is None:
+        return None
+    job.touch()
+    alive = job.alive  # read before the snapshot: never draw "done" with stale running data
+    outcomes = collector.snapshot()
+    meta = live.job_meta(key)
+    fraction, text = progress_line(outcomes, meta.get("settings"))
+    if job.state == "queued":
+        text = "Waiting for a free solver slot ..."
+    cols = st.columns([5, 1], vertical_alignment="center")
+    with cols[0]:
+        st.progress(fraction if alive else 1.0, text=("\u23f3 " if alive else "") + text)
+    with cols[1]:
+        st.button("Stop", key=stop_key, icon=":material/stop_circle:", on_click=live.stop_job, args=(key,),
+                  disabled=not alive, width="stretch",
+                  help="End the running run after its current iteration and skip the rest; results so far stay.")
+    view = job.view()
+    if view.error:
+        st.error(f"The comparison could not run: {view.error}", icon=":material/error:")
+    render(outcomes, alive)
+    if started_running and not alive:
+        live.collect_finished(key)
+        st.rerun()
+    return outcomes

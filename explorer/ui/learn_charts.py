@@ -1,0 +1,66 @@
+"""Plotly figures for the Learn page's lesson charts (``explorer.lessons.Chart``).
+
+Measured series are solid lines or dots, theory dashed, reference lines faint; a run
+keeps its palette color (``explorer.plots.PALETTE``) across charts, so the dashed bound
+of a run has that run's color. Points flagged in ``Series.highlight`` (ghost Ritz
+values) are drawn in red on top.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+
+from explorer.lessons import Chart, Series
+from explorer.plots import PALETTE
+
+__all__ = ["chart_figure"]
+
+_GHOST = "#d62728"
+
+
+def _color(series: Series) -> str:
+    if series.role == "reference":
+        return "rgba(0,0,0,0.35)"
+    return PALETTE[(series.color or 0) % len(PALETTE)]
+
+
+def _traces(series: Series) -> list[go.Scatter]:
+    x = np.asarray(series.x, dtype=float)
+    y = np.asarray(series.y, dtype=float)
+    color = _color(series)
+    show = bool(series.name)
+    if series.mode == "markers":
+        marker = dict(color=color, size=4 if x.size > 500 else 7, opacity=0.7 if x.size > 500 else 0.95)
+        out = []
+        highlight = None if series.highlight is None else np.asarray(series.highlight, dtype=bool)
+        if highlight is not None and highlight.any():
+            out.append(go.Scattergl(x=x[~highlight], y=y[~highlight], mode="markers", name=series.name,
+                                    marker=marker, showlegend=show))
+            out.append(go.Scattergl(x=x[highlight], y=y[highlight], mode="markers", name="ghost copies",
+                                    marker=dict(color=_GHOST, size=7, symbol="x")))
+        else:
+            out.append(go.Scattergl(x=x, y=y, mode="markers", name=series.name, marker=marker, showlegend=show))
+        return out
+    dash = {"theory": "dash", "reference": "dot"}.get(series.role)
+    width = {"theory": 1.8, "reference": 1.0}.get(series.role, 2.2)
+    return [go.Scatter(x=x, y=y, mode=series.mode, name=series.name, showlegend=show,
+                       line=dict(color=color, dash=dash, width=width),
+                       hovertemplate="%{x:g}: %{y:.3e}<extra>%{fullData.name}</extra>")]
+
+
+def chart_figure(chart: Chart, *, height: int = 380) -> go.Figure:
+    """A plotly figure for one lesson chart."""
+    traces: list[go.Scatter] = []
+    for series in chart.series:
+        traces.extend(_traces(series))
+    axis = dict(showgrid=True, gridcolor="#eceff4", automargin=True, zeroline=False)
+    layout = go.Layout(
+        height=height, template="plotly_white", margin=dict(l=10, r=10, t=50, b=10),
+        title=dict(text=chart.title, x=0.0, font=dict(size=14)),
+        xaxis=dict(title=chart.x_label, type="log" if chart.log_x else "linear", **axis),
+        yaxis=dict(title=chart.y_label, type="log" if chart.log_y else "linear",
+                   exponentformat="power" if chart.log_y else None, **axis),
+        legend=dict(orientation="h", yanchor="top", y=-0.18, x=0.0, font=dict(size=11)),
+    )
+    return go.Figure(data=traces, layout=layout)

@@ -14,6 +14,8 @@ from explorer.ui import state
 PAGES = [
     st.Page("pages/explore.py", title="Explore", icon=":material/insights:", default=True),
     st.Page("pages/history.py", title="History", icon=":material/history:"),
+    st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
+    st.Page("pages/learn.py", title="Learn", icon=":material/school:"),
 ]
 
 

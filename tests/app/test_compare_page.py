@@ -1,0 +1,91 @@
+"""AppTest (no browser): the Compare page runs two configurations to the end and reports on them."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from explorer.ui.compare_form import PRESETS, available_presets
+
+pytestmark = pytest.mark.slow
+
+PAGE = "pages/compare.py"
+KEY = "compare"
+
+
+def _no_trouble(at) -> None:  # noqa: ANN001
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def _table(at, key: str):  # noqa: ANN001, ANN202
+    """The results table ("cmp_table": has a "run" column) or the angle table ("cmp_angles")."""
+    frames = [d.value for d in at.dataframe]
+    picked = [f for f in frames if ("run" in f.columns) == (key == "cmp_table")]
+    assert picked, f"no dataframe {key!r} among {[list(f.columns) for f in frames]}"
+    return picked[0]
+
+
+def test_compare_page_opens_with_a_preset(apptest) -> None:  # noqa: ANN001
+    at = apptest(page=PAGE)
+    _no_trouble(at)
+    assert at.selectbox(key="cmp_preset").value in available_presets()
+    assert at.button(key="cmp_run").disabled is False
+    assert any("Compare solvers" in t.value for t in at.title)
+    assert at.number_input(key="cmp_count").value == len(PRESETS[at.selectbox(key="cmp_preset").value][1])
+
+
+def test_two_configurations_run_to_the_end_and_fill_the_table(apptest, wait_job) -> None:  # noqa: ANN001
+    at = apptest(page=PAGE)
+    at.selectbox(key="cmp_preset").set_value("LOBPCG: basic vs ortho").run()
+    at.number_input(key="cmp_k").set_value(3).run()
+    at.number_input(key="cmp_budget").set_value(600).run()
+    at.button(key="cmp_run").click().run()
+    _no_trouble(at)
+    assert "compare_error" not in at.session_state or not at.session_state["compare_error"]
+    wait_job(at, KEY, timeout=90)
+    _no_trouble(at)
+    table = _table(at, "cmp_table")
+    assert list(table["run"]) == ["lobpcg(method=basic)", "lobpcg(method=ortho)"]
+    assert set(table["status"]) <= {"converged", "budget reached", "max_iter reached"}
+    assert (table["matvecs"] > 0).all()
+    assert table["matvecs"].max() <= 600 + 3 * 8  # the budget, overshot by at most one block step
+    assert table["max rel. error"].notna().all()  # the sample's exact spectrum is known
+    angles = _table(at, "cmp_angles")
+    assert angles.shape == (2, 2)
+    assert any("Diagnosis" in h.value for h in at.subheader)
+    # the three overlays were drawn from the runs' records
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    titles = [c["layout"].get("title", {}).get("text", "") for c in charts]
+    assert any("matvecs" in t for t in titles) and any("seconds" in t for t in titles)
+    assert any("Orthogonality" in t for t in titles)
+
+
+def test_a_bad_configuration_is_a_message_not_a_crash(apptest) -> None:  # noqa: ANN001
+    at = apptest(page=PAGE)
+    at.selectbox(key="cmp_preset").set_value("LOBPCG: basic vs ortho").run()
+    at.selectbox(key="cmp_which").set_value("LM").run()  # LOBPCG solves LA or SA only
+    at.button(key="cmp_run").click().run()
+    _no_trouble(at)
+    assert at.session_state["compare_error"] and "which" in at.session_state["compare_error"]
+    assert any("which" in e.value for e in at.error)
+
+
+def test_stop_ends_the_comparison_and_keeps_the_partial_results(apptest, wait_job, get_job) -> None:  # noqa: ANN001
+    at = apptest(page=PAGE)
+    at.selectbox(key="cmp_preset").set_value("LOBPCG: basic vs ortho").run()
+    at.number_input(key="cmp_budget").set_value(0).run()  # no budget
+    at.number_input(key="cmp_tol").set_value(1e-15).run()  # unreachable: runs until max_iter
+    at.number_input(key="cmp_max_iter").set_value(100_000).run()
+    at.button(key="cmp_run").click().run()
+    job = get_job(at, KEY)
+    deadline = time.monotonic() + 30
+    while job.alive and not job.view().records and time.monotonic() < deadline:
+        time.sleep(0.1)
+    at.run()
+    at.button(key="cmp_stop").click().run()
+    wait_job(at, KEY, timeout=30)
+    _no_trouble(at)
+    table = _table(at, "cmp_table")
+    assert "stopped" in set(table["status"]) or "skipped" in set(table["status"])

@@ -212,7 +212,9 @@ def _fix_targets(loss: str, outputs: torch.Tensor, targets: torch.Tensor, data_n
 def _loss_fn(loss: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     if loss == "cross_entropy":
         return lambda out, tgt: nn.functional.cross_entropy(out, tgt)
-    return lambda out, tgt: nn.functional.mse_loss(out, tgt)
+    # Written out rather than nn.functional.mse_loss: in torch 2.13 the latter fails under
+    # torch.func.jvp(torch.func.grad(...)) ("ZeroTensors are immutable"); the value is the same.
+    return lambda out, tgt: (out - tgt).pow(2).mean()
 
 
 class CurvatureOperator(LinearOperator):

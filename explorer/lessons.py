@@ -554,7 +554,7 @@ def _lobpcg_problem(name: str, size: int, seed: int) -> Any:
 
 
 def _condition_tA(problem: Any, jacobi: bool) -> float | None:
-    """kappa(T A) for T = I or T = D^-1 on the range where A is positive definite (dense, small n only)."""
+    """kappa(T A) for T = I or T = D^-1 of an SPD matrix (dense, small n only); None if singular or large."""
     n = problem.operator.shape[0]
     if n > 2500:
         return None
@@ -562,7 +562,12 @@ def _condition_tA(problem: Any, jacobi: bool) -> float | None:
     if jacobi:
         d = torch.diagonal(A).abs().clamp_min(np.finfo(float).tiny).rsqrt()
         A = d.unsqueeze(1) * A * d.unsqueeze(0)
-    values = torch.linalg.eigvalsh(A)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # this thread only; small dense work, and the box may be shared (LIVE.md 2.4)
+    try:
+        values = torch.linalg.eigvalsh(A)
+    finally:
+        torch.set_num_threads(threads)
     positive = values[values > 1e-10 * float(values.abs().max())]
     if positive.numel() < values.numel() or positive.numel() == 0:
         return None  # singular: the bound needs an SPD matrix

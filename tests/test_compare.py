@@ -28,6 +28,15 @@ from explorer.tracking import NullTracker, StopSolve
 
 LOBPCG_PAIR = [RunConfig("lobpcg", {"method": "basic"}), RunConfig("lobpcg", {"method": "ortho"})]
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():  # noqa: ANN202
+    """One intra-op thread: on a loaded 2-core box two OpenMP threads slow small ops ~30x (../shared/LIVE.md 2.4)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 
 @pytest.fixture(scope="module")
 def laplacian():  # noqa: ANN201

@@ -18,6 +18,15 @@ from explorer.results import EigenResult, SolveStatus
 from explorer.solvers import SOLVERS, solve
 from explorer.tracking import IterationRecord
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():  # noqa: ANN202
+    """One intra-op thread: on a loaded 2-core box two OpenMP threads slow small ops ~30x (../shared/LIVE.md 2.4)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 
 def needs(name: str):  # noqa: ANN201 - pytest marker
     return pytest.mark.skipif(name not in SOLVERS, reason=f"solver {name!r} is not registered yet")

@@ -21,6 +21,15 @@ from explorer.solvers import SOLVERS, solve
 
 EPS = float(np.finfo(np.float64).eps)
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():  # noqa: ANN202
+    """One intra-op thread: on a loaded 2-core box two OpenMP threads slow small ops ~30x (../shared/LIVE.md 2.4)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 
 def needs(name: str):  # noqa: ANN201 - pytest marker
     return pytest.mark.skipif(name not in SOLVERS, reason=f"solver {name!r} is not registered yet")
@@ -194,19 +203,20 @@ def test_kps_bound_holds_for_an_independent_lanczos() -> None:
 
 
 def test_hmt_expected_bound_holds_for_an_independent_range_finder() -> None:
-    rng = np.random.default_rng(3)
+    # torch (one thread) rather than numpy: OpenBLAS threads crawl on a loaded 2-core box.
+    generator = torch.Generator().manual_seed(3)
     n, k, p = 120, 6, 4
     sigma = 0.9 ** np.arange(n)
-    U = np.linalg.qr(rng.standard_normal((n, n)))[0]
-    A = (U * sigma) @ U.T
+    U = torch.linalg.qr(torch.randn(n, n, generator=generator, dtype=torch.float64))[0]
+    A = (U * torch.from_numpy(sigma)) @ U.T
     for q in (0, 1, 2):
         errors = []
         for _ in range(30):
-            Y = A @ rng.standard_normal((n, k + p))
+            Y = A @ torch.randn(n, k + p, generator=generator, dtype=torch.float64)
             for _ in range(q):
                 Y = A @ (A.T @ Y)
-            Q = np.linalg.qr(Y)[0]
-            errors.append(np.linalg.norm(A - Q @ (Q.T @ A), 2))
+            Q = torch.linalg.qr(Y)[0]
+            errors.append(float(torch.linalg.matrix_norm(A - Q @ (Q.T @ A), ord=2)))
         assert np.mean(errors) <= theory.hmt_expected_spectral(sigma, k, p, q)
         assert min(errors) >= sigma[k + p] * (1 - 1e-10)  # rank k + p: never better than sigma_{k+p+1}
 

@@ -283,12 +283,12 @@ def spectrum_figure(computed: Any, spectrum: Any = None, *, converged: Any = Non
                                      text=[f"\u03b8{i}" for i in np.flatnonzero(mask)],
                                      hovertemplate="%{text} = %{x:.10g}<extra></extra>"))
     layout = go.Layout(
-        height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10),
+        height=height, margin=dict(l=10, r=10, t=60 if title else 30, b=10),
         title=dict(text=title, x=0.0, font=dict(size=14)) if title else None,
         xaxis=dict(title="eigenvalue", zeroline=False, showgrid=True, gridcolor="#eceff4", automargin=True),
         yaxis=dict(tickvals=[0, 1], ticktext=["exact", "computed"], range=[-0.6, 1.6], showgrid=False,
                    automargin=True),
-        legend=dict(orientation="h", yanchor="bottom", y=1.0, x=1.0, xanchor="right"),
+        legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0.0),
     )
     return go.Figure(data=traces, layout=layout)
 
@@ -379,7 +379,7 @@ def matrix_figure(blocks: np.ndarray, n: int, *, title: str | None = None, heigh
     layout = go.Layout(
         height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10),
         title=dict(text=title, x=0.0, font=dict(size=14)) if title else None,
-        xaxis=dict(title="column", range=[-0.5, n - 0.5], side="top", showgrid=False, constrain="domain",
+        xaxis=dict(title="column", range=[-0.5, n - 0.5], showgrid=False, constrain="domain",
                    automargin=True),
         yaxis=dict(title="row", range=[n - 0.5, -0.5], showgrid=False, scaleanchor="x", automargin=True),
     )

@@ -49,7 +49,7 @@ def _base(operator: LinearOperator) -> LinearOperator:
     return operator
 
 
-def norm_estimate(operator: LinearOperator, steps: int = 8, seed: int = 0) -> float:
+def norm_estimate(operator: LinearOperator, steps: int = 20, seed: int = 0) -> float:
     """A lower bound on ``||A||_2`` from ``steps`` power steps (``steps`` matvecs, seeded)."""
     n = operator.shape[1]
     generator = torch.Generator(device="cpu").manual_seed(seed)

@@ -154,7 +154,7 @@ def app_page(page: Any, app_server: str) -> Any:
     """A Playwright page on the app, after the first full render (the Run button is there)."""
     page.set_default_timeout(60_000)
     page.goto(app_server)
-    page.locator(".st-key-run button").wait_for(state="visible", timeout=90_000)
+    page.locator(".st-key-run button").filter(visible=True).first.wait_for(state="visible", timeout=90_000)
     return page
 
 
@@ -168,3 +168,76 @@ def wait_job() -> Callable[..., Any]:
 def get_job() -> Callable[..., Any]:
     """``get_job(at, key="explore")``: the latest SolveJob under ``key`` (or None)."""
     return job_of
+
+
+class StreamlitUI:
+    """Small Playwright helpers for Streamlit widgets addressed by their ``key`` (CSS class ``st-key-<key>``).
+
+    A button with ``help`` renders twice (tooltip target + fallback), and a fragment
+    rerun can leave a stale copy of an element, so every lookup keeps visible nodes only.
+    """
+
+    def __init__(self, page: Any) -> None:
+        self.page = page
+
+    def el(self, key: str) -> Any:
+        return self.page.locator(f".st-key-{key}").filter(visible=True).first
+
+    def button(self, key: str) -> Any:
+        return self.page.locator(f".st-key-{key} button").filter(visible=True).first
+
+    def click(self, key: str) -> None:
+        button = self.button(key)
+        button.wait_for(state="visible")
+        _wait_enabled(button)
+        button.click()
+
+    def fill(self, key: str, value: Any) -> None:
+        """Type into a number/text input and commit it with Enter."""
+        box = self.page.locator(f".st-key-{key} input").filter(visible=True).first
+        box.fill(str(value))
+        box.press("Enter")
+        self.wait_idle()
+
+    def radio(self, key: str, label: str) -> None:
+        self.el(key).get_by_text(label, exact=True).click()
+        self.wait_idle()
+
+    def select(self, key: str, label: str) -> None:
+        self.el(key).click()
+        self.page.get_by_role("option", name=label, exact=True).click()
+        self.wait_idle()
+
+    def wait_idle(self, timeout: float = 60.0) -> None:
+        """Wait until the app is not running a script (the status widget says so)."""
+        deadline = time.monotonic() + timeout
+        time.sleep(0.2)
+        while time.monotonic() < deadline:
+            if self.page.locator('[data-testid="stStatusWidget"]').count() == 0:
+                return
+            time.sleep(0.1)
+
+    def chart_state(self) -> Any:
+        """(points, last x) of the first Ritz trace of the visible live chart, or None."""
+        return self.page.evaluate(
+            """() => {
+                for (const el of document.querySelectorAll('[data-testid="stPlotlyChart"] .js-plotly-plot')) {
+                    if (!el.offsetParent || !el._fullData) continue;
+                    const t = el._fullData.find(d => d.name === '\\u03b80');
+                    if (t && t.x) return [t.x.length, t.x[t.x.length - 1]];
+                }
+                return null;
+            }"""
+        )
+
+
+def _wait_enabled(button: Any, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while button.is_disabled() and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def ui(app_page: Any) -> StreamlitUI:
+    """``StreamlitUI`` on a fresh app page (a new browser session)."""
+    return StreamlitUI(app_page)

@@ -271,10 +271,10 @@ def problem_sidebar(container: Any = None) -> None:
 # -- preview -------------------------------------------------------------------------
 def spectrum_note(problem: Any, spectrum: Any) -> str:
     if getattr(problem, "eigenvalues", None) is not None:
-        return "exact eigenvalues known (analytic or from the generator)"
+        return "exact (known)"
     if spectrum is not None:
-        return "exact eigenvalues from dense eigh (computed once)"
-    return f"exact eigenvalues unknown (n > {REFERENCE_MAX_N:,}): no error column"
+        return "exact (dense eigh)"
+    return f"unknown (n > {REFERENCE_MAX_N:,})"
 
 
 def problem_preview(source: ProblemSource, problem: Any, *, expanded: bool = False, spectrum: Any = None) -> None:
@@ -283,7 +283,7 @@ def problem_preview(source: ProblemSource, problem: Any, *, expanded: bool = Fal
     with st.expander(f"Preview: n = {n:,}, {problem.operator.kind}" + (", with B" if problem.B is not None else ""),
                      expanded=expanded, icon=":material/grid_on:"):
         facts, blocks = cached_preview(source, problem)
-        left, right = st.columns([2, 3])
+        left, right = st.columns([1, 1])
         with left:
             rows = facts.as_rows() + [("spectrum", spectrum_note(problem, spectrum))]
             if spectrum is not None and len(spectrum):

@@ -67,18 +67,16 @@ def render_run(run: RunRecord, *, spectrum: Any = None, snippet: str | None = No
                    help="Against the exact eigenvalues (analytic or dense eigh); unknown when n is too large.")
     table = eigen_table(run)
     if table is not None and len(table):
-        left, right = st.columns([1, 1])
-        with left:
-            st.markdown("**Eigenpairs**")
-            formats = {c: "{:.3e}" for c in table.columns if c not in ("converged",)}
-            formats[table.columns[0]] = "{:.12g}"
-            if "exact \u03bb" in table.columns:
-                formats["exact \u03bb"] = "{:.12g}"
-            st.dataframe(table.style.format(formats, na_rep="\u2013"), key=f"{key}_table")
-        with right:
-            if show_spectrum:
-                st.plotly_chart(spectrum_figure(result.eigenvalues, spectrum, converged=result.converged,
-                                                height=300), key=f"{key}_spectrum", config={"displaylogo": False})
+        st.markdown("**Eigenpairs** (in `which` order; error against the exact eigenvalues where known)")
+        formats = {c: "{:.3e}" for c in table.columns if c not in ("converged",)}
+        formats[table.columns[0]] = "{:.12g}"
+        if "exact \u03bb" in table.columns:
+            formats["exact \u03bb"] = "{:.12g}"
+        st.dataframe(table.style.format(formats, na_rep="\u2013"), key=f"{key}_table")
+        if show_spectrum:
+            st.markdown("**Computed eigenvalues against the exact spectrum** (drag to zoom)")
+            st.plotly_chart(spectrum_figure(result.eigenvalues, spectrum, converged=result.converged, title=None,
+                                            height=220), key=f"{key}_spectrum", config={"displaylogo": False})
     meta = {"run": run.run_id, "solver": run.solver, "problem": run.problem, "n": run.n, "status": run.status,
             **{k: v for k, v in run.params.items()}}
     base = f"run{run.run_id}_{run.solver}"

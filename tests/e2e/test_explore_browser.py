@@ -1,0 +1,116 @@
+"""Real browser (Chromium via Playwright) against a live `streamlit run app.py`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from explorer.solvers import SOLVERS
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+STATUS = re.compile(r"Run #\d+ \(\w+\): (converged|max_iter reached|stopped|breakdown|failed)")
+
+
+def _solver() -> str:
+    if "lobpcg" not in SOLVERS:
+        pytest.skip("lobpcg is not registered")
+    return "lobpcg"
+
+
+def _big_laplacian(ui, n: int = 110) -> None:
+    ui.radio("problem_mode", "Generate")
+    ui.select("gen_name", "2-D Laplacian (sparse)")
+    ui.fill("g_laplacian_2d_nx", n)
+    ui.fill("g_laplacian_2d_ny", n)
+    ui.click("generate")
+    ui.page.get_by_text(f"laplacian_2d(nx={n}, ny={n})").first.wait_for()
+
+
+def _set_solver(ui, name: str, tol: str, max_iter: int) -> None:
+    ui.select("solver", SOLVERS[name].label)
+    ui.fill("tol", tol)
+    ui.fill("max_iter", max_iter)
+
+
+def _status(page, timeout_s: float = 120) -> str:
+    alert = page.locator('[data-testid="stAlert"]').filter(has_text=STATUS).first
+    alert.wait_for(timeout=timeout_s * 1000)
+    return STATUS.search(alert.inner_text()).group(1)
+
+
+def _download_csv(page, key: str = "explore_result_dl_csv") -> list[dict]:
+    button = page.locator(f".st-key-{key} button").filter(visible=True).first
+    with page.expect_download() as download:
+        button.click()
+    text = Path(download.value.path()).read_text()
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_live_run_shows_changing_charts_then_the_result(ui):
+    page = ui.page
+    _big_laplacian(ui)
+    _set_solver(ui, _solver(), "1e-14", 250)
+    ui.click("run")
+    states = set()
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        state = ui.chart_state()
+        if state:
+            states.add(tuple(state))
+        if page.locator('[data-testid="stAlert"]').filter(has_text=STATUS).count():
+            break
+        time.sleep(0.25)
+    assert _status(page) in ("converged", "max_iter reached")
+    assert len(states) >= 3, f"only {len(states)} chart states seen: {sorted(states)}"
+    print(f"{len(states)} chart states: {sorted(states)[:3]} ... {sorted(states)[-1]}")
+    final = ui.chart_state()
+    assert final is not None and final[1] >= max(s[1] for s in states)
+
+
+def test_stop_ends_the_run_and_keeps_the_history(ui):
+    page = ui.page
+    _big_laplacian(ui)
+    _set_solver(ui, _solver(), "1e-14", 20000)
+    ui.click("run")
+    progress = page.get_by_test_id("stProgress").filter(visible=True).first
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        match = re.search(r"Iteration ([\d,]+)", progress.inner_text() if progress.count() else "")
+        if match and int(match.group(1).replace(",", "")) >= 3:
+            break
+        time.sleep(0.2)
+    t0 = time.monotonic()
+    ui.click("stop")
+    assert _status(page, 60) == "stopped"
+    assert time.monotonic() - t0 < 30
+    assert ui.chart_state()[0] >= 3  # the partial history is still drawn
+    rows = _download_csv(page)
+    assert rows and int(rows[-1]["iteration"]) >= 3
+
+
+def test_upload_mtx_solve_download_and_history(ui, tmp_path):
+    from explorer.io import save_matrix
+    from explorer.problems import generate
+
+    page = ui.page
+    path = tmp_path / "chain.mtx"
+    save_matrix(path, generate("laplacian_1d", n=200).operator)
+    ui.radio("problem_mode", "Upload")
+    page.locator('.st-key-upload input[type="file"]').set_input_files(str(path))
+    page.get_by_text("upload chain.mtx").first.wait_for()
+    _set_solver(ui, _solver(), "1e-8", 1000)
+    ui.click("run")
+    assert _status(page) == "converged"
+    rows = _download_csv(page)
+    assert list(rows[0])[:5] == ["solver", "iteration", "index", "ritz_value", "residual_norm"]
+    assert {int(r["index"]) for r in rows} == {0, 1, 2, 3}
+    assert float(rows[-1]["residual_norm"]) < 1e-3
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name="History").click()
+    page.get_by_text("Run history").wait_for()
+    assert page.get_by_test_id("stDataFrame").filter(visible=True).count() >= 1

@@ -248,7 +248,7 @@ def test_lanczos_largest_ritz_value_stays_under_kps_bound() -> None:
     x0 = _start(n, 5)
     tan1 = float(theory.start_tangents(x0)[0])
     result = solve("lanczos", problem.operator, 1, which="LA", tol=1e-12, max_iter=200, X0=x0,
-                   reorthogonalization="full", max_basis=250)
+                   reorthogonalization="full", max_basis=250, block_size=1)
     assert result.status.ok
     checked = 0
     for record in result.history:

@@ -67,7 +67,7 @@ def orthogonality_figure(outcomes: Sequence[RunOutcome], *, x: str = "n_matvec",
                                  line=dict(color="#888", dash="dot", width=1)))
     xlabel = {"iteration": "iteration", "n_matvec": "matvecs", "elapsed_s": "seconds"}.get(x, x)
     layout = go.Layout(
-        height=height, template="plotly_white", margin=dict(l=10, r=10, t=50, b=10),
+        height=height, paper_bgcolor="white", plot_bgcolor="white", margin=dict(l=10, r=10, t=50, b=10),
         title=dict(text="Orthogonality loss of the basis", x=0.0),
         xaxis=dict(title=xlabel, showgrid=True, gridcolor="#eceff4", automargin=True),
         yaxis=dict(title="max|V\u1d40V \u2212 I|", type="log", exponentformat="power", showgrid=True,

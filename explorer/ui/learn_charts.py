@@ -56,7 +56,7 @@ def chart_figure(chart: Chart, *, height: int = 380) -> go.Figure:
         traces.extend(_traces(series))
     axis = dict(showgrid=True, gridcolor="#eceff4", automargin=True, zeroline=False)
     layout = go.Layout(
-        height=height, template="plotly_white", margin=dict(l=10, r=10, t=50, b=10),
+        height=height, paper_bgcolor="white", plot_bgcolor="white", margin=dict(l=10, r=10, t=50, b=10),
         title=dict(text=chart.title, x=0.0, font=dict(size=14)),
         xaxis=dict(title=chart.x_label, type="log" if chart.log_x else "linear", **axis),
         yaxis=dict(title=chart.y_label, type="log" if chart.log_y else "linear",

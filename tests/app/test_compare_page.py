@@ -44,7 +44,7 @@ def test_two_configurations_run_to_the_end_and_fill_the_table(apptest, wait_job)
     at.button(key="cmp_run").click().run()
     _no_trouble(at)
     assert "compare_error" not in at.session_state or not at.session_state["compare_error"]
-    wait_job(at, KEY, timeout=90)
+    wait_job(at, KEY, timeout=90, poll=0.5)
     _no_trouble(at)
     table = _table(at, "cmp_table")
     assert list(table["run"]) == ["lobpcg(method=basic)", "lobpcg(method=ortho)"]

@@ -39,7 +39,7 @@ def test_each_lesson_renders_and_runs_its_demo(apptest, wait_job, key: str) -> N
     at.button(key="learn_run").click().run()
     _no_trouble(at)
     assert not at.session_state["learn_error"], at.session_state["learn_error"]
-    wait_job(at, f"learn_{key}", timeout=90)
+    wait_job(at, f"learn_{key}", timeout=90, poll=0.5)  # fewer reruns: the solver keeps the GIL
     _no_trouble(at)
     assert not at.error, [e.value for e in at.error]
     charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]

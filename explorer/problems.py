@@ -20,9 +20,11 @@ describe the float64 matrix, so a float32 operator is off by its own rounding
 Randomness comes only from a local ``torch.Generator`` / ``numpy.random.Generator``
 built from ``seed``; the global RNGs are never read or seeded.
 
-    >>> from explorer import problems
-    >>> problem = problems.laplacian_2d(30)
-    >>> problem.reference(4, "LA")   # the 4 largest exact eigenvalues, descending
+Example::
+
+    from explorer import problems
+    problem = problems.laplacian_2d(30)
+    problem.reference(4, "LA")   # the 4 largest exact eigenvalues, descending
 """
 
 from __future__ import annotations
@@ -123,14 +125,14 @@ class Problem:
         Raises:
             ValueError: k out of range or an unknown ``which``.
         """
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.n:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= self.n:
             raise ValueError(f"`k` must be an integer with 1 <= k <= n = {self.n}, got k={k!r}; "
                              "ask for at most all eigenvalues")
         if not isinstance(which, str) or which.upper() not in WHICH:
             raise ValueError(f"`which` must be one of {list(WHICH)}, got {which!r}")
         if self.eigenvalues is None:
             return None
-        order = select_order(self.eigenvalues, which.upper())[:k]
+        order = select_order(self.eigenvalues, which.upper())[: int(k)]
         return self.eigenvalues[order]
 
 

@@ -8,8 +8,10 @@ ten exact eigenvalues. :func:`load_sample` reads the matrix from the file (the p
 an uploaded file takes) and takes the exact eigenvalues from the generator, never
 from the file.
 
-    >>> from explorer.samples import list_samples, load_sample
-    >>> problem = load_sample(list_samples()[0].name)   # the 30 x 30 Laplacian
+Example::
+
+    from explorer.samples import list_samples, load_sample
+    problem = load_sample(list_samples()[0].name)   # the 30 x 30 Laplacian
 """
 
 from __future__ import annotations

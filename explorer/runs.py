@@ -59,8 +59,10 @@ class RunRecord:
 
     @property
     def label(self) -> str:
-        k = self.params.get("k", "?")
-        return f"#{self.run_id} {self.solver} k={k} on {self.problem}"
+        p = self.params
+        tol = p.get("tol")
+        tol_text = f" tol={tol:.0e}" if isinstance(tol, (int, float)) else ""
+        return f"#{self.run_id} {self.solver} k={p.get('k', '?')} {p.get('which', '')}{tol_text} on {self.problem}"
 
     @property
     def dtype(self) -> str:

@@ -17,6 +17,7 @@ with st.sidebar:
     st.subheader("2 \u00b7 Solver", divider="gray")
     config = solver.solver_sidebar(n=prob.n, disabled=running)
     runner.run_button(KEY)
+    live.server_caption()
 
 st.title("Eigensolver Explorer")
 st.markdown(f"**Problem:** {source.label} \u2014 {prob.description}")

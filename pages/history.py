@@ -51,4 +51,5 @@ st.subheader("Run details")
 detail = st.selectbox("Run", ids[::-1], format_func=labels.get, key="history_detail")
 run = state.get_run(detail)
 if run is not None:
-    results.render_run(run, snippet=run.extra.get("snippet"), key=f"history_run{run.run_id}")
+    results.render_run(run, spectrum=run.extra.get("spectrum"), snippet=run.extra.get("snippet"),
+                       key=f"history_run{run.run_id}")

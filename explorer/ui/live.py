@@ -40,7 +40,7 @@ from typing import Any, Callable, Mapping
 
 import streamlit as st
 
-from explorer.jobs import JobView, SolveJob, running_jobs
+from explorer.jobs import JobView, SolveJob, max_concurrent_jobs, running_jobs
 from explorer.plots import live_figure
 from explorer.tracking import Tracker
 
@@ -55,6 +55,7 @@ __all__ = [
     "collect_finished",
     "live_panel",
     "progress_text",
+    "server_caption",
 ]
 
 REFRESH_S = 0.5  # fragment redraw period while a job runs (LIVE.md: 0.25-0.5 s)
@@ -63,20 +64,24 @@ _META = "_live_meta"  # session_state: {key: {"job_id", "job", "meta", "on_finis
 _DONE = "_live_collected"  # session_state: set of collected job ids
 
 
-def _detach_all(holder: dict[str, SolveJob]) -> None:
-    for job in list(holder.values()):
+def _detach_all(holder: list[SolveJob]) -> None:
+    for job in list(holder):
         job.detach()
 
 
 @st.cache_resource(scope="session", on_release=_detach_all, show_spinner=False)
-def session_jobs() -> dict[str, SolveJob]:
-    """This browser session's jobs by key (released, hence detached, when the tab closes)."""
-    return {}
+def session_jobs() -> list[SolveJob]:
+    """This browser session's live jobs; released (so detached) when the tab closes.
+
+    Only the release hook uses it: the job of each key lives in ``st.session_state``.
+    """
+    return []
 
 
 def current_job(key: str) -> SolveJob | None:
     """The latest job started under ``key`` in this session (running or finished), or None."""
-    return session_jobs().get(key)
+    entry = st.session_state.get(_META, {}).get(key)
+    return entry.get("job") if entry else None
 
 
 def is_running(key: str) -> bool:
@@ -106,7 +111,8 @@ def start_job(key: str, target: Callable[[Tracker], Any], *, label: str = "solve
     if previous is not None:
         collect_finished(key)
     job = SolveJob(target, label=label, params=dict(params or {}), extra_tracker=extra_tracker)
-    session_jobs()[key] = job
+    holder = session_jobs()
+    holder[:] = [j for j in holder if j.alive] + [job]
     st.session_state.setdefault(_META, {})[key] = {"job_id": job.id, "job": job, "meta": dict(meta or {}),
                                                    "on_finish": on_finish, "started_at": time.time()}
     job.start()
@@ -217,3 +223,11 @@ def _live_body(key: str, started_running: bool, opts: dict[str, Any], x: str, he
         collect_finished(key, on_finish)
         st.rerun()  # app scope: redraw results once and switch the timer off
     return view
+
+
+def server_caption(container: Any = None) -> None:
+    """A caption with the solves running on this server (all sessions) and how many may run at once."""
+    box = container if container is not None else st
+    count = running_jobs()
+    box.caption(f"{count} solve{'' if count == 1 else 's'} running on this server "
+                f"(at most {max_concurrent_jobs()} at once; more wait in a queue).", help=None)

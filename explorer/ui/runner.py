@@ -59,7 +59,8 @@ def start_solve(key: str = "explore", prefix: str = "") -> None:
         def on_finish(job: SolveJob, view: JobView) -> None:
             run = run_from_view(next_run_id(), view, solver=config.solver, problem=source.label, n=problem.n,
                                 params=params, reference=reference, page=key, started_at=started,
-                                extra={"source": source, "snippet": snippet, "error_detail": job.error_detail})
+                                extra={"source": source, "snippet": snippet, "error_detail": job.error_detail,
+                                       "spectrum": spectrum_np})
             add_run(run)
             st.session_state[_last_key(key)] = run.run_id
 

@@ -114,3 +114,28 @@ def test_upload_mtx_solve_download_and_history(ui, tmp_path):
     page.get_by_test_id("stSidebarNav").get_by_role("link", name="History").click()
     page.get_by_text("Run history").wait_for()
     assert page.get_by_test_id("stDataFrame").filter(visible=True).count() >= 1
+
+
+def _server_jobs(page) -> int:
+    caption = page.get_by_text(re.compile(r"\d+ solves? running on this server")).first
+    caption.wait_for()
+    return int(re.search(r"(\d+) solves? running", caption.inner_text()).group(1))
+
+
+def test_closing_the_tab_ends_its_run(ui, app_server):
+    page = ui.page
+    _big_laplacian(ui)
+    _set_solver(ui, _solver(), "1e-14", 20000)
+    ui.click("run")
+    page.get_by_text(re.compile(r"Iteration [1-9]")).first.wait_for()
+    watcher = page.context.new_page()
+    watcher.goto(app_server)
+    assert _server_jobs(watcher) >= 1
+    page.close()
+    deadline = time.monotonic() + 90  # detach grace is 10 s; generous for a loaded machine
+    while time.monotonic() < deadline:
+        watcher.reload()
+        if _server_jobs(watcher) == 0:
+            return
+        time.sleep(2)
+    raise AssertionError("the solve of the closed tab is still running after 90 s")

@@ -260,10 +260,10 @@ class _Progress:
         return time.perf_counter() - self.t0
 
     def record(self, iteration: int, values: torch.Tensor, errors: torch.Tensor, n_matvec: int,
-               extras: dict[str, float], all_values: torch.Tensor | None = None) -> bool:
+               extras: dict[str, float], all_values: torch.Tensor | None = None, n_converged: int = 0) -> bool:
         record = IterationRecord(solver=self.name, iteration=iteration, ritz_values=values.detach().double().cpu(),
                                  residual_norms=errors.detach().double().cpu(), residuals_estimated=True,
-                                 orthogonality_loss=None, n_converged=0, n_matvec=n_matvec,
+                                 orthogonality_loss=None, n_converged=n_converged, n_matvec=n_matvec,
                                  elapsed_s=self.elapsed, extras=extras,
                                  all_ritz_values=None if all_values is None else all_values.detach().double().cpu())
         self.history.append(record)
@@ -335,9 +335,11 @@ def spectral_density(operator: LinearOperator, *, n_probes: int = 8, n_steps: in
         done = probe + 1
         partial = SpectralDensity(nodes[:done], weights[:done], n, counted.n_matvec, progress.elapsed,
                                   SolveStatus.CONVERGED)
+        # "converged" extremes: Lanczos residual estimate at working accuracy, sqrt(eps) max|theta|
+        floor = math.sqrt(torch.finfo(operator.dtype).eps) * max(abs(top), abs(bottom))
         stop = progress.record(done, torch.tensor([top, bottom]), torch.tensor([top_err, bottom_err]),
                                counted.n_matvec, {"trace_estimate": partial.trace, "probe": float(done)},
-                               all_values=theta)
+                               all_values=theta, n_converged=int(top_err <= floor) + int(bottom_err <= floor))
         if stop:
             break
     status = SolveStatus.STOPPED if progress.stop_reason is not None else SolveStatus.CONVERGED
@@ -359,7 +361,8 @@ def hutchinson_trace(operator: LinearOperator, *, n_probes: int = 100, seed: int
         min_probes: probes before the early stop is considered (a standard error from
             very few samples is itself unreliable).
         tracker: one record per probe: ``ritz_values`` = (running trace,),
-            ``residual_norms`` = (standard error,). ``StopSolve`` keeps the estimate so far.
+            ``residual_norms`` = (standard error,), ``n_converged`` = 1 once ``rtol`` is met.
+            ``StopSolve`` keeps the estimate so far.
         block: probes applied per operator call (``matmat``).
 
     Returns:
@@ -390,11 +393,12 @@ def hutchinson_trace(operator: LinearOperator, *, n_probes: int = 100, seed: int
         for value in (Z * AZ).sum(0).double().cpu().tolist():
             samples.append(value)
             mean, err = _mean_se(samples)
+            met = rtol is not None and len(samples) >= max(2, min_probes) and err <= rtol * abs(mean)
             if progress.record(len(samples), torch.tensor([mean]), torch.tensor([err]), counted.n_matvec,
-                               {"trace_estimate": mean, "std_error": err}):
+                               {"trace_estimate": mean, "std_error": err}, n_converged=int(met)):
                 stopped = True
                 break
-            if rtol is not None and len(samples) >= max(2, min_probes) and err <= rtol * abs(mean):
+            if met:
                 message = f"std_error <= {rtol:g} * |trace| after {len(samples)} probes."
                 stopped = True
                 break

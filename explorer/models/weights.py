@@ -54,6 +54,7 @@ __all__ = [
     "singular_spectrum",
     "empirical_spectral_density",
     "marchenko_pastur",
+    "SingularValueTracker",
 ]
 
 #: Largest min(m, n) for which the full singular spectrum is computed by default.
@@ -152,6 +153,34 @@ class GramOperator(LinearOperator):
         return "Gram (matrix-free)"
 
 
+class SingularValueTracker(NullTracker):
+    """Forwards a Gram-operator solve's records to ``inner`` as singular-value records.
+
+    theta (an eigenvalue of W^T W) becomes sigma = sqrt(max(theta, 0)), and the residual
+    ||W^T W v - sigma^2 v|| becomes ||W^T u - sigma v|| with u = W v / sigma, which is
+    exactly the eigen-residual divided by sigma (and W v - sigma u = 0 by construction).
+    """
+
+    def __init__(self, inner: Tracker) -> None:
+        self.inner = inner
+
+    def on_start(self, start: SolveStart) -> None:
+        self.inner.on_start(start)
+
+    def on_iteration(self, record: IterationRecord) -> None:
+        sigma = record.ritz_values.clamp_min(0).sqrt()
+        residual = record.residual_norms / sigma.clamp_min(torch.finfo(sigma.dtype).tiny)
+        all_values = None if record.all_ritz_values is None else record.all_ritz_values.clamp_min(0).sqrt()
+        self.inner.on_iteration(IterationRecord(
+            solver=record.solver, iteration=record.iteration, ritz_values=sigma, residual_norms=residual,
+            residuals_estimated=record.residuals_estimated, orthogonality_loss=record.orthogonality_loss,
+            n_converged=record.n_converged, n_matvec=record.n_matvec, elapsed_s=record.elapsed_s,
+            all_ritz_values=all_values, ghost_mask=record.ghost_mask, extras=record.extras))
+
+    def on_finish(self, result: Any) -> None:
+        self.inner.on_finish(result)
+
+
 @dataclass(frozen=True)
 class SingularValues:
     """Top singular values of a weight matrix.
@@ -202,7 +231,8 @@ def top_singular_values(matrix: torch.Tensor, k: int, *, method: Literal["lanczo
         tol: relative residual tolerance.
         max_iter: iteration limit (solver's meaning); None: its default.
         seed: random start (a local generator).
-        tracker: receives the per-iteration records.
+        tracker: receives the per-iteration records (for the Lanczos route, wrap it in
+            :class:`SingularValueTracker` to see singular values instead of eigenvalues of W^T W).
         solver_kwargs: passed to the registry solver.
     """
     if matrix.ndim != 2:

@@ -229,6 +229,11 @@ def _from_scipy(matrix: Any, fmt: str, name: str, *, dtype: str | None = None) -
     _refuse_bad_dtype(matrix.dtype, name)
     shape = _check_ndim(tuple(matrix.shape), name)
     try:
+        # Validate the *stored* layout before converting: scipy's C++ conversions (csc ->
+        # csr, bsr -> csr) index with the stored indices unchecked, so a malformed file
+        # could read or write out of bounds (a crafted .npz crashed the process this way).
+        if hasattr(matrix, "check_format"):
+            matrix.check_format(full_check=True)
         csr = sp.csr_matrix(matrix)
         csr.check_format(full_check=True)
     except (ValueError, IndexError) as err:

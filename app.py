@@ -16,6 +16,7 @@ PAGES = [
     st.Page("pages/history.py", title="History", icon=":material/history:"),
     st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
     st.Page("pages/learn.py", title="Learn", icon=":material/school:"),
+    st.Page("pages/model.py", title="Model", icon=":material/hub:"),
 ]
 
 

@@ -385,7 +385,9 @@ def _read_mtx(data: bytes, filename: str, key: str | None, max_bytes: int | None
     try:
         matrix = scipy.io.mmread(io.BytesIO(data))
     except Exception as err:  # the fast_matrix_market reader raises several types
-        raise LoadError(f"`{filename}` could not be parsed as Matrix Market (.mtx): {err}; {hint}.") from err
+        raise LoadError(f"`{filename}` could not be parsed as Matrix Market (.mtx): {err}; each entry must be "
+                        "'row column value' with 1-based indices within the size line ('value' alone for array "
+                        "files), as many as the size line says. Write the file with scipy.io.mmwrite.") from err
     if sp.issparse(matrix):
         return _from_scipy(matrix, "mtx", filename)
     return _from_numpy(np.asarray(matrix), "mtx", filename)

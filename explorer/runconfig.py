@@ -55,7 +55,9 @@ def make_target(problem: Any, config: SolveConfig) -> Callable[[Tracker], EigenR
     def target(tracker: Tracker) -> EigenResult:
         device, dtype = parse_device(config.device), parse_dtype(config.dtype)
         operator = problem.operator.to(device=device, dtype=dtype)
-        B = None if getattr(problem, "B", None) is None else problem.B.to(device=device, dtype=dtype)
-        return solve(config.solver, operator, config.k, tracker=tracker, B=B, **config.solver_kwargs())
+        kwargs = config.solver_kwargs()
+        if getattr(problem, "B", None) is not None:  # only generalized problems pass B
+            kwargs["B"] = problem.B.to(device=device, dtype=dtype)
+        return solve(config.solver, operator, config.k, tracker=tracker, **kwargs)
 
     return target

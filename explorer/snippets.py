@@ -47,11 +47,12 @@ def _problem_lines(source: ProblemSource) -> list[str]:
 
 
 def solve_snippet(source: ProblemSource, solver: str, params: Mapping[str, Any], *, device: str = "cpu",
-                  dtype: str = "float64") -> str:
+                  dtype: str = "float64", generalized: bool = False) -> str:
     """Python code that loads the same problem and runs the same solver with the same parameters.
 
     ``params``: k, which, tol, max_iter, seed and the solver's extra parameters
     (``device``/``dtype`` entries in it are ignored in favour of the keyword arguments).
+    ``generalized``: the problem has a B matrix (then ``B=`` is passed to the solver).
     """
     params = dict(params)
     params.pop("device", None)
@@ -68,8 +69,12 @@ def solve_snippet(source: ProblemSource, solver: str, params: Mapping[str, Any],
     lines += [
         "",
         f"A = problem.operator.to(device={_py(device)}, dtype=torch.{dtype})",
-        f"B = None if problem.B is None else problem.B.to(device={_py(device)}, dtype=torch.{dtype})",
-        f"result = solve({_py(solver)}, A, " + ", ".join(call) + ", B=B)",
+    ]
+    if generalized:
+        lines.append(f"B = problem.B.to(device={_py(device)}, dtype=torch.{dtype})")
+        call.append("B=B")
+    lines += [
+        f"result = solve({_py(solver)}, A, " + ", ".join(call) + ")",
         "print(result.status_message)",
         f"print(result.to_frame(problem.reference({k}, {_py(which)})))",
     ]

@@ -190,3 +190,15 @@ def test_problem_source_labels_and_keys():
     up = ProblemSource.upload("A.mtx", b"abc", symmetrize=True)
     assert up.digest == ProblemSource.upload("B.mtx", b"abc").digest and "symmetrized" in up.label
     _ = solve  # the public entry the snippet uses
+
+
+def test_snippet_for_a_generalized_problem():
+    spec = next((s for s in SOLVERS.values() if s.supports_B and s.name != "eigh"), SOLVERS["eigh"])
+    source = ProblemSource.generated("mikota_pair", {"n": 20})
+    params = {"k": 2, "which": "SA", "tol": 1e-8, "max_iter": spec.default_max_iter, "seed": 0, **spec.defaults()}
+    code = solve_snippet(source, spec.name, params, generalized=True)
+    assert "B=B" in code
+    scope: dict = {}
+    with contextlib.redirect_stdout(io.StringIO()):
+        exec(compile(code, "<snippet>", "exec"), scope)  # noqa: S102
+    np.testing.assert_allclose(scope["result"].eigenvalues.numpy(), [1.0, 4.0], rtol=1e-6)

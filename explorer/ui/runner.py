@@ -52,7 +52,8 @@ def start_solve(key: str = "explore", prefix: str = "") -> None:
         reference = None
         if spectrum_np is not None and 1 <= config.k <= len(spectrum_np):
             reference = wanted_reference(spectrum_np, config.k, config.which)
-        snippet = solve_snippet(source, config.solver, config.params(), device=config.device, dtype=config.dtype)
+        snippet = solve_snippet(source, config.solver, config.params(), device=config.device, dtype=config.dtype,
+                                generalized=problem.B is not None)
         started = time.time()
         params = config.params()
 

@@ -115,8 +115,10 @@ def select_parameters(names: Sequence[str], params: ParamFilter) -> list[str]:
             chosen = [name for name in names if hit(name)]
     if not chosen:
         listing = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
-        raise ModelInputError(f"the parameter filter {params!r} selects no trainable parameter; the model has: "
-                              f"{listing}. Use a glob such as '*.weight' or a module name such as '0'.")
+        module = names[0].rsplit(".", 1)[0] if names and "." in names[0] else (names[0] if names else "layer")
+        shown = params[0] if isinstance(params, (list, tuple)) and len(params) == 1 else params
+        raise ModelInputError(f"the parameter filter {shown!r} selects no trainable parameter; the model has: "
+                              f"{listing}. Use a glob such as '*.weight' or a module name such as {module!r}.")
     return chosen
 
 

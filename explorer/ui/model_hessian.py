@@ -131,6 +131,8 @@ def _start() -> None:
         inputs: ModelInputs = st.session_state[INPUTS]
         settings = operator_settings()
         analysis = _s("analysis", "eigen")
+        # an error is shown only while the settings that caused it are unchanged
+        st.session_state[ERROR + "_for"] = (_spec_key(inputs, settings), analysis)
         op = build_operator(inputs, settings)
         started = time.time()
         label = f"{ANALYSES[analysis].split(' (')[0].lower()} of the {op.curvature} ({inputs.label})"
@@ -195,6 +197,7 @@ def _start() -> None:
 
 def _compute_exact(inputs: ModelInputs, settings: dict[str, Any]) -> None:
     st.session_state[ERROR] = None
+    st.session_state[ERROR + "_for"] = (_spec_key(inputs, settings), _s("analysis", "eigen"))
     try:
         if settings["curvature"] == "ggn":
             dense = build_operator(inputs, settings, dtype=torch.float64).to_dense()
@@ -308,8 +311,9 @@ def hessian_section(inputs: ModelInputs) -> None:
                 b.selectbox("dtype", list(DTYPES), key=PREFIX + "dtype", disabled=running)
         st.button("Run", key="model_run", type="primary", icon=":material/play_arrow:", on_click=_start,
                   disabled=running, width="stretch", help="Start in the background; the chart updates live.")
-        if st.session_state.get(ERROR):
-            st.error(st.session_state[ERROR], icon=":material/error:")
+        error = st.session_state.get(ERROR)
+        if error and st.session_state.get(ERROR + "_for") == (_spec_key(inputs, settings), analysis):
+            st.error(error, icon=":material/error:")
         with st.expander("Exact spectrum (dense, small models)", icon=":material/calculate:"):
             n_sel = _operator_size(inputs, settings)
             known = st.session_state.get(EXACT, {}).get(_spec_key(inputs, settings))

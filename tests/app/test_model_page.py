@@ -1,0 +1,99 @@
+"""AppTest (no browser): the Model page loads the sample, runs each analysis, and explains bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from explorer.models.samples import MODEL_SAMPLE_DIR
+
+pytestmark = pytest.mark.slow
+
+PAGE = "pages/model.py"
+
+
+def _no_trouble(at) -> None:  # noqa: ANN001
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def _metrics(at) -> dict[str, str]:  # noqa: ANN001
+    return {m.label: m.value for m in at.metric}
+
+
+def test_sample_hessian_top_eigenvalues(apptest, wait_job) -> None:  # noqa: ANN001
+    at = apptest(page=PAGE)
+    _no_trouble(at)
+    assert at.radio(key="model_source").value == "sample" and at.selectbox(key="model_sample").value == "mlp"
+    assert any("1,732 parameters" in m.value for m in at.markdown)
+    assert at.number_input(key="model_k").value == 5 and at.selectbox(key="model_dtype").value == "float32"
+    at.button(key="model_run").click().run()
+    _no_trouble(at)
+    wait_job(at, "model", timeout=60, poll=0.2)
+    _no_trouble(at)
+    metrics = _metrics(at)
+    assert metrics["converged"] == "5 / 5"
+    # the sample manifest's dense-Hessian eigenvalues are the reference: float32 HVPs, tol 1e-5
+    assert float(metrics["max error |\u03b8\u2212\u03bb|"]) < 1e-4
+    run = at.session_state["runs"][-1]
+    assert run.page == "model" and run.status == "converged" and run.n == 1732
+    # per-layer shares of the eigenvectors were drawn
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    heat = [c for c in charts if c["data"] and c["data"][0].get("type") == "heatmap"]
+    assert heat and heat[0]["data"][0]["y"] == ["layers.0", "layers.2", "layers.4"]
+
+
+def test_density_trace_and_weights(apptest, wait_job) -> None:  # noqa: ANN001
+    at = apptest(page=PAGE)
+    at.radio(key="model_analysis").set_value("slq").run()
+    at.number_input(key="model_slq_probes").set_value(2).run()
+    at.number_input(key="model_slq_steps").set_value(30).run()
+    at.button(key="model_run").click().run()
+    wait_job(at, "model", timeout=60, poll=0.2)
+    _no_trouble(at)
+    metrics = _metrics(at)
+    assert metrics["HVPs"] == "60"
+    top = {e["name"]: e for e in json.loads((MODEL_SAMPLE_DIR / "manifest.json").read_text())["models"]}["mlp"]
+    # the largest SLQ node after 30 steps is the top eigenvalue (float32 Lanczos, full reorthogonalization)
+    assert abs(float(metrics["largest node (\u2248 \u03bb_max)"]) - top["hessian_top5"][0]) < 1e-3
+
+    at.radio(key="model_analysis").set_value("trace").run()
+    at.radio(key="model_curvature").set_value("ggn").run()
+    at.text_input(key="model_params").set_value("layers.4.*").run()
+    at.number_input(key="model_tr_probes").set_value(30).run()
+    at.button(key="model_run").click().run()
+    wait_job(at, "model", timeout=60, poll=0.2)
+    _no_trouble(at)
+    assert _metrics(at)["HVPs"] == "30"
+    assert any("Gauss-Newton matrix" in c.value and "132 of 1732 parameters" in c.value for c in at.caption)
+
+    at.selectbox(key="model_w_tensor").set_value("layers.2.weight").run()
+    at.button(key="model_w_run").click().run()
+    wait_job(at, "model_weights", timeout=60, poll=0.2)
+    _no_trouble(at)
+    assert any("converged" in s.value for s in at.success)
+    table = [d.value for d in at.dataframe if "|error|" in d.value.columns]
+    assert table and float(table[0]["|error|"].max()) < 1e-6
+
+
+def test_bad_inputs_are_messages(apptest) -> None:  # noqa: ANN001
+    at = apptest(page=PAGE)
+    at.text_input(key="model_params").set_value("conv*").run()
+    assert any("selects no trainable parameter" in w.value for w in at.warning)
+    at.button(key="model_run").click().run()
+    _no_trouble(at)
+    assert any("selects no trainable parameter" in e.value for e in at.error)
+    at.radio(key="model_source").set_value("upload").run()
+    _no_trouble(at)
+    bogus = b"\x80\x04K\x01."  # a pickle, not a .pt2 archive
+    at.file_uploader(key="model_upload_model").set_value(("model.pt2", bogus, "application/octet-stream")).run()
+    _no_trouble(at)
+    assert any("torch.save" in e.value or "not a .pt2" in e.value for e in at.error)
+    data = (MODEL_SAMPLE_DIR / "cnn_data.pt").read_bytes()
+    model = (MODEL_SAMPLE_DIR / "mlp.pt2").read_bytes()
+    at.file_uploader(key="model_upload_model").set_value(("mlp.pt2", model, "application/octet-stream")).run()
+    at.file_uploader(key="model_upload_data").set_value(("cnn_data.pt", data, "application/octet-stream")).run()
+    _no_trouble(at)
+    at.button(key="model_run").click().run()
+    _no_trouble(at)
+    assert any("does not fit the model" in e.value for e in at.error)

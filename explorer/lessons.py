@@ -205,20 +205,20 @@ def _strakos(n: int, rho: float, low: float = 0.1, high: float = 100.0) -> np.nd
 # --------------------------------------------------------------------------------------
 # 1. Power iteration
 # --------------------------------------------------------------------------------------
-_POWER_TEXT = """
-Power iteration multiplies a vector by A again and again. Write the start as a sum of
-eigenvectors: after t steps the part along eigenvector i has grown by
-lambda_i^t, so everything but the dominant direction shrinks like
-**|lambda_2 / lambda_1|^t** relative to it. For a symmetric matrix the Rayleigh quotient
-error is the *square* of that (Golub & Van Loan, Thm 8.2.1):
+_POWER_TEXT = r"""
+Power iteration multiplies a vector by $A$ again and again. Write the start as a sum of
+eigenvectors: after $t$ steps the part along $u_i$ has grown by $\lambda_i^t$, so everything
+but the dominant direction shrinks like $|\lambda_2/\lambda_1|^t$ relative to it. For a
+symmetric matrix the Rayleigh-quotient error is the *square* of that
+(Golub & Van Loan, Thm 8.2.1):
 
-|theta_t - lambda_1| <= max_i |lambda_1 - lambda_i| tan^2(theta_0) |lambda_2/lambda_1|^(2t).
+$$|\theta_t - \lambda_1| \le \max_i |\lambda_1 - \lambda_i|\,\tan^2\theta_0\,\left|\frac{\lambda_2}{\lambda_1}\right|^{2t}.$$
 
 Move the gap ratio towards 1 and watch the slope flatten. **Momentum** (heavy ball,
-x_{t+1} = A x_t - beta x_{t-1}) turns the iterate into a Chebyshev-like polynomial in A;
-with beta = lambda_2^2 / 4 the rate improves from lambda_2/lambda_1 to
-lambda_2 / (lambda_1 + sqrt(lambda_1^2 - lambda_2^2)) (Xu et al. 2018). The problem is
-diagonal, so the angle between the random start and the top eigenvector is known
+$x_{t+1} = A x_t - \beta x_{t-1}$) turns the iterate into a Chebyshev-like polynomial in $A$;
+with $\beta = \lambda_2^2/4$ the rate improves from $\lambda_2/\lambda_1$ to
+$\lambda_2 / (\lambda_1 + \sqrt{\lambda_1^2 - \lambda_2^2})$ (Xu et al. 2018). The matrix is
+diagonal, so the angle $\theta_0$ between the random start and the top eigenvector is known
 exactly: the dashed lines are bounds, not fits.
 """
 
@@ -309,21 +309,21 @@ POWER = Lesson(
 # --------------------------------------------------------------------------------------
 # 2. Lanczos: KPS bound and the staircase
 # --------------------------------------------------------------------------------------
-_LANCZOS_TEXT = """
-Lanczos builds the Krylov space span{v, Av, ..., A^(m-1) v} and takes the eigenvalues of
-the projected tridiagonal matrix T_m (the Ritz values). Among all polynomials of degree
-m-1 it implicitly picks the best one, so it is never slower than m-1 power steps and
-usually far faster. The **Kaniel-Paige-Saad bound** (Saad, Thm 6.4) makes that precise
-with a Chebyshev polynomial:
+_LANCZOS_TEXT = r"""
+Lanczos builds the Krylov space $\mathcal{K}_m = \mathrm{span}\{v, Av, \dots, A^{m-1}v\}$ and
+takes the eigenvalues of the projected tridiagonal matrix $T_m$ (the Ritz values). Among all
+polynomials of degree $m-1$ it implicitly picks the best one, so it is never slower than
+$m-1$ power steps and usually far faster. The **Kaniel-Paige-Saad bound** (Saad, Thm 6.4)
+makes that precise with a Chebyshev polynomial $T_j$:
 
-lambda_i - theta_i^(m) <= (lambda_1 - lambda_n) (kappa_i tan theta(v, u_i) / T_(m-i)(gamma_i))^2,
-gamma_i = 1 + 2 (lambda_i - lambda_(i+1)) / (lambda_(i+1) - lambda_n).
+$$0 \le \lambda_i - \theta_i^{(m)} \le (\lambda_1 - \lambda_n)\left(\frac{\kappa_i \tan\theta(v, u_i)}{T_{m-i}(\gamma_i)}\right)^2,
+\qquad \gamma_i = 1 + 2\,\frac{\lambda_i - \lambda_{i+1}}{\lambda_{i+1} - \lambda_n}.$$
 
-T_j grows like (gamma + sqrt(gamma^2 - 1))^j, so a relative gap g gives a rate about
-1 - 2 sqrt(g) per step instead of power iteration's 1 - g. The **staircase** shows every
-Ritz value at every step: the extreme ones settle first, one after the other, while the
-interior ones keep moving. Full re-orthogonalization keeps this run close to exact
-arithmetic, where the theorem holds.
+$T_j(\gamma)$ grows like $(\gamma + \sqrt{\gamma^2-1})^j$, so a relative gap $g$ gives a rate
+of about $1 - 2\sqrt{g}$ per step where power iteration has $1 - g$. The **staircase** shows
+every Ritz value at every step: the extreme ones settle first, one after the other, while the
+interior ones keep moving. One start vector and full re-orthogonalization keep this run close
+to exact arithmetic, where the theorem holds.
 """
 
 
@@ -421,18 +421,18 @@ LANCZOS = Lesson(
 # --------------------------------------------------------------------------------------
 # 3. Loss of orthogonality and ghosts
 # --------------------------------------------------------------------------------------
-_GHOST_TEXT = """
+_GHOST_TEXT = r"""
 In exact arithmetic the Lanczos vectors are orthonormal by construction. In floating point
-they are not, and **Paige (1976)** explained exactly how: the new vector q_(m+1) leans
-towards a Ritz vector y_i by about eps ||A|| / |beta_m s_mi|, and |beta_m s_mi| is that Ritz
-pair's residual. So orthogonality is lost *precisely when a Ritz value converges*, and the
-lost direction is that converged eigenvector. The method then finds it again: a **ghost**,
-a second copy of an eigenvalue that has multiplicity one.
+they are not, and **Paige (1976)** explained exactly how: the new vector $q_{m+1}$ leans
+towards a Ritz vector $y_i$ by about $\varepsilon\|A\| / |\beta_m s_{mi}|$, and
+$|\beta_m s_{mi}|$ is that Ritz pair's residual. So orthogonality is lost *precisely when a
+Ritz value converges*, and the lost direction is that converged eigenvector. The method then
+finds it again: a **ghost**, a second copy of an eigenvalue of multiplicity one.
 
 The matrix is Strakos' classic test: eigenvalues crowded at the bottom and spread out at the
-top, so the top ones converge fast. Left: plain Lanczos (reorthogonalization = none);
-right: full re-orthogonalization. The dashed line is Paige's prediction eps ||A|| /
-min_i(residual estimate). Red dots in the staircase are ghost copies.
+top, so the top ones converge fast. The dashed line is Paige's prediction
+$\varepsilon\|A\| / \min_i(\text{residual estimate})$. In the staircases (left: no
+re-orthogonalization, right: full) red crosses are ghost copies.
 """
 
 
@@ -532,21 +532,24 @@ GHOSTS = Lesson(
 # --------------------------------------------------------------------------------------
 # 4. LOBPCG: block size and preconditioning
 # --------------------------------------------------------------------------------------
-_LOBPCG_TEXT = """
-LOBPCG improves a block of vectors X by Rayleigh-Ritz on span{X, T R, P}: the current
-vectors, their **preconditioned** residuals and the previous update. Two knobs:
+_LOBPCG_TEXT = r"""
+LOBPCG improves a block of vectors $X$ by Rayleigh-Ritz on $\mathrm{span}\{X, TR, P\}$: the
+current vectors, their **preconditioned** residuals and the previous update. Two knobs:
 
-* **block size**: extra "guard" columns beyond k widen the gap that governs the k-th pair
-  (roughly lambda_k against lambda_(block+1) instead of lambda_(k+1)), at one more matvec per
-  column and iteration, and let the block see every copy of a repeated eigenvalue;
-* **preconditioner** T ~ A^(-1): the per-step guarantee of Knyazev & Neymeyr for the
-  smallest eigenvalue, Delta' <= sigma^2 Delta with
-  sigma = gamma + (1 - gamma) lambda_1 / lambda_2 and gamma = (kappa(TA) - 1) / (kappa(TA) + 1),
-  improves as T A gets better conditioned. The dashed curves are that guarantee for the
-  actual kappa(TA) (computed densely for this small problem); LOBPCG is usually much faster.
+* **block size**: extra "guard" columns beyond $k$ widen the gap that governs the $k$-th pair
+  (roughly $\lambda_k$ against $\lambda_{b+1}$ instead of $\lambda_{k+1}$), at one more matvec
+  per column and iteration, and let the block see every copy of a repeated eigenvalue;
+* **preconditioner** $T \approx A^{-1}$: the per-step guarantee of Knyazev & Neymeyr for the
+  smallest eigenvalue, $\Delta' \le \sigma^2 \Delta$ with
+  $\Delta = \frac{\lambda - \lambda_1}{\lambda_2 - \lambda}$,
+  $\sigma = \gamma + (1-\gamma)\lambda_1/\lambda_2$ and
+  $\gamma = \frac{\kappa(TA) - 1}{\kappa(TA) + 1}$, improves as $TA$ gets better conditioned.
+  The dashed curves are that guarantee for the actual $\kappa(TA)$ (computed densely for this
+  small problem); LOBPCG is usually much faster than it.
 
-The Dirichlet Laplacian has a constant diagonal, so Jacobi (T = D^(-1)) changes nothing,
-a lesson in itself (see PEERS.md). A graph Laplacian has varying degrees, and there Jacobi helps.
+The Dirichlet Laplacian has a constant diagonal, so Jacobi ($T = D^{-1}$) changes nothing:
+a lesson in itself. A graph Laplacian has varying degrees, and there Jacobi helps (it is
+singular, so no guarantee is drawn).
 """
 
 
@@ -672,19 +675,20 @@ LOBPCG = Lesson(
 # --------------------------------------------------------------------------------------
 # 5. Randomized SVD
 # --------------------------------------------------------------------------------------
-_RSVD_TEXT = """
-The randomized SVD (Halko, Martinsson & Tropp 2011) multiplies A by a Gaussian block of
-k + p columns (p = **oversampling**), orthonormalizes the result into Q, and finishes with a
-small SVD of Q^T A. **Power iterations** replace A by (A A^T)^q A, which sharpens the decay
-of the singular values from sigma_j to sigma_j^(2q+1). The expected error has a clean bound
-(HMT Thm 10.6 and Cor. 10.10):
+_RSVD_TEXT = r"""
+The randomized SVD (Halko, Martinsson & Tropp 2011) multiplies $A$ by a Gaussian block of
+$k + p$ columns ($p$ = **oversampling**), orthonormalizes the result into $Q$, and finishes
+with a small SVD of $Q^T A$. **Power iterations** replace $A$ by $(AA^T)^q A$, which sharpens
+the decay of the singular values from $\sigma_j$ to $\sigma_j^{2q+1}$. The expected error has
+a clean bound (HMT Thm 10.6 and Cor. 10.10):
 
-E ||A - Q Q^T A|| <= [ (1 + sqrt(k/(p-1))) sigma_(k+1)^(2q+1)
-+ (e sqrt(k+p)/p) (sum_(j>k) sigma_j^(2(2q+1)))^(1/2) ]^(1/(2q+1)),
+$$\mathbb{E}\,\|A - QQ^TA\| \le \left[\Big(1 + \sqrt{\tfrac{k}{p-1}}\Big)\sigma_{k+1}^{2q+1}
++ \frac{e\sqrt{k+p}}{p}\Big(\sum_{j>k}\sigma_j^{2(2q+1)}\Big)^{1/2}\right]^{1/(2q+1)},$$
 
-never better than the optimal sigma_(k+1). The runs use several random test matrices (one
-per seed); the solver's a-posteriori estimate is drawn per power iteration, and the
-dashed line is the bound for each q. With p = 0 or 1 the theorem says nothing.
+never better than the optimal $\sigma_{k+1}$; truncating to rank $k$ adds at most
+$\sigma_{k+1}$ (Thm 9.3). Each run uses another random test matrix (one per seed); the
+solver's own error estimate is drawn per power iteration, the true error of the result as a
+dot, and the dashed lines are the bounds for each $q$. With $p < 2$ the theorem says nothing.
 """
 
 
@@ -770,17 +774,17 @@ RSVD = Lesson(
 # --------------------------------------------------------------------------------------
 # 6. The dense reference and its cost
 # --------------------------------------------------------------------------------------
-_DENSE_TEXT = """
-The dense symmetric eigensolver (LAPACK's syevd behind torch.linalg.eigh) reduces A to
-tridiagonal form with Householder reflections and then solves the tridiagonal problem:
-about **9 n^3 flops** with eigenvectors (Golub & Van Loan 8.3) and n^2 numbers of memory
-for each copy of the matrix. Doubling n multiplies the time by 8. The dots are measured
-times of our `eigh` solver (with assembly), the solid line a least-squares fit c n^a, the
-dashed line c n^3 through the largest measurement.
+_DENSE_TEXT = r"""
+The dense symmetric eigensolver (LAPACK's `syevd` behind `torch.linalg.eigh`) reduces $A$ to
+tridiagonal form with Householder reflections and then solves the tridiagonal problem: about
+$9n^3$ flops with eigenvectors (Golub & Van Loan 8.3) and $n^2$ numbers of memory for each
+copy of the matrix. Doubling $n$ multiplies the time by 8. The dots are measured times of our
+`eigh` solver (assembly included), the solid line a least-squares fit $c\,n^a$, the dashed
+line $c\,n^3$ through the largest measurement.
 
-An iterative method needs only products A x: for a sparse matrix with a few nonzeros per
-row that is O(n) work per step, and a few hundred steps find the extreme eigenvalues. The
-last run does exactly that on a sparse matrix far too large for eigh (the star).
+An iterative method needs only products $Ax$: for a sparse matrix with a few nonzeros per row
+that is $O(n)$ work per step, and a few dozen steps find well separated extreme eigenvalues.
+The last run does exactly that on a sparse matrix far too large for `eigh` (the separate dot).
 """
 
 

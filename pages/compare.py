@@ -30,7 +30,7 @@ st.caption("Why does a solver not converge? Run several configurations on the sa
            + ("Exact eigenvalues are known: curves show the error against them." if eigenvalues is not None
               else "Exact eigenvalues are unknown here: curves show the relative residual."))
 
-with st.expander("Settings and configurations", expanded=not running, icon=":material/tune:"):
+with st.expander("Settings and configurations", expanded=live.current_job(KEY) is None, icon=":material/tune:"):
     compare_form.settings_form(n=prob.n, disabled=running)
     compare_form.configs_form(disabled=running)
 
@@ -55,13 +55,18 @@ def render(outcomes, alive) -> None:  # noqa: ANN001 - called by the live panel
     settings = meta["settings"]
     exact = meta.get("reference")
     eps = float(np.finfo(np.float32 if settings.dtype == "float32" else np.float64).eps)
+    what = "Error max|θᵢ − λᵢ| against the exact eigenvalues" if exact is not None \
+        else "Max relative residual (no exact eigenvalues known)"
     left, right = st.columns(2)
     with left:
+        st.markdown(f"**{what}, per matvec**")
         show(overlay_figure(outcomes, exact, settings.k, settings.which, x="n_matvec", tol=settings.tol),
              key="cmp_fig_matvec")
     with right:
+        st.markdown(f"**{what}, per second**")
         show(overlay_figure(outcomes, exact, settings.k, settings.which, x="elapsed_s", tol=settings.tol),
              key="cmp_fig_time")
+    st.markdown("**Orthogonality loss of each run's basis** (above √ε ghosts become possible)")
     show(orthogonality_figure(outcomes, eps=eps), key="cmp_fig_ortho")
     if alive:
         return

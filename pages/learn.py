@@ -8,7 +8,7 @@ from explorer.solvers import SOLVERS
 from explorer.ui import live
 from explorer.ui.charts import show
 from explorer.ui.compare_live import comparison_panel, start_comparison
-from explorer.ui.learn_charts import chart_figure
+from explorer.ui.learn_charts import chart_figure, pretty
 from explorer.ui.state import ensure
 from explorer.ui.widgets import param_form
 
@@ -44,7 +44,7 @@ with side:
         setup = None
         st.error(friendly_error(error), icon=":material/error:")
     if setup is not None:
-        st.dataframe({"quantity": list(setup.facts), "value": list(setup.facts.values())}, hide_index=True,
+        st.dataframe({"quantity": [pretty(q) for q in setup.facts], "value": list(setup.facts.values())}, hide_index=True,
                      key=f"learn_{lesson.key}_facts")
 
 
@@ -82,7 +82,7 @@ def render(outcomes, alive) -> None:  # noqa: ANN001 - called by the live panel
     if not alive:
         notes = current.notes(outcomes)
         if notes:
-            st.markdown("**What the run shows**\n\n" + "\n".join(f"- {note}" for note in notes))
+            st.markdown("**What the run shows**\n\n" + "\n".join(f"- {pretty(note)}" for note in notes))
 
 
 comparison_panel(job_key, render, stop_key="learn_stop",

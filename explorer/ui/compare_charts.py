@@ -36,11 +36,10 @@ def overlay_figure(outcomes: Sequence[RunOutcome], eigenvalues: Any, k: int, whi
                    tol: float | None, height: int = 360) -> go.Figure:
     """Worst-pair error against the reference (or relative residual without one), runs overlaid."""
     metric = "error" if eigenvalues is not None else "residual"
-    xlabel = {"n_matvec": "matvecs", "elapsed_s": "seconds"}.get(x, x)
-    title = ("Error max|\u03b8\u1d62 \u2212 \u03bb\u1d62| against " if metric == "error"
-             else "Max relative residual against ") + xlabel
-    return compare_figure(plot_runs(outcomes, eigenvalues, k, which), metric=metric, x=x, tol=tol, height=height,
-                          title=title)
+    figure = compare_figure(plot_runs(outcomes, eigenvalues, k, which), metric=metric, x=x, tol=tol, height=height)
+    # legend under the plot: with several long run labels it would cover the curves on top
+    figure.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.22, x=0.0), margin=dict(t=20, b=10))
+    return figure
 
 
 def orthogonality_figure(outcomes: Sequence[RunOutcome], *, x: str = "n_matvec", height: int = 320,
@@ -67,11 +66,10 @@ def orthogonality_figure(outcomes: Sequence[RunOutcome], *, x: str = "n_matvec",
                                  line=dict(color="#888", dash="dot", width=1)))
     xlabel = {"iteration": "iteration", "n_matvec": "matvecs", "elapsed_s": "seconds"}.get(x, x)
     layout = go.Layout(
-        height=height, paper_bgcolor="white", plot_bgcolor="white", margin=dict(l=10, r=10, t=50, b=10),
-        title=dict(text="Orthogonality loss of the basis", x=0.0),
+        height=height, paper_bgcolor="white", plot_bgcolor="white", margin=dict(l=10, r=10, t=20, b=10),
         xaxis=dict(title=xlabel, showgrid=True, gridcolor="#eceff4", automargin=True),
         yaxis=dict(title="max|V\u1d40V \u2212 I|", type="log", exponentformat="power", showgrid=True,
                    gridcolor="#eceff4", automargin=True),
-        legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0.0),
+        legend=dict(orientation="h", yanchor="top", y=-0.22, x=0.0),
     )
     return go.Figure(data=traces, layout=layout)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import numpy as np
@@ -62,17 +63,25 @@ class SparseOperator(LinearOperator):
 
     def __init__(self, matrix: torch.Tensor | sp.spmatrix | sp.sparray, *, is_symmetric: bool = True) -> None:
         if isinstance(matrix, torch.Tensor):
-            csr = matrix.to_sparse_csr() if matrix.layout != torch.sparse_csr else matrix
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+                csr = matrix.to_sparse_csr() if matrix.layout != torch.sparse_csr else matrix
         else:
             scipy_csr = sp.csr_matrix(matrix)
             scipy_csr.sum_duplicates()
             scipy_csr.sort_indices()
-            csr = torch.sparse_csr_tensor(
-                torch.from_numpy(scipy_csr.indptr.astype(np.int64)),
-                torch.from_numpy(scipy_csr.indices.astype(np.int64)),
-                torch.from_numpy(np.ascontiguousarray(scipy_csr.data)),
-                size=scipy_csr.shape,
-            )
+            # Indices come from a validated scipy CSR (sorted, deduplicated), so torch's own
+            # invariant check would only repeat that work; opting out explicitly also silences
+            # its "checks are implicitly disabled" warning.
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+                csr = torch.sparse_csr_tensor(
+                    torch.from_numpy(scipy_csr.indptr.astype(np.int64)),
+                    torch.from_numpy(scipy_csr.indices.astype(np.int64)),
+                    torch.from_numpy(np.ascontiguousarray(scipy_csr.data)),
+                    size=scipy_csr.shape,
+                    check_invariants=False,
+                )
         super().__init__(tuple(csr.shape), csr.dtype, csr.device, is_symmetric=is_symmetric)
         self.matrix = csr
         self._scipy: sp.csr_matrix | None = None

@@ -7,7 +7,9 @@ from explorer.compare import angle_frame, summary_frame
 from explorer.jobs import friendly_error
 from explorer.ui import compare_form, live, problem
 from explorer.ui.charts import show
-from explorer.ui.compare_charts import SEVERITY_ICONS, orthogonality_figure, overlay_figure
+from explorer.compare import wanted_reference
+from explorer.plots import live_figure
+from explorer.ui.compare_charts import SEVERITY_ICONS, orthogonality_figure, overlay_figure, pairs_figure
 from explorer.ui.compare_live import comparison_panel, start_comparison
 
 KEY = "compare"
@@ -39,13 +41,16 @@ def on_run() -> None:
     st.session_state[ERROR] = None
     try:
         start_comparison(KEY, prob, compare_form.read_configs(), compare_form.read_settings(), reference=eigenvalues,
-                         label=f"comparison on {source.label}", meta={"source": source.label})
+                         label=f"comparison on {source.label}", meta={"source": source.label}, log_as=source.label)
     except Exception as error:  # noqa: BLE001 - a bad configuration is a message, not a crash
         st.session_state[ERROR] = friendly_error(error)
 
 
-st.button("Run comparison", key="cmp_run", type="primary", icon=":material/play_arrow:", on_click=on_run,
-          disabled=running)
+run_col, curve_col = st.columns([1, 2], vertical_alignment="center")
+run_col.button("Run comparison", key="cmp_run", type="primary", icon=":material/play_arrow:", on_click=on_run,
+               disabled=running)
+curve_col.radio("Curves", ["worst pair", "every pair"], key="cmp_curves", horizontal=True,
+                help="The worst Ritz value of each run, or one thin line per Ritz value.")
 if st.session_state.get(ERROR):
     st.error(st.session_state[ERROR], icon=":material/error:")
 
@@ -55,16 +60,23 @@ def render(outcomes, alive) -> None:  # noqa: ANN001 - called by the live panel
     settings = meta["settings"]
     exact = meta.get("reference")
     eps = float(np.finfo(np.float32 if settings.dtype == "float32" else np.float64).eps)
-    what = "Error max|θᵢ − λᵢ| against the exact eigenvalues" if exact is not None \
-        else "Max relative residual (no exact eigenvalues known)"
+    every = st.session_state.get("cmp_curves") == "every pair"
+    if every:
+        what = "Error |θᵢ − λᵢ| of every Ritz value" if exact is not None \
+            else "Relative residual of every Ritz value (no exact eigenvalues known)"
+        figure = pairs_figure
+    else:
+        what = "Error max|θᵢ − λᵢ| against the exact eigenvalues" if exact is not None \
+            else "Max relative residual (no exact eigenvalues known)"
+        figure = overlay_figure
     left, right = st.columns(2)
     with left:
         st.markdown(f"**{what}, per matvec**")
-        show(overlay_figure(outcomes, exact, settings.k, settings.which, x="n_matvec", tol=settings.tol),
+        show(figure(outcomes, exact, settings.k, settings.which, x="n_matvec", tol=settings.tol),
              key="cmp_fig_matvec")
     with right:
         st.markdown(f"**{what}, per second**")
-        show(overlay_figure(outcomes, exact, settings.k, settings.which, x="elapsed_s", tol=settings.tol),
+        show(figure(outcomes, exact, settings.k, settings.which, x="elapsed_s", tol=settings.tol),
              key="cmp_fig_time")
     st.markdown("**Orthogonality loss of each run's basis** (above √ε ghosts become possible)")
     show(orthogonality_figure(outcomes, eps=eps), key="cmp_fig_ortho")
@@ -83,6 +95,15 @@ def render(outcomes, alive) -> None:  # noqa: ANN001 - called by the live panel
     st.markdown("**Subspace angles** \u2014 largest principal angle (degrees) between the eigenvector subspaces "
                 "the runs found (0 = the same invariant subspace).")
     st.dataframe(angle_frame(outcomes).style.format("{:.2e}", na_rep="\u2014"), key="cmp_angles")
+    st.markdown("**Each run in detail** (the Explore page's panel)")
+    for i, outcome in enumerate(outcomes):
+        if not outcome.records:
+            continue
+        with st.expander(outcome.label, icon=":material/insights:"):
+            which_i = str(outcome.config.params.get("which", settings.which))
+            show(live_figure(outcome.records, reference=None if exact is None
+                             else wanted_reference(exact, settings.k, which_i), tol=settings.tol,
+                             dtype=outcome.dtype, x="n_matvec", height=520), key=f"cmp_detail_{i}")
     st.subheader("Diagnosis")
     for outcome in outcomes:
         with st.container(border=True):

@@ -14,9 +14,9 @@ import numpy as np
 import plotly.graph_objects as go
 
 from explorer.compare import RunOutcome, wanted_reference
-from explorer.plots import PALETTE, compare_figure, decimate_indices
+from explorer.plots import PALETTE, compare_figure, decimate_indices, records_matrix, relative_residuals
 
-__all__ = ["plot_runs", "overlay_figure", "orthogonality_figure", "SEVERITY_ICONS"]
+__all__ = ["plot_runs", "overlay_figure", "pairs_figure", "orthogonality_figure", "SEVERITY_ICONS"]
 
 SEVERITY_ICONS = {"error": ":material/error:", "warning": ":material/warning:", "info": ":material/info:"}
 
@@ -40,6 +40,54 @@ def overlay_figure(outcomes: Sequence[RunOutcome], eigenvalues: Any, k: int, whi
     # legend under the plot: with several long run labels it would cover the curves on top
     figure.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.22, x=0.0), margin=dict(t=20, b=10))
     return figure
+
+
+def pairs_figure(outcomes: Sequence[RunOutcome], eigenvalues: Any, k: int, which: str, *, x: str,
+                 tol: float | None = None, height: int = 360) -> go.Figure:
+    """Every Ritz value's error ``|theta_i - lambda_i|`` (or relative residual without a reference), runs overlaid.
+
+    One color per run (the palette order of the other charts), one thin line per pair.
+    """
+    traces = []
+    hi = 1.0
+    for r, outcome in enumerate(outcomes):
+        records = outcome.records
+        idx = decimate_indices(len(records))
+        picked = [records[j] for j in idx]
+        if not picked:
+            continue
+        xs = np.asarray([float(getattr(rec, x)) for rec in picked])
+        hi = max(hi, float(xs.max()))
+        ritz = records_matrix(picked, "ritz_values")
+        which_r = str(outcome.config.params.get("which", which))
+        ref = None if eigenvalues is None else wanted_reference(eigenvalues, k, which_r)
+        if ref is not None:
+            m = min(ref.size, ritz.shape[1])
+            values = np.abs(ritz[:, :m] - ref[None, :m])
+        else:
+            values = relative_residuals(records_matrix(picked, "residual_norms"), ritz, dtype=outcome.dtype)
+        color = PALETTE[r % len(PALETTE)]
+        for i in range(values.shape[1]):
+            ys = values[:, i].copy()
+            with np.errstate(invalid="ignore"):
+                ys[ys <= 0] = 1e-17
+            traces.append(go.Scatter(x=xs, y=ys, mode="lines", name=outcome.label, legendgroup=outcome.label,
+                                     showlegend=i == 0, line=dict(color=color, width=1.2),
+                                     opacity=max(0.35, 1.0 - 0.12 * i),
+                                     hovertemplate=f"pair {i}: %{{y:.2e}}<extra>{outcome.label}</extra>"))
+    if tol is not None and eigenvalues is None:
+        traces.append(go.Scatter(x=[0, hi], y=[tol, tol], mode="lines", name=f"tol = {tol:.0e}",
+                                 line=dict(color="#d62728", dash="dash", width=1)))
+    xlabel = {"iteration": "iteration", "n_matvec": "matvecs", "elapsed_s": "seconds"}.get(x, x)
+    ylabel = "|\u03b8\u1d62 \u2212 \u03bb\u1d62|" if eigenvalues is not None else "relative residual"
+    layout = go.Layout(
+        height=height, paper_bgcolor="white", plot_bgcolor="white", margin=dict(l=10, r=10, t=20, b=10),
+        xaxis=dict(title=xlabel, showgrid=True, gridcolor="#eceff4", automargin=True),
+        yaxis=dict(title=ylabel, type="log", exponentformat="power", showgrid=True, gridcolor="#eceff4",
+                   automargin=True),
+        legend=dict(orientation="h", yanchor="top", y=-0.22, x=0.0),
+    )
+    return go.Figure(data=traces, layout=layout)
 
 
 def orthogonality_figure(outcomes: Sequence[RunOutcome], *, x: str = "n_matvec", height: int = 320,

@@ -12,6 +12,7 @@ is the one top-level live fragment of the page. It does what ``live.live_panel``
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any, Callable, Sequence
 
 import streamlit as st
@@ -25,24 +26,47 @@ from explorer.compare import (
     RunOutcome,
     check_configs,
     run_comparison,
+    wanted_reference,
 )
+from explorer.jobs import JobView, SolveJob
+from explorer.runs import run_from_view
 from explorer.tracking import Tracker
 from explorer.ui import live
+from explorer.ui.state import add_run, next_run_id
 
-__all__ = ["start_comparison", "comparison_panel", "collector_of", "progress_line"]
+__all__ = ["start_comparison", "comparison_panel", "collector_of", "progress_line", "log_runs"]
 
 Render = Callable[[Sequence[RunOutcome], bool], None]
+
+
+def log_runs(outcomes: Sequence[RunOutcome], settings: CompareSettings, *, problem_label: str, n: int,
+             reference: Any = None, page: str = "compare") -> None:
+    """Append every run of a finished comparison to the session's run log (the History page)."""
+    for outcome in outcomes:
+        if outcome.state == "skipped":
+            continue
+        which = str(outcome.config.params.get("which", settings.which))
+        params = {"k": settings.k, "which": which, "tol": outcome.config.params.get("tol", settings.tol),
+                  "max_iter": settings.kwargs_for(outcome.config)["max_iter"], "seed": settings.seed,
+                  "budget": settings.budget, **outcome.config.extras(), "device": "cpu", "dtype": settings.dtype}
+        view = SimpleNamespace(result=outcome.result, records=outcome.records, error=outcome.error,
+                               stop_reason=None, elapsed_s=outcome.wall_s)
+        add_run(run_from_view(next_run_id(), view, solver=outcome.config.solver, problem=problem_label, n=n,
+                              params=params, reference=None if reference is None
+                              else wanted_reference(reference, settings.k, which),
+                              page=page, extra={"label": outcome.label, "findings": outcome.findings}))
 
 
 def start_comparison(key: str, problem: Any, configs: Sequence[RunConfig], settings: CompareSettings, *,
                      reference: Any = None, label: str = "comparison", count: tuple[int, int] = (MIN_CONFIGS,
                                                                                              MAX_CONFIGS),
-                     meta: dict[str, Any] | None = None) -> None:
+                     meta: dict[str, Any] | None = None, log_as: str | None = None) -> None:
     """Validate, then run ``configs`` on ``problem`` in a background job under ``key``.
 
     Raises the core's ValueError/TypeError (bad configuration) before anything starts,
     and ValueError when a job under ``key`` still runs. ``reference``: every exact
-    eigenvalue (for the diagnosis and the error curves), or None.
+    eigenvalue (for the diagnosis and the error curves), or None. ``log_as``: a problem
+    label; when given, every run goes to the session's run log when the job ends.
     """
     check_configs(configs, settings, n=problem.operator.shape[0], count=count)
     collector = ComparisonCollector(configs)
@@ -51,7 +75,12 @@ def start_comparison(key: str, problem: Any, configs: Sequence[RunConfig], setti
         return run_comparison(problem, configs, settings, tracker=tracker, collector=collector, count=count,
                               reference=reference)
 
-    live.start_job(key, target, label=label,
+    def on_finish(job: SolveJob, view: JobView) -> None:
+        if log_as is not None:
+            log_runs(collector.snapshot(), settings, problem_label=log_as, n=problem.operator.shape[0],
+                     reference=reference, page=key)
+
+    live.start_job(key, target, label=label, on_finish=on_finish,
                    params={"runs": [c.display() for c in configs], "k": settings.k, "which": settings.which,
                            "tol": settings.tol, "budget": settings.budget},
                    meta={"collector": collector, "settings": settings, "reference": reference,

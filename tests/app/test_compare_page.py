@@ -62,6 +62,14 @@ def test_two_configurations_run_to_the_end_and_fill_the_table(apptest, wait_job)
     assert xlabels.count("matvecs") == 2 and "seconds" in xlabels
     assert any("V" in y for y in ylabels)  # the orthogonality overlay
     assert all(len(c["data"]) >= 2 for c in charts)  # one curve per run (+ tol / sqrt(eps) lines)
+    # both runs went to the session's run log (the History page)
+    logged = [run for run in at.session_state["runs"] if run.page == KEY]
+    assert [run.extra["label"] for run in logged] == list(table["run"])
+    # one line per Ritz value instead of the worst one: k = 3 lines per run
+    at.radio(key="cmp_curves").set_value("every pair").run()
+    _no_trouble(at)
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert len(spec["data"]) == 2 * 3
 
 
 def test_a_bad_configuration_is_a_message_not_a_crash(apptest) -> None:  # noqa: ANN001

@@ -59,6 +59,8 @@ __all__ = [
     "angle_frame",
     "result_vectors",
     "result_values",
+    "is_svd",
+    "reference_for",
 ]
 
 MIN_CONFIGS = 2
@@ -386,6 +388,29 @@ def wanted_reference(eigenvalues: Any, k: int, which: str) -> np.ndarray | None:
     return values[order].numpy()
 
 
+def is_svd(outcome: RunOutcome) -> bool:
+    """True for a run whose values are singular values (an ``SVDResult``, e.g. randomized_svd)."""
+    if outcome.result is not None:
+        return not hasattr(outcome.result, "eigenvalues") and hasattr(outcome.result, "S")
+    return outcome.config.solver == "randomized_svd"
+
+
+def reference_for(outcome: RunOutcome, eigenvalues: Any, k: int, which: str) -> np.ndarray | None:
+    """What a run's values should converge to, in its order.
+
+    Eigenvalue solvers: the k wanted eigenvalues in ``which`` order (the run's own
+    ``which`` when it overrides it). SVD solvers: the k largest ``|lambda|``, descending
+    (the singular values of a symmetric matrix).
+    """
+    if eigenvalues is None:
+        return None
+    if is_svd(outcome):
+        values = np.sort(np.abs(np.asarray(eigenvalues.detach().cpu() if isinstance(eigenvalues, torch.Tensor)
+                                           else eigenvalues, dtype=float).ravel()))[::-1]
+        return values[:k] if values.size else None
+    return wanted_reference(eigenvalues, k, str(outcome.config.params.get("which", which)))
+
+
 def result_values(result: Any) -> np.ndarray:
     """Eigenvalues of an EigenResult, or singular values of an SVDResult, as float64 numpy."""
     values = getattr(result, "eigenvalues", None)
@@ -466,9 +491,8 @@ def summary_frame(outcomes: Sequence[RunOutcome], settings: CompareSettings, eig
     for outcome in outcomes:
         result = outcome.result
         k = settings.k
-        which = str(outcome.config.params.get("which", settings.which))
         tol = float(outcome.config.params.get("tol", settings.tol))
-        ref = wanted_reference(eigenvalues, k, which) if eigenvalues is not None else None
+        ref = reference_for(outcome, eigenvalues, k, settings.which)
         errors = error_series(outcome.records, ref)
         reach = first_reaching(outcome.records, k)
         reach_err = first_reaching(outcome.records, k, errors=errors, tol=tol) if ref is not None else None

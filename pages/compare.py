@@ -3,12 +3,11 @@
 import numpy as np
 import streamlit as st
 
-from explorer.compare import angle_frame, summary_frame
+from explorer.compare import angle_frame, reference_for, summary_frame
 from explorer.jobs import friendly_error
+from explorer.plots import live_figure
 from explorer.ui import compare_form, live, problem
 from explorer.ui.charts import show
-from explorer.compare import wanted_reference
-from explorer.plots import live_figure
 from explorer.ui.compare_charts import SEVERITY_ICONS, orthogonality_figure, overlay_figure, pairs_figure
 from explorer.ui.compare_live import comparison_panel, start_comparison
 
@@ -100,9 +99,8 @@ def render(outcomes, alive) -> None:  # noqa: ANN001 - called by the live panel
         if not outcome.records:
             continue
         with st.expander(outcome.label, icon=":material/insights:"):
-            which_i = str(outcome.config.params.get("which", settings.which))
-            show(live_figure(outcome.records, reference=None if exact is None
-                             else wanted_reference(exact, settings.k, which_i), tol=settings.tol,
+            show(live_figure(outcome.records, reference=reference_for(outcome, exact, settings.k, settings.which),
+                             tol=settings.tol,
                              dtype=outcome.dtype, x="n_matvec", height=520), key=f"cmp_detail_{i}")
     st.subheader("Diagnosis")
     for outcome in outcomes:

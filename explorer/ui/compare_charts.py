@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from explorer.compare import RunOutcome, wanted_reference
+from explorer.compare import RunOutcome, reference_for
 from explorer.plots import PALETTE, compare_figure, decimate_indices, records_matrix, relative_residuals
 
 __all__ = ["plot_runs", "overlay_figure", "pairs_figure", "orthogonality_figure", "SEVERITY_ICONS"]
@@ -25,8 +25,7 @@ def plot_runs(outcomes: Sequence[RunOutcome], eigenvalues: Any, k: int, which: s
     """The ``runs`` argument of ``explorer.plots.compare_figure`` (label, records, reference, dtype)."""
     runs = []
     for outcome in outcomes:
-        which_i = str(outcome.config.params.get("which", which))
-        reference = None if eigenvalues is None else wanted_reference(eigenvalues, k, which_i)
+        reference = reference_for(outcome, eigenvalues, k, which)
         runs.append({"label": outcome.label, "records": outcome.records, "reference": reference,
                      "dtype": outcome.dtype})
     return runs
@@ -59,8 +58,7 @@ def pairs_figure(outcomes: Sequence[RunOutcome], eigenvalues: Any, k: int, which
         xs = np.asarray([float(getattr(rec, x)) for rec in picked])
         hi = max(hi, float(xs.max()))
         ritz = records_matrix(picked, "ritz_values")
-        which_r = str(outcome.config.params.get("which", which))
-        ref = None if eigenvalues is None else wanted_reference(eigenvalues, k, which_r)
+        ref = reference_for(outcome, eigenvalues, k, which)
         if ref is not None:
             m = min(ref.size, ritz.shape[1])
             values = np.abs(ritz[:, :m] - ref[None, :m])

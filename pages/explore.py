@@ -15,7 +15,7 @@ source, prob = problem.active_problem()
 running = live.is_running(KEY)
 with st.sidebar:
     st.subheader("2 \u00b7 Solver", divider="gray")
-    config = solver.solver_sidebar(n=prob.n, disabled=running)
+    config = solver.solver_sidebar(n=prob.n)  # editable during a run; the next Run uses it
     runner.run_button(KEY)
     live.server_caption()
 

@@ -205,9 +205,12 @@ def _live_body(key: str, started_running: bool, opts: dict[str, Any], x: str, he
     alive = job.alive  # read before view(): a "done" view never shows a stale running state
     view = job.view()
     fraction, text = progress_text(view)
+    settings = ", ".join(f"{k}={v:.0e}" if isinstance(v, float) and k == "tol" else f"{k}={v}"
+                         for k, v in job.params.items())
+    st.caption(f"Job #{job.id}: {job.label}" + (f" \u00b7 {settings}" if settings else ""))
     cols = st.columns([5, 1], vertical_alignment="center")
     with cols[0]:
-        st.progress(fraction, text=(("\u23f3 " if alive else "") + text))
+        st.progress(fraction, text=("Running: " if alive else "") + text)
     with cols[1]:
         if show_stop:
             st.button("Stop", key=stop_key, icon=":material/stop_circle:", on_click=stop_job, args=(key,),

@@ -134,7 +134,12 @@ def test_malicious_pickle_inside_pt2_is_refused(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-def test_code_in_a_symbolic_shape_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("payload,message", [
+    ("__import__('os').system('touch {marker}') or ", "would evaluate as Python"),
+    ("exec(chr(105)+chr(109)+chr(112)) or ", "would evaluate as Python"),  # no string literal needed
+    ("10**10**10 + ", "nests powers"),  # a denial of service: sympy would build a 10^10-digit integer
+])
+def test_code_in_a_symbolic_shape_is_refused(tmp_path: Path, payload: str, message: str) -> None:
     # torch's deserializer passes each "expr_str" to sympy.sympify, which calls eval.
     marker = tmp_path / "MARKER"
 
@@ -142,11 +147,11 @@ def test_code_in_a_symbolic_shape_is_refused(tmp_path: Path) -> None:
         if name.endswith("models/model.json"):
             text = data.decode()
             assert "Symbol('s" in text
-            return text.replace("Symbol('s", f"__import__('os').system('touch {marker}') or Symbol('s", 1).encode()
+            return text.replace("Symbol('s", payload.format(marker=marker) + "Symbol('s", 1).encode()
         return data
 
     evil = _rewrite_pt2(MODEL_SAMPLE_DIR / "mlp.pt2", tmp_path / "evil.pt2", edit)
-    with pytest.raises(UnsafeFileError, match="symbolic shape.*would evaluate as Python"):
+    with pytest.raises(UnsafeFileError, match=f"symbolic shape.*{message}"):
         load_exported_model(evil)
     assert not marker.exists()
 

@@ -214,8 +214,11 @@ _SYMPY_NAMES = frozenset({
     "IsNonOverlappingAndDenseIndicator", "TruncToFloat", "TruncToInt", "RoundToInt", "RoundDecimal", "ToFloat",
     "Identity", "OpaqueUnaryFn_sqrt", "int_oo", "IntInfinity", "NegativeIntInfinity",
 })
-_SYMBOL_NAME_RE = re.compile(r"^[a-z]{1,8}[0-9]{0,9}$")
-_SYMBOL_STRING_RE = re.compile(r"^['\"][a-z]{1,8}[0-9]{0,9}['\"]$")
+# torch's shape symbols: a short lowercase prefix and a number (s0, s31, u2, ...). The digits
+# are required: a bare lowercase name could be a builtin (exec, chr, open) inside sympify.
+_SYMBOL_NAME_RE = re.compile(r"^[a-z]{1,4}[0-9]{1,9}$")
+_SYMBOL_STRING_RE = re.compile(r"^['\"][a-z]{1,4}[0-9]{1,9}['\"]$")
+_POWER_NAMES = frozenset({"Pow", "PowByNatural", "FloatPow"})
 
 
 def _check_sympy_string(expr: str, where: str) -> None:
@@ -233,9 +236,18 @@ def _check_sympy_string(expr: str, where: str) -> None:
     except (tokenize.TokenError, IndentationError, SyntaxError):
         raise UnsafeFileError(f"the model file was refused: the symbolic shape {expr[:80]!r} at {where} is not an "
                               "expression torch.export writes") from None
+    powers = sum(1 for t in tokens if t.string == "**" or t.string in _POWER_NAMES)
+    if powers > 1:
+        raise UnsafeFileError(f"the model file was refused: the symbolic shape {expr[:80]!r} at {where} nests powers "
+                              "(torch.export does not write those; evaluating them could take forever)")
     for token in tokens:
         kind, text = token.type, token.string
         ok = False
+        if kind == tokenize.NUMBER and (len(text) > 19 or (powers and _too_big_for_power(text))):
+            raise UnsafeFileError(
+                f"the model file was refused: the symbolic shape {expr[:80]!r} at {where} has the number {text} "
+                + ("next to a power (its evaluation could take forever)" if powers else "with too many digits")
+            )
         if kind in (tokenize.NUMBER, tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER):
             ok = True
         elif kind == tokenize.NAME:
@@ -251,6 +263,13 @@ def _check_sympy_string(expr: str, where: str) -> None:
                 f"the model file was refused: the symbolic shape {expr[:80]!r} at {where} contains {text!r}, which "
                 "torch.export does not write and which torch's loader would evaluate as Python. It was not loaded."
             )
+
+
+def _too_big_for_power(text: str) -> bool:
+    try:
+        return abs(float(text)) > 64
+    except ValueError:
+        return True
 
 
 def _check_target(target: str, where: str) -> None:

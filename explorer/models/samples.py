@@ -219,7 +219,40 @@ def write_model_samples(out: Path | None = None, *, with_reference: bool = True)
         torch.set_num_threads(threads)
     (out / "manifest.json").write_text(json.dumps({"generator": "scripts/make_model_samples.py",
                                                    "torch": torch.__version__, "models": entries}, indent=1) + "\n")
+    (out / "README.md").write_text(_readme(entries))
     return entries
+
+
+def _readme(entries: list[dict[str, Any]]) -> str:
+    lines = [
+        "# Sample models",
+        "",
+        "Written by `python scripts/make_model_samples.py` (deterministic: local generators, one thread; do not edit",
+        "by hand). `manifest.json` has the full record, including reference numbers from the dense float64 loss",
+        "Hessian (`torch.func.hessian` + `eigvalsh`). Open them on the app's **Model** page or in Python:",
+        "",
+        "```python",
+        "from explorer.models import load_exported_model, load_dataset, HessianOperator",
+        "from explorer.solvers import solve",
+        "model = load_exported_model('sample_data/models/mlp.pt2')",
+        "data = load_dataset('sample_data/models/mlp_data.safetensors')",
+        "H = HessianOperator(model, data, loss='cross_entropy')  # params='layers.0.*' for one layer's block",
+        "solve('lanczos', H, k=5, which='LA').eigenvalues",
+        "```",
+        "",
+        "| model | files | parameters | data | train loss / accuracy | Hessian top-5 eigenvalues | most negative | trace |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for e in entries:
+        top = ", ".join(f"{v:.6g}" for v in e.get("hessian_top5", []))
+        neg = f"{e['hessian_bottom3'][0]:.4g}" if e.get("hessian_bottom3") else ""
+        trace = f"{e['hessian_trace']:.5g}" if "hessian_trace" in e else ""
+        lines.append(f"| {e['name']}: {e['title']} | `{e['model_file']}`, `{e['state_dict_file']}`, "
+                     f"`{e['data_file']}` | {e['n_parameters']} | {e['n_samples']} x {tuple(e['input_shape'])} | "
+                     f"{e['train_loss']:.3f} / {e['train_accuracy']:.3f} | {top} | {neg} | {trace} |")
+    lines += ["", "Loss: cross-entropy (mean over the samples) for both; the `.pt2` files take a dynamic batch "
+              "dimension.", ""]
+    return "\n".join(lines)
 
 
 def read_manifest(root: Path | None = None) -> dict[str, Any]:

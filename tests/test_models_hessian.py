@@ -309,6 +309,19 @@ def test_float32_default_and_thread_safety(mlp: tuple) -> None:
     torch.testing.assert_close(results[0], ref, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("cls", [HessianOperator, GGNOperator])
+def test_uncached_chunked_products_equal_cached(mlp: tuple, cls: type) -> None:
+    # cache=False rebuilds one chunk's graph per product (memory bounded by a chunk): same matrix,
+    # summed in a different order, so equal up to a few roundings of each entry.
+    model, data = mlp
+    cached = cls(model, data, loss="cross_entropy", dtype=torch.float64)
+    chunked = cls(model, data, loss="cross_entropy", dtype=torch.float64, batch_size=50, cache=False)
+    assert len(chunked._chunks) == 6
+    v = torch.randn(cached.n, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    ref = cached.matvec(v)
+    torch.testing.assert_close(chunked.matvec(v), ref, rtol=0, atol=1e3 * EPS64 * float(ref.abs().max()))
+
+
 def test_loss_value_and_gradient_agree_with_plain_autograd(mlp: tuple) -> None:
     model, data = mlp
     op = HessianOperator(model, data, loss="cross_entropy", dtype=torch.float64, batch_size=100)
@@ -361,3 +374,16 @@ def test_manifest_is_json_with_every_sample() -> None:
     total = sum((MODEL_SAMPLE_DIR / e[key]).stat().st_size for e in data["models"]
                 for key in ("model_file", "state_dict_file", "data_file"))
     assert total < 2_000_000
+
+
+@pytest.mark.gpu
+def test_cuda_operator_matches_cpu(mlp: tuple) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    model, data = mlp
+    cpu = HessianOperator(model, data, loss="cross_entropy", dtype=torch.float64)
+    gpu = HessianOperator(model, data, loss="cross_entropy", dtype=torch.float64, device="cuda")
+    v = torch.randn(cpu.n, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    hv = gpu.matvec(v.cuda())
+    assert hv.device.type == "cuda"
+    torch.testing.assert_close(hv.cpu(), cpu.matvec(v), rtol=1e-10, atol=1e-13)

@@ -504,11 +504,12 @@ class HessianOperator(CurvatureOperator):
 
     curvature = "Hessian"
 
-    def _build_graph(self) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def _build_graph(self, chunks: list[tuple[torch.Tensor, torch.Tensor, float]] | None = None
+                     ) -> tuple[list[torch.Tensor], torch.Tensor]:
         leaves = {k: v.detach().clone().requires_grad_(True) for k, v in self._theta.items()}
         leaf_list = list(leaves.values())
         total: torch.Tensor | None = None
-        for inputs, targets, weight in self._chunks:
+        for inputs, targets, weight in (self._chunks if chunks is None else chunks):
             chunk = weight * self._chunk_loss(leaves, inputs, targets)
             total = chunk if total is None else total + chunk
         assert total is not None
@@ -529,8 +530,11 @@ class HessianOperator(CurvatureOperator):
         if self.hvp_method == "forward_over_reverse":
             return self._hvp_forward_over_reverse(x)
         with self._lock, torch.enable_grad():
-            if not self.cache:
-                return self._hvp_graph(self._build_graph(), x, retain=False)
+            if not self.cache:  # one chunk's graph at a time: memory bounded by a chunk
+                out = torch.zeros_like(x)
+                for chunk in self._chunks:
+                    out += self._hvp_graph(self._build_graph([chunk]), x, retain=False)
+                return out
             if self._graph is None:
                 self._graph = self._build_graph()
             return self._hvp_graph(self._graph, x, retain=True)
@@ -568,17 +572,18 @@ class GGNOperator(CurvatureOperator):
 
     curvature = "Gauss-Newton matrix"
 
-    def _build_graph(self) -> tuple[list[torch.Tensor], list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
+    def _build_graph(self, chunks: list[tuple[torch.Tensor, torch.Tensor, float]] | None = None
+                     ) -> tuple[list[torch.Tensor], list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]]]:
         leaves = {k: v.detach().clone().requires_grad_(True) for k, v in self._theta.items()}
         leaf_list = list(leaves.values())
         pieces = []
-        for inputs, _targets, _weight in self._chunks:
+        for inputs, _targets, weight in (self._chunks if chunks is None else chunks):
             out = self._forward(leaves, inputs)
             dummy = torch.zeros_like(out, requires_grad=True)
             jt_dummy = torch.autograd.grad(out, leaf_list, grad_outputs=dummy, create_graph=True, allow_unused=True)
             jt_flat = torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1)
                                  for p, g in zip(leaf_list, jt_dummy)])
-            pieces.append((out, dummy, jt_flat))
+            pieces.append((out, dummy, jt_flat, weight))
         return leaf_list, pieces
 
     def _output_hessian(self, out: torch.Tensor, u: torch.Tensor, weight: float) -> torch.Tensor:
@@ -590,24 +595,27 @@ class GGNOperator(CurvatureOperator):
         d = out[0].numel()
         return u * (2.0 * weight / (n_chunk * d))
 
+    def _ggn_graph(self, graph: tuple[list[torch.Tensor], list[Any]], x: torch.Tensor) -> torch.Tensor:
+        leaves, pieces = graph
+        total = torch.zeros_like(x)
+        for out, dummy, jt_flat, weight in pieces:
+            if not jt_flat.requires_grad:  # outputs do not depend on the parameters
+                continue
+            (jv,) = torch.autograd.grad(jt_flat, dummy, grad_outputs=x, retain_graph=True)
+            hu = self._output_hessian(out, jv, weight)
+            back = torch.autograd.grad(out, leaves, grad_outputs=hu, retain_graph=True, allow_unused=True)
+            total += self.flatten(list(back))
+        return total
+
     def _matvec(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(device=self.device, dtype=self.dtype)
         with self._lock, torch.enable_grad():
-            graph = self._graph if (self._graph is not None and self.cache) else self._build_graph()
-            if self.cache:
-                self._graph = graph
-            leaves, pieces = graph
-            total: torch.Tensor | None = None
-            if True:
-                for (out, dummy, jt_flat), (_, _, weight) in zip(pieces, self._chunks):
-                    if not jt_flat.requires_grad:  # outputs do not depend on the parameters
-                        continue
-                    (jv,) = torch.autograd.grad(jt_flat, dummy, grad_outputs=x, retain_graph=True)
-                    hu = self._output_hessian(out, jv, weight)
-                    back = torch.autograd.grad(out, leaves, grad_outputs=hu, retain_graph=True, allow_unused=True)
-                    flat = self.flatten(list(back))
-                    total = flat if total is None else total + flat
-        return torch.zeros_like(x) if total is None else total
+            if not self.cache:  # one chunk's graph at a time: memory bounded by a chunk
+                return sum((self._ggn_graph(self._build_graph([chunk]), x) for chunk in self._chunks),
+                           torch.zeros_like(x))
+            if self._graph is None:
+                self._graph = self._build_graph()
+            return self._ggn_graph(self._graph, x)
 
 
 def dense_hessian(model: Any, data: Dataset | tuple[torch.Tensor, torch.Tensor], loss: str = "cross_entropy",

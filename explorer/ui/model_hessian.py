@@ -47,6 +47,9 @@ LAST = "model_last"  # {"kind": "eigen" | "slq" | "trace", ...} of the latest fi
 INPUTS = "_model_inputs"  # the ModelInputs of the latest script run (read by the Run callback)
 EXACT = "_model_exact"  # {spec: np.ndarray of every exact eigenvalue}
 DENSE_LIMIT = 3000  # largest n for the on-request dense spectrum
+# Above this many samples the page processes the data in chunks of CHUNK and does not keep the
+# gradient graph between products (memory bounded by one chunk; each HVP then recomputes it).
+CACHE_LIMIT, CHUNK = 4096, 1024
 ANALYSES = {"eigen": "Eigenvalues (solver)", "slq": "Spectral density (SLQ)", "trace": "Trace (Hutchinson)"}
 
 
@@ -76,9 +79,11 @@ def build_operator(inputs: ModelInputs, settings: dict[str, Any], *, dtype: torc
     if inputs.data is None:
         raise ModelInputError("load a data file (.pt, .safetensors or .npz with inputs and targets) for the loss")
     cls = GGNOperator if settings["curvature"] == "ggn" else HessianOperator
+    used = settings["minibatch"] or len(inputs.data)
+    large = used > CACHE_LIMIT and inputs.model.input_spec.fixed_batch is None
     return cls(inputs.model, inputs.data, settings["loss"], settings["params"], minibatch=settings["minibatch"],
                seed=settings["mb_seed"], dtype=dtype or parse_dtype(settings["dtype"]),
-               device=parse_device(settings["device"]))
+               device=parse_device(settings["device"]), batch_size=CHUNK if large else None, cache=not large)
 
 
 def _known_extremes(inputs: ModelInputs, settings: dict[str, Any]) -> dict[str, list[float]] | None:

@@ -18,7 +18,7 @@ spectrum of small operators (``torch.func.hessian`` + ``eigvalsh``) on request.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import streamlit as st
@@ -30,7 +30,7 @@ from explorer.models import GGNOperator, HessianOperator, ModelInputError, dense
 from explorer.models.analysis import hutchinson_trace, spectral_density
 from explorer.plots import wanted_reference
 from explorer.runs import run_from_view
-from explorer.solvers import SOLVERS, solve
+from explorer.solvers import solve
 from explorer.tracking import Tracker
 from explorer.ui import live, results, solver
 from explorer.ui.charts import show

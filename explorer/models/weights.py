@@ -31,6 +31,7 @@ References:
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
@@ -55,6 +56,7 @@ __all__ = [
     "empirical_spectral_density",
     "marchenko_pastur",
     "SingularValueTracker",
+    "natural_key",
 ]
 
 #: Largest min(m, n) for which the full singular spectrum is computed by default.
@@ -80,12 +82,21 @@ def _kind(name: str, shape: tuple[int, ...]) -> str:
     return f"conv kernel ({len(shape) - 2}-D)"
 
 
+def natural_key(name: str) -> tuple[Any, ...]:
+    """Sort key that orders ``layers.10`` after ``layers.2`` (safetensors files do not keep the model's order)."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
+
+
 def tensor_table(state_dict: Mapping[str, torch.Tensor]) -> Any:
-    """Every tensor with name, shape, dtype, size and the matrix it is analysed as (a pandas DataFrame)."""
+    """Every tensor with name, shape, dtype, size and the matrix it is analysed as (a pandas DataFrame).
+
+    Rows are in natural name order (``layers.2`` before ``layers.10``).
+    """
     import pandas as pd
 
     rows = []
-    for name, tensor in state_dict.items():
+    for name in sorted(state_dict, key=natural_key):
+        tensor = state_dict[name]
         shape = tuple(int(d) for d in tensor.shape)
         view = matrix_view(shape)
         rows.append({

@@ -22,6 +22,7 @@ from explorer.models.weights import (
     SingularValueTracker,
     empirical_spectral_density,
     matrix_view,
+    natural_key,
     singular_spectrum,
     tensor_table,
     top_singular_values,
@@ -98,8 +99,8 @@ def weights_section(inputs: ModelInputs) -> None:
     table = tensor_table(inputs.state_dict)
     st.markdown(f"**{len(table)} tensors**, {int(table['numel'].sum()):,} numbers")
     st.dataframe(table, hide_index=True, key="model_w_table")
-    candidates = [n for n, t in inputs.state_dict.items() if matrix_view(tuple(t.shape)) is not None
-                  and t.is_floating_point()]
+    candidates = sorted((n for n, t in inputs.state_dict.items() if matrix_view(tuple(t.shape)) is not None
+                         and t.is_floating_point()), key=natural_key)
     if not candidates:
         st.warning("No 2-D weight or conv kernel in this state dict: nothing has singular values.")
         return
@@ -160,10 +161,10 @@ def weights_section(inputs: ModelInputs) -> None:
         if last and last["name"] == name and last.get("result") is not None:
             top = last["result"].values.numpy()
         with a:
-            show(singular_spectrum_figure(full, top, title=f"Singular values of {name} ({rows} x {cols})"),
-                 key="model_w_spectrum")
+            st.markdown(f"**Singular values of `{name}`** ({rows} x {cols}, all of them by LAPACK)")
+            show(singular_spectrum_figure(full, top), key="model_w_spectrum")
         with b:
-            show(esd_figure(_esd((inputs.cache_key, name), W), title="Empirical spectral density"),
-                 key="model_w_esd")
+            st.markdown("**Empirical spectral density** of WᵀW / N against a random matrix's")
+            show(esd_figure(_esd((inputs.cache_key, name), W)), key="model_w_esd")
     else:
         st.caption(f"{rows} x {cols}: too large for the full spectrum (limit min(m, n) <= {FULL_SPECTRUM_MAX}).")

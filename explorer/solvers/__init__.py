@@ -6,5 +6,7 @@ Importing this package registers every solver.
 from explorer.solvers.registry import COMMON_PARAMS, SOLVERS, ParamSpec, SolverSpec, get_solver, register_solver, solve
 from explorer.solvers.eigh import eigh  # noqa: E402  (registers)
 from explorer.solvers.lobpcg import lobpcg  # noqa: E402  (registers)
+from explorer.solvers.power import power_iteration  # noqa: E402  (registers)
+from explorer.solvers.lanczos import lanczos  # noqa: E402
 
-__all__ = ["COMMON_PARAMS", "SOLVERS", "ParamSpec", "SolverSpec", "eigh", "get_solver", "lobpcg", "register_solver", "solve"]
+__all__ = ["COMMON_PARAMS", "SOLVERS", "ParamSpec", "SolverSpec", "eigh", "get_solver", "lanczos", "lobpcg", "power_iteration", "register_solver", "solve"]

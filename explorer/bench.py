@@ -1,0 +1,554 @@
+"""Benchmark: our registered solvers against ARPACK, PRIMME, scipy and torch LOBPCG, in one process.
+
+Run ``python -m explorer.bench`` (the full set: 2-D Laplacians n = 10^4 and 10^5, dense
+prescribed spectra n = 1000 and 4000; long) or ``python -m explorer.bench --quick`` (n = 10^4
+Laplacian and n = 1000 dense; a few minutes at most). ``--problems`` picks problem keys,
+``--solvers`` picks rows, ``--csv`` writes the table.
+
+What is measured (the method of ../shared/PEERS.md, section 3):
+
+* **Problems.** ``laplace2d_N{100,316}``: the 5-point Dirichlet Laplacian (n = N^2), k = 1
+  and 10, LA and SA; reference analytic (``4 - 2 cos(i pi/(N+1)) - 2 cos(j pi/(N+1))``, with
+  exact double eigenvalues). ``dense_{geometric,smallgap,cluster}_n{1000,4000}``: ``Q diag(lam)
+  Q^T`` with a Haar-random Q, k = 10 LA; reference = the prescribed lam (the assembled
+  matrix is within ~n eps ||A|| of it). Everything float64, tol = 1e-6 (relative residual).
+* **Counting.** Every solver gets a counting operator: a scipy ``LinearOperator`` (ARPACK,
+  PRIMME, scipy LOBPCG), an explorer ``LinearOperator`` (our solvers) or, for
+  ``torch.lobpcg``, which only accepts a tensor, a temporary wrapper around
+  ``torch._linalg_utils.matmul`` that counts products with the problem's tensor. One
+  column is one matvec.
+* **Cap.** Each run stops after ``cap`` seconds of process CPU time (30 s; 10 s with
+  ``--quick``), enforced inside the counting operator by raising; such rows read ``CAP``. A
+  solver that hit the cap on a problem is skipped on the larger instances of the same case.
+* **Accuracy.** ``eig_err``: max relative error of the returned set, sorted in ``which``
+  order, against the reference (a missed copy of a double eigenvalue shows as ~1e-3 to
+  1e-4). ``resid``: max ``||A v - lambda v|| / (|lambda| ||v||)``, computed here with the
+  uncounted matrix. ``ok``: all k values returned and ``eig_err <= 1e-5``.
+* **Ratios** ``mv/arpack`` and ``wall/arpack``: this row divided by ARPACK's row on the same
+  problem (below 1: better than ARPACK).
+* **Tracker overhead** (``tracker_%``, lanczos rows): CPU time of the solve with a
+  ``HistoryTracker`` recording every iteration against the same solve without a tracker
+  (min of 2 runs each, on problems whose solve takes under ``overhead_max_s``). The
+  per-iteration record itself is built in both runs (``Monitor.record`` is unconditional), so
+  the column is what a tracker adds; ``record_%`` is the measured cost of building the
+  records (``Monitor.record``) as a share of the solve.
+* **Threads.** One thread everywhere: ``torch.set_num_threads(1)``, and when run as a module
+  the process re-executes itself once with ``OMP/OPENBLAS/MKL_NUM_THREADS=1`` set (OpenBLAS
+  reads them only at load time). Wall and CPU time are both reported; the host is shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.sparse.linalg as sla
+import torch
+
+from explorer.operators import DenseOperator, LinearOperator, SparseOperator
+from explorer.solvers import SOLVERS, solve
+from explorer.solvers import _common as solver_common
+from explorer.tracking import HistoryTracker
+
+__all__ = ["BenchProblem", "PROBLEM_KEYS", "QUICK_KEYS", "PEERS", "make_problems", "run_benchmark", "main"]
+
+TOL = 1e-6
+CORRECT_ERR = 1e-5
+LAPLACE_CASES = ((1, "LA"), (1, "SA"), (10, "LA"), (10, "SA"))
+DENSE_CASES = ((10, "LA"),)
+PROBLEM_KEYS = ("laplace2d_N100", "laplace2d_N316", "dense_geometric_n1000", "dense_smallgap_n1000",
+                "dense_cluster_n1000", "dense_geometric_n4000", "dense_smallgap_n4000", "dense_cluster_n4000")
+QUICK_KEYS = ("laplace2d_N100", "dense_geometric_n1000", "dense_smallgap_n1000", "dense_cluster_n1000")
+# Rows: our registry solvers (those registered), then the peers.
+OURS = ("lanczos", "lanczos_partial", "lobpcg", "power_iteration")
+PEERS = ("arpack", "primme", "scipy_lobpcg", "torch_lobpcg")
+COLUMNS = ["problem", "n", "k", "which", "solver", "status", "ok", "matvecs", "wall_s", "cpu_s", "eig_err",
+           "resid", "mv/arpack", "wall/arpack", "tracker_%", "record_%", "note"]
+
+
+# ----------------------------------------------------------------------------------------
+# Problems
+# ----------------------------------------------------------------------------------------
+@dataclass
+class BenchProblem:
+    """One matrix with its exact spectrum; several (k, which) cases run on it.
+
+    Attributes:
+        key: e.g. ``laplace2d_N100``.
+        operator: explorer operator (SparseOperator / DenseOperator, float64).
+        matrix: the same matrix for the peers (scipy CSR or numpy array; shares memory).
+        tensor: the same matrix as a torch tensor (sparse CSR or dense) for torch.lobpcg.
+        eigenvalues: all n exact eigenvalues, ascending (numpy float64).
+        cases: (k, which) pairs.
+        family: "laplace2d" or "dense" (skip rules compare within a family).
+    """
+
+    key: str
+    operator: LinearOperator
+    matrix: Any
+    tensor: torch.Tensor
+    eigenvalues: np.ndarray
+    cases: tuple[tuple[int, str], ...]
+    family: str
+    description: str = ""
+
+    @property
+    def n(self) -> int:
+        return int(self.operator.shape[0])
+
+    def reference(self, k: int, which: str) -> np.ndarray:
+        ev = self.eigenvalues
+        return ev[::-1][:k].copy() if which == "LA" else ev[:k].copy()
+
+
+def _laplacian(N: int, cases: Sequence[tuple[int, str]]) -> BenchProblem:
+    from explorer import problems  # local: problems imports the solver registry
+
+    problem = problems.laplacian_2d(N)
+    op = problem.operator
+    assert isinstance(op, SparseOperator)
+    assert problem.eigenvalues is not None
+    return BenchProblem(f"laplace2d_N{N}", op, op.to_scipy(), op.matrix, problem.eigenvalues.numpy(),
+                        tuple(cases), "laplace2d", problem.description)
+
+
+def dense_spectrum(kind: str, n: int) -> np.ndarray:
+    """The prescribed spectra of PEERS.md (descending).
+
+    geometric: 0.8^(i-1). smallgap: 1, 0.99, ..., 0.90, then a bulk on [0, 0.89].
+    cluster: 6 values at 1 and 6 at 0.5 with relative spacing 1e-4, then a bulk on [0, 0.3].
+    """
+    if kind == "geometric":
+        return 0.8 ** np.arange(n, dtype=np.float64)
+    if kind == "smallgap":
+        top = 1.0 - 0.01 * np.arange(11)
+        return np.concatenate([top, np.linspace(0.89, 0.0, n - 11)])
+    if kind == "cluster":
+        c1 = 1.0 * (1.0 - 1e-4 * np.arange(6))
+        c2 = 0.5 * (1.0 - 1e-4 * np.arange(6))
+        return np.concatenate([c1, c2, np.linspace(0.3, 0.0, n - 12)])
+    raise ValueError(f"unknown dense spectrum {kind!r}; use geometric, smallgap or cluster")
+
+
+def _dense(kind: str, n: int, cases: Sequence[tuple[int, str]], seed: int = 0) -> BenchProblem:
+    lam = dense_spectrum(kind, n)
+    rng = np.random.default_rng(seed)
+    Z = rng.standard_normal((n, n))
+    Q, R = np.linalg.qr(Z)
+    Q *= np.sign(np.diag(R))  # Haar measure (Mezzadri 2007)
+    A = (Q * lam) @ Q.T
+    A = 0.5 * (A + A.T)
+    tensor = torch.from_numpy(A)
+    return BenchProblem(f"dense_{kind}_n{n}", DenseOperator(tensor), A, tensor, np.sort(lam), tuple(cases),
+                        "dense", f"dense Q diag(lam) Q^T, {kind} spectrum, n = {n}")
+
+
+def make_problems(keys: Sequence[str], *, cases: Sequence[tuple[int, str]] | None = None) -> list[BenchProblem]:
+    """Build the problems named by ``keys`` (``laplace2d_N<N>`` or ``dense_<kind>_n<n>``).
+
+    ``cases`` overrides the default (k, which) pairs (tests use small ones).
+    """
+    out = []
+    for key in keys:
+        parts = key.split("_")
+        if parts[0] == "laplace2d" and len(parts) == 2 and parts[1].startswith("N"):
+            out.append(_laplacian(int(parts[1][1:]), cases or LAPLACE_CASES))
+        elif parts[0] == "dense" and len(parts) == 3 and parts[2].startswith("n"):
+            out.append(_dense(parts[1], int(parts[2][1:]), cases or DENSE_CASES))
+        else:
+            raise ValueError(f"unknown problem key {key!r}; use laplace2d_N<N> or dense_<geometric|smallgap|cluster>_n<n>"
+                             f" (defaults: {', '.join(PROBLEM_KEYS)})")
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# Counting and the cap
+# ----------------------------------------------------------------------------------------
+class CapReached(Exception):
+    """Raised inside a counting operator when a run exceeds its CPU-time cap."""
+
+
+class Budget:
+    """Counts matvec columns and raises :class:`CapReached` past ``cap_s`` CPU seconds."""
+
+    def __init__(self, cap_s: float) -> None:
+        self.cap_s = cap_s
+        self.count = 0
+        self.calls = 0
+        self.t0 = time.process_time()
+
+    def charge(self, columns: int) -> None:
+        self.count += int(columns)
+        self.calls += 1
+        if time.process_time() - self.t0 > self.cap_s:
+            raise CapReached(f"CAP({self.count})")
+
+
+class _CountingScipy(sla.LinearOperator):
+    def __init__(self, matrix: Any, budget: Budget) -> None:
+        super().__init__(dtype=np.float64, shape=matrix.shape)
+        self.matrix, self.budget = matrix, budget
+
+    def _matvec(self, x: np.ndarray) -> np.ndarray:
+        self.budget.charge(1)
+        return self.matrix @ x.reshape(-1)
+
+    def _matmat(self, X: np.ndarray) -> np.ndarray:
+        self.budget.charge(X.shape[1])
+        return self.matrix @ X
+
+    def _rmatvec(self, x: np.ndarray) -> np.ndarray:
+        return self._matvec(x)
+
+
+class _CountingOperator(LinearOperator):
+    """Our operator contract around the problem's operator, charging a :class:`Budget`."""
+
+    def __init__(self, base: LinearOperator, budget: Budget) -> None:
+        super().__init__(base.shape, base.dtype, base.device, is_symmetric=True)
+        self.base, self.budget = base, budget
+
+    def _matvec(self, x: torch.Tensor) -> torch.Tensor:
+        self.budget.charge(1)
+        return self.base._matvec(x)
+
+    def _matmat(self, X: torch.Tensor) -> torch.Tensor:
+        self.budget.charge(X.shape[1])
+        return self.base._matmat(X)
+
+    def diagonal(self) -> torch.Tensor | None:
+        return self.base.diagonal()
+
+    @property
+    def kind(self) -> str:
+        return self.base.kind
+
+
+# ----------------------------------------------------------------------------------------
+# Runners: each returns (values (<=k,), vectors (n, <=k)) as numpy, or raises CapReached
+# ----------------------------------------------------------------------------------------
+def _start(n: int, cols: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, cols)) if cols > 1 else \
+        np.random.default_rng(seed).standard_normal(n)
+
+
+def _run_ours(name: str, extras: dict[str, Any]) -> Callable[..., tuple[np.ndarray, np.ndarray, str]]:
+    def runner(problem: BenchProblem, k: int, which: str, budget: Budget, seed: int,
+               tracker: Any = None) -> tuple[np.ndarray, np.ndarray, str]:
+        op = _CountingOperator(problem.operator, budget)
+        result = solve(name, op, k, which=which, tol=TOL, seed=seed, max_iter=10**6, tracker=tracker, **extras)
+        note = result.status.value if result.status.value != "converged" else ""
+        return (result.eigenvalues.double().numpy(), result.eigenvectors.double().numpy(),
+                (note + " " + f"{result.n_iter} it").strip())
+    return runner
+
+
+def _run_arpack(problem: BenchProblem, k: int, which: str, budget: Budget, seed: int,
+                tracker: Any = None) -> tuple[np.ndarray, np.ndarray, str]:
+    op = _CountingScipy(problem.matrix, budget)
+    values, vectors = sla.eigsh(op, k=k, which=which, tol=TOL, v0=_start(problem.n, 1, seed))
+    return values, vectors, ""
+
+
+def _run_primme(problem: BenchProblem, k: int, which: str, budget: Budget, seed: int,
+                tracker: Any = None) -> tuple[np.ndarray, np.ndarray, str]:
+    import primme
+
+    op = _CountingScipy(problem.matrix, budget)
+
+    def convtest(value: float, vector: Any, residual_norm: float) -> bool:
+        return bool(residual_norm <= TOL * abs(value))
+
+    values, vectors = primme.eigsh(op, k, which=which, tol=TOL, convtest=convtest, v0=_start(problem.n, 1, seed)[:, None])
+    return values, vectors, "default method (block size 1)"
+
+
+def _run_scipy_lobpcg(problem: BenchProblem, k: int, which: str, budget: Budget, seed: int,
+                      tracker: Any = None) -> tuple[np.ndarray, np.ndarray, str]:
+    op = _CountingScipy(problem.matrix, budget)
+    scale = float(np.min(np.abs(problem.reference(k, which))))
+    X = np.random.default_rng(seed).standard_normal((problem.n, k))
+    values, vectors = sla.lobpcg(op, X, tol=TOL * scale, maxiter=10**6, largest=(which == "LA"))
+    return values, vectors, "block = k, tol = 1e-6 |lambda_k| (absolute)"
+
+
+def _run_torch_lobpcg(problem: BenchProblem, k: int, which: str, budget: Budget, seed: int,
+                      tracker: Any = None) -> tuple[np.ndarray, np.ndarray, str]:
+    import torch._linalg_utils as lu
+
+    A = problem.tensor
+    if problem.n < 3 * k:
+        raise ValueError("torch.lobpcg needs n >= 3 k")
+    X = torch.from_numpy(np.random.default_rng(seed).standard_normal((problem.n, k)))
+    # torch's criterion: ||r|| / ((||A||_est + |lambda|) ||x||) with ||A||_est = ||A X0||_F / ||X0||_F
+    # (about the RMS eigenvalue); map our relative 1e-6 onto it as PEERS.md does.
+    rms = float(torch.linalg.matrix_norm(A @ X) / torch.linalg.matrix_norm(X))
+    lam = float(np.min(np.abs(problem.reference(k, which))))
+    tol = TOL * lam / (rms + lam)
+    original = lu.matmul
+
+    def counting(first: Any, second: Any) -> Any:
+        if first is A:
+            budget.charge(second.shape[-1] if second.ndim > 1 else 1)
+        return original(first, second)
+
+    lu.matmul = counting
+    try:
+        values, vectors = torch.lobpcg(A, k=k, X=X, largest=(which == "LA"), tol=tol, niter=-1, method="ortho")
+    finally:
+        lu.matmul = original
+    return values.numpy(), vectors.numpy(), "method=ortho"
+
+
+RUNNERS: dict[str, Callable[..., tuple[np.ndarray, np.ndarray, str]]] = {
+    "lanczos": _run_ours("lanczos", {}),
+    "lanczos_partial": _run_ours("lanczos", {"reorthogonalization": "partial"}),
+    "lobpcg": _run_ours("lobpcg", {}),
+    "power_iteration": _run_ours("power_iteration", {}),
+    "arpack": _run_arpack,
+    "primme": _run_primme,
+    "scipy_lobpcg": _run_scipy_lobpcg,
+    "torch_lobpcg": _run_torch_lobpcg,
+}
+
+
+def _registry_name(solver: str) -> str | None:
+    return {"lanczos": "lanczos", "lanczos_partial": "lanczos", "lobpcg": "lobpcg",
+            "power_iteration": "power_iteration"}.get(solver)
+
+
+def available(solver: str) -> tuple[bool, str]:
+    """Whether a row can run here, and why not."""
+    registry = _registry_name(solver)
+    if registry is not None:
+        if registry not in SOLVERS:
+            return False, f"{registry!r} is not registered in explorer.solvers.SOLVERS"
+        return True, ""
+    if solver == "primme":
+        try:
+            import primme  # noqa: F401
+        except ImportError:
+            return False, "primme is not installed (pip install primme; needs libopenblas-dev to build)"
+    return True, ""
+
+
+# ----------------------------------------------------------------------------------------
+# Measurement
+# ----------------------------------------------------------------------------------------
+def _errors(problem: BenchProblem, k: int, which: str, values: np.ndarray,
+            vectors: np.ndarray) -> tuple[float, float]:
+    ref = problem.reference(k, which)
+    if values.size < k or not np.all(np.isfinite(values)):
+        return math.inf, math.inf
+    order = np.argsort(-values) if which == "LA" else np.argsort(values)
+    got = values[order][:k]
+    eig_err = float(np.max(np.abs(got - ref) / np.maximum(np.abs(ref), 1e-300)))
+    V = vectors[:, order][:, :k]
+    AV = np.asarray(problem.matrix @ V)
+    res = np.linalg.norm(AV - V * got, axis=0) / (np.abs(got) * np.linalg.norm(V, axis=0))
+    return eig_err, float(np.max(res))
+
+
+def _timed(runner: Callable[..., Any], problem: BenchProblem, k: int, which: str, cap_s: float, seed: int,
+           tracker: Any = None) -> tuple[Any, Budget, float, float, str | None]:
+    budget = Budget(cap_s)
+    w0, c0 = time.perf_counter(), time.process_time()
+    failure: str | None = None
+    out = None
+    try:
+        out = runner(problem, k, which, budget, seed, tracker=tracker)
+    except CapReached as cap:
+        failure = str(cap)
+    except Exception as err:  # a peer failing is a result, not a crash of the benchmark
+        failure = f"FAIL: {type(err).__name__}: {str(err)[:120]}"
+    return out, budget, time.perf_counter() - w0, time.process_time() - c0, failure
+
+
+class _RecordTimer:
+    """Times ``Monitor.record`` (wraps the class method for the duration of a run)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._original: Any = None
+
+    def __enter__(self) -> "_RecordTimer":
+        self._original = solver_common.Monitor.record
+        original = self._original
+        timer = self
+
+        def record(monitor: Any, *args: Any, **kwargs: Any) -> bool:
+            t = time.process_time()
+            try:
+                return bool(original(monitor, *args, **kwargs))
+            finally:
+                timer.seconds += time.process_time() - t
+
+        solver_common.Monitor.record = record  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        solver_common.Monitor.record = self._original  # type: ignore[method-assign]
+
+
+def _tracker_overhead(runner: Callable[..., Any], problem: BenchProblem, k: int, which: str, cap_s: float,
+                      seed: int) -> tuple[float, float]:
+    """(% CPU added by a HistoryTracker, % of the solve spent building records)."""
+    plain, tracked = [], []
+    with _RecordTimer() as timer:
+        for _ in range(2):
+            _out, _b, _w, cpu, fail = _timed(runner, problem, k, which, cap_s, seed)
+            if fail:
+                return math.nan, math.nan
+            plain.append(cpu)
+            _out, _b, _w, cpu, fail = _timed(runner, problem, k, which, cap_s, seed, tracker=HistoryTracker())
+            if fail:
+                return math.nan, math.nan
+            tracked.append(cpu)
+        record_share = 100.0 * timer.seconds / max(sum(plain) + sum(tracked), 1e-12)
+    return 100.0 * (min(tracked) - min(plain)) / max(min(plain), 1e-12), record_share
+
+
+@dataclass
+class _SkipBook:
+    """Solvers that hit the cap on a case are skipped on larger instances of that case."""
+
+    capped: dict[tuple[str, str, int, str], int] = field(default_factory=dict)
+
+    def reason(self, family: str, solver: str, k: int, which: str, n: int) -> str | None:
+        smaller = self.capped.get((family, solver, k, which))
+        if smaller is not None and smaller <= n:
+            return f"skip: hit the cap at n = {smaller:,}"
+        return None
+
+    def mark(self, family: str, solver: str, k: int, which: str, n: int) -> None:
+        key = (family, solver, k, which)
+        self.capped[key] = min(n, self.capped.get(key, n))
+
+
+def run_benchmark(problems: Sequence[BenchProblem], solvers: Sequence[str] = OURS + PEERS, *, cap_s: float = 30.0,
+                  seed: int = 0, overhead_max_s: float = 2.0, log: Callable[[str], None] | None = None) -> pd.DataFrame:
+    """Run every solver on every (problem, k, which) case; one row each (see the module docstring)."""
+    rows: list[dict[str, Any]] = []
+    skips = _SkipBook()
+    for problem in problems:
+        for k, which in problem.cases:
+            case_rows = []
+            for solver in solvers:
+                row: dict[str, Any] = {"problem": problem.key, "n": problem.n, "k": k, "which": which,
+                                       "solver": solver, "matvecs": math.nan, "wall_s": math.nan, "cpu_s": math.nan,
+                                       "eig_err": math.nan, "resid": math.nan, "tracker_%": math.nan,
+                                       "record_%": math.nan, "ok": False, "note": ""}
+                ok, why = available(solver)
+                skip = None if ok else why
+                skip = skip or skips.reason(problem.family, solver, k, which, problem.n)
+                if skip:
+                    row.update(status="skip", note=skip)
+                    case_rows.append(row)
+                    continue
+                runner = RUNNERS[solver]
+                out, budget, wall, cpu, failure = _timed(runner, problem, k, which, cap_s, seed)
+                row.update(matvecs=budget.count, wall_s=wall, cpu_s=cpu)
+                if failure is not None:
+                    row.update(status="CAP" if failure.startswith("CAP") else "FAIL", note=failure)
+                    if failure.startswith("CAP"):
+                        skips.mark(problem.family, solver, k, which, problem.n)
+                else:
+                    values, vectors, note = out
+                    eig_err, resid = _errors(problem, k, which, np.asarray(values), np.asarray(vectors))
+                    row.update(status="done", eig_err=eig_err, resid=resid, note=note,
+                               ok=bool(eig_err <= CORRECT_ERR))
+                    if solver.startswith("lanczos") and cpu <= overhead_max_s:
+                        row["tracker_%"], row["record_%"] = _tracker_overhead(runner, problem, k, which, cap_s, seed)
+                case_rows.append(row)
+                if log is not None:
+                    log(_format_row(row))
+            ref = next((r for r in case_rows if r["solver"] == "arpack" and r["status"] == "done"), None)
+            for r in case_rows:
+                r["mv/arpack"] = r["matvecs"] / ref["matvecs"] if ref and r["status"] == "done" else math.nan
+                r["wall/arpack"] = r["wall_s"] / ref["wall_s"] if ref and r["status"] == "done" else math.nan
+            rows.extend(case_rows)
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _format_row(row: dict[str, Any]) -> str:
+    return (f"{row['problem']:<22} k={row['k']:<2} {row['which']} {row['solver']:<16} {row['status']:<5} "
+            f"mv={row['matvecs']!s:>6} wall={row['wall_s']:.2f}s cpu={row['cpu_s']:.2f}s "
+            f"err={row['eig_err']:.1e} res={row['resid']:.1e} {row['note']}")
+
+
+def format_table(frame: pd.DataFrame) -> str:
+    """The table as fixed-width text (ratios to 2 digits, errors in e-notation)."""
+    def fmt(column: str, value: Any) -> str:
+        if isinstance(value, float):
+            if math.isnan(value):
+                return "-"
+            if column in ("eig_err", "resid"):
+                return f"{value:.1e}"
+            if column in ("tracker_%", "record_%"):
+                return f"{value:+.1f}" if column == "tracker_%" else f"{value:.1f}"
+            return f"{value:.2f}"
+        return str(value)
+    shown = frame.copy()
+    for column in shown.columns:
+        shown[column] = [fmt(column, v) for v in shown[column]]
+    return shown.to_string(index=False)
+
+
+def _ensure_single_thread() -> None:
+    """Re-exec once with the BLAS thread variables set (OpenBLAS reads them only at load)."""
+    wanted = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    if os.environ.get("EXPLORER_BENCH_REEXEC") != "1" and any(os.environ.get(k) != v for k, v in wanted.items()):
+        env = dict(os.environ, **wanted, EXPLORER_BENCH_REEXEC="1")
+        os.execve(sys.executable, [sys.executable, "-m", "explorer.bench", *sys.argv[1:]], env)
+    torch.set_num_threads(1)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m explorer.bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="n = 10^4 Laplacian and n = 1000 dense only, 10 s cap")
+    parser.add_argument("--problems", nargs="+", help=f"problem keys (default: all of {', '.join(PROBLEM_KEYS)})")
+    parser.add_argument("--solvers", nargs="+", choices=OURS + PEERS, help="rows to run (default: all)")
+    parser.add_argument("--cap", type=float, default=None, help="CPU seconds per run (default 30, quick 10)")
+    parser.add_argument("--csv", help="also write the table to this CSV file")
+    args = parser.parse_args(argv)
+    if argv is None:
+        _ensure_single_thread()
+    torch.set_num_threads(1)
+    keys = args.problems or (QUICK_KEYS if args.quick else PROBLEM_KEYS)
+    cap = args.cap if args.cap is not None else (10.0 if args.quick else 30.0)
+    solvers = tuple(args.solvers or OURS + PEERS)
+    print(f"# explorer.bench: {len(keys)} problem(s), cap {cap:g} s CPU per run, tol {TOL:g}, float64, "
+          f"torch threads {torch.get_num_threads()}, OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}",
+          flush=True)
+    for solver in solvers:
+        ok, why = available(solver)
+        if not ok:
+            print(f"# note: {solver} skipped: {why}", flush=True)
+    frames = []
+    for key in keys:
+        t = time.perf_counter()
+        problem = make_problems([key])[0]
+        print(f"# built {key} (n = {problem.n:,}) in {time.perf_counter() - t:.1f} s", flush=True)
+        frames.append(run_benchmark([problem], solvers, cap_s=cap, log=lambda line: print("  " + line, flush=True)))
+    frame = pd.concat(frames, ignore_index=True)
+    print()
+    print(format_table(frame))
+    lz = frame[(frame["solver"] == "lanczos") & frame["tracker_%"].notna()]
+    if len(lz):
+        print(f"\n# tracker overhead (HistoryTracker vs none, lanczos, {len(lz)} solves): median "
+              f"{lz['tracker_%'].median():+.1f} %, max {lz['tracker_%'].max():+.1f} %; building the records "
+              f"(Monitor.record, paid with or without a tracker): median {lz['record_%'].median():.1f} % of the solve")
+    if args.csv:
+        frame.to_csv(args.csv, index=False)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

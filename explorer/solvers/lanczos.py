@@ -1,0 +1,870 @@
+"""Symmetric (block) Lanczos with thick restart, three re-orthogonalization modes and ghost detection.
+
+The method
+----------
+Lanczos (1950) builds an orthonormal basis ``V = [v_1 .. v_m]`` of the Krylov space
+``span{v_1, A v_1, ..., A^(m-1) v_1}`` with a three-term recurrence
+``beta_j v_(j+1) = A v_j - alpha_j v_j - beta_(j-1) v_(j-1)``; the projected matrix
+``T_m = V^T A V`` is tridiagonal and its eigenpairs (theta_i, s_i) give Ritz pairs
+``(theta_i, V s_i)`` whose residual norm is exactly ``|beta_m e_m^T s_i|`` (Golub & Van Loan,
+Matrix Computations, 4th ed., 10.1). That estimate costs nothing, so every iteration records
+it (``estimated=True``); the *true* residuals ``||A x - theta x||`` are computed once at the
+end (k extra matvecs) and only they decide ``converged``.
+
+* **Block start.** With ``block_size = b > 1`` the recurrence runs on blocks of b vectors
+  (block Lanczos, Golub & Underwood 1977): ``T`` is banded and the Ritz residual is
+  ``||R_m S_i||`` with the b x b "beta" block ``R_m``. A single-vector Krylov space
+  contains only one direction of each eigenspace (in exact arithmetic), so a single-vector
+  method (ARPACK, PRIMME with its default block size 1) returns one copy of a double
+  eigenvalue and skips to the next value: on the 2-D Laplacian its top-10 set is wrong
+  while every residual looks perfect (../shared/PEERS.md, "Multiplicity"). A block of b
+  vectors sees multiplicities up to b. Default: ``b = 1`` for k = 1 (one eigenvalue cannot
+  be "missed" by its own copy) and ``b = 2`` for k >= 2 (catches the doubles of the
+  Laplacian and other symmetric-geometry problems, at a small cost in matvecs; measured
+  in ``explorer/bench.py``). Set ``block_size`` to the largest multiplicity you expect.
+* **Thick restart** (Wu & Simon 2000; Stathopoulos, Saad & Wu 1998). The basis is bounded
+  by ``max_basis`` vectors, so memory is O(n * max_basis). When it is full, the method
+  keeps ``L`` Ritz vectors ``Y = V S_L`` (the wanted ones first) and the last block
+  ``Q_(m+1)``; ``A Y = Y Theta + Q_(m+1) R_m S_L[last rows]`` still holds, so the
+  projected matrix restarts as ``diag(Theta)`` plus an "arrow" coupling row and Lanczos
+  continues from ``Q_(m+1)`` — no information about the kept directions is lost and no
+  extra matvec is spent (unlike implicit restarts with exact shifts, which are
+  mathematically equivalent, Wu & Simon 2000 sec. 2). ``L`` is chosen each restart to
+  maximize ``(m - L) * sqrt(gamma_L)`` with ``gamma_L = |theta_t - theta_(L+1)| /
+  |theta_(L+1) - theta_far|`` (the Chebyshev convergence rate of the first unconverged
+  wanted value ``theta_t`` over the next cycle), a form of the dynamic thick restart of
+  Stathopoulos, Saad & Wu (1998) and Yamazaki et al. (2010).
+* **Locking** (soft): converged wanted pairs stay among the kept Ritz vectors (they keep
+  improving and cannot be lost) and are not counted as targets any more; the restart
+  objective aims at the first unconverged one.
+* **Re-orthogonalization.** In floating point the Lanczos vectors lose orthogonality
+  exactly along converged Ritz vectors (Paige 1976), and those then converge again:
+  *ghost* copies of a simple eigenvalue.
+
+  - ``"full"`` (default): after the local three-term (or arrow) step, one classical
+    Gram-Schmidt pass against the whole basis as two block GEMMs, repeated once when the
+    norm drops by more than 1/sqrt(2) (the DGKS "twice is enough" test; Daniel, Gragg,
+    Kaufman & Stewart 1976). Orthogonality stays at eps level. Cost: 2 passes over
+    ``V`` per step (4 when the test fires), i.e. O(n m) flops, memory-bound.
+  - ``"partial"`` (Simon 1984): Simon's omega recurrence estimates ``V^T v_(j+1)`` from
+    the projected matrix alone (O(m^2) per step, no pass over V); the block is
+    re-orthogonalized only when the estimate exceeds sqrt(eps) ("semi-orthogonality",
+    enough for Ritz values accurate to eps ||A||). At a restart the kept Ritz vectors are
+    re-orthonormalized (Cholesky QR) and their exact Rayleigh quotient is rebuilt from the
+    Krylov relation, so the next cycle starts orthonormal.
+  - ``"none"``: plain Lanczos, for teaching: ghosts appear. The exact overlaps
+    ``V^T v_(j+1)`` are still measured (one extra GEMV per step, the same cost as one
+    Gram-Schmidt pass, and the only way to report an honest orthogonality loss); they are
+    used to tell ghosts (a Ritz vector parallel to an earlier converged one) from true
+    multiple eigenvalues (orthogonal Ritz vectors).
+* **Ghosts** are flagged in ``ghost_mask`` when orthogonality is lost (loss > sqrt(eps))
+  and a Ritz value lies within ``sqrt(eps) ||A||`` of a converged one whose Ritz vector
+  it (nearly) duplicates. Ghosts are never counted as converged; the final result
+  skips them and returns k distinct pairs with true residuals.
+* **Breakdown** (``beta ~ 0``: the Krylov space is invariant): the block is continued with
+  fresh random vectors orthogonal to the basis (coupling 0), so the method goes on to the
+  other wanted eigenvalues. Only when the basis spans the whole space (n small) does it
+  stop; then the projection is exact.
+
+Orthogonality loss recorded each iteration: ``"full"``, the largest overlap
+``|V^T v|`` of a new vector measured in the Gram-Schmidt pass (before the correction, an
+upper bound of what remains); ``"partial"``, the largest omega estimate; ``"none"``, the exact
+``max |V^T V - I|``.
+
+Defaults and why
+----------------
+* ``tol=1e-6`` relative residual (``residual_threshold``: the ARPACK / PRIMME criterion).
+* ``max_basis = max(20, 2 k + 4 b)`` (capped at n): ARPACK's ``ncv = max(2k+1, 20)`` plus
+  room for the block. Larger bases need fewer matvecs but each step costs O(n m); for
+  expensive operators (Hessians) raise it.
+* ``block_size``: 1 for k = 1, 2 otherwise (see above).
+* ``max_iter = 10000`` Lanczos steps; one step applies A to one block (b matvecs).
+
+References:
+    C. Lanczos, An iteration method for the solution of the eigenvalue problem of linear
+    differential and integral operators, J. Res. Nat. Bur. Standards 45 (1950).
+    C. C. Paige, Error analysis of the Lanczos algorithm for tridiagonalizing a symmetric
+    matrix, J. Inst. Math. Appl. 18 (1976).
+    H. D. Simon, The Lanczos algorithm with partial reorthogonalization, Math. Comp. 42 (1984).
+    K. Wu and H. Simon, Thick-restart Lanczos method for large symmetric eigenvalue
+    problems, SIAM J. Matrix Anal. Appl. 22 (2000).
+    A. Stathopoulos, Y. Saad and K. Wu, Dynamic thick restarting of the Davidson and the
+    implicitly restarted Arnoldi methods, SIAM J. Sci. Comput. 19 (1998).
+    G. H. Golub and C. F. Van Loan, Matrix Computations, 4th ed., sections 10.1-10.3.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from explorer.results import EigenResult, SolveStatus
+from explorer.solvers._common import (
+    WHICH,
+    Monitor,
+    make_generator,
+    random_block,
+    residual_threshold,
+    validate_common,
+)
+from explorer.solvers.registry import ParamSpec, SolverSpec, register_solver
+from explorer.tracking import Tracker
+
+__all__ = ["lanczos", "default_block_size", "default_max_basis"]
+
+REORTHOGONALIZATION = ("full", "partial", "none")
+DEFAULT_MAX_ITER = 10_000
+# DGKS: repeat the Gram-Schmidt pass when it removed more than 1 - 1/sqrt(2) of the norm.
+_DGKS_ETA = 1.0 / math.sqrt(2.0)
+_SKIP_FACTOR = [64.0]
+
+
+def default_block_size(k: int) -> int:
+    """1 for a single eigenpair, 2 otherwise (sees double eigenvalues)."""
+    return 1 if k == 1 else 2
+
+
+def default_max_basis(k: int, block_size: int, n: int) -> int:
+    """``max(30, 4 k + 10 b)`` capped at n (30 for k = 1, 60 for k = 10 with b = 2)."""
+    return min(n, max(30, 4 * k + 10 * block_size))
+
+
+# ----------------------------------------------------------------------------------------
+# Small helpers (numpy float64 on the projected matrices)
+# ----------------------------------------------------------------------------------------
+def _which_order(theta: np.ndarray, which: str) -> np.ndarray:
+    """Indices putting ``theta`` in ``which`` order, best first (as ``select_order``)."""
+    if which == "LA":
+        return np.argsort(-theta, kind="stable")
+    if which == "SA":
+        return np.argsort(theta, kind="stable")
+    if which == "LM":
+        return np.argsort(-np.abs(theta), kind="stable")
+    ascending = np.argsort(theta, kind="stable")  # BE: alternate largest / smallest
+    out = np.empty_like(ascending)
+    lo, hi = 0, len(ascending) - 1
+    for pos in range(len(ascending)):
+        if pos % 2 == 0:
+            out[pos] = ascending[hi]
+            hi -= 1
+        else:
+            out[pos] = ascending[lo]
+            lo += 1
+    return out
+
+
+# Largest share of the free basis (m - k) a restart may keep: keeping almost everything
+# leaves cycles of one or two steps whose restart GEMMs cost more than they save.
+_KEEP_CAP = 0.7
+
+
+def _choose_keep(theta_ord: np.ndarray, first_target: int, k: int, m: int, b: int, which: str) -> int:
+    """How many Ritz vectors to keep at a restart (``theta_ord`` in ``which`` order, best first).
+
+    LA / SA: maximize ``(m - L) * sqrt(gamma_L)``, ``gamma_L = |theta_t - theta_(L+1)| /
+    |theta_(L+1) - theta_far|`` over ``k <= L <= k + 0.7 (m - k)`` (see the module
+    docstring; measured on the 2-D Laplacian, the cap saves restarts at no cost in
+    matvecs). LM / BE (the wanted values sit at both ends, the one-sided Chebyshev model
+    does not apply): keep ``k + (m - k) / 2``.
+    """
+    q = len(theta_ord)
+    low = min(k, q - 1)
+    high = min(q - 1, m - 2 * b, int(k + _KEEP_CAP * (m - k)))
+    if high <= low:
+        return max(1, min(low, m - b))
+    if which not in ("LA", "SA"):
+        return int(min(high, max(low, k + (m - k) // 2)))
+    t = theta_ord[min(first_target, q - 1)]
+    far = theta_ord[-1]
+    cand = np.arange(low, high + 1)
+    nxt = theta_ord[cand]  # theta_(L+1): the first value not kept
+    spread = np.abs(nxt - far)
+    gamma = np.abs(t - nxt) / np.maximum(spread, np.finfo(np.float64).tiny)
+    score = (m - cand) * np.sqrt(gamma)
+    return int(cand[int(np.argmax(score))])
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    """A float64 numpy view (or copy) of a small tensor."""
+    if t.dtype == torch.float64 and t.device.type == "cpu":
+        return t.numpy()
+    return t.detach().to("cpu", torch.float64).numpy()
+
+
+def _t(a: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    """A small numpy matrix as a contiguous tensor with ``like``'s dtype and device."""
+    return torch.from_numpy(np.ascontiguousarray(a)).to(device=like.device, dtype=like.dtype)
+
+
+def _eigh(H: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenpairs of a small symmetric float64 matrix, through torch (LAPACK syevd).
+
+    torch honours ``torch.set_num_threads``; numpy's OpenBLAS threads even 40 x 40 problems
+    and, on a loaded 2-core host, measured 3.5 ms instead of 0.1 ms per call.
+    """
+    theta, S = torch.linalg.eigh(torch.from_numpy(H))
+    return theta.numpy(), S.numpy()
+
+
+class _Lanczos:
+    """State of one thick-restart (block) Lanczos solve. Rows of ``Vt`` are basis vectors."""
+
+    def __init__(self, v: Any, monitor: Monitor, *, mode: str, m: int, b: int,
+                 generator: torch.Generator) -> None:
+        self.v = v
+        self.op = v.operator
+        self.monitor = monitor
+        self.mode = mode
+        self.k, self.which, self.tol = v.k, v.which, v.tol
+        self.n = self.op.shape[0]
+        self.dtype, self.device = self.op.dtype, self.op.device
+        self.eps = float(torch.finfo(self.dtype).eps)
+        self.tiny = float(torch.finfo(self.dtype).tiny)
+        self.m, self.b = m, b
+        self.generator = generator
+        cap = m + b
+        self.Vt = torch.empty(cap, self.n, dtype=self.dtype, device=self.device)
+        self.Vt_spare: torch.Tensor | None = None  # swap buffer for restarts (lazy)
+        self.H = np.zeros((cap, cap))
+        # "none": exact Gram matrix V^T V; "partial": omega estimates (V^T V - I).
+        self.G = np.eye(cap) if mode == "none" else None
+        self.Omega = np.zeros((cap, cap)) if mode == "partial" else None
+        self.anorm = 0.0
+        self.loss = 0.0
+        self.tol_factor = 1.0  # tightened when a true-residual check fails
+        self.n_restarts = 0
+        self.n_reorth = 0  # partial: how many blocks were re-orthogonalized
+        self.n_breakdowns = 0
+        self.n_skipped = 0  # "full": Gram-Schmidt corrections skipped (overlap already at eps level)
+        sparse_cpu = getattr(self.op, "kind", "") == "sparse" and self.device.type == "cpu"
+        # scipy's CSR kernel with several right-hand sides measured ~1.3x slower per column
+        # than single-column products on one thread (csr_matvecs), so sparse CPU operators are
+        # applied column by column; every other operator gets the block (one GEMM / HVP batch).
+        self.columnwise = sparse_cpu
+
+    # -- operator -------------------------------------------------------------------------
+    def apply(self, X: torch.Tensor) -> torch.Tensor:
+        """``(A X^T)^T`` for a block of rows X (c, n); counts c matvecs."""
+        if X.shape[0] == 1 or self.columnwise:
+            return torch.stack([self.op.matvec(X[i]) for i in range(X.shape[0])])
+        return self.op.matmat(X.T).T.contiguous()
+
+    # -- orthonormalization of a new block ------------------------------------------------
+    def _random_orthogonal(self, count: int, against: torch.Tensor) -> torch.Tensor:
+        """``count`` random rows orthonormal to the rows of ``against`` (CGS2); may return fewer."""
+        Z = random_block(self.n, count, self.generator, dtype=self.dtype, device=self.device).T.contiguous()
+        out = []
+        for i in range(count):
+            z = Z[i]
+            basis = torch.cat([against] + [r.unsqueeze(0) for r in out]) if (against.shape[0] or out) else against
+            for _ in range(2):
+                if basis.shape[0]:
+                    z = z - (basis @ z) @ basis
+            nz = float(torch.linalg.vector_norm(z))
+            if nz <= 1e3 * self.eps * math.sqrt(self.n):  # the basis spans (numerically) everything
+                break
+            out.append(z / nz)
+        if not out:
+            return torch.empty(0, self.n, dtype=self.dtype, device=self.device)
+        return torch.stack(out)
+
+    def orthonormalize(self, W: torch.Tensor, p: int) -> tuple[torch.Tensor, np.ndarray, int]:
+        """``W = R^T Qn`` with orthonormal rows Qn (bn, n), R (bn, bc). Returns (Qn, R, replaced).
+
+        Directions of W with norm below ``100 eps ||A||`` are an invariant subspace
+        (breakdown): they get fresh random vectors orthogonal to the basis and a zero
+        coupling, so the recurrence continues.
+        """
+        bc = W.shape[0]
+        floor = 100.0 * self.eps * max(self.anorm, np.finfo(np.float64).tiny)
+        if bc == 1:
+            beta = float(torch.linalg.vector_norm(W[0]))
+            if beta > floor:
+                return W / beta, np.array([[beta]]), 0
+            Qn = self._random_orthogonal(1, self.Vt[:p])
+            return Qn, np.zeros((Qn.shape[0], 1)), Qn.shape[0]
+        Qc, Rc = torch.linalg.qr(W.T)
+        Rn = _np(Rc)
+        d = np.abs(np.diag(Rn))
+        if d.min() > max(floor, 1e-6 * d.max()):  # well-conditioned block: Householder QR is enough
+            return Qc.T.contiguous(), Rn, 0
+        gram = _np(W @ W.T)
+        s2, U = np.linalg.eigh(gram)
+        s2, U = s2[::-1].copy(), U[:, ::-1].copy()  # descending; copies: torch refuses negative strides
+        keep = s2 > floor * floor
+        r = int(keep.sum())
+        Z = _t(U[:, :r].T, W) @ W  # (r, n), rows ~orthogonal
+        rows: list[torch.Tensor] = []
+        Rk = np.zeros((0, r))
+        if r:
+            Qc, Rkt = torch.linalg.qr(Z.T)
+            rows.append(Qc.T)
+            Rk = _np(Rkt)
+        fresh = self._random_orthogonal(bc - r, torch.cat([self.Vt[:p]] + rows))
+        if fresh.shape[0]:
+            rows.append(fresh)
+        Qn = torch.cat(rows) if rows else torch.empty(0, self.n, dtype=self.dtype, device=self.device)
+        R = np.zeros((Qn.shape[0], bc))
+        R[:r] = Rk @ U[:, :r].T  # W^T = [Q_k R_k, ~0] U^T
+        return Qn.contiguous(), R, fresh.shape[0]
+
+    # -- Gram-Schmidt against the basis -----------------------------------------------------
+    def cgs(self, W: torch.Tensor, p: int, *, force: bool = True) -> tuple[np.ndarray | None, float]:
+        """Classical Gram-Schmidt of the rows of W against ``Vt[:p]``, measured first.
+
+        The pass first measures ``c = V^T w`` (one GEMM). ``overlap = max |c| / ||w||`` is
+        the orthogonality the new vector would have without a correction. When it is
+        below ``_SKIP_FACTOR * eps`` (and not ``force``) the correction ``w -= V c`` would
+        change w by less than its own rounding error, so it is skipped (None is returned);
+        otherwise it is applied and repeated once when the norm dropped by more than
+        1/sqrt(2) (DGKS).
+        """
+        V = self.Vt[:p]
+        c = W @ V.T  # (bc, p)
+        cn = _np(c)
+        nb = torch.linalg.vector_norm(W, dim=1).tolist()
+        overlap = float(np.abs(cn).max()) / max(min(nb), 1e-300)
+        if not force and overlap <= _SKIP_FACTOR[0] * self.eps:
+            self.n_skipped += 1
+            return None, overlap
+        W.sub_(c @ V)
+        na = torch.linalg.vector_norm(W, dim=1).tolist()
+        if any(a < _DGKS_ETA * x for a, x in zip(na, nb)):
+            c2 = W @ V.T
+            W.sub_(c2 @ V)
+            cn = cn + _np(c2)
+        return cn, overlap
+
+    # -- the iteration ---------------------------------------------------------------------
+    def start_block(self) -> torch.Tensor:
+        b = self.b
+        X0 = self.v.X0
+        if X0 is None:
+            X = random_block(self.n, b, self.generator, dtype=self.dtype, device=self.device)
+        elif X0.shape[1] > b:  # a random combination keeps every column's directions
+            mix = torch.randn(X0.shape[1], b, generator=self.generator, dtype=torch.float64).to(self.dtype)
+            X = X0 @ mix.to(self.device)
+        elif X0.shape[1] < b:
+            X = torch.cat([X0, random_block(self.n, b - X0.shape[1], self.generator, dtype=self.dtype,
+                                            device=self.device)], dim=1)
+        else:
+            X = X0.clone()
+        Qn, _R, _ = self.orthonormalize(X.T.contiguous(), 0)
+        if Qn.shape[0] < b:  # a zero / dependent start: fill with random directions
+            Qn = torch.cat([Qn, self._random_orthogonal(b - Qn.shape[0], Qn)])
+        return Qn
+
+    def run(self) -> EigenResult:
+        k, which, m = self.k, self.which, self.m
+        monitor = self.monitor
+        eps = self.eps
+        Q0 = self.start_block()
+        bc = Q0.shape[0]
+        self.Vt[:bc] = Q0
+        j, lo = 0, 0  # current block rows [j, j + bc); known couplings in columns [lo, j)
+        theta = np.zeros(0)
+        S = np.zeros((0, 0))
+        est_all = np.zeros(0)
+        order = np.zeros(0, dtype=np.int64)
+        ghost = np.zeros(0, dtype=bool)
+        R = np.zeros((0, 0))
+        p = bc
+        bn = 0
+        iteration = 0
+        status = SolveStatus.MAX_ITER
+        message = ""
+        next_check, check_gap = 0, 4
+        while iteration < self.v.max_iter:
+            iteration += 1
+            p = j + bc
+            if bc == 1 and self.mode != "partial":
+                R, bn = self._step_single(j, lo, iteration)
+            else:
+                R, bn = self._step_block(j, p, lo, bc, iteration)
+            # Ritz pairs of the projected matrix and their residual estimates ||R S[last rows]||.
+            theta, S = _eigh(self.H[:p, :p])
+            top = max(-theta[0], theta[-1])
+            if top > self.anorm:
+                self.anorm = top
+            if bn == 0:
+                est_all = np.zeros(p)
+            elif bn == 1 and bc == 1:
+                est_all = abs(R[0, 0]) * np.abs(S[j])
+            else:
+                est_all = np.sqrt(((R @ S[j:p, :]) ** 2).sum(axis=0))
+            order = _which_order(theta, which)
+            thresh_all = self._thresholds(theta)
+            ghost = self._ghosts(theta, S, est_all, thresh_all, p)
+            wanted = order[~ghost[order]][:k]
+            conv_w = est_all[wanted] <= self.tol_factor * thresh_all[wanted]
+            shown = order[:k]
+            stop = monitor.record(
+                iteration, torch.from_numpy(theta[shown]), torch.from_numpy(est_all[shown]), estimated=True,
+                n_converged=int(conv_w.sum()), orthogonality_loss=self.loss,
+                all_ritz_values=torch.from_numpy(theta), ghost_mask=torch.from_numpy(ghost[shown]),
+            )
+            if stop:
+                status, message = SolveStatus.STOPPED, ""
+                break
+            exhausted = bn == 0
+            if exhausted or (len(wanted) == k and bool(conv_w.all()) and iteration >= next_check):
+                ok = self._verify(theta, S, wanted, p)
+                if ok:
+                    status, message = SolveStatus.CONVERGED, ""
+                    break
+                if exhausted:
+                    status = SolveStatus.BREAKDOWN
+                    message = (f"The Krylov basis spans the whole space (n = {self.n}) but only "
+                               f"{self._n_ok} of k = {k} pairs meet the tolerance; rounding limits the "
+                               "accuracy: loosen `tol`.")
+                    break
+                # The estimates were optimistic (or below the attainable accuracy): ask for
+                # 10x smaller ones and check again only after a growing number of steps, so
+                # an unattainable `tol` costs O(log(max_iter)) checks of k matvecs each.
+                self.tol_factor *= 0.1
+                check_gap *= 2
+                next_check = iteration + check_gap
+            if iteration >= self.v.max_iter:
+                break
+            if p + bn > m:
+                self._restart(theta, S, order, ghost, est_all, thresh_all, R, j, p, bn)
+                j, lo, bc = self._j, 0, bn
+            else:
+                lo, j, bc = j, p, bn
+        return self._finish(theta, S, est_all, order, ghost, p, iteration, status, message)
+
+    def _step_single(self, j: int, lo: int, iteration: int) -> tuple[np.ndarray, int]:
+        """One single-vector Lanczos step ("full" or "none"): few, fused tensor operations."""
+        H, Vt = self.H, self.Vt
+        p = j + 1
+        q = Vt[j]
+        w = self.op.matvec(q)
+        if iteration == 1:  # ||A q|| <= ||A||: a scale for the breakdown test before any Ritz value
+            self.anorm = max(self.anorm, float(torch.linalg.vector_norm(w)))
+        if lo == j - 1:  # previous vector: beta_(j-1)
+            w.sub_(Vt[lo], alpha=float(H[j, lo]))
+        elif lo < j:  # right after a restart: the arrow row couples to every kept Ritz vector
+            w.sub_(Vt[lo:j].T.mv(_t(H[j, lo:j], w)))
+        a = float(torch.dot(w, q))
+        w.sub_(q, alpha=a)
+        H[j, j] = a
+        if self.mode == "full":
+            V = Vt[:p]
+            c = V.mv(w)
+            cn = _np(c)
+            nb = float(torch.linalg.vector_norm(w))
+            overlap = float(np.abs(cn).max()) / max(nb, 1e-300)
+            if overlap > self.loss:
+                self.loss = overlap
+            if overlap <= _SKIP_FACTOR[0] * self.eps:
+                self.n_skipped += 1
+                beta = nb
+            else:
+                w.sub_(V.T.mv(c))
+                beta = float(torch.linalg.vector_norm(w))
+                if beta < _DGKS_ETA * nb:
+                    c2 = V.mv(w)
+                    w.sub_(V.T.mv(c2))
+                    cn = cn + _np(c2)
+                    beta = float(torch.linalg.vector_norm(w))
+                H[:p, j] += cn
+                H[j, :p] = H[:p, j]
+        else:
+            beta = float(torch.linalg.vector_norm(w))
+        floor = 100.0 * self.eps * max(self.anorm, self.tiny)
+        if beta > floor:
+            torch.div(w, beta, out=Vt[p])
+            bn, R = 1, np.array([[beta]])
+        else:  # invariant subspace: continue with a random vector orthogonal to the basis
+            fresh = self._random_orthogonal(1, Vt[:p])
+            bn = fresh.shape[0]
+            if bn:
+                Vt[p] = fresh[0]
+                self.n_breakdowns += 1
+            R = np.zeros((bn, 1))
+        if bn:
+            H[p, :] = 0.0
+            H[:, p] = 0.0
+            H[p, j] = H[j, p] = R[0, 0]
+            if self.mode == "none":
+                self._measure_gram(p, 1)
+        return R, bn
+
+    def _step_block(self, j: int, p: int, lo: int, bc: int, iteration: int) -> tuple[np.ndarray, int]:
+        """One block Lanczos step (any block size and mode)."""
+        H, Vt = self.H, self.Vt
+        Q = Vt[j:p]
+        W = self.apply(Q)
+        if iteration == 1:
+            self.anorm = max(self.anorm, float(torch.linalg.vector_norm(W, dim=1).max()))
+        # local step: subtract the known couplings (previous block, or the kept Ritz
+        # vectors right after a restart: the "arrow" rows) and the diagonal block alpha.
+        if lo < j:
+            W.sub_(_t(H[j:p, lo:j], W) @ Vt[lo:j])
+        alpha_t = W @ Q.T
+        W.sub_(alpha_t @ Q)
+        alpha = _np(alpha_t)
+        H[j:p, j:p] = 0.5 * (alpha + alpha.T)
+        if self.mode == "full":
+            c, overlap = self.cgs(W, p, force=False)
+            if overlap > self.loss:
+                self.loss = overlap
+            if c is not None:
+                H[:p, j:p] += c.T
+                H[j:p, :j] = H[:j, j:p].T
+                H[j:p, j:p] = 0.5 * (H[j:p, j:p] + H[j:p, j:p].T)
+        Qn, R, replaced = self.orthonormalize(W, p)
+        if replaced:
+            self.n_breakdowns += 1
+        bn = Qn.shape[0]
+        if self.mode == "partial" and bn:
+            Qn = self._partial_step(Qn, R, j, p, bn, replaced)
+        Vt[p:p + bn] = Qn
+        H[p:p + bn, :] = 0.0
+        H[:, p:p + bn] = 0.0
+        H[p:p + bn, j:p] = R
+        H[j:p, p:p + bn] = R.T
+        if self.mode == "none":
+            self._measure_gram(p, bn)
+        return R, bn
+
+    # -- per-mode pieces -------------------------------------------------------------------------
+    def _thresholds(self, theta: np.ndarray) -> np.ndarray:
+        """``residual_threshold`` in numpy (the same formula; the final check calls it itself)."""
+        floor = math.sqrt(self.eps) * max(self.anorm, self.tiny)
+        return self.tol * np.maximum(np.abs(theta), floor)
+
+    def _measure_gram(self, p: int, bn: int) -> None:
+        """"none": the exact overlaps of the new block with the basis (one GEMV pass)."""
+        new = self.Vt[p:p + bn]
+        g = _np(self.Vt[:p + bn] @ new.T)  # (p + bn, bn)
+        G = self.G
+        assert G is not None
+        G[:p + bn, p:p + bn] = g
+        G[p:p + bn, :p + bn] = g.T
+        dev = np.abs(g)
+        dev[p + np.arange(bn), np.arange(bn)] = np.abs(g[p + np.arange(bn), np.arange(bn)] - 1.0)
+        self.loss = max(self.loss, float(dev.max()))
+
+    def _partial_step(self, Qn: torch.Tensor, R: np.ndarray, j: int, p: int, bn: int,
+                      replaced: int) -> torch.Tensor:
+        """Simon's omega recurrence for the new block; re-orthogonalize when it passes sqrt(eps)."""
+        Om = self.Omega
+        assert Om is not None
+        H = self.H
+        eps, sqrt_eps = self.eps, math.sqrt(self.eps)
+        bc = p - j
+        col = np.zeros((p, bn))
+        diag_r = np.abs(np.diag(R[:, :bc])) if R.shape[0] else np.zeros(0)
+        if j > 0 and not replaced and diag_r.min() > 0:
+            # G[i, new] R = (H[:j, :p] G[:p, j:p] - G[:j, :p] H[:p, j:p])[i], G = I + Omega.
+            Gcur = Om[:p, j:p].copy()
+            Gcur[j:p] += np.eye(bc)
+            rows_g = Om[:j, :p].copy()
+            rows_g[np.arange(j), np.arange(j)] += 1.0
+            rhs = H[:j, :p] @ Gcur - rows_g @ H[:p, j:p]
+            col[:j] = np.linalg.solve(R[:, :bc].T, rhs.T).T if bn == bc else rhs @ np.linalg.pinv(R)
+            noise = eps * (self.anorm / max(float(diag_r.min()), np.finfo(np.float64).tiny) + math.sqrt(self.n))
+            col[:j] += np.sign(col[:j]) * noise + (col[:j] == 0) * noise
+        col[j:p] = eps * math.sqrt(self.n)  # the local step orthogonalized against the current block
+        estimate = float(np.abs(col).max()) if col.size else 0.0
+        if estimate > sqrt_eps:
+            W = Qn.clone()
+            self.cgs(W, p)
+            Q2, R2, _ = self.orthonormalize(W, p)
+            if Q2.shape[0] == bn:
+                Qn = Q2
+                R[:] = R2 @ R
+            col[:] = eps * math.sqrt(self.n)
+            self.n_reorth += 1
+        Om[:p, p:p + bn] = col
+        Om[p:p + bn, :p] = col.T
+        Om[p:p + bn, p:p + bn] = 0.0
+        self.loss = float(np.abs(Om[:p + bn, :p + bn]).max())
+        return Qn
+
+    def _ghosts(self, theta: np.ndarray, S: np.ndarray, est: np.ndarray, thresh: np.ndarray, p: int) -> np.ndarray:
+        """Flag Ritz values that duplicate a converged one while orthogonality is lost."""
+        ghost = np.zeros(len(theta), dtype=bool)
+        if self.loss <= math.sqrt(self.eps) or len(theta) < 2:
+            return ghost
+        converged = est <= thresh
+        if not converged.any():
+            return ghost
+        delta = math.sqrt(self.eps) * self.anorm
+        G = self.G[:p, :p] if self.G is not None else None
+        norms = None
+        if G is not None:
+            GS = G @ S
+            norms = np.sqrt(np.maximum(np.einsum("ij,ij->j", S, GS), np.finfo(np.float64).tiny))
+        for i in np.argsort(est, kind="stable"):  # most accurate first: it is the original
+            if ghost[i] or not converged[i]:
+                continue
+            near = np.flatnonzero((np.abs(theta - theta[i]) <= delta) & ~ghost)
+            for jj in near:
+                if jj == i:
+                    continue
+                if G is not None and norms is not None:
+                    overlap = abs(float(S[:, i] @ GS[:, jj])) / (norms[i] * norms[jj])
+                    if overlap < 0.5:  # orthogonal Ritz vectors: a true multiple eigenvalue
+                        continue
+                ghost[jj] = True
+        return ghost
+
+    def _restart(self, theta: np.ndarray, S: np.ndarray, order: np.ndarray, ghost: np.ndarray,
+                 est: np.ndarray, thresh: np.ndarray, R: np.ndarray, j: int, p: int, bn: int) -> None:
+        """Thick restart: keep L Ritz vectors (wanted first) and continue from the last block."""
+        self.n_restarts += 1
+        candidates = order[~ghost[order]]
+        conv = est[candidates] <= self.tol_factor * thresh[candidates]
+        unconverged = np.flatnonzero(~conv[: self.k])
+        first_target = int(unconverged[0]) if unconverged.size else self.k - 1
+        L = _choose_keep(theta[candidates], first_target, self.k, self.m, bn, self.which)
+        keep = candidates[:L]
+        Sk = S[:, keep]  # (p, L)
+        if self.Vt_spare is None:
+            self.Vt_spare = torch.empty_like(self.Vt)
+        new = self.Vt_spare
+        Sk_t = _t(Sk.T, self.Vt)
+        torch.mm(Sk_t, self.Vt[:p], out=new[:L])
+        new[L:L + bn] = self.Vt[p:p + bn]
+        C = R @ S[j:p, keep]  # (bn, L): A Y = Y Theta + Q_next C
+        H = np.zeros_like(self.H)
+        H[np.arange(L), np.arange(L)] = theta[keep]
+        if self.mode == "partial":
+            H[:L, :L], C = self._reorthonormalize_kept(new, L, bn, theta[keep], C)
+            assert self.Omega is not None
+            self.Omega[:] = 0.0
+            self.loss = 0.0
+        elif self.mode == "none":
+            G = self.G
+            assert G is not None
+            GS = G[:p, :p] @ Sk
+            gram = Sk.T @ GS
+            nu = np.sqrt(np.maximum(np.diag(gram), np.finfo(np.float64).tiny))
+            new[:L] /= _t(nu, new).unsqueeze(1)
+            C = C / nu
+            cross = (Sk.T @ G[:p, p:p + bn]) / nu[:, None]
+            Gn = np.eye(G.shape[0])
+            Gn[:L, :L] = gram / np.outer(nu, nu)
+            Gn[:L, L:L + bn] = cross
+            Gn[L:L + bn, :L] = cross.T
+            Gn[L:L + bn, L:L + bn] = G[p:p + bn, p:p + bn]
+            self.G = Gn
+            dev = np.abs(Gn[:L + bn, :L + bn] - np.eye(L + bn))
+            self.loss = float(dev.max())
+        H[L:L + bn, :L] = C
+        H[:L, L:L + bn] = C.T
+        self.H = H
+        self.Vt, self.Vt_spare = new, self.Vt
+        self._j = L
+
+    def _reorthonormalize_kept(self, Vt: torch.Tensor, L: int, bn: int, theta: np.ndarray,
+                               C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """"partial": Cholesky-QR the kept block and rebuild its exact Rayleigh quotient.
+
+        With Y = Yh Rc (Yh orthonormal), ``A Y = Y Theta + F C`` gives
+        ``Yh^T A Yh = Rc Theta Rc^-1 + D C Rc^-1`` with ``D = Yh^T F``; the part of F outside
+        span(Yh) is re-normalized (F_perp = F_hat Rf) and couples as ``Rf C Rc^-1``.
+        """
+        Y = Vt[:L]
+        F = Vt[L:L + bn]
+        gram = _np(Y @ Y.T)
+        try:
+            Lc = np.linalg.cholesky(gram)
+        except np.linalg.LinAlgError:
+            Lc = None
+        if Lc is None:
+            Rc = np.eye(L)
+        else:
+            Rc = Lc.T
+            Y.copy_(_t(np.linalg.inv(Lc), Y) @ Y)
+        Rc_inv = np.linalg.inv(Rc)
+        D = _np(Y @ F.T)  # (L, bn)
+        F.sub_(_t(D.T, Y) @ Y)
+        Q2, Rf, _ = self.orthonormalize(F.clone(), L)
+        if Q2.shape[0] == bn:
+            F.copy_(Q2)
+        else:
+            Rf = np.eye(bn)
+        M = Rc @ np.diag(theta) @ Rc_inv + D @ C @ Rc_inv
+        return 0.5 * (M + M.T), Rf @ C @ Rc_inv
+
+    def _ritz_vectors(self, S: np.ndarray, idx: np.ndarray, p: int) -> torch.Tensor:
+        """Rows x_i = S[:, i]^T V (normalized: for "none" V is not orthonormal)."""
+        X = _t(S[:, idx].T, self.Vt) @ self.Vt[:p]
+        if self.mode == "none":
+            X = X / torch.linalg.vector_norm(X, dim=1, keepdim=True)
+        return X
+
+    def _verify(self, theta: np.ndarray, S: np.ndarray, wanted: np.ndarray, p: int) -> bool:
+        X = self._ritz_vectors(S, wanted, p)
+        AX = self.apply(X)
+        values = _t(theta[wanted], self.Vt)
+        res = torch.linalg.vector_norm(AX - values.unsqueeze(1) * X, dim=1)
+        thr = residual_threshold(values, self.tol, self.anorm)
+        ok = res <= thr
+        self._n_ok = int(ok.sum())
+        self._checked = (wanted.copy(), X, res, ok)
+        return bool(ok.all())
+
+    def _finish(self, theta: np.ndarray, S: np.ndarray, est: np.ndarray, order: np.ndarray, ghost: np.ndarray,
+                p: int, iteration: int, status: SolveStatus, message: str) -> EigenResult:
+        wanted = order[~ghost[order]][: self.k] if len(order) else np.zeros(0, dtype=np.int64)
+        checked = getattr(self, "_checked", None)
+        if checked is not None and np.array_equal(checked[0], wanted) and status in (
+                SolveStatus.CONVERGED, SolveStatus.BREAKDOWN):
+            _w, X, res, ok = checked
+        elif len(wanted):
+            X = self._ritz_vectors(S, wanted, p)
+            AX = self.apply(X)
+            values = _t(theta[wanted], self.Vt)
+            res = torch.linalg.vector_norm(AX - values.unsqueeze(1) * X, dim=1)
+            ok = res <= residual_threshold(values, self.tol, self.anorm)
+        else:
+            X = torch.zeros(0, self.n, dtype=self.dtype, device=self.device)
+            res = torch.zeros(0, dtype=self.dtype, device=self.device)
+            ok = torch.zeros(0, dtype=torch.bool)
+        values = _t(theta[wanted], self.Vt)
+        if status is SolveStatus.MAX_ITER and bool(ok.all()) and len(wanted) == self.k:
+            status = SolveStatus.CONVERGED
+        notes = []
+        if len(wanted) < self.k:
+            notes.append(f"Only {len(wanted)} distinct Ritz pairs were available for k = {self.k}.")
+        if self.n_breakdowns:
+            notes.append(f"{self.n_breakdowns} breakdown(s) (invariant subspace found; continued with random "
+                         "vectors orthogonal to the basis).")
+        if self.mode == "none" and bool(ghost.any()):
+            notes.append(f"{int(ghost.sum())} ghost Ritz value(s) (copies of converged ones, from lost "
+                         "orthogonality) were skipped.")
+        if self.n_restarts:
+            notes.append(f"{self.n_restarts} thick restart(s).")
+        message = " ".join([message] + notes).strip()
+        return self.monitor.finish(eigenvalues=values, eigenvectors=X.T.contiguous(), residual_norms=res,
+                                   converged=ok.cpu(), n_iter=iteration, status=status, message=message)
+
+
+def lanczos(
+    operator: Any,
+    k: int,
+    *,
+    which: str = "LA",
+    tol: float = 1e-6,
+    max_iter: int | None = None,
+    X0: torch.Tensor | None = None,
+    seed: int | None = None,
+    tracker: Tracker | None = None,
+    reorthogonalization: str = "full",
+    max_basis: int | None = None,
+    block_size: int | None = None,
+) -> EigenResult:
+    """k extreme eigenpairs of a symmetric operator by thick-restart (block) Lanczos.
+
+    Args:
+        operator: symmetric n x n operator (anything ``as_operator`` accepts); only
+            matvecs are used.
+        k: number of eigenpairs, 1 <= k <= n.
+        which: "LA" largest, "SA" smallest, "LM" largest magnitude, "BE" both ends.
+        tol: relative residual tolerance, ``||A x - theta x|| <= tol * max(|theta|,
+            sqrt(eps) ||A||)`` checked with true residuals at the end.
+        max_iter: Lanczos steps (each applies A to one block of ``block_size`` vectors);
+            default 10000.
+        X0: (n,) or (n, c) start. Fewer than ``block_size`` columns are padded with random
+            ones; more are mixed into ``block_size`` random combinations.
+        seed: seed of the local generator for the random start and breakdown vectors.
+        tracker: receives one record per Lanczos step (estimated residuals).
+        reorthogonalization: "full" (CGS with DGKS repeat, default), "partial" (Simon's
+            omega recurrence, semi-orthogonality) or "none" (plain Lanczos: ghosts).
+        max_basis: most basis vectors kept (memory O(n * max_basis)); default
+            ``max(20, 2 k + 4 block_size)``, capped at n ("none" may exceed n, as plain
+            Lanczos can run for more than n steps).
+        block_size: vectors per block; default 1 for k = 1, else 2 (sees double
+            eigenvalues; use the largest multiplicity you expect).
+
+    Returns:
+        EigenResult in ``which`` order, with true residuals; ``converged`` from those.
+
+    Raises:
+        ValueError: bad ``k``, ``tol``, ``which``, ``max_iter``, ``reorthogonalization``,
+            ``max_basis`` or ``block_size``.
+        TypeError: non-integer ``max_basis`` / ``block_size``.
+
+    References:
+        Lanczos 1950; Paige 1976; Simon 1984; Wu & Simon 2000; Golub & Van Loan 10.1-10.3.
+    """
+    v = validate_common("lanczos", operator, k, which=which, tol=tol, max_iter=max_iter,
+                        default_max_iter=DEFAULT_MAX_ITER, supported_which=WHICH, X0=X0)
+    if not isinstance(reorthogonalization, str) or reorthogonalization not in REORTHOGONALIZATION:
+        raise ValueError(
+            f"`reorthogonalization` must be one of 'full', 'partial', 'none', got {reorthogonalization!r}; "
+            "'full' is the safe default, 'none' shows the ghost eigenvalues of plain Lanczos")
+    n = v.operator.shape[0]
+    b = _check_positive_int("block_size", block_size, default_block_size(v.k),
+                            hint="use 1 for a single-vector Lanczos or 2-4 to see repeated eigenvalues")
+    if b > n:
+        raise ValueError(f"`block_size` must be at most n = {n}, got block_size={b}; lower it")
+    if max_basis is None:
+        m = default_max_basis(v.k, b, n)
+        if reorthogonalization == "none":
+            m = default_max_basis(v.k, b, 10**9)
+    else:
+        m = _check_positive_int("max_basis", max_basis, 0, hint="")
+        if reorthogonalization != "none":
+            m = min(m, n)
+    if m < min(n, v.k + b):
+        raise ValueError(
+            f"`max_basis` must be at least k + block_size = {v.k + b} (room for the k wanted vectors and one "
+            f"block), got max_basis={max_basis}; raise it (e.g. {default_max_basis(v.k, b, n)}) or lower `k`")
+    generator = make_generator(seed)
+    monitor = Monitor("lanczos", v, tracker, extras={"reorthogonalization": reorthogonalization,
+                                                      "max_basis": m, "block_size": b})
+    return _Lanczos(v, monitor, mode=reorthogonalization, m=m, b=b, generator=generator).run()
+
+
+def _check_positive_int(name: str, value: Any, default: int, *, hint: str) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise TypeError(f"`{name}` must be an integer, got {value!r} ({type(value).__name__})")
+    value = int(value)
+    if value < 1:
+        raise ValueError(f"`{name}` must be a positive integer, got {name}={value}" + (f"; {hint}" if hint else ""))
+    return value
+
+
+register_solver(SolverSpec(
+    name="lanczos",
+    label="Lanczos (thick restart)",
+    fn=lanczos,
+    summary=("Krylov method for a few extreme eigenvalues: builds an orthonormal basis with a three-term "
+             "recurrence, restarts keeping the best Ritz vectors, uses a small block to catch double "
+             "eigenvalues. Needs only matvecs; usually the fewest of any solver here."),
+    which=("LA", "SA", "LM", "BE"),
+    params=(
+        ParamSpec("reorthogonalization", "choice", "full",
+                  "How the basis is kept orthonormal. 'full' removes every rounding-error overlap each step "
+                  "(safe, costs two passes over the basis); 'partial' estimates the overlaps and cleans only "
+                  "when they exceed sqrt(eps) (cheaper); 'none' is textbook Lanczos: converged eigenvalues "
+                  "come back as 'ghost' copies.", choices=REORTHOGONALIZATION),
+        ParamSpec("max_basis", "int", None,
+                  "Most basis vectors kept before a restart (memory = n x max_basis numbers). Larger means "
+                  "fewer matvecs but more work per step. Empty = max(20, 2k + 4 block_size).",
+                  minimum=2, optional=True),
+        ParamSpec("block_size", "int", None,
+                  "How many vectors the Krylov space grows by per step. A single vector cannot see the "
+                  "second copy of a repeated eigenvalue; a block of b sees multiplicities up to b. "
+                  "Empty = 1 for k = 1, else 2.", minimum=1, maximum=16, optional=True),
+    ),
+    supports_B=False,
+    matrix_free=True,
+    default_tol=1e-6,
+    default_max_iter=DEFAULT_MAX_ITER,
+    references=("Lanczos 1950", "Paige 1976", "Simon 1984", "Wu & Simon 2000",
+                "Golub & Van Loan 10.1-10.3"),
+))

@@ -202,11 +202,11 @@ def power_rayleigh_bound(spectrum: ArrayLike, tan0: float, steps: ArrayLike) -> 
     return spread * tan0 ** 2 * rate ** (2.0 * t)
 
 
-def momentum_polynomial_ratio(spectrum: ArrayLike, beta: float, steps: int) -> np.ndarray:
+def momentum_polynomial_ratio(spectrum: ArrayLike, beta: float | ArrayLike, steps: int) -> np.ndarray:
     """``max_{i>=2} |p_t(lambda_i)| / |p_t(lambda_1)|`` for ``t = 0..steps``.
 
-    ``p_{t+1}(x) = x p_t(x) - beta p_{t-1}(x)``, ``p_0 = 1``, ``p_{-1} = 0`` is the
-    polynomial that the heavy-ball power iteration ``x_{t+1} = A x_t - beta x_{t-1}``
+    ``p_{t+1}(x) = x p_t(x) - beta_t p_{t-1}(x)``, ``p_0 = 1``, ``p_{-1} = 0`` is the
+    polynomial that the heavy-ball power iteration ``x_{t+1} = A x_t - beta_t x_{t-1}``
     (with consistent normalisation of both vectors) applies to the start vector, so
     ``tan theta_t <= tan theta_0 * ratio_t`` exactly as in Thm 8.2.1 with ``x^t``
     replaced by ``p_t``; ``beta = 0`` gives the plain ``|lambda_2/lambda_1|^t``.
@@ -215,7 +215,9 @@ def momentum_polynomial_ratio(spectrum: ArrayLike, beta: float, steps: int) -> n
 
     Args:
         spectrum: all eigenvalues (any order).
-        beta: momentum coefficient (>= 0).
+        beta: momentum coefficient (>= 0), or one per step (``beta[t]`` builds
+            ``p_{t+1}``; the last value is repeated when the sequence is short). A
+            solver whose beta follows its running Rayleigh quotient passes that schedule.
         steps: last ``t``.
 
     Returns:
@@ -227,13 +229,17 @@ def momentum_polynomial_ratio(spectrum: ArrayLike, beta: float, steps: int) -> n
     values = _asarray(spectrum)
     order = _dominant_order(values)
     values = values[order]
+    schedule = np.atleast_1d(_asarray(beta))
+    if schedule.size == 0:
+        schedule = np.zeros(1)
     previous = np.zeros_like(values)
     current = np.ones_like(values)
     ratios = np.empty(steps + 1)
     for t in range(steps + 1):
         lead = abs(current[0])
         ratios[t] = 0.0 if values.size < 2 else (np.inf if lead == 0 else float(np.max(np.abs(current[1:])) / lead))
-        following = values * current - beta * previous
+        beta_t = float(schedule[min(t, schedule.size - 1)])
+        following = values * current - beta_t * previous
         scale = max(float(np.max(np.abs(following))), np.finfo(np.float64).tiny)
         previous, current = current / scale, following / scale
     return ratios

@@ -225,18 +225,26 @@ def test_hmt_expected_bound_holds_for_an_independent_range_finder() -> None:
 # Bounds against the project's solvers
 # --------------------------------------------------------------------------------------
 @needs("power_iteration")
-def test_power_iteration_error_stays_under_gvl_bound() -> None:
+@pytest.mark.parametrize("r", [0.0, 0.8])
+def test_power_iteration_error_stays_under_the_bound(r: float) -> None:
+    """GVL Thm 8.2.1 (r = 0) and its heavy-ball version with the solver's own beta schedule."""
     spectrum = np.concatenate([[1.0, 0.8], np.linspace(0.6, 0.0, 148)])
     problem = problems.diagonal(spectrum)
     x0 = _start(150, 4)
     tan0 = float(theory.start_tangents(x0)[0])
-    result = solve("power_iteration", problem.operator, 1, which="LM", tol=1e-10, max_iter=400, X0=x0)
+    result = solve("power_iteration", problem.operator, 1, which="LM", tol=1e-10, max_iter=400, X0=x0, momentum=r)
     assert result.status.ok
-    its = np.asarray([r.iteration for r in result.history], dtype=float)
-    err = np.asarray([abs(float(r.ritz_values[0]) - 1.0) for r in result.history])
-    # Record t holds a Rayleigh quotient of A^s x0 with s >= t - 1 products: bound at t - 1 is the safe side.
-    bound = theory.power_rayleigh_bound(spectrum, tan0, its - 1)
+    its = np.asarray([rec.iteration for rec in result.history], dtype=float)
+    theta = np.asarray([float(rec.ritz_values[0]) for rec in result.history])
+    err = np.abs(theta - 1.0)
+    # Record t holds the Rayleigh quotient of x_(t-1) = p_(t-1)(A) x_0 / ||.||; the solver's
+    # beta_t = (r theta_t)^2 / 4 builds p_(t+1).
+    spread = float(np.max(np.abs(1.0 - spectrum)))
+    ratios = theory.momentum_polynomial_ratio(spectrum, (r * theta) ** 2 / 4.0, int(its[-1]) - 1)
+    bound = spread * tan0 ** 2 * ratios ** 2
     assert np.all(err <= bound + 1e3 * EPS)
+    if r == 0.0:
+        np.testing.assert_allclose(bound, theory.power_rayleigh_bound(spectrum, tan0, its - 1), rtol=1e-10)
     assert err[-1] < 1e-12
 
 

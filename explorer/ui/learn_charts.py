@@ -74,6 +74,6 @@ def chart_figure(chart: Chart, *, height: int = 380) -> go.Figure:
         xaxis=dict(title=pretty(chart.x_label), type="log" if chart.log_x else "linear", **axis),
         yaxis=dict(title=pretty(chart.y_label), type="log" if chart.log_y else "linear",
                    exponentformat="power" if chart.log_y else None, **axis),
-        legend=dict(orientation="h", yanchor="top", y=-0.18, x=0.0, font=dict(size=11)),
+        legend=dict(orientation="h", yanchor="top", y=-0.3, x=0.0, font=dict(size=11)),
     )
     return go.Figure(data=traces, layout=layout)

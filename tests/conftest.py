@@ -203,9 +203,20 @@ class StreamlitUI:
         self.el(key).get_by_text(label, exact=True).click()
         self.wait_idle()
 
-    def select(self, key: str, label: str) -> None:
-        self.el(key).click()
-        self.page.get_by_role("option", name=label, exact=True).click()
+    def select(self, key: str, label: str, attempts: int = 5) -> None:
+        """Pick ``label`` in a selectbox (reopens it if a rerun closed the dropdown meanwhile)."""
+        option = self.page.get_by_role("option", name=label, exact=True)
+        for attempt in range(attempts):
+            self.el(key).click()
+            try:
+                option.first.wait_for(state="visible", timeout=5_000)
+                option.first.click(timeout=5_000)
+                break
+            except Exception:  # noqa: BLE001 - playwright TimeoutError; retry after a rerun settles
+                if attempt == attempts - 1:
+                    raise
+                self.page.keyboard.press("Escape")
+                self.wait_idle()
         self.wait_idle()
 
     def wait_idle(self, timeout: float = 60.0) -> None:

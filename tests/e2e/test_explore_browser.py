@@ -32,8 +32,10 @@ def _big_laplacian(ui, n: int = 110) -> None:
     ui.page.get_by_text(f"laplacian_2d(nx={n}, ny={n})").first.wait_for()
 
 
-def _set_solver(ui, name: str, tol: str, max_iter: int) -> None:
+def _set_solver(ui, name: str, tol: str, max_iter: int, which: str | None = None) -> None:
     ui.select("solver", SOLVERS[name].label)
+    if which is not None:
+        ui.select("which", which)
     ui.fill("tol", tol)
     ui.fill("max_iter", max_iter)
 
@@ -55,7 +57,9 @@ def _download_csv(page, key: str = "explore_result_dl_csv") -> list[dict]:
 def test_live_run_shows_changing_charts_then_the_result(ui):
     page = ui.page
     _big_laplacian(ui)
-    _set_solver(ui, _solver(), "1e-14", 250)
+    # The smallest eigenvalues of a 110 x 110 Laplacian have tiny relative gaps: without a
+    # preconditioner 300 iterations stay far from tol = 1e-14, so the run lasts all 300 (~5-15 s).
+    _set_solver(ui, _solver(), "1e-14", 300, which="SA")
     ui.click("run")
     states = set()
     deadline = time.monotonic() + 180
@@ -66,7 +70,7 @@ def test_live_run_shows_changing_charts_then_the_result(ui):
         if page.locator('[data-testid="stAlert"]').filter(has_text=STATUS).count():
             break
         time.sleep(0.25)
-    assert _status(page) in ("converged", "max_iter reached")
+    assert _status(page) == "max_iter reached"
     assert len(states) >= 3, f"only {len(states)} chart states seen: {sorted(states)}"
     print(f"{len(states)} chart states: {sorted(states)[:3]} ... {sorted(states)[-1]}")
     final = ui.chart_state()

@@ -7,6 +7,7 @@ from explorer.solvers.registry import COMMON_PARAMS, SOLVERS, ParamSpec, SolverS
 from explorer.solvers.eigh import eigh  # noqa: E402  (registers)
 from explorer.solvers.lobpcg import lobpcg  # noqa: E402  (registers)
 from explorer.solvers.power import power_iteration  # noqa: E402  (registers)
+from explorer.solvers.randomized import randomized_eigh, randomized_svd  # noqa: E402  (registers)
 from explorer.solvers.lanczos import lanczos  # noqa: E402
 
-__all__ = ["COMMON_PARAMS", "SOLVERS", "ParamSpec", "SolverSpec", "eigh", "get_solver", "lanczos", "lobpcg", "power_iteration", "register_solver", "solve"]
+__all__ = ["COMMON_PARAMS", "SOLVERS", "ParamSpec", "SolverSpec", "eigh", "get_solver", "lanczos", "lobpcg", "power_iteration", "randomized_eigh", "randomized_svd", "register_solver", "solve"]

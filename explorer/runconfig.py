@@ -57,6 +57,10 @@ def make_target(problem: Any, config: SolveConfig) -> Callable[[Tracker], EigenR
         operator = problem.operator.to(device=device, dtype=dtype)
         kwargs = config.solver_kwargs()
         if getattr(problem, "B", None) is not None:  # only generalized problems pass B
+            if not SOLVERS[config.solver].supports_B:
+                able = [name for name, spec in SOLVERS.items() if spec.supports_B]
+                raise ValueError(f"{config.solver} does not solve generalized problems A x = \u03bb B x; "
+                                 f"use {' or '.join(able)} for this problem")
             kwargs["B"] = problem.B.to(device=device, dtype=dtype)
         return solve(config.solver, operator, config.k, tracker=tracker, **kwargs)
 

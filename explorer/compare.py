@@ -28,7 +28,7 @@ import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -80,12 +80,18 @@ class RunConfig:
         label: shown in legends and tables (default: solver and parameters).
         problem: run on this problem instead of the comparison's (the eigh-cost lesson
             times one solver on several sizes).
+        fn: call this core function instead of the registry's ``solver``, as
+            ``fn(operator, k, tracker=..., **params)`` (the shared settings are not
+            passed). For a function the app's solver menu does not list, such as
+            ``explorer.solvers.randomized.randomized_svd`` (singular triplets) in the
+            randomized-SVD lesson; ``solver`` is then only its name.
     """
 
     solver: str
     params: Mapping[str, Any] = field(default_factory=dict)
     label: str = ""
     problem: Any = None
+    fn: Callable[..., Any] | None = None
 
     def display(self) -> str:
         if self.label:
@@ -144,6 +150,10 @@ def check_configs(configs: Sequence[RunConfig], settings: CompareSettings, n: in
         raise ValueError(f"`mode` must be 'sequential' or 'parallel', got {settings.mode!r}")
     parse_dtype(settings.dtype)
     for index, config in enumerate(configs):
+        if config.fn is not None:
+            if not callable(config.fn):
+                raise TypeError(f"run {index + 1}: `fn` must be callable, got {config.fn!r}")
+            continue  # its own function validates its own parameters
         spec = get_solver(config.solver)
         which = config.params.get("which", settings.which)
         if which not in spec.which:
@@ -317,11 +327,15 @@ def _run_one(problem: Any, config: RunConfig, settings: CompareSettings, index: 
         dtype = parse_dtype(settings.dtype)
         operator = problem.operator.to(dtype=dtype)
         B = None if getattr(problem, "B", None) is None else problem.B.to(dtype=dtype)
-        kwargs = settings.kwargs_for(config)
-        if B is not None:
-            kwargs["B"] = B
-        result = solve(config.solver, operator, settings.k, tracker=_RunTracker(collector, index, budget, outer),
-                       **kwargs)
+        run_tracker = _RunTracker(collector, index, budget, outer)
+        if config.fn is not None:
+            kwargs = dict(config.params)
+            result = config.fn(operator, settings.k, tracker=run_tracker, **kwargs)
+        else:
+            kwargs = settings.kwargs_for(config)
+            if B is not None:
+                kwargs["B"] = B
+            result = solve(config.solver, operator, settings.k, tracker=run_tracker, **kwargs)
     except Exception as error:  # noqa: BLE001 - one failing configuration must not end the comparison
         collector._update(index, state="failed", error=friendly_error(error), error_detail=traceback.format_exc(),
                           wall_s=time.perf_counter() - t0)
@@ -330,7 +344,7 @@ def _run_one(problem: Any, config: RunConfig, settings: CompareSettings, index: 
     findings: list[Finding] = []
     if hasattr(result, "eigenvalues"):
         exact = getattr(problem, "eigenvalues", None) if reference is None or config.problem is not None else reference
-        findings = diagnose(result, records, reference=exact, dtype=dtype, tol=kwargs["tol"])
+        findings = diagnose(result, records, reference=exact, dtype=dtype, tol=kwargs.get("tol"))
     collector._update(index, state="done", result=result, budget_hit=budget.hit, findings=findings,
                       wall_s=time.perf_counter() - t0)
 

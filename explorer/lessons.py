@@ -713,10 +713,13 @@ dot, and the dashed lines are the bounds for each $q$. With $p < 2$ the theorem 
 def _rsvd_build(values: Mapping[str, Any]) -> LessonSetup:
     n, k, p, q = int(values["n"]), int(values["k"]), int(values["oversampling"]), int(values["power_iterations"])
     decay, runs = float(values["decay"]), int(values["seeds"])
+    from explorer.solvers.randomized import randomized_svd  # the SVD itself (the menu lists the eigen version)
+
     problem = problems.prescribed_spectrum(n, "geometric", decay=decay, seed=0)
     sigma = np.sort(problem.eigenvalues.double().numpy())[::-1]  # symmetric PSD: singular values = eigenvalues
-    configs = tuple(RunConfig("randomized_svd", {"n_oversamples": p, "n_power_iter": q, "seed": s},
-                              label=f"seed {s}") for s in range(runs))
+    # tol=None: exactly q power iterations (HMT Alg. 4.4), one record per pass with the a-posteriori estimate.
+    configs = tuple(RunConfig("randomized_svd", {"n_oversamples": p, "n_power_iter": q, "seed": s, "tol": None},
+                              label=f"seed {s}", fn=randomized_svd) for s in range(runs))
     settings = CompareSettings(k=k, which="LM", tol=1e-6, max_iter=None, budget=None, seed=0)
     dense = problem.operator.to_dense().double()
     optimal = float(sigma[k]) if k < sigma.size else 0.0
@@ -733,7 +736,7 @@ def _rsvd_build(values: Mapping[str, Any]) -> LessonSetup:
         for outcome in outcomes:
             records = outcome.records
             if records:
-                xs = np.arange(len(records), dtype=float)
+                xs = np.asarray([r.iteration - 1 for r in records], dtype=float)  # pass j = range finder + j - 1
                 ys = np.asarray([float(r.extras.get("error_estimate", math.nan)) for r in records])
                 series.append(Series(f"{outcome.label}: estimate", xs, _positive(ys), mode="lines+markers",
                                      color=outcome.index))

@@ -181,3 +181,19 @@ def test_error_series_and_wanted_reference(laplacian) -> None:  # noqa: ANN001
 def test_budget_tracker_alone() -> None:
     budget = MatvecBudget(None)
     assert budget.budget is None and not budget.hit
+
+
+def test_a_core_function_outside_the_menu_can_run(laplacian) -> None:  # noqa: ANN001
+    calls = []
+
+    def dense(operator, k, *, tracker=None, scale=1.0):  # noqa: ANN001, ANN202
+        calls.append(scale)
+        return solve("eigh", operator, k, which="SA", tracker=tracker)
+
+    settings = CompareSettings(k=2, which="SA", tol=1e-8)
+    configs = [RunConfig("dense-by-hand", {"scale": 2.0}, fn=dense), RunConfig("lobpcg")]
+    outcomes = run_comparison(laplacian, configs, settings)
+    assert calls == [2.0] and outcomes[0].state == "done" and outcomes[0].result.status.ok
+    assert outcomes[0].label == "dense-by-hand(scale=2.0)"
+    with pytest.raises(TypeError, match="callable"):
+        check_configs([RunConfig("x", fn=42), RunConfig("lobpcg")], settings)  # type: ignore[arg-type]

@@ -34,7 +34,10 @@ PRESETS: dict[str, tuple[str, list[tuple[str, dict[str, Any]]]]] = {
     "LOBPCG: basic vs ortho": ("SA", [("lobpcg", {"method": "basic"}), ("lobpcg", {"method": "ortho"})]),
     "LOBPCG: without vs with Jacobi": (
         "SA", [("lobpcg", {"preconditioner": "none"}), ("lobpcg", {"preconditioner": "jacobi"})]),
-    "Krylov vs block vs power": ("LA", [("lanczos", {}), ("lobpcg", {}), ("power_iteration", {})]),
+    "Power iteration: plain vs momentum": (
+        "LM", [("power_iteration", {"momentum": 0.0}), ("power_iteration", {"momentum": 0.9})]),
+    "Lanczos vs LOBPCG": ("LA", [("lanczos", {}), ("lobpcg", {})]),
+    "Lanczos vs power vs randomized": ("LM", [("lanczos", {}), ("power_iteration", {}), ("randomized_svd", {})]),
     "Iterative vs dense eigh": ("LA", [("lobpcg", {}), ("eigh", {})]),
 }
 

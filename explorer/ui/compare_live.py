@@ -46,8 +46,9 @@ def log_runs(outcomes: Sequence[RunOutcome], settings: CompareSettings, *, probl
         if outcome.state == "skipped":
             continue
         which = str(outcome.config.params.get("which", settings.which))
+        max_iter = settings.max_iter if outcome.config.fn is not None else settings.kwargs_for(outcome.config)["max_iter"]
         params = {"k": settings.k, "which": which, "tol": outcome.config.params.get("tol", settings.tol),
-                  "max_iter": settings.kwargs_for(outcome.config)["max_iter"], "seed": settings.seed,
+                  "max_iter": max_iter, "seed": settings.seed,
                   "budget": settings.budget, **outcome.config.extras(), "device": "cpu", "dtype": settings.dtype}
         view = SimpleNamespace(result=outcome.result, records=outcome.records, error=outcome.error,
                                stop_reason=None, elapsed_s=outcome.wall_s)

@@ -27,6 +27,17 @@ def _table(at, key: str):  # noqa: ANN001, ANN202
     return picked[0]
 
 
+def test_every_preset_is_runnable() -> None:
+    from explorer.solvers import SOLVERS
+
+    for name, (which, runs) in PRESETS.items():
+        for solver, params in runs:
+            if solver in SOLVERS:
+                assert which in SOLVERS[solver].which, (name, solver)
+                for key, value in params.items():
+                    SOLVERS[solver].param(key).validate(value)
+
+
 def test_compare_page_opens_with_a_preset(apptest) -> None:  # noqa: ANN001
     at = apptest(page=PAGE)
     _no_trouble(at)

@@ -137,6 +137,8 @@ def weights_section(inputs: ModelInputs) -> None:
         return
     live.live_panel(KEY, x="n_matvec", stop_key="model_w_stop", height=480,
                     empty_message="Press **Run** for the top singular values (they appear here live).")
+    if live.collect_finished(KEY) is not None:  # it ended during this script run (a fast solve): redraw all
+        st.rerun()
     last = st.session_state.get(LAST)
     full = _full_spectrum((inputs.cache_key, name), W) if small <= FULL_SPECTRUM_MAX else None
     if last and not running and last["name"] == name:
@@ -145,7 +147,7 @@ def weights_section(inputs: ModelInputs) -> None:
         elif last.get("result") is not None:
             res = last["result"]
             status = res.status.value
-            text = (f"**{METHODS[last['method']]}: {status}** after {res.n_iter} iterations, {res.n_matvec:,} "
+            text = (f"**{METHODS[last['method']]} ({res.solver}): {status}** after {res.n_iter} iterations, {res.n_matvec:,} "
                     f"products with W or W\u1d40, {res.elapsed_s:.2f} s. {res.message}")
             (st.success if res.status.ok else st.warning)(text)
             frame = {"\u03c3 (computed)": res.values.numpy(), "residual": res.residuals.numpy(),
@@ -154,7 +156,12 @@ def weights_section(inputs: ModelInputs) -> None:
                 ex = last["exact"][: res.k]
                 frame["\u03c3 (LAPACK)"] = ex
                 frame["|error|"] = np.abs(res.values.numpy() - ex)
-            st.dataframe(frame, key="model_w_result_table")
+            import pandas as pd
+
+            table = pd.DataFrame(frame)
+            formats = {c: "{:.3e}" for c in ("residual", "|error|") if c in table.columns}
+            formats.update({c: "{:.12g}" for c in ("\u03c3 (computed)", "\u03c3 (LAPACK)") if c in table.columns})
+            st.dataframe(table.style.format(formats), key="model_w_result_table")
     if full is not None:
         a, b = st.columns(2)
         top = None

@@ -10,9 +10,9 @@ is reshaped to (out, in * kh * kw), the matrix that multiplies unfolded patches
   singular value error of about eps ||W||^2 / (2 sigma), so small singular values
   lose accuracy; the top ones (what is asked for) do not.
 * ``"randomized"``: randomized subspace iteration on W itself (Halko, Martinsson &
-  Tropp 2011, Algorithm 4.4 with Rayleigh-Ritz, section 5.1), one record per power
-  iteration, stopped when every wanted triplet's residual
-  max(||W v - sigma u||, ||W^T u - sigma v||) <= tol * sigma.
+  Tropp 2011, Algorithms 4.4 + 5.1), the registry's ``randomized_svd``: one record per
+  power iteration, stopped when every wanted triplet's residual ||W v - sigma u|| <=
+  tol * sigma (W^T u - sigma v = 0 by construction).
 
 For small matrices :func:`singular_spectrum` returns every singular value (LAPACK) and
 :func:`empirical_spectral_density` the histogram of the eigenvalues of W^T W / m with the
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import math
 import re
-import time
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
@@ -41,7 +40,7 @@ import torch
 from explorer.models.loading import ModelInputError
 from explorer.operators import LinearOperator
 from explorer.results import EigenResult, SolveStatus
-from explorer.tracking import IterationRecord, NullTracker, SolveStart, StopSolve, Tracker
+from explorer.tracking import IterationRecord, NullTracker, SolveStart, Tracker
 
 __all__ = [
     "FULL_SPECTRUM_MAX",
@@ -280,67 +279,27 @@ def top_singular_values(matrix: torch.Tensor, k: int, *, method: Literal["lanczo
 
 def randomized_svd(matrix: torch.Tensor, k: int, *, oversample: int = 10, tol: float = 1e-6, max_iter: int = 50,
                    seed: int | None = 0, tracker: Tracker | None = None) -> SingularValues:
-    """Randomized subspace iteration with Rayleigh-Ritz (Halko et al. 2011, Alg. 4.4 + 5.1).
+    """Randomized subspace iteration (Halko et al. 2011, Alg. 4.4 + 5.1) via the registry's ``randomized_svd``.
 
-    Q = orth(W Omega) with a Gaussian (n, k + oversample) Omega; then repeatedly
-    Q <- orth(W orth(W^T Q)), the SVD of the small Q^T W giving the Ritz triplets.
-    One record per iteration; stops when the k wanted triplets have residual
-    <= tol * sigma, at ``max_iter``, or when the tracker raises ``StopSolve``.
-    One iteration costs 2 (k + oversample) matvecs (with W and W^T).
+    ``explorer.solvers.randomized.randomized_svd`` does the work (one record per pass,
+    stopping once every ||W v_i - sigma_i u_i|| <= tol * sigma_i, at most ``max_iter``
+    power iterations); this wrapper returns the same :class:`SingularValues` as the
+    Lanczos route, with both triplet residuals measured on W.
     """
+    from explorer.solvers.randomized import randomized_svd as _randomized_svd
+
     if matrix.ndim != 2:
         raise ValueError(f"`matrix` must be 2-D, got shape {tuple(matrix.shape)}")
-    m, n = matrix.shape
-    small = min(m, n)
+    small = min(matrix.shape)
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= small:
         raise ValueError(f"`k` must satisfy 1 <= k <= min(m, n) = {small}, got {k!r}")
-    if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol > 0):
-        raise ValueError(f"`tol` must be a positive number, got {tol!r}")
-    W = matrix
-    width = min(small, k + max(0, int(oversample)))
-    generator = torch.Generator(device="cpu")
-    generator.manual_seed(int(seed)) if seed is not None else generator.seed()
-    tracker = tracker if tracker is not None else NullTracker()
-    t0 = time.perf_counter()
-    tracker.on_start(SolveStart(solver="randomized_svd", n=n, k=k, which="LA", tol=float(tol), max_iter=int(max_iter),
-                                dtype=str(W.dtype).replace("torch.", ""), device=str(W.device),
-                                extras={"oversample": int(oversample), "m": m}))
-    omega = torch.randn(n, width, generator=generator, dtype=torch.float64).to(W.device, W.dtype)
-    Q, _ = torch.linalg.qr(W @ omega)
-    n_matvec = width
-    history: list[IterationRecord] = []
-    status, message = SolveStatus.MAX_ITER, ""
-    S = torch.zeros(k, dtype=W.dtype)
-    residuals = torch.full((k,), math.inf, dtype=W.dtype)
-    converged = torch.zeros(k, dtype=torch.bool)
-    iteration = 0
-    for iteration in range(1, int(max_iter) + 1):
-        Z, _ = torch.linalg.qr(W.T @ Q)
-        Q, _ = torch.linalg.qr(W @ Z)
-        n_matvec += 2 * width
-        B = Q.T @ W  # (width, n): Rayleigh-Ritz on the current range
-        Ub, Sb, Vh = torch.linalg.svd(B, full_matrices=False)
-        U = Q @ Ub[:, :k]
-        S = Sb[:k]
-        V = Vh[:k].T
-        residuals = _triplet_residuals(W, U, S, V)
-        n_matvec += width + 2 * k
-        converged = residuals <= tol * S.clamp_min(torch.finfo(W.dtype).tiny)
-        record = IterationRecord(solver="randomized_svd", iteration=iteration, ritz_values=S.detach().double().cpu(),
-                                 residual_norms=residuals.detach().double().cpu(), residuals_estimated=False,
-                                 orthogonality_loss=None, n_converged=int(converged.sum()), n_matvec=n_matvec,
-                                 elapsed_s=time.perf_counter() - t0)
-        history.append(record)
-        try:
-            tracker.on_iteration(record)
-        except StopSolve as stop:
-            status, message = SolveStatus.STOPPED, f"Reason: {stop.reason}."
-            break
-        if bool(converged.all()):
-            status = SolveStatus.CONVERGED
-            break
-    return SingularValues(S.detach(), residuals.detach(), converged, "randomized", "randomized_svd", iteration,
-                          n_matvec, time.perf_counter() - t0, status, message, None, tuple(history))
+    result = _randomized_svd(matrix, k, n_oversamples=oversample, n_power_iter=max_iter, tol=tol, seed=seed,
+                             tracker=tracker)
+    U, S, V = result.U, result.S, result.Vh.T
+    residuals = _triplet_residuals(matrix.to(S.dtype), U, S, V)
+    converged = residuals <= tol * S.clamp_min(torch.finfo(S.dtype).tiny)
+    return SingularValues(S.detach(), residuals.detach(), converged, "randomized", result.solver, result.n_iter,
+                          result.n_matvec, result.elapsed_s, result.status, result.message, None, result.history)
 
 
 def singular_spectrum(matrix: torch.Tensor, *, max_size: int = FULL_SPECTRUM_MAX) -> torch.Tensor:

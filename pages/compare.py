@@ -1,9 +1,11 @@
 """Compare: one problem, two to five solver configurations, one matvec budget, and a diagnosis."""
 
+from typing import Sequence
+
 import numpy as np
 import streamlit as st
 
-from explorer.compare import angle_frame, reference_for, summary_frame
+from explorer.compare import RunOutcome, angle_frame, reference_for, summary_frame
 from explorer.jobs import friendly_error
 from explorer.plots import live_figure
 from explorer.ui import compare_form, live, problem
@@ -37,6 +39,7 @@ with st.expander("Settings and configurations", expanded=live.current_job(KEY) i
 
 
 def on_run() -> None:
+    """Run button callback: start the comparison of the current form (errors become a message)."""
     st.session_state[ERROR] = None
     try:
         start_comparison(KEY, prob, compare_form.read_configs(), compare_form.read_settings(), reference=eigenvalues,
@@ -54,7 +57,8 @@ if st.session_state.get(ERROR):
     st.error(st.session_state[ERROR], icon=":material/error:")
 
 
-def render(outcomes, alive) -> None:  # noqa: ANN001 - called by the live panel
+def render(outcomes: Sequence[RunOutcome], alive: bool) -> None:
+    """Overlays while the runs go on; then the table, the angles, each run in detail and the diagnosis."""
     meta = live.job_meta(KEY)
     settings = meta["settings"]
     exact = meta.get("reference")

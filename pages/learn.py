@@ -1,7 +1,10 @@
 """Learn: short lessons, each with a demo you can run and the theory drawn over the measurement."""
 
+from typing import Sequence
+
 import streamlit as st
 
+from explorer.compare import RunOutcome
 from explorer.jobs import friendly_error
 from explorer.lessons import LESSON_RUNS, LESSONS
 from explorer.solvers import SOLVERS
@@ -49,6 +52,7 @@ with side:
 
 
 def on_run() -> None:
+    """Run button callback: build the lesson's demo from the widgets and start it."""
     st.session_state[ERROR] = None
     try:
         current = lesson.setup({spec.name: st.session_state.get(f"learn_{lesson.key}_{spec.name}", spec.default)
@@ -67,7 +71,8 @@ if st.session_state.get(ERROR):
     st.error(st.session_state[ERROR], icon=":material/error:")
 
 
-def render(outcomes, alive) -> None:  # noqa: ANN001 - called by the live panel
+def render(outcomes: Sequence[RunOutcome], alive: bool) -> None:
+    """The lesson's charts (measurement and theory) for the runs so far; its notes once they end."""
     current = live.job_meta(job_key).get("setup")
     if current is None:
         return

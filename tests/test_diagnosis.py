@@ -204,6 +204,21 @@ def test_lanczos_breakdown_on_an_invariant_start() -> None:
 
 
 @needs("power_iteration")
+def test_power_iteration_breaks_down_on_a_start_in_the_null_space() -> None:
+    # A x_0 = 0: the iterate vanishes after one step; the pair it returns (0, e_0) is exact
+    # but not the wanted one, so the missed-eigenvalue rule fires too.
+    problem = problems.diagonal(np.arange(0.0, 20.0))
+    x0 = torch.zeros(20, dtype=torch.float64)
+    x0[0] = 1.0
+    result = solve("power_iteration", problem.operator, 1, which="LM", X0=x0)
+    assert result.status is SolveStatus.BREAKDOWN
+    findings = diagnose(result, reference=problem.eigenvalues)
+    finding = next(f for f in findings if f.rule == "breakdown")
+    assert finding.severity == "error" and "vanished" in finding.message
+    assert "missed_eigenvalue" in rules(findings)
+
+
+@needs("power_iteration")
 def test_power_iteration_stagnates_on_plus_minus_pair() -> None:
     # |lambda_1| = |lambda_2| with opposite signs: power iteration cannot converge.
     problem = problems.diagonal(np.concatenate([[1.0, -1.0], np.linspace(0.5, 0.0, 48)]))

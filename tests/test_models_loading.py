@@ -227,3 +227,22 @@ def test_two_inputs_are_refused(tmp_path: Path) -> None:
     torch.export.save(torch.export.export(Two(), (torch.randn(3, 3), torch.randn(3, 2))), str(tmp_path / "two.pt2"))
     with pytest.raises(ModelInputError, match="takes 2 inputs.*exactly one tensor input"):
         load_exported_model(tmp_path / "two.pt2")
+
+
+def test_sample_script_regenerates_the_committed_files(tmp_path: Path) -> None:
+    from explorer.models.samples import MODEL_SAMPLES, write_model_samples
+
+    write_model_samples(tmp_path, with_reference=False)
+    for sample in MODEL_SAMPLES.values():
+        # data come from seeded local generators: identical
+        fresh, committed = load_dataset(tmp_path / sample.data_file), load_dataset(MODEL_SAMPLE_DIR / sample.data_file)
+        assert torch.equal(fresh.inputs, committed.inputs) and torch.equal(fresh.targets, committed.targets)
+        # weights come from single-threaded training: identical on this build; other CPUs may round
+        # float32 sums differently, and 30-40 Adam steps keep such differences near 1e-6 relative.
+        new, old = load_state_dict(tmp_path / sample.state_dict_file), load_state_dict(
+            MODEL_SAMPLE_DIR / sample.state_dict_file)
+        assert new.keys() == old.keys()
+        for name in old:
+            torch.testing.assert_close(new[name], old[name], rtol=1e-4, atol=1e-5)
+        exported = load_exported_model(tmp_path / sample.model_file)
+        torch.testing.assert_close(dict(exported.module.state_dict()), old, rtol=1e-4, atol=1e-5)

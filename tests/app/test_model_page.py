@@ -61,11 +61,18 @@ def test_density_trace_and_weights(apptest, wait_job) -> None:  # noqa: ANN001
     at.radio(key="model_curvature").set_value("ggn").run()
     at.text_input(key="model_params").set_value("layers.4.*").run()
     at.number_input(key="model_tr_probes").set_value(30).run()
+    at.button(key="model_exact").click().run()  # dense GGN block (n = 132) for the reference
+    _no_trouble(at)
+    assert any("Known: 132 eigenvalues" in s.value for s in at.success)
     at.button(key="model_run").click().run()
     wait_job(at, "model", timeout=60, poll=0.2)
     _no_trouble(at)
-    assert _metrics(at)["HVPs"] == "30"
+    metrics = _metrics(at)
+    assert metrics["HVPs"] == "30"
     assert any("Gauss-Newton matrix" in c.value and "132 of 1732 parameters" in c.value for c in at.caption)
+    exact = [float(c.value.split(":")[1]) for c in at.caption if c.value.startswith("Exact trace (dense)")]
+    # within 4 standard errors of the dense trace (a seeded run; p ~ 6e-5 for an unlucky seed)
+    assert exact and abs(float(metrics["trace estimate"]) - exact[0]) <= 4 * float(metrics["standard error"])
 
     at.selectbox(key="model_w_tensor").set_value("layers.2.weight").run()
     at.button(key="model_w_run").click().run()

@@ -238,6 +238,11 @@ class CurvatureOperator(LinearOperator):
         device: where to compute.
         hvp: ``"double_backward"`` (cached gradient graph) or ``"forward_over_reverse"``.
         cache: keep the graph between products (double_backward only).
+
+    Notes:
+        The model runs in eval mode (dropout off, batch-norm running statistics; an exported
+        program keeps the mode it was exported in). Floating-point inputs are cast to
+        ``dtype``; integer inputs (e.g. token ids) are passed as the model expects them.
     """
 
     curvature = "curvature"
@@ -367,8 +372,12 @@ class CurvatureOperator(LinearOperator):
                     f"`{self.model.name}` expects {tuple('?' if e is None else e for e in expected)} (input "
                     f"{spec.describe()}). Choose the data file made for this model, or reshape the inputs."
                 )
-        if not inputs.is_floating_point():
-            inputs = inputs.to(torch.float32)
+        expected_dtype = spec.dtype if spec.shape else None
+        if expected_dtype is not None and not expected_dtype.is_floating_point:
+            # integer inputs (token ids for an embedding, ...) stay integers
+            return inputs.to(device=self.device, dtype=expected_dtype)
+        if not inputs.is_floating_point() and expected_dtype is None:
+            return inputs.to(device=self.device)  # an nn.Module without a spec: leave integer data alone
         return inputs.to(device=self.device, dtype=self.dtype)
 
     def _forward(self, theta: dict[str, torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:

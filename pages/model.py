@@ -4,6 +4,7 @@ import streamlit as st
 
 from explorer.ui import live, model_hessian, model_source, model_weights
 
+model_source.restore_settings()  # widget values survive a visit to another page
 live.collect_finished(model_hessian.KEY)  # log analyses that ended since the last run of this page
 live.collect_finished(model_weights.KEY)
 
@@ -17,3 +18,4 @@ with hessian_tab:
     model_hessian.hessian_section(inputs)
 with weights_tab:
     model_weights.weights_section(inputs)
+model_source.save_settings()

@@ -101,6 +101,24 @@ def test_bad_inputs_are_messages(apptest) -> None:  # noqa: ANN001
     at.file_uploader(key="model_upload_model").set_value(("mlp.pt2", model, "application/octet-stream")).run()
     at.file_uploader(key="model_upload_data").set_value(("cnn_data.pt", data, "application/octet-stream")).run()
     _no_trouble(at)
+    assert at.text_input(key="model_params").value == "conv*"  # settings are kept across source changes
+    at.text_input(key="model_params").set_value("").run()
     at.button(key="model_run").click().run()
     _no_trouble(at)
     assert any("does not fit the model" in e.value for e in at.error)
+
+
+def test_settings_survive_a_visit_to_another_page(apptest) -> None:  # noqa: ANN001
+    at = apptest()  # app.py: the page list, so switch_page works both ways
+    at.switch_page("pages/model.py").run()
+    _no_trouble(at)
+    at.radio(key="model_analysis").set_value("slq").run()
+    at.text_input(key="model_params").set_value("layers.4.*").run()
+    at.selectbox(key="model_sample").set_value("cnn").run()
+    at.switch_page("pages/history.py").run()
+    _no_trouble(at)
+    at.switch_page("pages/model.py").run()
+    _no_trouble(at)
+    assert at.radio(key="model_analysis").value == "slq"
+    assert at.text_input(key="model_params").value == "layers.4.*"
+    assert at.selectbox(key="model_sample").value == "cnn"

@@ -231,6 +231,7 @@ def live_figure(records: Sequence[IterationRecord], *, reference: Any = None, to
                                  line=dict(color="#444", width=1.6), xaxis="x4", yaxis="y4", showlegend=False,
                                  hovertemplate="%{y:.2e}<extra></extra>"))
 
+    ritz_range = _focus_range(ritz, ref)
     xlabel = {"iteration": "iteration", "n_matvec": "matvecs", "elapsed_s": "seconds"}.get(x, x)
     res_label = "relative residual (estimate)" if estimated else "relative residual"
     left, right, bottom, top = (0.0, 0.44), (0.56, 1.0), (0.0, 0.40), (0.58, 1.0)
@@ -239,7 +240,8 @@ def live_figure(records: Sequence[IterationRecord], *, reference: Any = None, to
         title=dict(text=title, x=0.0, font=dict(size=15)) if title else None,
         legend=dict(orientation="h", yanchor="bottom", y=1.04, x=0.0, font=dict(size=11)),
         hovermode="closest", uirevision="live",
-        xaxis=_axis("", left, "y", range=[x0, x1]), yaxis=_axis("Ritz value \u03b8", top, "x"),
+        xaxis=_axis("", left, "y", range=[x0, x1]),
+        yaxis=_axis("Ritz value \u03b8", top, "x", **({"range": ritz_range} if ritz_range else {})),
         xaxis2=_axis("", right, "y2", range=[x0, x1]),
         yaxis2=_axis(res_label + " \u2016Ax\u2212\u03b8x\u2016/|\u03b8|", top, "x2", log=True),
         xaxis3=_axis(xlabel, left, "y3", range=[x0, x1]),
@@ -252,6 +254,23 @@ def live_figure(records: Sequence[IterationRecord], *, reference: Any = None, to
                  showarrow=False, font=dict(color="#888"))],
     )
     return go.Figure(data=traces, layout=layout)
+
+
+def _focus_range(ritz: np.ndarray, ref: np.ndarray | None) -> list[float] | None:
+    """y range of the Ritz panel: the later 3/4 of the history and the reference, padded 5 %.
+
+    The first iterations are often far off and would squash the interesting part;
+    they stay in the data (double-click the panel to autoscale).
+    """
+    if ritz.shape[0] < 20 or not np.isfinite(ritz).any():
+        return None
+    tail = ritz[ritz.shape[0] // 4:]
+    values = tail[np.isfinite(tail)]
+    if ref is not None:
+        values = np.concatenate([values, ref[np.isfinite(ref)]])
+    lo, hi = float(values.min()), float(values.max())
+    pad = 0.05 * max(hi - lo, 1e-12 * max(abs(lo), abs(hi), 1.0))
+    return [lo - pad, hi + pad]
 
 
 # -- after a run ---------------------------------------------------------------------

@@ -96,10 +96,12 @@ References:
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any
 
 import numpy as np
 import torch
+from scipy.linalg import lapack as _lapack
 
 from explorer.results import EigenResult, SolveStatus
 from explorer.solvers._common import (
@@ -119,7 +121,12 @@ REORTHOGONALIZATION = ("full", "partial", "none")
 DEFAULT_MAX_ITER = 10_000
 # DGKS: repeat the Gram-Schmidt pass when it removed more than 1 - 1/sqrt(2) of the norm.
 _DGKS_ETA = 1.0 / math.sqrt(2.0)
-_SKIP_FACTOR = [64.0]
+# Restart products with n * p * L below this many multiply-adds run as GEMVs (see _dots).
+_GEMM_WORK = 4_000_000
+# "full": skip the Gram-Schmidt correction when the measured overlap is below 64 eps (the
+# level CGS2 itself reaches on a basis of ~64 vectors); measured on the 2-D Laplacian this
+# skips 50-70 % of the corrections with the loss staying below 1e-13.
+_SKIP_FACTOR = 64.0
 
 
 def default_block_size(k: int) -> int:
@@ -199,13 +206,90 @@ def _t(a: np.ndarray, like: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a)).to(device=like.device, dtype=like.dtype)
 
 
-def _eigh(H: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenpairs of a small symmetric float64 matrix, through torch (LAPACK syevd).
+def _dots(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """``A @ B.T`` for row blocks A (a, n), B (c, n) with few rows on one side, as GEMVs.
 
-    torch honours ``torch.set_num_threads``; numpy's OpenBLAS threads even 40 x 40 problems
-    and, on a loaded 2-core host, measured 3.5 ms instead of 0.1 ms per call.
+    torch sends small GEMMs to MKL, whose OpenMP team stalls for milliseconds per call when
+    torch has more than one thread on a busy host (measured: a (2 x 100) @ (100 x 40)
+    product took 9 ms); matrix-vector products do not, and they read the basis at the
+    same memory speed. So every per-step product loops over the thin side.
     """
-    theta, S = torch.linalg.eigh(torch.from_numpy(H))
+    if A.shape[0] <= B.shape[0]:
+        return torch.stack([B.mv(A[i]) for i in range(A.shape[0])]) if A.shape[0] else A.new_zeros(0, B.shape[0])
+    return torch.stack([A.mv(B[i]) for i in range(B.shape[0])], dim=1) if B.shape[0] else A.new_zeros(A.shape[0], 0)
+
+
+def _combine(M: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+    """``M @ X`` for a small coefficient matrix M (r, q) and rows X (q, n), as r GEMVs."""
+    if M.shape[0] == 0:
+        return X.new_zeros(0, X.shape[1])
+    XT = X.T
+    return torch.stack([XT.mv(M[i]) for i in range(M.shape[0])])
+
+
+def _small_cholesky(G: np.ndarray) -> np.ndarray | None:
+    """Lower Cholesky factor of a tiny SPD matrix in plain Python (numpy.linalg costs ~20 us a call
+    on a 2 x 2); None when G is not numerically positive definite."""
+    b = G.shape[0]
+    L = np.zeros((b, b))
+    for i in range(b):
+        for j in range(i + 1):
+            acc = float(G[i, j]) - sum(L[i, t] * L[j, t] for t in range(j))
+            if i == j:
+                if acc <= 0.0:
+                    return None
+                L[i, i] = math.sqrt(acc)
+            else:
+                L[i, j] = acc / L[j, j]
+    return L
+
+
+def _small_lower_inverse(L: np.ndarray) -> np.ndarray:
+    """Inverse of a tiny lower-triangular matrix (forward substitution on the identity)."""
+    b = L.shape[0]
+    X = np.zeros((b, b))
+    for col in range(b):
+        for i in range(col, b):
+            acc = (1.0 if i == col else 0.0) - sum(L[i, t] * X[t, col] for t in range(col, i))
+            X[i, col] = acc / L[i, i]
+    return X
+
+
+class _OneThread:
+    """Run small dense LAPACK calls on one torch thread (process-wide, reference counted).
+
+    The projected matrix (at most ``max_basis`` square) is decomposed every iteration. On a
+    busy host a multi-threaded call waits for descheduled threads: measured on the shared
+    2-core machine (load ~8), ``torch.linalg.eigh`` of a 100 x 100 matrix took 620 ms with
+    two torch threads and 1.1 ms with one; scipy's and numpy's OpenBLAS LAPACK (threaded,
+    not controllable without threadpoolctl) 90-140 ms. ``torch.set_num_threads`` is global,
+    so concurrent solves share one counter and the first to enter saves the setting, the
+    last to leave restores it; meanwhile other threads' torch ops run on one thread.
+    """
+
+    _lock = threading.Lock()
+    _depth = 0
+    _saved = 1
+
+    def __enter__(self) -> None:
+        with _OneThread._lock:
+            if _OneThread._depth == 0:
+                _OneThread._saved = torch.get_num_threads()
+                if _OneThread._saved != 1:
+                    torch.set_num_threads(1)
+            _OneThread._depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with _OneThread._lock:
+            _OneThread._depth -= 1
+            if _OneThread._depth == 0 and _OneThread._saved != 1:
+                torch.set_num_threads(_OneThread._saved)
+
+
+def _eigh(H: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenpairs (ascending) of the small symmetric float64 projected matrix, on one thread."""
+    with _OneThread():
+        theta, S = torch.linalg.eigh(torch.from_numpy(H))
     return theta.numpy(), S.numpy()
 
 
@@ -262,7 +346,7 @@ class _Lanczos:
             basis = torch.cat([against] + [r.unsqueeze(0) for r in out]) if (against.shape[0] or out) else against
             for _ in range(2):
                 if basis.shape[0]:
-                    z = z - (basis @ z) @ basis
+                    z = z - basis.T.mv(basis.mv(z))
             nz = float(torch.linalg.vector_norm(z))
             if nz <= 1e3 * self.eps * math.sqrt(self.n):  # the basis spans (numerically) everything
                 break
@@ -286,13 +370,24 @@ class _Lanczos:
                 return W / beta, np.array([[beta]]), 0
             Qn = self._random_orthogonal(1, self.Vt[:p])
             return Qn, np.zeros((Qn.shape[0], 1)), Qn.shape[0]
-        Qc, Rc = torch.linalg.qr(W.T)
-        Rn = _np(Rc)
-        d = np.abs(np.diag(Rn))
-        if d.min() > max(floor, 1e-6 * d.max()):  # well-conditioned block: Householder QR is enough
-            return Qc.T.contiguous(), Rn, 0
-        gram = _np(W @ W.T)
-        s2, U = np.linalg.eigh(gram)
+        gram = _np(_dots(W, W))
+        d = np.sqrt(np.maximum(gram.diagonal(), 0.0))
+        if d.min() > max(floor, 1e-4 * d.max()):
+            # Cholesky QR: W = L Qn with G = W W^T = L L^T (one small GEMM instead of a
+            # Householder QR of an n x b matrix). Its orthogonality error is ~eps cond(W)^2,
+            # so a second pass (CholQR2) follows unless the block is already well conditioned.
+            L1 = _small_cholesky(gram)
+            if L1 is not None:
+                Qn = _combine(_t(_small_lower_inverse(L1), W), W)
+                R = L1.T.copy()
+                dl = np.abs(L1.diagonal())
+                if dl.min() < 1e-2 * dl.max():
+                    L2 = _small_cholesky(_np(_dots(Qn, Qn)))
+                    if L2 is not None:
+                        Qn = _combine(_t(_small_lower_inverse(L2), W), Qn)
+                        R = L2.T @ R
+                return Qn, R, 0
+        s2, U = _eigh(np.ascontiguousarray(gram))
         s2, U = s2[::-1].copy(), U[:, ::-1].copy()  # descending; copies: torch refuses negative strides
         keep = s2 > floor * floor
         r = int(keep.sum())
@@ -315,28 +410,36 @@ class _Lanczos:
     def cgs(self, W: torch.Tensor, p: int, *, force: bool = True) -> tuple[np.ndarray | None, float]:
         """Classical Gram-Schmidt of the rows of W against ``Vt[:p]``, measured first.
 
-        The pass first measures ``c = V^T w`` (one GEMM). ``overlap = max |c| / ||w||`` is
-        the orthogonality the new vector would have without a correction. When it is
+        The pass first measures ``c = V^T w`` (one GEMM). When ``max |c| / ||w||`` is
         below ``_SKIP_FACTOR * eps`` (and not ``force``) the correction ``w -= V c`` would
-        change w by less than its own rounding error, so it is skipped (None is returned);
-        otherwise it is applied and repeated once when the norm dropped by more than
-        1/sqrt(2) (DGKS).
+        change w by about its own rounding error, so it is skipped (None is returned) and
+        the measured value *is* the orthogonality of the new vector. Otherwise the
+        correction is applied, and repeated once when the norm dropped below 1/sqrt(2) of
+        its value (DGKS, "twice is enough"); the remaining overlap is then bounded by
+        ``p eps ||w_before|| / ||w_after||`` (the rounding of one CGS pass against an
+        orthonormal basis), which is what is returned.
+
+        Returns:
+            (coefficients added to the projected matrix or None, orthogonality of the result).
         """
         V = self.Vt[:p]
-        c = W @ V.T  # (bc, p)
+        c = _dots(W, V)  # (bc, p)
         cn = _np(c)
         nb = torch.linalg.vector_norm(W, dim=1).tolist()
-        overlap = float(np.abs(cn).max()) / max(min(nb), 1e-300)
-        if not force and overlap <= _SKIP_FACTOR[0] * self.eps:
+        measured = float(np.abs(cn).max()) / max(min(nb), 1e-300)
+        if not force and measured <= _SKIP_FACTOR * self.eps:
             self.n_skipped += 1
-            return None, overlap
-        W.sub_(c @ V)
+            return None, measured
+        W.sub_(_combine(c, V))
         na = torch.linalg.vector_norm(W, dim=1).tolist()
-        if any(a < _DGKS_ETA * x for a, x in zip(na, nb)):
-            c2 = W @ V.T
-            W.sub_(c2 @ V)
+        ratio = max(x / max(a, 1e-300) for a, x in zip(na, nb))
+        if ratio > 1.0 / _DGKS_ETA:
+            c2 = _dots(W, V)
+            W.sub_(_combine(c2, V))
             cn = cn + _np(c2)
-        return cn, overlap
+            n2 = torch.linalg.vector_norm(W, dim=1).tolist()
+            ratio = max(x / max(a, 1e-300) for a, x in zip(n2, na))
+        return cn, p * self.eps * ratio
 
     # -- the iteration ---------------------------------------------------------------------
     def start_block(self) -> torch.Tensor:
@@ -457,19 +560,20 @@ class _Lanczos:
             cn = _np(c)
             nb = float(torch.linalg.vector_norm(w))
             overlap = float(np.abs(cn).max()) / max(nb, 1e-300)
-            if overlap > self.loss:
-                self.loss = overlap
-            if overlap <= _SKIP_FACTOR[0] * self.eps:
+            if overlap <= _SKIP_FACTOR * self.eps:  # see cgs(): measured, nothing to correct
                 self.n_skipped += 1
                 beta = nb
             else:
                 w.sub_(V.T.mv(c))
                 beta = float(torch.linalg.vector_norm(w))
+                ratio = nb / max(beta, 1e-300)
                 if beta < _DGKS_ETA * nb:
                     c2 = V.mv(w)
                     w.sub_(V.T.mv(c2))
                     cn = cn + _np(c2)
-                    beta = float(torch.linalg.vector_norm(w))
+                    before, beta = beta, float(torch.linalg.vector_norm(w))
+                    ratio = before / max(beta, 1e-300)
+                overlap = p * self.eps * ratio
                 H[:p, j] += cn
                 H[j, :p] = H[:p, j]
         else:
@@ -478,6 +582,8 @@ class _Lanczos:
         if beta > floor:
             torch.div(w, beta, out=Vt[p])
             bn, R = 1, np.array([[beta]])
+            if self.mode == "full" and overlap > self.loss:
+                self.loss = overlap
         else:  # invariant subspace: continue with a random vector orthogonal to the basis
             fresh = self._random_orthogonal(1, Vt[:p])
             bn = fresh.shape[0]
@@ -503,15 +609,13 @@ class _Lanczos:
         # local step: subtract the known couplings (previous block, or the kept Ritz
         # vectors right after a restart: the "arrow" rows) and the diagonal block alpha.
         if lo < j:
-            W.sub_(_t(H[j:p, lo:j], W) @ Vt[lo:j])
-        alpha_t = W @ Q.T
-        W.sub_(alpha_t @ Q)
+            W.sub_(_combine(_t(H[j:p, lo:j], W), Vt[lo:j]))
+        alpha_t = _dots(W, Q)
+        W.sub_(_combine(alpha_t, Q))
         alpha = _np(alpha_t)
         H[j:p, j:p] = 0.5 * (alpha + alpha.T)
         if self.mode == "full":
             c, overlap = self.cgs(W, p, force=False)
-            if overlap > self.loss:
-                self.loss = overlap
             if c is not None:
                 H[:p, j:p] += c.T
                 H[j:p, :j] = H[:j, j:p].T
@@ -520,6 +624,8 @@ class _Lanczos:
         if replaced:
             self.n_breakdowns += 1
         bn = Qn.shape[0]
+        if self.mode == "full" and bn == bc and not replaced and overlap > self.loss:
+            self.loss = overlap  # (rows that were replaced by random vectors are orthogonalized twice)
         if self.mode == "partial" and bn:
             Qn = self._partial_step(Qn, R, j, p, bn, replaced)
         Vt[p:p + bn] = Qn
@@ -540,7 +646,7 @@ class _Lanczos:
     def _measure_gram(self, p: int, bn: int) -> None:
         """"none": the exact overlaps of the new block with the basis (one GEMV pass)."""
         new = self.Vt[p:p + bn]
-        g = _np(self.Vt[:p + bn] @ new.T)  # (p + bn, bn)
+        g = _np(_dots(self.Vt[:p + bn], new))  # (p + bn, bn)
         G = self.G
         assert G is not None
         G[:p + bn, p:p + bn] = g
@@ -566,7 +672,10 @@ class _Lanczos:
             rows_g = Om[:j, :p].copy()
             rows_g[np.arange(j), np.arange(j)] += 1.0
             rhs = H[:j, :p] @ Gcur - rows_g @ H[:p, j:p]
-            col[:j] = np.linalg.solve(R[:, :bc].T, rhs.T).T if bn == bc else rhs @ np.linalg.pinv(R)
+            if bn == bc:  # X R = rhs  <=>  R^T X^T = rhs^T (LAPACK dgesv on a b x b system)
+                col[:j] = _lapack.dgesv(np.ascontiguousarray(R[:, :bc].T), np.ascontiguousarray(rhs.T))[2].T
+            else:
+                col[:j] = rhs @ np.linalg.pinv(R)
             noise = eps * (self.anorm / max(float(diag_r.min()), np.finfo(np.float64).tiny) + math.sqrt(self.n))
             col[:j] += np.sign(col[:j]) * noise + (col[:j] == 0) * noise
         col[j:p] = eps * math.sqrt(self.n)  # the local step orthogonalized against the current block
@@ -587,7 +696,14 @@ class _Lanczos:
         return Qn
 
     def _ghosts(self, theta: np.ndarray, S: np.ndarray, est: np.ndarray, thresh: np.ndarray, p: int) -> np.ndarray:
-        """Flag Ritz values that duplicate a converged one while orthogonality is lost."""
+        """Flag Ritz values that duplicate a converged one while orthogonality is lost.
+
+        A value is a ghost when (1) the loss exceeds sqrt(eps), (2) it lies within
+        ``sqrt(eps) ||A||`` of a converged Ritz value with a smaller residual estimate (the
+        original), and (3) in "none" mode, where the exact Gram matrix G = V^T V is known,
+        their Ritz vectors overlap: ``|s_i^T G s_j| / (||V s_i|| ||V s_j||) >= 1/2``. Test
+        (3) keeps the two orthogonal copies of a true double eigenvalue apart.
+        """
         ghost = np.zeros(len(theta), dtype=bool)
         if self.loss <= math.sqrt(self.eps) or len(theta) < 2:
             return ghost
@@ -596,22 +712,20 @@ class _Lanczos:
             return ghost
         delta = math.sqrt(self.eps) * self.anorm
         G = self.G[:p, :p] if self.G is not None else None
-        norms = None
-        if G is not None:
-            GS = G @ S
-            norms = np.sqrt(np.maximum(np.einsum("ij,ij->j", S, GS), np.finfo(np.float64).tiny))
         for i in np.argsort(est, kind="stable"):  # most accurate first: it is the original
             if ghost[i] or not converged[i]:
                 continue
             near = np.flatnonzero((np.abs(theta - theta[i]) <= delta) & ~ghost)
-            for jj in near:
-                if jj == i:
-                    continue
-                if G is not None and norms is not None:
-                    overlap = abs(float(S[:, i] @ GS[:, jj])) / (norms[i] * norms[jj])
-                    if overlap < 0.5:  # orthogonal Ritz vectors: a true multiple eigenvalue
-                        continue
-                ghost[jj] = True
+            near = near[near != i]
+            if near.size == 0:
+                continue
+            if G is not None:
+                Sn = S[:, np.concatenate([[i], near])]
+                GS = G @ Sn
+                norms = np.sqrt(np.maximum(np.einsum("ij,ij->j", Sn, GS), np.finfo(np.float64).tiny))
+                overlap = np.abs(Sn[:, 0] @ GS[:, 1:]) / (norms[0] * norms[1:])
+                near = near[overlap >= 0.5]  # orthogonal Ritz vectors: a true multiple eigenvalue
+            ghost[near] = True
         return ghost
 
     def _restart(self, theta: np.ndarray, S: np.ndarray, order: np.ndarray, ghost: np.ndarray,
@@ -629,7 +743,10 @@ class _Lanczos:
             self.Vt_spare = torch.empty_like(self.Vt)
         new = self.Vt_spare
         Sk_t = _t(Sk.T, self.Vt)
-        torch.mm(Sk_t, self.Vt[:p], out=new[:L])
+        if self.n * p * L >= _GEMM_WORK:  # a real GEMM pays off (reads the basis once)
+            torch.mm(Sk_t, self.Vt[:p], out=new[:L])
+        else:
+            new[:L] = _combine(Sk_t, self.Vt[:p])
         new[L:L + bn] = self.Vt[p:p + bn]
         C = R @ S[j:p, keep]  # (bn, L): A Y = Y Theta + Q_next C
         H = np.zeros_like(self.H)
@@ -672,19 +789,18 @@ class _Lanczos:
         """
         Y = Vt[:L]
         F = Vt[L:L + bn]
-        gram = _np(Y @ Y.T)
-        try:
-            Lc = np.linalg.cholesky(gram)
-        except np.linalg.LinAlgError:
-            Lc = None
-        if Lc is None:
-            Rc = np.eye(L)
+        gram = _np(Y @ Y.T if self.n * L * L >= _GEMM_WORK else _dots(Y, Y))
+        Lc, info = _lapack.dpotrf(gram, lower=1, clean=1)
+        if info != 0:  # not numerically positive definite: keep the block as it is
+            Rc, Rc_inv = np.eye(L), np.eye(L)
         else:
             Rc = Lc.T
-            Y.copy_(_t(np.linalg.inv(Lc), Y) @ Y)
-        Rc_inv = np.linalg.inv(Rc)
-        D = _np(Y @ F.T)  # (L, bn)
-        F.sub_(_t(D.T, Y) @ Y)
+            Lc_inv = _lapack.dtrtri(Lc, lower=1)[0]
+            Rc_inv = Lc_inv.T
+            Linv = _t(Lc_inv, Y)
+            Y.copy_(Linv @ Y if self.n * L * L >= _GEMM_WORK else _combine(Linv, Y))
+        D = _np(_dots(Y, F))  # (L, bn)
+        F.sub_(_combine(_t(D.T, Y), Y))
         Q2, Rf, _ = self.orthonormalize(F.clone(), L)
         if Q2.shape[0] == bn:
             F.copy_(Q2)
@@ -695,7 +811,7 @@ class _Lanczos:
 
     def _ritz_vectors(self, S: np.ndarray, idx: np.ndarray, p: int) -> torch.Tensor:
         """Rows x_i = S[:, i]^T V (normalized: for "none" V is not orthonormal)."""
-        X = _t(S[:, idx].T, self.Vt) @ self.Vt[:p]
+        X = _combine(_t(S[:, idx].T, self.Vt), self.Vt[:p])
         if self.mode == "none":
             X = X / torch.linalg.vector_norm(X, dim=1, keepdim=True)
         return X

@@ -1,0 +1,357 @@
+"""Thick-restart Lanczos against analytic spectra and dense eigh.
+
+Reference spectra never come from the solver itself:
+
+* 1-D / 2-D Dirichlet Laplacians: closed form, recomputed here from
+  ``lambda_ij = 4 - 2 cos(i pi/(N+1)) - 2 cos(j pi/(N+1))`` (the matrices come from
+  ``explorer.problems``; a wrong matrix would fail these tests);
+* dense matrices: ``torch.linalg.eigvalsh`` in float64 (LAPACK, backward stable);
+* diagonal matrices: their entries.
+
+Tolerances. For a symmetric A and a unit vector x with residual r = A x - theta x,
+some eigenvalue lies within ||r|| of theta (Parlett, The Symmetric Eigenvalue Problem,
+Thm 4.5.1). Comparing the *sorted* set with the sorted reference therefore fails by a
+whole gap when a copy of a multiple eigenvalue is missed, and otherwise agrees to
+``||r|| <= tol * |theta|`` plus the rounding of the matrix itself (``c * n * eps * ||A||``,
+Weyl), which matters only in float32.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from explorer import problems
+from explorer.operators import DenseOperator, ShiftedOperator
+from explorer.results import SolveStatus
+from explorer.solvers import SOLVERS, solve
+from explorer.solvers._common import residual_threshold
+from explorer.solvers.lanczos import default_block_size, default_max_basis, lanczos
+from explorer.tracking import CallbackTracker, HistoryTracker, StopSolve
+
+EPS64 = float(torch.finfo(torch.float64).eps)
+EPS32 = float(torch.finfo(torch.float32).eps)
+
+
+def laplacian_2d_exact(N: int) -> np.ndarray:
+    """All N^2 eigenvalues of the 5-point Dirichlet Laplacian, ascending (closed form)."""
+    c = 2.0 * np.cos(np.arange(1, N + 1) * np.pi / (N + 1))
+    return np.sort((4.0 - c[:, None] - c[None, :]).ravel())
+
+
+def laplacian_1d_exact(n: int) -> np.ndarray:
+    return np.sort(2.0 - 2.0 * np.cos(np.arange(1, n + 1) * np.pi / (n + 1)))
+
+
+def wanted(exact: np.ndarray, k: int, which: str) -> np.ndarray:
+    """The k wanted values of an ascending spectrum, in ``which`` order (as the solver returns them)."""
+    if which == "LA":
+        return exact[::-1][:k]
+    if which == "SA":
+        return exact[:k]
+    if which == "LM":
+        return exact[np.argsort(-np.abs(exact), kind="stable")][:k]
+    out, lo, hi = [], 0, len(exact) - 1  # BE: largest, smallest, second largest, ...
+    while len(out) < k:
+        out.append(exact[hi])
+        hi -= 1
+        if len(out) < k:
+            out.append(exact[lo])
+            lo += 1
+    return np.asarray(out)
+
+
+def true_residuals(A: torch.Tensor, values: torch.Tensor, vectors: torch.Tensor) -> np.ndarray:
+    """||A x - theta x|| / ||x|| in float64 (independent of the solver's own computation)."""
+    A64, X, lam = A.double(), vectors.double(), values.double()
+    return (torch.linalg.vector_norm(A64 @ X - X * lam, dim=0) / torch.linalg.vector_norm(X, dim=0)).numpy()
+
+
+# ---------------------------------------------------------------------------------------
+# Accuracy against analytic spectra
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("which", ["LA", "SA"])
+def test_laplacian_2d_top10_includes_every_copy_of_the_double_eigenvalues(which: str) -> None:
+    N, k, tol = 30, 10, 1e-8
+    exact = laplacian_2d_exact(N)
+    ref = wanted(exact, k, which)
+    # the trap is real: the 10 wanted values contain exact doubles
+    assert np.sum(np.abs(np.diff(ref)) < 1e-12) >= 3
+    problem = problems.laplacian_2d(N)
+    result = lanczos(problem.operator, k, which=which, tol=tol, seed=0)
+    assert result.status is SolveStatus.CONVERGED, result.status_message
+    got = result.eigenvalues.numpy()
+    # |theta - lambda| <= ||r|| <= tol |theta| per pair (sorted sets); a missed copy is off by a gap >= 1e-3
+    bound = tol * np.abs(ref) + 100 * N * N * EPS64 * 8.0
+    assert np.all(np.abs(got - ref) <= bound), np.abs(got - ref)
+    A = problem.operator.to_dense()
+    res = true_residuals(A, result.eigenvalues, result.eigenvectors)
+    np.testing.assert_allclose(res, result.residual_norms.numpy(), rtol=1e-6, atol=1e3 * EPS64 * 8.0)
+    assert result.converged.all()
+    # distinct Ritz vectors for the two copies: the eigenvectors are orthonormal
+    X = result.eigenvectors
+    assert float((X.T @ X - torch.eye(k, dtype=X.dtype)).abs().max()) < 1e-8
+
+
+@pytest.mark.parametrize("which", ["LA", "SA", "LM", "BE"])
+def test_each_which_on_a_shifted_1d_laplacian(which: str) -> None:
+    # spectrum 2 - 2cos(i pi/(n+1)) - 1.5 in (-1.5, 2.5): both signs, no |lambda| ties
+    n, k, tol = 300, 4, 1e-8
+    problem = problems.laplacian_1d(n)
+    op = ShiftedOperator(problem.operator, 1.5)
+    ref = wanted(laplacian_1d_exact(n) - 1.5, k, which)
+    result = lanczos(op, k, which=which, tol=tol, seed=1)
+    assert result.status is SolveStatus.CONVERGED, result.status_message
+    got = result.eigenvalues.numpy()
+    assert np.all(np.abs(got - ref) <= tol * np.abs(ref) + 1e3 * EPS64 * 4.0), (got, ref)
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-8), (torch.float32, 1e-4)])
+def test_dense_matrix_against_eigvalsh(dtype: torch.dtype, tol: float) -> None:
+    n, k = 200, 6
+    generator = torch.Generator().manual_seed(7)
+    G = torch.randn(n, n, generator=generator, dtype=torch.float64)
+    A64 = (G + G.T) / math.sqrt(2 * n)  # GOE: eigenvalues fill [-2, 2], no structure to exploit
+    exact = torch.linalg.eigvalsh(A64).numpy()
+    A = A64.to(dtype)
+    result = lanczos(DenseOperator(A), k, which="LA", tol=tol, seed=0)
+    assert result.status is SolveStatus.CONVERGED, result.status_message
+    assert result.eigenvalues.dtype == dtype and result.eigenvectors.dtype == dtype
+    ref = wanted(exact, k, "LA")
+    eps = float(torch.finfo(dtype).eps)
+    norm = float(np.abs(exact).max())
+    # ||r|| <= tol |theta| (the criterion) + the rounding of A to dtype (Weyl: ||A - fl(A)|| <= sqrt(n) eps ||A||)
+    # + the float32 residual evaluation (~n eps ||A||)
+    bound = tol * np.abs(ref) + (n + math.sqrt(n)) * eps * norm
+    assert np.all(np.abs(result.eigenvalues.double().numpy() - ref) <= bound)
+    res = true_residuals(A, result.eigenvalues, result.eigenvectors)
+    thr = residual_threshold(result.eigenvalues.double(), tol, norm).numpy()
+    assert np.all(res <= thr + n * eps * norm)
+
+
+def test_float32_laplacian_top4() -> None:
+    N, k, tol = 20, 4, 1e-4
+    problem = problems.laplacian_2d(N, dtype=torch.float32)
+    ref = wanted(laplacian_2d_exact(N), k, "LA")
+    result = lanczos(problem.operator, k, which="LA", tol=tol, seed=3)
+    assert result.status is SolveStatus.CONVERGED, result.status_message
+    # tol |lambda| from the criterion; 100 n eps32 ||A|| (||A|| < 8) for float32 arithmetic
+    bound = tol * np.abs(ref) + 100 * N * N * EPS32 * 8.0
+    assert np.all(np.abs(result.eigenvalues.double().numpy() - ref) <= bound)
+
+
+def test_block_size_three_finds_a_triple_eigenvalue() -> None:
+    values = np.concatenate([[3.0, 3.0, 3.0, 2.5], np.linspace(2.0, 0.0, 196)])
+    rng = np.random.default_rng(0)
+    Q, _ = np.linalg.qr(rng.standard_normal((200, 200)))
+    A = torch.from_numpy((Q * values) @ Q.T)
+    A = 0.5 * (A + A.T)
+    result = lanczos(DenseOperator(A), 4, which="LA", tol=1e-10, block_size=3, seed=0)
+    assert result.status is SolveStatus.CONVERGED
+    np.testing.assert_allclose(result.eigenvalues.numpy(), [3.0, 3.0, 3.0, 2.5], atol=1e-9 * 3 + 1e3 * EPS64 * 3)
+
+
+# ---------------------------------------------------------------------------------------
+# Restarts, re-orthogonalization modes, ghosts
+# ---------------------------------------------------------------------------------------
+def test_thick_restart_with_a_small_basis_still_converges() -> None:
+    N, k, tol = 20, 4, 1e-8
+    problem = problems.laplacian_2d(N)
+    small = k + 2 * default_block_size(k) + 2  # 10 vectors: restarts every few steps
+    result = lanczos(problem.operator, k, which="LA", tol=tol, seed=0, max_basis=small)
+    assert result.status is SolveStatus.CONVERGED, result.status_message
+    assert "restart" in result.message
+    ref = wanted(laplacian_2d_exact(N), k, "LA")
+    assert np.all(np.abs(result.eigenvalues.numpy() - ref) <= tol * ref + 1e3 * EPS64 * 8)
+
+
+@pytest.mark.parametrize("mode", ["full", "partial"])
+def test_full_and_partial_keep_orthogonality_and_agree_with_the_analytic_spectrum(mode: str) -> None:
+    N, k, tol = 25, 6, 1e-9
+    problem = problems.laplacian_2d(N)
+    tracker = HistoryTracker()
+    result = lanczos(problem.operator, k, which="SA", tol=tol, seed=2, reorthogonalization=mode, tracker=tracker)
+    assert result.status is SolveStatus.CONVERGED, result.status_message
+    ref = wanted(laplacian_2d_exact(N), k, "SA")
+    assert np.all(np.abs(result.eigenvalues.numpy() - ref) <= tol * ref + 1e3 * EPS64 * 8)
+    losses = [r.orthogonality_loss for r in tracker.records]
+    # full: eps level (CGS against the whole basis every step); partial: semi-orthogonality sqrt(eps)
+    limit = 1e-12 if mode == "full" else math.sqrt(EPS64)
+    assert max(losses) <= limit
+    assert not any(bool(r.ghost_mask.any()) for r in tracker.records)
+
+
+def _strakos(n: int = 100, rho: float = 0.9) -> np.ndarray:
+    i = np.arange(1, n + 1, dtype=float)
+    return 0.1 + (i - 1) / (n - 1) * 99.9 * rho ** (n - i)
+
+
+def test_ghosts_appear_without_reorthogonalization_and_are_never_reported() -> None:
+    # Strakos' matrix: the top eigenvalues converge fast, orthogonality is lost along them
+    # (Paige 1976) and they come back as ghost copies.
+    spectrum = _strakos()
+    problem = problems.diagonal(spectrum)
+    x0 = torch.ones(len(spectrum), dtype=torch.float64)
+    k = 4
+    ref = np.sort(spectrum)[::-1][:k]
+    tracker = HistoryTracker()
+    plain = lanczos(problem.operator, k, which="LA", tol=1e-15, max_iter=120, X0=x0, seed=0,
+                    reorthogonalization="none", max_basis=200, tracker=tracker)
+    records = tracker.records
+    assert max(r.orthogonality_loss for r in records) > math.sqrt(EPS64)
+    flagged = [r for r in records if bool(r.ghost_mask.any())]
+    assert flagged, "no ghost was flagged although orthogonality was lost"
+    # a flagged value duplicates another Ritz value of the same step (sqrt(eps) ||A||)
+    for record in flagged:
+        values, every = record.ritz_values.numpy(), record.all_ritz_values.numpy()
+        for i in np.flatnonzero(record.ghost_mask.numpy()):
+            copies = np.abs(every - values[i]) <= math.sqrt(EPS64) * spectrum.max()
+            assert copies.sum() >= 2
+    # the result: k distinct pairs (ghost copies skipped), honest residuals and mask, and
+    # every pair reported converged is a true eigenpair (an eigenvalue within its residual)
+    got = plain.eigenvalues.numpy()
+    assert np.min(np.abs(np.subtract.outer(got, got)) + np.eye(k) * 1e9) > 1e-6 * spectrum.max()
+    res = true_residuals(problem.operator.to_dense(), plain.eigenvalues, plain.eigenvectors)
+    np.testing.assert_allclose(res, plain.residual_norms.numpy(), rtol=1e-6, atol=1e3 * EPS64 * 100)
+    thr = residual_threshold(plain.eigenvalues, 1e-15, float(spectrum.max())).numpy()
+    assert np.array_equal(plain.converged.numpy(), res <= thr)
+    assert plain.converged.any()
+    for value, ok, r in zip(got, plain.converged.numpy(), res):
+        if ok:
+            assert np.min(np.abs(spectrum - value)) <= r + 1e3 * EPS64 * 100
+    np.testing.assert_allclose(got, ref, rtol=1e-10)  # here plain Lanczos does get the top 4
+
+    tracker_full = HistoryTracker()
+    full = lanczos(problem.operator, k, which="LA", tol=1e-15, max_iter=120, X0=x0, seed=0,
+                   reorthogonalization="full", max_basis=200, tracker=tracker_full)
+    assert not any(bool(r.ghost_mask.any()) for r in tracker_full.records)
+    assert max(r.orthogonality_loss for r in tracker_full.records) < 1e-12
+    np.testing.assert_allclose(full.eigenvalues.numpy(), ref, rtol=1e-10)
+
+
+def test_invariant_start_vector_breaks_down_and_recovers() -> None:
+    values = np.linspace(1.0, 10.0, 50)
+    problem = problems.diagonal(values)
+    x0 = torch.zeros(50, dtype=torch.float64)
+    x0[-1] = 1.0  # an eigenvector: the Krylov space is invariant after one step
+    result = lanczos(problem.operator, 3, which="LA", tol=1e-8, X0=x0, block_size=1, seed=0)
+    assert result.status is SolveStatus.CONVERGED, result.status_message
+    assert "breakdown" in result.message
+    np.testing.assert_allclose(result.eigenvalues.numpy(), values[::-1][:3], rtol=1e-8)
+
+
+def test_small_problem_where_the_basis_spans_everything() -> None:
+    values = np.array([4.0, 3.0, 2.0, 1.0, 0.5])
+    result = lanczos(problems.diagonal(values).operator, 3, which="LA", tol=1e-10, seed=0)
+    assert result.status is SolveStatus.CONVERGED, result.status_message
+    np.testing.assert_allclose(result.eigenvalues.numpy(), [4.0, 3.0, 2.0], rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------
+# Tracking, stopping, limits
+# ---------------------------------------------------------------------------------------
+def test_records_match_iterations_and_matvecs_grow() -> None:
+    problem = problems.laplacian_2d(15)
+    tracker = HistoryTracker()
+    result = lanczos(problem.operator, 3, which="LA", tol=1e-8, seed=0, tracker=tracker)
+    records = tracker.records
+    assert len(records) == result.n_iter == len(result.history)
+    assert [r.iteration for r in records] == list(range(1, result.n_iter + 1))
+    matvecs = [r.n_matvec for r in records]
+    assert all(b > a for a, b in zip(matvecs, matvecs[1:]))
+    assert result.n_matvec >= matvecs[-1]
+    for record in records:
+        assert record.residuals_estimated
+        # k values once the basis holds k vectors (block of 2: from the second step on)
+        shown = min(3, record.all_ritz_values.numel())
+        assert record.ritz_values.shape == (shown,) and record.ghost_mask.shape == (shown,)
+        assert record.residual_norms.shape == (shown,)
+        # Ritz values of a symmetric A lie inside its spectrum (Cauchy interlacing): (0, 8)
+        assert 0.0 < float(record.all_ritz_values.min()) and float(record.all_ritz_values.max()) < 8.0
+    assert records[-1].n_converged == 3
+
+
+def test_stop_solve_returns_the_partial_result() -> None:
+    problem = problems.laplacian_2d(20)
+
+    def stop_at_five(record):  # noqa: ANN001, ANN202
+        if record.iteration == 5:
+            raise StopSolve("enough")
+
+    result = lanczos(problem.operator, 4, which="LA", tol=1e-10, seed=0, tracker=CallbackTracker(stop_at_five))
+    assert result.status is SolveStatus.STOPPED
+    assert result.n_iter == 5 and len(result.history) == 5
+    assert "enough" in result.message
+    assert result.eigenvalues.shape == (4,) and result.eigenvectors.shape == (400, 4)
+    res = true_residuals(problem.operator.to_dense(), result.eigenvalues, result.eigenvectors)
+    np.testing.assert_allclose(res, result.residual_norms.numpy(), rtol=1e-6, atol=1e-12)
+    assert not result.converged.all()
+
+
+def test_max_iter_too_small_reports_max_iter_with_an_honest_mask() -> None:
+    problem = problems.laplacian_2d(30)
+    result = lanczos(problem.operator, 4, which="SA", tol=1e-10, max_iter=8, seed=0)
+    assert result.status is SolveStatus.MAX_ITER
+    assert result.n_iter == 8
+    res = true_residuals(problem.operator.to_dense(), result.eigenvalues, result.eigenvectors)
+    thr = residual_threshold(result.eigenvalues, 1e-10, 8.0).numpy()
+    np.testing.assert_array_equal(result.converged.numpy(), res <= thr)
+    assert not result.converged.all()
+
+
+def test_x0_with_more_columns_than_the_block_and_a_zero_start() -> None:
+    problem = problems.laplacian_2d(15)
+    ref = wanted(laplacian_2d_exact(15), 3, "LA")
+    X0 = torch.randn(225, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    result = lanczos(problem.operator, 3, which="LA", tol=1e-9, X0=X0, seed=0)
+    np.testing.assert_allclose(result.eigenvalues.numpy(), ref, rtol=1e-8)
+    zero = lanczos(problem.operator, 3, which="LA", tol=1e-9, X0=torch.zeros(225, dtype=torch.float64), seed=0)
+    np.testing.assert_allclose(zero.eigenvalues.numpy(), ref, rtol=1e-8)
+
+
+def test_seed_makes_runs_reproducible() -> None:
+    problem = problems.laplacian_2d(15)
+    a = lanczos(problem.operator, 2, tol=1e-8, seed=5)
+    b = lanczos(problem.operator, 2, tol=1e-8, seed=5)
+    assert a.n_matvec == b.n_matvec
+    assert torch.equal(a.eigenvalues, b.eigenvalues)
+
+
+# ---------------------------------------------------------------------------------------
+# Bad input, registry
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(k=500), ValueError, r"`k` must satisfy"),
+    (dict(k=0), ValueError, r"`k` must satisfy"),
+    (dict(k=2, tol=0.0), ValueError, r"`tol` must be a positive"),
+    (dict(k=2, tol=-1e-6), ValueError, r"`tol` must be a positive"),
+    (dict(k=2, reorthogonalization="sometimes"), ValueError, r"`reorthogonalization` must be one of"),
+    (dict(k=2, block_size=0), ValueError, r"`block_size` must be a positive integer"),
+    (dict(k=2, block_size=2.5), TypeError, r"`block_size` must be an integer"),
+    (dict(k=2, block_size=1000), ValueError, r"`block_size` must be at most n"),
+    (dict(k=8, max_basis=9), ValueError, r"`max_basis` must be at least k \+ block_size"),
+    (dict(k=2, which="XX"), ValueError, r"`which` must be one of"),
+    (dict(k=2, max_iter=0), ValueError, r"`max_iter` must be a positive integer"),
+])
+def test_bad_input_is_refused_with_a_message(kwargs: dict, error: type, match: str) -> None:
+    problem = problems.laplacian_2d(15)  # n = 225
+    k = kwargs.pop("k")
+    with pytest.raises(error, match=match):
+        lanczos(problem.operator, k, **kwargs)
+
+
+def test_registered_with_parameters_for_the_app() -> None:
+    spec = SOLVERS["lanczos"]
+    assert spec.fn is lanczos and spec.matrix_free and not spec.supports_B
+    assert set(spec.which) == {"LA", "SA", "LM", "BE"}
+    names = {p.name: p for p in spec.params}
+    assert names["reorthogonalization"].choices == ("full", "partial", "none")
+    assert names["reorthogonalization"].default == "full"
+    assert all(len(p.help) > 40 for p in spec.params)
+    assert default_max_basis(10, 2, 10**6) >= 2 * 10 + 2 * 2
+    result = solve("lanczos", problems.laplacian_2d(10).operator, 2, which="LA", tol=1e-8, seed=0,
+                   reorthogonalization="partial", block_size=2)
+    assert result.status is SolveStatus.CONVERGED

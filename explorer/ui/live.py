@@ -222,10 +222,24 @@ def _live_body(key: str, started_running: bool, opts: dict[str, Any], x: str, he
         st.plotly_chart(figure, key=f"{key}_live_chart", config={"displaylogo": False})
     elif alive:
         st.caption("Starting the solver ...")
-    if started_running and not alive:
-        collect_finished(key, on_finish)
-        st.rerun()  # app scope: redraw results once and switch the timer off
+    _rerun_when_finished(key, alive, started_running, on_finish)
     return view
+
+
+def _rerun_when_finished(key: str, alive: bool, started_running: bool,
+                         on_finish: Callable[[SolveJob, JobView], None] | None) -> None:
+    """Collect a job that has ended and rerun the whole app once, so the page shows its result.
+
+    Two cases: the fragment was defined while the job ran (its timer must be switched
+    off), or the job ended during this very script run, after the page had decided it
+    still runs but before the panel was drawn (a fast solve; then there is no timer to
+    notice it, so without this the page stayed stale until the next interaction).
+    ``collect_finished`` records each job once, so this reruns once per job.
+    """
+    if alive:
+        return
+    if collect_finished(key, on_finish) is not None or started_running:
+        st.rerun()  # app scope: redraw the page once (this also switches the timer off)
 
 
 def server_caption(container: Any = None) -> None:

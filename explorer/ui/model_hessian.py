@@ -342,8 +342,6 @@ def hessian_section(inputs: ModelInputs) -> None:
                        "(top right).")
         live.live_panel(KEY, x="n_matvec", stop_key="model_stop", height=520,
                         empty_message="Press **Run**: the solver's progress appears here live.")
-    if live.collect_finished(KEY) is not None:  # it ended during this script run (a fast solve): redraw all
-        st.rerun()
     if not running:
         _results(inputs, settings)
 

@@ -137,8 +137,6 @@ def weights_section(inputs: ModelInputs) -> None:
         return
     live.live_panel(KEY, x="n_matvec", stop_key="model_w_stop", height=480,
                     empty_message="Press **Run** for the top singular values (they appear here live).")
-    if live.collect_finished(KEY) is not None:  # it ended during this script run (a fast solve): redraw all
-        st.rerun()
     last = st.session_state.get(LAST)
     full = _full_spectrum((inputs.cache_key, name), W) if small <= FULL_SPECTRUM_MAX else None
     if last and not running and last["name"] == name:

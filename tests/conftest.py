@@ -25,6 +25,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+import torch
+
+# One intra-op torch thread in the test process, set at import (before any test): solves
+# in the test thread, and threads started later, which inherit it (SolveJob workers set
+# their own count). On a small shared box two threads made LOBPCG ~30x slower
+# (../shared/LIVE.md 2.4). The e2e server is a separate process with its own setting.
+torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "app.py"

@@ -202,3 +202,15 @@ def test_snippet_for_a_generalized_problem():
     with contextlib.redirect_stdout(io.StringIO()):
         exec(compile(code, "<snippet>", "exec"), scope)  # noqa: S102
     np.testing.assert_allclose(scope["result"].eigenvalues.numpy(), [1.0, 4.0], rtol=1e-6)
+
+
+def test_the_test_process_uses_one_torch_thread():
+    """tests/conftest.py sets it at import; threads started later inherit it."""
+    import threading
+
+    assert torch.get_num_threads() == 1
+    seen = []
+    worker = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    worker.start()
+    worker.join()
+    assert seen == [1]

@@ -4,10 +4,9 @@ Built on ``explorer.ui.live`` (the app's run / stop / heartbeat machinery) and
 ``explorer.compare`` (the runner): ``start_comparison`` starts one ``SolveJob`` under
 ``key`` whose target is ``explorer.compare.run_comparison``; the runs stream their
 records into a ``ComparisonCollector`` kept in the job's ``meta``. ``comparison_panel``
-is the one top-level live fragment of the page. It does what ``live.live_panel`` does
-(heartbeat, Stop, one full rerun when the job ends) but draws through a page-supplied
-``render(outcomes, running)``, because a comparison overlays several runs and
-``live_panel`` draws a single solve's ``live_figure``.
+is ``live.live_panel`` (heartbeat, Stop, one full rerun when the job ends) with hooks:
+it draws the collector's snapshot through a page-supplied ``render(outcomes, running)``,
+because a comparison overlays several runs.
 """
 
 from __future__ import annotations
@@ -115,42 +114,23 @@ def comparison_panel(key: str, render: Render, *, refresh: float = live.REFRESH_
                      empty_message: str = "Press **Run** to start; the curves appear here live.") -> list[RunOutcome] | None:
     """Progress, Stop and ``render(outcomes, running)`` for the comparison under ``key``.
 
-    One top-level fragment, rerun every ``refresh`` seconds while the job runs; after it
-    ends, one full app rerun draws the final state (and switches the timer off).
+    ``live.live_panel`` with the comparison's hooks: the data drawn is the collector's
+    snapshot of every run, the progress line counts runs and matvecs against the budget.
     """
-    job = live.current_job(key)
-    if job is None or collector_of(key) is None:
+    collector = collector_of(key)
+    if live.current_job(key) is None or collector is None:
         st.info(empty_message)
         return None
-    running = job.alive
-    body = st.fragment(_panel_body, run_every=refresh if running else None)
-    return body(key, running, render, stop_key or f"{key}_stop")
+    settings = live.job_meta(key).get("settings")
 
+    def draw(outcomes: Sequence[RunOutcome], alive: bool) -> None:
+        job = live.current_job(key)
+        if job is not None and job.error:
+            st.error(f"The comparison could not run: {job.error}", icon=":material/error:")
+        render(outcomes, alive)
 
-def _panel_body(key: str, started_running: bool, render: Render, stop_key: str) -> list[RunOutcome] | None:
-    job = live.current_job(key)
-    collector = collector_of(key)
-    if job is None or collector is None:
-        return None
-    job.touch()
-    alive = job.alive  # read before the snapshot: never draw "done" with stale running data
-    outcomes = collector.snapshot()
-    meta = live.job_meta(key)
-    fraction, text = progress_line(outcomes, meta.get("settings"))
-    if job.state == "queued":
-        text = "Waiting for a free solver slot ..."
-    cols = st.columns([5, 1], vertical_alignment="center")
-    with cols[0]:
-        st.progress(fraction if alive else 1.0, text=("\u23f3 " if alive else "") + text)
-    with cols[1]:
-        st.button("Stop", key=stop_key, icon=":material/stop_circle:", on_click=live.stop_job, args=(key,),
-                  disabled=not alive, width="stretch",
-                  help="End the running run after its current iteration and skip the rest; results so far stay.")
-    view = job.view()
-    if view.error:
-        st.error(f"The comparison could not run: {view.error}", icon=":material/error:")
-    render(outcomes, alive)
-    if started_running and not alive:
-        live.collect_finished(key)
-        st.rerun()
-    return outcomes
+    return live.live_panel(key, snapshot=lambda view: collector.snapshot(),
+                           progress=lambda outcomes: progress_line(outcomes, settings), render=draw, caption=False,
+                           refresh=refresh, stop_key=stop_key, empty_message=empty_message,
+                           stop_help="End the running run after its current iteration and skip the rest; results "
+                           "so far stay.")

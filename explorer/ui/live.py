@@ -36,11 +36,13 @@ exact eigenvalues in ``which`` order, see ``explorer.plots.wanted_reference``), 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable, Mapping
 
 import streamlit as st
 
-from explorer.jobs import JobView, SolveJob, max_concurrent_jobs, running_jobs
+from explorer.jobs import JobState, JobView, SolveJob, max_concurrent_jobs, running_jobs
 from explorer.plots import live_figure
 from explorer.tracking import Tracker
 
@@ -168,62 +170,100 @@ def progress_text(view: JobView, max_iter: int | None = None) -> tuple[float, st
     return fraction, text
 
 
+Render = Callable[[Any, bool], None]  # render(data, alive): draws the chart area of the panel
+
+
 def live_panel(key: str, *, reference: Any = None, tol: float | None = None, spectrum: Any = None,
                dtype: str | None = None, x: str = "iteration", refresh: float = REFRESH_S, height: int = 600,
-               show_stop: bool = True, stop_key: str | None = None,
+               show_stop: bool = True, stop_key: str | None = None, stop_help: str | None = None,
                on_finish: Callable[[SolveJob, JobView], None] | None = None,
-               empty_message: str = "Press **Run** to start a solve; its convergence appears here live.") -> JobView | None:
-    """Progress line, Stop button and live convergence chart of the job under ``key``.
+               render: Render | None = None, snapshot: Callable[[JobView], Any] | None = None,
+               progress: Callable[[Any], tuple[float, str]] | None = None, caption: bool = True,
+               empty_message: str = "Press **Run** to start a solve; its convergence appears here live.") -> Any:
+    """Progress line, Stop button and live chart of the job under ``key``.
 
     Call it once per page run, at the top level (not inside another fragment). While
-    the job runs it is a fragment that reruns every ``refresh`` seconds; afterwards it
-    shows the final (zoomable) chart of the whole history. ``reference``, ``tol``,
-    ``spectrum``, ``dtype`` default to the ``meta`` given to ``start_job``. Widget keys:
-    the Stop button is ``stop_key`` (default ``f"{key}_stop"``), the chart
-    ``f"{key}_live_chart"``. Returns the job's latest view (None without a job).
+    the job runs it is a fragment that reruns every ``refresh`` seconds (heartbeat,
+    progress, chart); when the job ends it is collected (``on_finish``) and the whole
+    app reruns once, then the panel shows the final (zoomable) chart.
+
+    By default the chart is the single solve's ``explorer.plots.live_figure``;
+    ``reference``, ``tol``, ``spectrum``, ``dtype`` default to the ``meta`` given to
+    ``start_job``. A page that draws something else passes hooks, each called in every
+    fragment run: ``snapshot(view) -> data`` (what to draw, read after the job's state,
+    default the ``JobView`` itself), ``progress(data) -> (fraction, text)`` (default
+    :func:`progress_text`) and ``render(data, alive)`` (draws the chart area).
+    ``caption``: the "Job #id: label, settings" line. Widget keys: the Stop button is
+    ``stop_key`` (default ``f"{key}_stop"``), the default chart ``f"{key}_live_chart"``.
+    Returns the latest ``data`` (None without a job).
     """
     job = current_job(key)
     if job is None:
         st.info(empty_message)
         return None
-    meta = job_meta(key)
-    opts = dict(reference=meta.get("reference") if reference is None else reference,
-                tol=meta.get("tol") if tol is None else tol,
-                spectrum=meta.get("spectrum") if spectrum is None else spectrum,
-                dtype=meta.get("dtype", "float64") if dtype is None else dtype)
+    if render is None:
+        meta = job_meta(key)
+        opts = dict(reference=meta.get("reference") if reference is None else reference,
+                    tol=meta.get("tol") if tol is None else tol,
+                    spectrum=meta.get("spectrum") if spectrum is None else spectrum,
+                    dtype=meta.get("dtype", "float64") if dtype is None else dtype)
+        render = partial(_draw_live_figure, key, opts, x, height)
+    panel = _Panel(render=render, snapshot=snapshot, progress=progress or progress_text, caption=caption,
+                   show_stop=show_stop, stop_key=stop_key or f"{key}_stop", on_finish=on_finish,
+                   stop_help=stop_help or "End the solve after the current iteration; the partial history and "
+                   "result are kept.")
     running = job.alive
     body = st.fragment(_live_body, run_every=refresh if running else None)
-    return body(key, running, opts, x, height, show_stop, stop_key or f"{key}_stop", on_finish)
+    return body(key, running, panel)
 
 
-def _live_body(key: str, started_running: bool, opts: dict[str, Any], x: str, height: int, show_stop: bool,
-               stop_key: str, on_finish: Callable[[SolveJob, JobView], None] | None) -> JobView | None:
-    job = current_job(key)
-    if job is None:
-        return None
-    job.touch()
-    alive = job.alive  # read before view(): a "done" view never shows a stale running state
-    view = job.view()
-    fraction, text = progress_text(view)
-    settings = ", ".join(f"{k}={v:.0e}" if isinstance(v, float) and k == "tol" else f"{k}={v}"
-                         for k, v in job.params.items())
-    st.caption(f"Job #{job.id}: {job.label}" + (f" \u00b7 {settings}" if settings else ""))
-    cols = st.columns([5, 1], vertical_alignment="center")
-    with cols[0]:
-        st.progress(fraction, text=("Running: " if alive else "") + text)
-    with cols[1]:
-        if show_stop:
-            st.button("Stop", key=stop_key, icon=":material/stop_circle:", on_click=stop_job, args=(key,),
-                      disabled=not alive, help="End the solve after the current iteration; the partial "
-                      "history and result are kept.", width="stretch")
+@dataclass(frozen=True)
+class _Panel:
+    """What one ``live_panel`` call draws (the fragment keeps it for its reruns)."""
+
+    render: Render
+    snapshot: Callable[[JobView], Any] | None
+    progress: Callable[[Any], tuple[float, str]]
+    caption: bool
+    show_stop: bool
+    stop_key: str
+    stop_help: str
+    on_finish: Callable[[SolveJob, JobView], None] | None
+
+
+def _draw_live_figure(key: str, opts: dict[str, Any], x: str, height: int, view: JobView, alive: bool) -> None:
+    """The default chart: one solve's Ritz values, residuals, errors and orthogonality (``live_figure``)."""
     if view.records:
         figure = live_figure(view.records, reference=opts["reference"], tol=opts["tol"], spectrum=opts["spectrum"],
                              dtype=opts["dtype"], x=x, height=height)
         st.plotly_chart(figure, key=f"{key}_live_chart", config={"displaylogo": False})
     elif alive:
         st.caption("Starting the solver ...")
-    _rerun_when_finished(key, alive, started_running, on_finish)
-    return view
+
+
+def _live_body(key: str, started_running: bool, panel: _Panel) -> Any:
+    job = current_job(key)
+    if job is None:
+        return None
+    job.touch()
+    alive = job.alive  # read before view(): a "done" view never shows a stale running state
+    view = job.view()
+    data = view if panel.snapshot is None else panel.snapshot(view)
+    fraction, text = progress_text(view) if view.state == JobState.QUEUED else panel.progress(data)
+    if panel.caption:
+        settings = ", ".join(f"{k}={v:.0e}" if isinstance(v, float) and k == "tol" else f"{k}={v}"
+                             for k, v in job.params.items())
+        st.caption(f"Job #{job.id}: {job.label}" + (f" \u00b7 {settings}" if settings else ""))
+    cols = st.columns([5, 1], vertical_alignment="center")
+    with cols[0]:
+        st.progress(fraction, text=("Running: " if alive else "") + text)
+    with cols[1]:
+        if panel.show_stop:
+            st.button("Stop", key=panel.stop_key, icon=":material/stop_circle:", on_click=stop_job, args=(key,),
+                      disabled=not alive, help=panel.stop_help, width="stretch")
+    panel.render(data, alive)
+    _rerun_when_finished(key, alive, started_running, panel.on_finish)
+    return data
 
 
 def _rerun_when_finished(key: str, alive: bool, started_running: bool,

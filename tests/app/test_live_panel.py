@@ -45,3 +45,40 @@ def test_a_job_that_ends_during_the_script_run_is_collected_and_the_page_redrawn
     assert [m.value for m in at.markdown if m.value.startswith("page:")] == ["page: idle"]
     at.run()
     assert at.session_state["finished"] == 1  # collected exactly once
+
+
+def _hooked_page() -> None:
+    """live_panel with the hooks a multi-run page uses: its own snapshot, progress line and chart."""
+    import streamlit as st
+
+    from explorer.tracking import IterationRecord
+    from explorer.ui import live
+
+    def target(tracker) -> str:  # noqa: ANN001
+        import torch
+
+        for it in range(1, 4):
+            tracker.on_iteration(IterationRecord(
+                solver="demo", iteration=it, ritz_values=torch.ones(1, dtype=torch.float64),
+                residual_norms=torch.ones(1, dtype=torch.float64), residuals_estimated=False,
+                orthogonality_loss=None, n_converged=0, n_matvec=it, elapsed_s=0.0))
+        return "ok"
+
+    st.button("Run", key="go", on_click=lambda: live.start_job("hooked", target, label="demo"))
+    live.live_panel("hooked", snapshot=lambda view: len(view.records),
+                    progress=lambda n: (n / 3, f"{n} of 3 records"), caption=False,
+                    render=lambda n, alive: st.markdown(f"drawn: {n} records, alive={alive}"))
+
+
+def test_live_panel_draws_through_page_hooks(wait_job) -> None:  # noqa: ANN001
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_function(_hooked_page, default_timeout=30).run()
+    assert [i.value for i in at.info]  # no job yet: the empty message
+    at.button(key="go").click().run()
+    wait_job(at, "hooked", timeout=30)
+    assert not at.exception, [e.value for e in at.exception]
+    assert "drawn: 3 records, alive=False" in [m.value for m in at.markdown]
+    assert not at.get("plotly_chart")  # the page's render replaced the default chart
+    assert not [c.value for c in at.caption if c.value.startswith("Job #")]
+    assert at.get("progress")[0].proto.text == "3 of 3 records"

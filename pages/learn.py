@@ -12,7 +12,7 @@ from explorer.ui import live
 from explorer.ui.charts import show
 from explorer.ui.compare_live import comparison_panel, start_comparison
 from explorer.ui.learn_charts import chart_figure, pretty
-from explorer.ui.state import ensure
+from explorer.ui.state import ensure_choice
 from explorer.ui.widgets import param_form
 
 ERROR = "learn_error"
@@ -22,9 +22,7 @@ st.caption("Each lesson explains one idea in a few sentences, runs a small demo 
            "and draws the theory (dashed) over the measurement (solid). Change the parameters and run again.")
 
 keys = list(LESSONS)
-ensure("learn_lesson", keys[0])
-if st.session_state["learn_lesson"] not in keys:
-    st.session_state["learn_lesson"] = keys[0]
+ensure_choice("learn_lesson", keys)
 st.radio("Lesson", keys, key="learn_lesson", format_func=lambda key: LESSONS[key].title)
 lesson = LESSONS[st.session_state["learn_lesson"]]
 job_key = f"learn_{lesson.key}"

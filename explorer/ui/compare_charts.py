@@ -41,6 +41,25 @@ def overlay_figure(outcomes: Sequence[RunOutcome], eigenvalues: Any, k: int, whi
     return figure
 
 
+def _sampled(outcome: RunOutcome, x: str) -> tuple[list[Any], np.ndarray]:
+    """A run's records decimated for drawing (``explorer.plots.decimate_indices``) and their ``x`` values."""
+    records = outcome.records
+    picked = [records[j] for j in decimate_indices(len(records))]
+    return picked, np.asarray([float(getattr(rec, x)) for rec in picked])
+
+
+def _log_layout(x: str, ytitle: str, height: int) -> go.Layout:
+    """White layout with a log y axis and the legend under the plot (long run labels would cover curves)."""
+    xlabel = {"iteration": "iteration", "n_matvec": "matvecs", "elapsed_s": "seconds"}.get(x, x)
+    return go.Layout(
+        height=height, paper_bgcolor="white", plot_bgcolor="white", margin=dict(l=10, r=10, t=20, b=10),
+        xaxis=dict(title=xlabel, showgrid=True, gridcolor="#eceff4", automargin=True),
+        yaxis=dict(title=ytitle, type="log", exponentformat="power", showgrid=True, gridcolor="#eceff4",
+                   automargin=True),
+        legend=dict(orientation="h", yanchor="top", y=-0.22, x=0.0),
+    )
+
+
 def pairs_figure(outcomes: Sequence[RunOutcome], eigenvalues: Any, k: int, which: str, *, x: str,
                  tol: float | None = None, height: int = 360) -> go.Figure:
     """Every Ritz value's error ``|theta_i - lambda_i|`` (or relative residual without a reference), runs overlaid.
@@ -50,12 +69,9 @@ def pairs_figure(outcomes: Sequence[RunOutcome], eigenvalues: Any, k: int, which
     traces = []
     hi = 1.0
     for r, outcome in enumerate(outcomes):
-        records = outcome.records
-        idx = decimate_indices(len(records))
-        picked = [records[j] for j in idx]
+        picked, xs = _sampled(outcome, x)
         if not picked:
             continue
-        xs = np.asarray([float(getattr(rec, x)) for rec in picked])
         hi = max(hi, float(xs.max()))
         ritz = records_matrix(picked, "ritz_values")
         ref = reference_for(outcome, eigenvalues, k, which)
@@ -76,16 +92,8 @@ def pairs_figure(outcomes: Sequence[RunOutcome], eigenvalues: Any, k: int, which
     if tol is not None and eigenvalues is None:
         traces.append(go.Scatter(x=[0, hi], y=[tol, tol], mode="lines", name=f"tol = {tol:.0e}",
                                  line=dict(color="#d62728", dash="dash", width=1)))
-    xlabel = {"iteration": "iteration", "n_matvec": "matvecs", "elapsed_s": "seconds"}.get(x, x)
     ylabel = "|\u03b8\u1d62 \u2212 \u03bb\u1d62|" if eigenvalues is not None else "relative residual"
-    layout = go.Layout(
-        height=height, paper_bgcolor="white", plot_bgcolor="white", margin=dict(l=10, r=10, t=20, b=10),
-        xaxis=dict(title=xlabel, showgrid=True, gridcolor="#eceff4", automargin=True),
-        yaxis=dict(title=ylabel, type="log", exponentformat="power", showgrid=True, gridcolor="#eceff4",
-                   automargin=True),
-        legend=dict(orientation="h", yanchor="top", y=-0.22, x=0.0),
-    )
-    return go.Figure(data=traces, layout=layout)
+    return go.Figure(data=traces, layout=_log_layout(x, ylabel, height))
 
 
 def orthogonality_figure(outcomes: Sequence[RunOutcome], *, x: str = "n_matvec", height: int = 320,
@@ -94,10 +102,7 @@ def orthogonality_figure(outcomes: Sequence[RunOutcome], *, x: str = "n_matvec",
     traces = []
     hi = 1.0
     for i, outcome in enumerate(outcomes):
-        records = outcome.records
-        idx = decimate_indices(len(records))
-        picked = [records[j] for j in idx]
-        xs = np.asarray([float(getattr(r, x)) for r in picked])
+        picked, xs = _sampled(outcome, x)
         ys = np.asarray([np.nan if r.orthogonality_loss is None else float(r.orthogonality_loss) for r in picked])
         if xs.size:
             hi = max(hi, float(np.nanmax(xs)))
@@ -110,12 +115,4 @@ def orthogonality_figure(outcomes: Sequence[RunOutcome], *, x: str = "n_matvec",
         level = float(np.sqrt(eps))
         traces.append(go.Scatter(x=[0, hi], y=[level, level], mode="lines", name="\u221a\u03b5",
                                  line=dict(color="#888", dash="dot", width=1)))
-    xlabel = {"iteration": "iteration", "n_matvec": "matvecs", "elapsed_s": "seconds"}.get(x, x)
-    layout = go.Layout(
-        height=height, paper_bgcolor="white", plot_bgcolor="white", margin=dict(l=10, r=10, t=20, b=10),
-        xaxis=dict(title=xlabel, showgrid=True, gridcolor="#eceff4", automargin=True),
-        yaxis=dict(title="max|V\u1d40V \u2212 I|", type="log", exponentformat="power", showgrid=True,
-                   gridcolor="#eceff4", automargin=True),
-        legend=dict(orientation="h", yanchor="top", y=-0.22, x=0.0),
-    )
-    return go.Figure(data=traces, layout=layout)
+    return go.Figure(data=traces, layout=_log_layout(x, "max|V\u1d40V \u2212 I|", height))

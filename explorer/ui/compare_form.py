@@ -16,7 +16,7 @@ import streamlit as st
 from explorer.compare import MAX_CONFIGS, MIN_CONFIGS, CompareSettings, RunConfig
 from explorer.solvers import COMMON_PARAMS, SOLVERS
 from explorer.solvers.registry import ParamSpec
-from explorer.ui.state import ensure
+from explorer.ui.state import ensure, ensure_choice
 from explorer.ui.widgets import param_widget
 
 __all__ = ["PRESETS", "available_presets", "apply_preset", "settings_form", "configs_form", "read_settings",
@@ -82,9 +82,7 @@ def settings_form(container: Any = None, *, n: int | None = None, disabled: bool
     box = container if container is not None else st
     presets = available_presets()
     if presets:
-        ensure("cmp_preset", presets[0])
-        if st.session_state["cmp_preset"] not in presets:
-            st.session_state["cmp_preset"] = presets[0]
+        ensure_choice("cmp_preset", presets)
         box.selectbox("Preset", presets, key="cmp_preset", on_change=apply_preset, disabled=disabled,
                       help="Fill the configurations below with a classic comparison; then change anything.")
     k_spec = _COMMON["k"]
@@ -125,9 +123,7 @@ def configs_form(container: Any = None, *, disabled: bool = False) -> None:
     for i in range(count):
         with cols[i]:
             st.markdown(f"**Run {i + 1}**")
-            ensure(f"cmp_solver_{i}", names[min(i, len(names) - 1)])
-            if st.session_state[f"cmp_solver_{i}"] not in names:
-                st.session_state[f"cmp_solver_{i}"] = names[0]
+            ensure_choice(f"cmp_solver_{i}", names, names[min(i, len(names) - 1)])
             st.selectbox("Solver", names, key=f"cmp_solver_{i}", format_func=lambda n: SOLVERS[n].label,
                          disabled=disabled)
             spec = SOLVERS[st.session_state[f"cmp_solver_{i}"]]

@@ -34,7 +34,7 @@ from explorer.ui import live
 from explorer.ui.charts import show
 from explorer.ui.model_charts import esd_figure, singular_spectrum_figure
 from explorer.ui.model_source import ModelInputs
-from explorer.ui.state import ensure
+from explorer.ui.state import ensure, ensure_choice
 
 __all__ = ["KEY", "weights_section"]
 
@@ -104,8 +104,7 @@ def weights_section(inputs: ModelInputs) -> None:
     if not candidates:
         st.warning("No 2-D weight or conv kernel in this state dict: nothing has singular values.")
         return
-    if st.session_state.get(P + "tensor") not in candidates:
-        st.session_state[P + "tensor"] = candidates[0]
+    ensure_choice(P + "tensor", candidates)
     ensure(P + "method", "lanczos")
     ensure(P + "tol", 1e-8)
     ensure(P + "seed", 0)

@@ -23,7 +23,7 @@ from explorer.jobs import friendly_error
 from explorer.plots import matrix_figure
 from explorer.preview import MatrixFacts, block_abs, describe
 from explorer.sources import REFERENCE_MAX_N, ProblemSource, load_problem, reference_spectrum
-from explorer.ui.state import ACTIVE_SOURCE, ensure
+from explorer.ui.state import ACTIVE_SOURCE, ensure, ensure_choice
 from explorer.ui.widgets import param_form
 
 __all__ = [
@@ -237,9 +237,7 @@ def problem_sidebar(container: Any = None) -> None:
             box.info("No samples are installed; use Generate or Upload.")
         else:
             active = st.session_state.get(ACTIVE_SOURCE)
-            ensure("sample", active.name if active is not None and active.kind == "sample" else names[0])
-            if st.session_state["sample"] not in names:
-                st.session_state["sample"] = names[0]
+            ensure_choice("sample", names, active.name if active is not None and active.kind == "sample" else None)
             labels = _sample_labels()
             box.selectbox("Sample", names, key="sample", format_func=lambda n: labels.get(n, n),
                           on_change=_on_sample, help="Matrices shipped in sample_data/ (see its manifest).")
@@ -247,9 +245,7 @@ def problem_sidebar(container: Any = None) -> None:
         from explorer.problems import GENERATORS
 
         gen_names = list(GENERATORS)
-        ensure("gen_name", gen_names[0])
-        if st.session_state["gen_name"] not in gen_names:
-            st.session_state["gen_name"] = gen_names[0]
+        ensure_choice("gen_name", gen_names)
         box.selectbox("Generator", gen_names, key="gen_name", format_func=lambda n: GENERATORS[n].label)
         spec = GENERATORS[st.session_state["gen_name"]]
         box.caption(spec.summary)

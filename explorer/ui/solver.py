@@ -18,7 +18,7 @@ from explorer.devices import DTYPES, available_devices, device_label
 from explorer.runconfig import SolveConfig, default_solver
 from explorer.solvers import COMMON_PARAMS, SOLVERS
 from explorer.solvers.registry import ParamSpec
-from explorer.ui.state import ensure
+from explorer.ui.state import ensure, ensure_choice
 from explorer.ui.widgets import param_widget
 
 __all__ = ["solver_sidebar", "solver_config"]
@@ -59,9 +59,7 @@ def solver_sidebar(prefix: str = "", container: Any = None, *, n: int | None = N
     """
     box = container if container is not None else st.sidebar
     names = list(SOLVERS)
-    ensure(f"{prefix}solver", default_solver())
-    if st.session_state[f"{prefix}solver"] not in names:
-        st.session_state[f"{prefix}solver"] = default_solver()
+    ensure_choice(f"{prefix}solver", names, default_solver())
     spec = SOLVERS[st.session_state[f"{prefix}solver"]]
     ensure(f"{prefix}tol", float(spec.default_tol))
     ensure(f"{prefix}max_iter", int(spec.default_max_iter))
@@ -83,9 +81,7 @@ def solver_sidebar(prefix: str = "", container: Any = None, *, n: int | None = N
     c1, c3 = box.columns(2)
     param_widget(_COMMON["seed"], f"{prefix}seed", container=c1, label="random seed", disabled=disabled)
     devices = available_devices()
-    ensure(f"{prefix}device", devices[0])
-    if st.session_state[f"{prefix}device"] not in devices:
-        st.session_state[f"{prefix}device"] = devices[0]
+    ensure_choice(f"{prefix}device", devices)
     box.selectbox("device", devices, key=f"{prefix}device", format_func=device_label, disabled=disabled,
                  help="Where the operator and the solver's vectors live (explorer.devices.available_devices).")
     ensure(f"{prefix}dtype", "float64")

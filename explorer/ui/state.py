@@ -9,14 +9,14 @@ entrypoint re-assigns them each run and they survive a visit to another page
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import streamlit as st
 
 from explorer.runs import RunRecord
 
 __all__ = [
-    "RUNS", "ACTIVE_SOURCE", "PERSIST_KEYS", "PERSIST_PREFIXES", "init_session", "persist", "ensure",
+    "RUNS", "ACTIVE_SOURCE", "PERSIST_KEYS", "PERSIST_PREFIXES", "init_session", "persist", "ensure", "ensure_choice",
     "runs", "add_run", "next_run_id", "get_run",
 ]
 
@@ -35,6 +35,18 @@ def ensure(key: str, default: Any) -> Any:
     """Set ``st.session_state[key]`` to ``default`` unless it is set; return the value."""
     if key not in st.session_state:
         st.session_state[key] = default
+    return st.session_state[key]
+
+
+def ensure_choice(key: str, options: Sequence[Any], default: Any = None) -> Any:
+    """``ensure`` for a choice widget: a value not among ``options`` (gone, renamed) goes back to the default.
+
+    ``default`` (when among ``options``) else ``options[0]`` is both the first value and
+    the fallback. Returns the value.
+    """
+    fallback = default if default is not None and default in options else options[0]
+    if st.session_state.get(key) not in options:
+        st.session_state[key] = fallback
     return st.session_state[key]
 
 

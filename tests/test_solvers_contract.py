@@ -1,0 +1,182 @@
+"""The contract every registered solver keeps, checked against exact spectra.
+
+Parametrized over ``explorer.solvers.SOLVERS`` as it is at collection time, so a solver
+registered later (lanczos, ...) is covered without touching this file. For each solver,
+each ``which`` it declares (LA / SA / LM / BE), three problems with known spectra and
+float32 / float64:
+
+* ``diag_gap``: diagonal, n = 60, top eigenvalues 10, 9, 8, 7, bottom 0.1, 0.2, 0.3, 0.4
+  (clear gaps at both ends, so every method applies);
+* ``geometric``: dense Q diag(0.8^i) Q^T, n = 200 (fast decay: randomized methods apply);
+* ``laplacian_1d``: sparse 1-D Dirichlet Laplacian, n = 100 (closed-form spectrum, small
+  relative gaps at both ends).
+
+A solver can declare the spectra its theory needs through ``fn.spectrum_assumption``:
+"fast decay" (randomized: run only where the singular values decay geometrically) or
+"gap" (power iteration: every wanted |lambda_(j+1) / lambda_j| <= 0.95). Other
+combinations are skipped with the reason.
+
+What is checked (tolerances from the dtype and the problem, never from the solver):
+
+* status CONVERGED, all ``converged`` True, k pairs;
+* eigenvalues against the exact ones, |theta_i - lambda_i| <= 2 max(tol, n eps) ||A||
+  (why 2: a pair with residual r has an eigenvalue within ||r|| (symmetric Bauer-Fike), and
+  ||r|| <= tol max(|theta|, sqrt(eps) ||A||) <= tol ||A||; a float32 operator also differs from
+  the exact matrix by its rounding, <= eps ||A||_F <= eps sqrt(n) ||A|| <= n eps ||A||. Each
+  term is at most max(tol, n eps) ||A||, hence the factor 2);
+* eigenvectors: orthonormal to 100 sqrt(n) eps (rounding of Gram entries of n-vectors, with
+  room for a few Rayleigh-Ritz steps), and close to the exact ones: sin angle <= 2 ||r_i|| /
+  gap_i + sqrt(n) eps_64-size slack (Davis-Kahan sin theta theorem);
+* reported residual norms equal a float64 recomputation ||A x - theta x|| to
+  10 sqrt(n) eps ||A|| (they are *true* residuals, not estimates);
+* the history: one record per iteration (``len(history) == n_iter``, iterations 1..n_iter),
+  n_matvec non-decreasing and at most ``result.n_matvec``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from explorer import problems
+from explorer.results import SolveStatus
+from explorer.solvers import SOLVERS
+
+# Solver tolerance per dtype: 10 sqrt(eps). The shared criterion is ||r|| <= tol max(|theta|,
+# sqrt(eps) ||A||); near theta = 0 its floor tol sqrt(eps) ||A|| must stay above the rounding
+# level of a computed residual (a few eps ||A||), so tol >= ~10 sqrt(eps): 1.5e-7 / 3.5e-3.
+TOL = {dtype: 10 * math.sqrt(torch.finfo(dtype).eps) for dtype in (torch.float64, torch.float32)}
+K = 4
+WHICH_TESTED = ("LA", "SA", "LM", "BE")
+
+
+def _diag_gap() -> problems.Problem:
+    values = torch.cat([torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64),
+                        torch.linspace(1.0, 5.0, 52, dtype=torch.float64),
+                        torch.tensor([7.0, 8.0, 9.0, 10.0], dtype=torch.float64)])
+    return problems.diagonal(values)
+
+
+PROBLEMS = {
+    "diag_gap": _diag_gap,
+    "geometric": lambda: problems.prescribed_spectrum(200, "geometric", seed=0),
+    "laplacian_1d": lambda: problems.laplacian_1d(100),
+}
+FAST_DECAY = {"geometric"}
+
+
+def _cases() -> list:
+    cases = []
+    for name in sorted(SOLVERS):
+        spec = SOLVERS[name]
+        for which in spec.which:
+            if which not in WHICH_TESTED:
+                continue
+            for problem in PROBLEMS:
+                for dtype in (torch.float64, torch.float32):
+                    cases.append(pytest.param(name, which, problem, dtype,
+                                              id=f"{name}-{which}-{problem}-{str(dtype)[6:]}"))
+    return cases
+
+
+_CACHE: dict[str, problems.Problem] = {}
+
+
+def _problem(name: str) -> problems.Problem:
+    if name not in _CACHE:
+        _CACHE[name] = PROBLEMS[name]()
+    return _CACHE[name]
+
+
+def _lm_gap_ratios(eigenvalues: torch.Tensor, k: int) -> list[float]:
+    mags = torch.sort(eigenvalues.abs(), descending=True).values
+    return [float(mags[j + 1] / mags[j]) for j in range(k)]
+
+
+def _skip_reason(solver: str, which: str, problem: str) -> str | None:
+    eigenvalues = _problem(problem).eigenvalues
+    wanted = _problem(problem).reference(K, which)
+    rounding = eigenvalues.numel() * torch.finfo(torch.float64).eps * float(eigenvalues.abs().max())
+    if float(wanted.abs().min()) < rounding:
+        # e.g. the smallest of 0.8^i, i < 200 (~1e-19): the assembled matrix does not determine them
+        return f"the wanted {which} eigenvalues of {problem} lie below its rounding level {rounding:.0e}"
+    assumption = getattr(SOLVERS[solver].fn, "spectrum_assumption", None)
+    if assumption == "fast decay" and problem not in FAST_DECAY:
+        return f"{solver} assumes fast spectral decay; {problem} decays slowly"
+    if assumption == "gap":
+        ratios = _lm_gap_ratios(_problem(problem).eigenvalues, K)
+        if max(ratios) > 0.95:
+            return f"{solver} needs |lambda_(j+1)/lambda_j| <= 0.95; {problem} has {max(ratios):.4f}"
+    return None
+
+
+def _dense64(problem: problems.Problem) -> torch.Tensor:
+    A = problem.operator.to(dtype=torch.float64).to_dense()
+    return A.to_dense() if A.layout != torch.strided else A
+
+
+@pytest.mark.parametrize(("solver", "which", "problem_name", "dtype"), _cases())
+def test_solver_contract(solver: str, which: str, problem_name: str, dtype: torch.dtype) -> None:
+    reason = _skip_reason(solver, which, problem_name)
+    if reason:
+        pytest.skip(reason)
+    spec = SOLVERS[solver]
+    problem = _problem(problem_name)
+    op = problem.operator.to(dtype=dtype)
+    n = op.shape[0]
+    tol = TOL[dtype]
+    eps = torch.finfo(dtype).eps
+    exact = problem.reference(K, which)
+    assert exact is not None
+    norm_a = float(problem.eigenvalues.abs().max())
+
+    result = spec.fn(op, K, which=which, tol=tol, seed=0)
+
+    assert result.status is SolveStatus.CONVERGED, result.status_message
+    assert result.eigenvalues.shape == (K,) and result.eigenvectors.shape == (n, K)
+    assert bool(result.converged.all())
+    assert result.eigenvalues.dtype == dtype
+
+    # eigenvalues: see the module docstring for the factor 2
+    bound = 2 * max(tol, n * eps) * norm_a
+    error = (result.eigenvalues.double() - exact).abs()
+    assert float(error.max()) <= bound, (error, bound)
+
+    # reported residuals are the true ones (float64 recomputation)
+    A64 = _dense64(problem)
+    X = result.eigenvectors.double()
+    theta = result.eigenvalues.double()
+    recomputed = torch.linalg.vector_norm(A64 @ X - X * theta, dim=0)
+    slack = 10 * math.sqrt(n) * eps * norm_a
+    assert torch.allclose(result.residual_norms.double(), recomputed, rtol=0, atol=slack), (
+        result.residual_norms, recomputed)
+
+    # eigenvectors: orthonormal, and near the exact eigenvectors (Davis-Kahan)
+    gram = X.T @ X - torch.eye(K, dtype=torch.float64)
+    assert float(gram.abs().max()) <= 100 * math.sqrt(n) * eps
+    values, vectors = torch.linalg.eigh(A64)
+    for i in range(K):
+        j = int(torch.argmin((values - theta[i]).abs()))
+        others = torch.cat([values[:j], values[j + 1:]])
+        gap = float((others - values[j]).abs().min())
+        x = X[:, i] / torch.linalg.vector_norm(X[:, i])
+        sine = float(torch.linalg.vector_norm(x - vectors[:, j] * (vectors[:, j] @ x)))  # sin of the angle
+        assert sine <= 2 * float(recomputed[i]) / gap + 100 * math.sqrt(n) * eps, (i, sine, gap)
+
+    # history
+    history = result.history
+    assert len(history) == result.n_iter
+    assert [record.iteration for record in history] == list(range(1, result.n_iter + 1))
+    matvecs = [record.n_matvec for record in history]
+    assert matvecs == sorted(matvecs)
+    assert not matvecs or matvecs[-1] <= result.n_matvec
+    assert all(record.solver == solver for record in history)
+
+
+def test_the_registry_is_read_at_collection_time() -> None:
+    """Every registered solver got contract cases (guards against an empty or stale list)."""
+    covered = {param.values[0] for param in _cases()}
+    assert covered == set(SOLVERS)
+    assert {"lobpcg", "power_iteration", "randomized_svd"} <= covered

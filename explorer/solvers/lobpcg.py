@@ -390,7 +390,13 @@ class _Engine:
             X = torch.linalg.qr(X).Q
             BX = X
         else:
-            X, BX = _svqb(X, self._B(X), self.drop_tol)
+            BX = self._B(X)
+            quad = (X * BX).sum(0)
+            if not bool((quad > 0).all()):
+                worst = float(quad.min() / (X * X).sum(0)[int(torch.argmin(quad))])
+                raise ValueError(f"`B` must be symmetric positive definite, but x^T B x / x^T x = {worst:.3g} <= 0 "
+                                 "for a start vector; pass an SPD B (e.g. a mass matrix) or omit it")
+            X, BX = _svqb(X, BX, self.drop_tol)
         if X.shape[1] < self.m:
             raise ValueError(f"`X0` has linearly dependent columns (rank {X.shape[1]} < block size {self.m}); "
                              "pass independent starting vectors or fewer columns")
@@ -404,35 +410,37 @@ class _Engine:
         R = s.AX - s.BX * s.theta.unsqueeze(0)
         return R, torch.linalg.vector_norm(R, dim=0)
 
-    def _preconditioned_residuals(self, R: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
-        R_active = _take(R, _selection(active))
-        return R_active if self.T is None else self.T.matmat(R_active)
-
-    def _new_directions(self, s: _State, R: torch.Tensor,
+    def _new_directions(self, s: _State, R: torch.Tensor, res: torch.Tensor,
                         active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
         """W = T R (active columns), B-orthonormal, plus its overlap C = [X, P]^T B W.
 
-        Knyazev's RR tolerates a W that is not B-orthogonal to [X, P] as long as the Gram
-        matrix stays well conditioned, so we only pay for a projection when it is needed: the
-        overlap C is computed (one small GEMM); if its largest singular value (the cosine of
+        Knyazev's Rayleigh-Ritz tolerates a W that is not B-orthogonal to [X, P] as long as the
+        Gram matrix stays well conditioned, so we only pay for a projection when it is needed:
+        the overlap C is computed (one small GEMM); if its largest singular value (the cosine of
         the smallest angle between span W and span [X, P]) exceeds 0.9, W is projected
         (classical Gram-Schmidt, twice when the projection cancelled more than 99 % of a
         column: "twice is enough"), and its overlap is then zero to working precision.
         Otherwise C enters the B-Gram matrix exactly. Returns None when no direction is left.
         """
-        W = self._preconditioned_residuals(R, active)
+        sel = _selection(active)
+        W = _take(R, sel)
+        if self.T is None and self.B is None:
+            norms = res[sel]  # W = R: its column norms are the residual norms
+        else:
+            if self.T is not None:
+                W = self.T.matmat(W)
         BW = self._B(W) if self.B is not None else W
+        if self.T is not None or self.B is not None:
+            norms = torch.sqrt(torch.clamp((W * BW).sum(0), min=torch.finfo(W.dtype).tiny))
         XP, BXP = s.XP, s.BXP
-        norms = torch.sqrt(torch.clamp((W * BW).sum(0), min=torch.finfo(W.dtype).tiny))
-        W = W / norms
-        BW = BW / norms if self.B is not None else W
         C = BXP.T @ W
-        projected = bool(torch.linalg.matrix_norm(C.to(torch.float64), ord=2) > 0.9)
+        tiny = torch.finfo(W.dtype).tiny
+        projected = bool(torch.linalg.matrix_norm((C / norms.clamp_min(tiny)).to(torch.float64), ord=2) > 0.9)
         if projected:
             for _ in range(2):
                 W = torch.addmm(W, XP, C, alpha=-1)
                 BW = torch.addmm(BW, BXP, C, alpha=-1) if self.B is not None else W
-                remaining = float((W * BW).sum(0).min())
+                remaining = float(((W * BW).sum(0) / norms.clamp_min(tiny) ** 2).min())
                 if remaining > 1e-4:  # lost at most 2 digits: one projection is enough
                     break
                 C = BXP.T @ W
@@ -449,7 +457,7 @@ class _Engine:
         return W, BW, C
 
     # -- one Rayleigh-Ritz step --------------------------------------------------
-    def _step_ortho(self, s: _State, active: torch.Tensor, R: torch.Tensor) -> _State | None:
+    def _step_ortho(self, s: _State, active: torch.Tensor, R: torch.Tensor, res: torch.Tensor) -> _State | None:
         """Rayleigh-Ritz on [X, P, W] with Duersch et al.'s choice of P, reusing stored products.
 
         [X, P] is B-orthonormal, so S^T B S = [[I, C], [C^T, I]] needs only C (computed in
@@ -458,7 +466,7 @@ class _Engine:
         ``_REFRESH`` iterations and after any re-orthonormalization).
         """
         m = self.m
-        directions = self._new_directions(s, R, active)
+        directions = self._new_directions(s, R, res, active)
         if directions is None:
             return None  # every new direction lies in span[X, P]: stagnation at rounding level
         W, BW, C = directions
@@ -501,7 +509,9 @@ class _Engine:
 
     def _step_basic(self, s: _State, active: torch.Tensor, R: torch.Tensor) -> _State | None:
         m = self.m
-        W = self._preconditioned_residuals(R, active)
+        W = _take(R, _selection(active))
+        if self.T is not None:
+            W = self.T.matmat(W)
         BW = self._B(W) if self.B is not None else W
         # Normalize W to unit B-norm; Knyazev 2001 works with the raw residual directions.
         norms = torch.sqrt(torch.clamp((W * BW).sum(0), min=torch.finfo(W.dtype).tiny))
@@ -598,7 +608,7 @@ class _Engine:
             if not bool(active.any()):  # every column (guards included) converged, but not verified
                 active[k - 1] = True
             if self.method == "ortho":
-                step = self._step_ortho(s, active, R)
+                step = self._step_ortho(s, active, R, res)
             else:
                 step = self._step_basic(s, active, R)
                 if step is None:
@@ -608,7 +618,7 @@ class _Engine:
                                s.BX.contiguous() if self.B is not None else s.X.contiguous(), s.theta, self.m)
                     if self.B is None:
                         s.BXP = s.XP
-                    step = self._step_ortho(s, active, R)
+                    step = self._step_ortho(s, active, R, res)
             if step is None:
                 status = SolveStatus.BREAKDOWN
                 message = ("Every new search direction is linearly dependent on the current basis (stagnation "

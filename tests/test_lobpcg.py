@@ -1,0 +1,296 @@
+"""LOBPCG: generalized problems, preconditioning, both backends and every guard around torch.lobpcg.
+
+References are analytic (Mikota pair: 1, 4, 9, ...; 1-D Laplacian) or dense float64 eigh,
+never the solver itself.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+
+import pytest
+import torch
+
+from explorer import problems
+from explorer.operators import CallableOperator, DenseOperator
+from explorer.results import SolveStatus
+from explorer.solvers import lobpcg
+from explorer.tracking import CallbackTracker, StopSolve
+
+EPS64 = torch.finfo(torch.float64).eps
+# `explorer.solvers.lobpcg` the attribute is the function (the package re-exports it); the module:
+lobpcg_module = importlib.import_module("explorer.solvers.lobpcg")
+
+
+def _laplacian(n: int = 100) -> problems.Problem:
+    return problems.laplacian_1d(n)
+
+
+def _varying_diagonal(n: int = 300) -> torch.Tensor:
+    """Diagonally dominant, diagonal spanning 1..1000: Jacobi's good case (SA)."""
+    g = torch.Generator().manual_seed(0)
+    E = torch.randn(n, n, generator=g, dtype=torch.float64) * 0.01
+    return torch.diag(torch.logspace(0, 3, n, dtype=torch.float64)) + 0.5 * (E + E.T)
+
+
+# -- generalized: the Mikota pair ------------------------------------------------------
+@pytest.mark.parametrize(("method", "backend"), [("ortho", "explorer"), ("basic", "explorer"),
+                                                  ("ortho", "torch")])
+def test_mikota_pair_smallest_eigenvalues_are_1_4_9_16(method: str, backend: str) -> None:
+    n, k, tol = 60, 4, 1e-8
+    problem = problems.mikota_pair(n)
+    result = lobpcg(problem.operator, k, which="SA", B=problem.B, tol=tol, seed=0, method=method,
+                    backend=backend, max_iter=3000)
+    assert result.status is SolveStatus.CONVERGED, result.status_message
+    K, M = problem.operator.to_dense(), problem.B.to_dense()
+    X, theta = result.eigenvectors, result.eigenvalues
+    # Bound: with y = M^(1/2) x (unit norm), C = M^(-1/2) K M^(-1/2) has residual M^(-1/2) r,
+    # so |theta - lambda| <= ||M^(-1/2)|| ||r|| = sqrt(n) ||r|| (M = diag(1/i)), plus rounding.
+    residuals = torch.linalg.vector_norm(K @ X - (M @ X) * theta, dim=0)
+    exact = torch.tensor([1.0, 4.0, 9.0, 16.0], dtype=torch.float64)
+    bound = math.sqrt(n) * residuals + 100 * n * EPS64 * n ** 2
+    assert bool(((theta - exact).abs() <= bound).all()), (theta, bound)
+    assert bool((residuals <= tol * theta * 1.001 + 1e-12).all())
+    gram = X.T @ M @ X - torch.eye(k, dtype=torch.float64)
+    assert float(gram.abs().max()) < 1e-10
+    # B was applied (and counted on its own counter)
+    assert result.history[-1].extras.get("n_matvec_B", 1.0) > 0
+
+
+# -- preconditioning ---------------------------------------------------------------------
+def test_jacobi_preconditioner_converges_where_plain_lobpcg_crawls() -> None:
+    A = _varying_diagonal()
+    exact = torch.linalg.eigvalsh(A)[:3]
+    plain = lobpcg(A, 3, which="SA", tol=1e-8, seed=0, max_iter=300)
+    jacobi = lobpcg(A, 3, which="SA", tol=1e-8, seed=0, max_iter=300, preconditioner="jacobi")
+    assert jacobi.status is SolveStatus.CONVERGED
+    assert float((jacobi.eigenvalues - exact).abs().max()) <= 1e-8 * 1000  # tol * ||A|| (Bauer-Fike)
+    # cond(A) = 1000 without preconditioning: far slower (here not even converged in 300 steps)
+    assert plain.status is SolveStatus.MAX_ITER or plain.n_iter > 3 * jacobi.n_iter
+    assert jacobi.n_iter * 3 < 300
+
+
+def test_callable_and_tensor_preconditioners_are_applied() -> None:
+    A = _varying_diagonal()
+    inverse_diag = 1.0 / torch.diagonal(A)
+    calls = []
+
+    def apply(R: torch.Tensor) -> torch.Tensor:
+        calls.append(R.shape[1])
+        return inverse_diag.unsqueeze(1) * R
+
+    by_callable = lobpcg(A, 3, which="SA", tol=1e-8, seed=0, preconditioner=apply)
+    by_tensor = lobpcg(A, 3, which="SA", tol=1e-8, seed=0, preconditioner=torch.diag(inverse_diag))
+    by_jacobi = lobpcg(A, 3, which="SA", tol=1e-8, seed=0, preconditioner="jacobi")
+    assert calls and by_callable.status is SolveStatus.CONVERGED
+    assert by_callable.n_iter == by_tensor.n_iter == by_jacobi.n_iter  # same T, same arithmetic path
+
+
+def test_torch_backend_with_jacobi_and_basic() -> None:
+    A = _varying_diagonal()
+    exact = torch.linalg.eigvalsh(A)[:3]
+    result = lobpcg(A, 3, which="SA", tol=1e-8, seed=0, backend="torch", method="basic",
+                    preconditioner="jacobi", max_iter=500)
+    assert result.status is SolveStatus.CONVERGED
+    assert float((result.eigenvalues - exact).abs().max()) <= 1e-5
+
+
+def test_torch_ortho_would_silently_ignore_the_preconditioner_so_it_is_refused() -> None:
+    A = _varying_diagonal(60)
+    with pytest.raises(ValueError, match="ignores the preconditioner with method='ortho'"):
+        lobpcg(A, 2, which="SA", backend="torch", method="ortho", preconditioner="jacobi")
+
+
+def test_jacobi_needs_a_diagonal() -> None:
+    op = CallableOperator(lambda x: 2.0 * x, 30, matmat=lambda X: 2.0 * X)
+    with pytest.raises(ValueError, match="needs the diagonal"):
+        lobpcg(op, 2, preconditioner="jacobi")
+    with pytest.raises(ValueError, match="`preconditioner` must be None, 'jacobi'"):
+        lobpcg(op, 2, preconditioner="ilu")
+    with pytest.raises(ValueError, match=r"must have shape \(30, 30\)"):
+        lobpcg(op, 2, preconditioner=torch.eye(5, dtype=torch.float64))
+
+
+# -- the torch backend's guards --------------------------------------------------------------
+def test_torch_backend_stop_sets_force_stop_and_keeps_the_partial_result() -> None:
+    problem = _laplacian()
+
+    def stop_at_3(record):  # type: ignore[no-untyped-def]
+        if record.iteration == 3:
+            raise StopSolve("enough")
+
+    full = lobpcg(problem.operator, 3, which="SA", backend="torch", seed=0, tol=1e-8)
+    stopped = lobpcg(problem.operator, 3, which="SA", backend="torch", seed=0, tol=1e-8,
+                     tracker=CallbackTracker(stop_at_3))
+    assert stopped.status is SolveStatus.STOPPED and "enough" in stopped.message
+    assert stopped.n_iter == 3 and len(stopped.history) == 3
+    assert stopped.eigenvalues.shape == (3,) and bool(torch.isfinite(stopped.eigenvalues).all())
+    assert stopped.n_matvec < full.n_matvec / 5  # the worker really stopped
+
+
+def test_torch_backend_does_not_record_the_initial_call_with_zero_eigenvalues() -> None:
+    problem = _laplacian()
+    result = lobpcg(problem.operator, 3, which="LA", backend="torch", seed=0, max_iter=5, tol=1e-12)
+    first = result.history[0]
+    assert first.iteration == 1
+    assert bool((first.ritz_values > 1.0).all())  # E = 0 at torch's first tracker call (ortho)
+
+
+@pytest.mark.parametrize("backend", ["explorer", "torch"])
+def test_running_out_of_iterations_is_max_iter_not_silence(backend: str) -> None:
+    problem = _laplacian()
+    result = lobpcg(problem.operator, 3, which="SA", backend=backend, seed=0, tol=1e-10, max_iter=4)
+    assert result.status is SolveStatus.MAX_ITER
+    assert result.n_iter == 4 and len(result.history) == 4
+    assert not bool(result.converged.all())
+    with pytest.raises(Exception, match="max_iter"):
+        result.raise_for_status()
+
+
+def test_block_smaller_than_k_is_refused_instead_of_truncated() -> None:
+    problem = _laplacian()
+    with pytest.raises(ValueError, match="`block_size` must be >= k"):
+        lobpcg(problem.operator, 5, block_size=3)
+    with pytest.raises(ValueError, match=r"3 \* block_size <= n"):
+        lobpcg(problem.operator, 5, block_size=40)
+
+
+@pytest.mark.parametrize("backend", ["explorer", "torch"])
+def test_n_below_3k_falls_back_to_dense_eigh_with_a_note(backend: str) -> None:
+    values = torch.arange(1.0, 11.0, dtype=torch.float64)
+    result = lobpcg(torch.diag(values), 4, which="LA", backend=backend)
+    assert result.status is SolveStatus.CONVERGED
+    assert "solved densely" in result.message
+    assert torch.allclose(result.eigenvalues, torch.tensor([10.0, 9.0, 8.0, 7.0], dtype=torch.float64))
+    assert result.n_iter == 1 and len(result.history) == 1
+
+
+def test_n_below_3k_on_a_large_operator_is_a_clear_error() -> None:
+    n = 6000
+    op = CallableOperator(lambda x: x, n, matmat=lambda X: X)
+    with pytest.raises(ValueError, match=r"3 \* k <= n"):
+        lobpcg(op, 2001)
+
+
+def test_backends_agree_and_ours_applies_a_several_times_less() -> None:
+    problem = _laplacian()
+    exact = problem.reference(4, "LA")
+    ours = lobpcg(problem.operator, 4, which="LA", tol=1e-8, seed=0, products="stored", block_size=6)
+    theirs = lobpcg(problem.operator, 4, which="LA", tol=1e-8, seed=0, backend="torch", block_size=6)
+    for result in (ours, theirs):
+        assert result.status is SolveStatus.CONVERGED
+        assert float((result.eigenvalues - exact).abs().max()) <= 2e-8 * 4  # tol * ||A||, see contract
+    # torch applies A to [X, W, P] and again to X every step (~4 block sizes); we reuse products
+    assert ours.n_matvec * 3 < theirs.n_matvec
+
+
+def test_recomputed_products_give_the_same_pairs_with_more_matvecs() -> None:
+    problem = _laplacian()
+    stored = lobpcg(problem.operator, 4, which="SA", tol=1e-8, seed=0, products="stored")
+    recomputed = lobpcg(problem.operator, 4, which="SA", tol=1e-8, seed=0, products="recomputed")
+    assert stored.status is recomputed.status is SolveStatus.CONVERGED
+    assert torch.allclose(stored.eigenvalues, recomputed.eigenvalues, rtol=0, atol=1e-9)
+    assert recomputed.n_matvec > stored.n_matvec
+    # "auto" picks recomputing for a sparse operator with few nonzeros per row
+    auto = lobpcg(problem.operator, 4, which="SA", tol=1e-8, seed=0)
+    assert auto.n_matvec == recomputed.n_matvec
+
+
+# -- robustness: never a crash -------------------------------------------------------------
+@pytest.mark.parametrize("method", ["ortho", "basic"])
+def test_exact_starting_vectors_converge_at_once(method: str) -> None:
+    problem = _laplacian()
+    _, vectors = torch.linalg.eigh(problem.operator.to_dense())
+    X0 = vectors[:, -4:].flip(1)
+    result = lobpcg(problem.operator, 4, which="LA", X0=X0, method=method, block_size=4, seed=0)
+    assert result.status is SolveStatus.CONVERGED and result.n_iter == 1
+
+
+@pytest.mark.parametrize("method", ["ortho", "basic"])
+def test_a_null_space_inside_the_block_is_not_a_crash(method: str) -> None:
+    A = torch.zeros(60, 60, dtype=torch.float64)
+    A[:3, :3] = torch.diag(torch.tensor([3.0, 2.0, 1.0], dtype=torch.float64))
+    result = lobpcg(A, 5, which="LA", method=method, seed=0)
+    assert result.status is SolveStatus.CONVERGED
+    assert torch.allclose(result.eigenvalues, torch.tensor([3.0, 2.0, 1.0, 0.0, 0.0], dtype=torch.float64),
+                          atol=1e-10)
+
+
+def test_basic_falls_back_to_ortho_when_its_gram_matrix_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    problem = _laplacian()
+    monkeypatch.setattr(lobpcg_module._Engine, "_rayleigh_ritz_general", lambda self, blocks: None)
+    result = lobpcg(problem.operator, 3, which="LA", method="basic", tol=1e-8, seed=0)
+    assert result.status is SolveStatus.CONVERGED
+    assert "switched from basic to ortho" in result.message
+    assert float((result.eigenvalues - problem.reference(3, "LA")).abs().max()) <= 1e-7
+
+
+def test_stagnation_is_reported_as_breakdown_with_the_partial_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    problem = _laplacian()
+    calls = {"n": 0}
+    original = lobpcg_module._Engine._new_directions
+
+    def fail_after_two(self, *args):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        return None if calls["n"] > 2 else original(self, *args)
+
+    monkeypatch.setattr(lobpcg_module._Engine, "_new_directions", fail_after_two)
+    result = lobpcg(problem.operator, 3, which="LA", tol=1e-8, seed=0)
+    assert result.status is SolveStatus.BREAKDOWN and "linearly dependent" in result.message
+    assert result.n_iter == 2 and result.eigenvalues.shape == (3,)
+    assert bool(torch.isfinite(result.residual_norms).all())
+
+
+def test_an_indefinite_B_is_an_error_or_a_breakdown_never_a_crash() -> None:
+    problem = _laplacian()
+    B = torch.diag(torch.cat([torch.ones(50), -torch.ones(50)])).double()
+    with pytest.raises(ValueError, match="`B` must be symmetric positive definite"):
+        lobpcg(problem.operator, 2, B=B, seed=0)
+    result = lobpcg(problem.operator, 2, B=B, seed=0, backend="torch")
+    assert result.status is SolveStatus.BREAKDOWN and "torch.lobpcg failed" in result.message
+
+
+# -- operators and dtypes ---------------------------------------------------------------------
+@pytest.mark.parametrize("backend", ["explorer", "torch"])
+def test_matrix_free_operators_work_on_both_backends(backend: str) -> None:
+    problem = _laplacian()
+    dense = problem.operator.to_dense()
+    op = CallableOperator(lambda x: dense @ x, 100, matmat=lambda X: dense @ X)
+    result = lobpcg(op, 3, which="LA", tol=1e-8, seed=0, backend=backend)
+    assert result.status is SolveStatus.CONVERGED
+    assert float((result.eigenvalues - problem.reference(3, "LA")).abs().max()) <= 1e-7
+    assert result.n_matvec > 0 and op.n_matvec == result.n_matvec  # counted through the dispatch
+
+
+def test_float32_and_records() -> None:
+    problem = problems.prescribed_spectrum(200, "geometric", seed=1)
+    op = problem.operator.to(dtype=torch.float32)
+    result = lobpcg(op, 3, which="LA", tol=1e-3, seed=0)
+    assert result.status is SolveStatus.CONVERGED and result.eigenvalues.dtype == torch.float32
+    for record in result.history:
+        assert record.residuals_estimated is False
+        assert record.orthogonality_loss is not None and record.orthogonality_loss < 1e-4
+        assert record.all_ritz_values is not None and record.all_ritz_values.numel() == 5  # default block
+    assert result.history[-1].n_converged == 3
+
+
+def test_seed_makes_runs_reproducible_and_leaves_the_global_rng_alone() -> None:
+    problem = _laplacian()
+    state = torch.get_rng_state()
+    first = lobpcg(problem.operator, 3, seed=7, max_iter=5, tol=1e-12)
+    second = lobpcg(problem.operator, 3, seed=7, max_iter=5, tol=1e-12)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(first.eigenvalues, second.eigenvalues)
+
+
+def test_dense_operator_wrapper_and_bad_options() -> None:
+    A = DenseOperator(torch.diag(torch.arange(1.0, 31.0, dtype=torch.float64)))
+    with pytest.raises(ValueError, match="`method` must be one of"):
+        lobpcg(A, 2, method="fast")
+    with pytest.raises(ValueError, match="`backend` must be one of"):
+        lobpcg(A, 2, backend="scipy")
+    with pytest.raises(ValueError, match="`products` must be one of"):
+        lobpcg(A, 2, products="sometimes")
+    with pytest.raises(ValueError, match="`X0` has 9 columns but the block size is 5"):
+        lobpcg(A, 2, X0=torch.randn(30, 9, dtype=torch.float64), block_size=5)

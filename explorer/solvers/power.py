@@ -98,6 +98,7 @@ def power_iteration(
     X0: torch.Tensor | None = None,
     seed: int | None = None,
     tracker: Tracker | None = None,
+    B: Any = None,
     momentum: float = 0.0,
 ) -> EigenResult:
     """k eigenpairs of largest magnitude, one at a time, by power iteration with deflation.
@@ -112,6 +113,7 @@ def power_iteration(
         X0: optional starting vectors (n,) or (n, b); column j starts pair j (random otherwise).
         seed: seed of the random starts (local generator).
         tracker: receives one record per iteration; raise StopSolve to stop.
+        B: not supported (a clear ValueError points to lobpcg / eigh).
         momentum: r in [0, 1): heavy-ball momentum beta = (r theta)^2 / 4 (De Sa et al. 2018);
             r = |lambda_{j+1} / lambda_j| is optimal, 0 is plain power iteration.
 
@@ -123,7 +125,7 @@ def power_iteration(
         ValueError / TypeError: invalid arguments (named, with the rule and a hint).
     """
     v = validate_common("power_iteration", operator, k, which=which, tol=tol, max_iter=max_iter,
-                        default_max_iter=20_000, supported_which=("LM", "LA", "SA"), X0=X0)
+                        default_max_iter=20_000, supported_which=("LM", "LA", "SA"), X0=X0, B=B)
     if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum < 1.0:
         raise ValueError(f"`momentum` must be a number in [0, 1) (the expected ratio |lambda_2 / lambda_1|), "
                          f"got momentum={momentum!r}; use 0 for plain power iteration")

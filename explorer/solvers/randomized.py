@@ -301,6 +301,7 @@ def randomized_eigh(
     X0: torch.Tensor | None = None,
     seed: int | None = None,
     tracker: Tracker | None = None,
+    B: Any = None,
     n_oversamples: int = 10,
     n_power_iter: int = 8,
 ) -> EigenResult:
@@ -320,6 +321,7 @@ def randomized_eigh(
         X0: optional starting block (n,) or (n, b) (b <= l), completed with Gaussian columns.
         seed: seed of the Gaussian start (local generator).
         tracker: one record per pass; raise StopSolve to stop.
+        B: not supported (a clear ValueError points to lobpcg / eigh).
         n_oversamples: p, extra columns (l = k + p, capped at n).
         n_power_iter: the most power iterations; the passes stop as soon as tol is met.
 
@@ -330,7 +332,7 @@ def randomized_eigh(
     n_power_iter = _check_int("n_power_iter", n_power_iter, 0, "more power iterations help slow decay")
     cap = n_power_iter + 1 if max_iter is None else max_iter
     v = validate_common("randomized_svd", operator, k, which=which, tol=tol, max_iter=cap,
-                        default_max_iter=n_power_iter + 1, supported_which=("LM",), X0=X0)
+                        default_max_iter=n_power_iter + 1, supported_which=("LM",), X0=X0, B=B)
     op, n = v.operator, v.operator.shape[0]
     passes_allowed = min(v.max_iter, n_power_iter + 1)
     l = min(v.k + n_oversamples, n)

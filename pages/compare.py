@@ -8,10 +8,12 @@ import streamlit as st
 from explorer.compare import RunOutcome, angle_frame, reference_for, summary_frame
 from explorer.jobs import friendly_error
 from explorer.plots import live_figure
-from explorer.ui import compare_form, live, problem
+from explorer.ui import compare_form, entry, live, problem
 from explorer.ui.charts import show
 from explorer.ui.compare_charts import SEVERITY_ICONS, orthogonality_figure, overlay_figure, pairs_figure
 from explorer.ui.compare_live import comparison_panel, start_comparison
+
+entry.require_frame()  # run alone (a fresh server's legacy pages/ mode): app.py takes over
 
 KEY = "compare"
 ERROR = "compare_error"

@@ -2,7 +2,9 @@
 
 import streamlit as st
 
-from explorer.ui import live, problem, results, runner, solver
+from explorer.ui import entry, live, problem, results, runner, solver
+
+entry.require_frame()  # run alone (a fresh server's legacy pages/ mode): app.py takes over
 
 KEY = "explore"
 

@@ -3,7 +3,9 @@
 import streamlit as st
 
 from explorer.runs import runs_frame
-from explorer.ui import charts, live, results, state
+from explorer.ui import charts, entry, live, results, state
+
+entry.require_frame()  # run alone (a fresh server's legacy pages/ mode): app.py takes over
 
 for key in ("explore", "model", "compare"):
     live.collect_finished(key)  # runs that ended while another page was open

@@ -8,12 +8,14 @@ from explorer.compare import RunOutcome
 from explorer.jobs import friendly_error
 from explorer.lessons import LESSON_RUNS, LESSONS
 from explorer.solvers import SOLVERS
-from explorer.ui import live
+from explorer.ui import entry, live
 from explorer.ui.charts import show
 from explorer.ui.compare_live import comparison_panel, start_comparison
 from explorer.ui.learn_charts import chart_figure, pretty
 from explorer.ui.state import ensure_choice
 from explorer.ui.widgets import param_form
+
+entry.require_frame()  # run alone (a fresh server's legacy pages/ mode): app.py takes over
 
 ERROR = "learn_error"
 

@@ -2,7 +2,9 @@
 
 import streamlit as st
 
-from explorer.ui import live, model_hessian, model_source, model_weights
+from explorer.ui import entry, live, model_hessian, model_source, model_weights
+
+entry.require_frame()  # run alone (a fresh server's legacy pages/ mode): app.py takes over
 
 model_source.restore_settings()  # widget values survive a visit to another page
 live.collect_finished(model_hessian.KEY)  # log analyses that ended since the last run of this page

@@ -9,12 +9,14 @@ AppTest (tests/app/):
 Browser (tests/e2e/, marked ``browser``):
     ``app_server`` - session-scoped: ``python -m streamlit run app.py`` on a free port,
     waits for /_stcore/health, yields the base URL, terminates the process at the end.
+    ``fresh_server`` - the same, for one test (a server no session has used yet).
     ``app_page`` - a Playwright ``page`` opened on the app with the first render done.
     ``browser_type_launch_args`` - Debian's /usr/bin/chromium with the flags of LIVE.md 4.2.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -22,7 +24,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 import torch
@@ -111,19 +113,22 @@ def _healthy(url: str) -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
-def app_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """A real ``streamlit run app.py`` server for the browser tests; yields its base URL."""
+@contextlib.contextmanager
+def streamlit_server(log: Path, app: Path = APP) -> Iterator[str]:
+    """``python -m streamlit run <app>`` on a free port; yields the base URL once /_stcore/health says ok.
+
+    Stops the process it started (by handle) on exit. Each server is a fresh Streamlit
+    process, as after a deploy (e.g. the legacy ``pages/`` mode before any session ran).
+    """
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("server") / "streamlit.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true",
+            [sys.executable, "-m", "streamlit", "run", str(app), "--server.headless", "true",
              "--server.address", "127.0.0.1", "--server.port", str(port), "--server.fileWatcherType", "none",
              "--browser.gatherUsageStats", "false"],
-            cwd=str(ROOT), stdout=out, stderr=subprocess.STDOUT, env=env,
+            cwd=str(app.parent), stdout=out, stderr=subprocess.STDOUT, env=env,
         )
     try:
         deadline = time.monotonic() + 90
@@ -141,6 +146,20 @@ def app_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+@pytest.fixture(scope="session")
+def app_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A real ``streamlit run app.py`` server for the browser tests; yields its base URL."""
+    with streamlit_server(tmp_path_factory.mktemp("server") / "streamlit.log") as url:
+        yield url
+
+
+@pytest.fixture
+def fresh_server(tmp_path: Path) -> Any:
+    """A server of its own for one test (no session has run on it yet); yields its base URL."""
+    with streamlit_server(tmp_path / "streamlit.log") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ from explorer.ui import compare_form, entry, live, problem
 from explorer.ui.charts import show
 from explorer.ui.compare_charts import SEVERITY_ICONS, orthogonality_figure, overlay_figure, pairs_figure
 from explorer.ui.compare_live import comparison_panel, start_comparison
+from explorer.ui.state import ensure
 
 entry.require_frame()  # run alone (a fresh server's legacy pages/ mode): app.py takes over
 
@@ -50,6 +51,7 @@ def on_run() -> None:
         st.session_state[ERROR] = friendly_error(error)
 
 
+ensure("cmp_curves", "worst pair")
 run_col, curve_col = st.columns([1, 2], vertical_alignment="center")
 run_col.button("Run comparison", key="cmp_run", type="primary", icon=":material/play_arrow:", on_click=on_run,
                disabled=running)

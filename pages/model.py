@@ -6,7 +6,6 @@ from explorer.ui import entry, live, model_hessian, model_source, model_weights
 
 entry.require_frame()  # run alone (a fresh server's legacy pages/ mode): app.py takes over
 
-model_source.restore_settings()  # widget values survive a visit to another page
 live.collect_finished(model_hessian.KEY)  # log analyses that ended since the last run of this page
 live.collect_finished(model_weights.KEY)
 
@@ -20,4 +19,3 @@ with hessian_tab:
     model_hessian.hessian_section(inputs)
 with weights_tab:
     model_weights.weights_section(inputs)
-model_source.save_settings()

@@ -23,37 +23,11 @@ from explorer.models import Dataset, ExportedModel, load_dataset, load_exported_
 from explorer.models.samples import MODEL_SAMPLE_DIR, MODEL_SAMPLES, ModelSample, read_manifest
 from explorer.ui.state import ensure
 
-__all__ = ["ModelInputs", "source_section", "SOURCE_KEY", "SAMPLE_KEY", "UPLOAD_LIMIT_MB", "restore_settings",
-           "save_settings"]
+__all__ = ["ModelInputs", "source_section", "SOURCE_KEY", "SAMPLE_KEY", "UPLOAD_LIMIT_MB"]
 
 SOURCE_KEY = "model_source"
 SAMPLE_KEY = "model_sample"
 UPLOAD_LIMIT_MB = 200
-
-
-_SAVED = "_model_saved_settings"
-# Widgets whose state cannot be assigned (buttons, downloads) or should not be (uploads, tables).
-_NOT_SETTINGS = ("_run", "_stop", "_exact", "_csv", "_json", "_values", "_vectors", "_table", "_shares")
-
-
-def _is_setting(key: Any, value: Any) -> bool:
-    return (isinstance(key, str) and key.startswith("model_") and "_dl_" not in key and "upload" not in key
-            and not key.endswith(_NOT_SETTINGS) and (value is None or isinstance(value, (bool, int, float, str))))
-
-
-def restore_settings() -> None:
-    """Put back the Model page's widget values (Streamlit drops a widget's state when its page is not shown).
-
-    Call at the top of the page, before any widget; :func:`save_settings` at the end.
-    """
-    for key, value in st.session_state.get(_SAVED, {}).items():
-        if key not in st.session_state:
-            st.session_state[key] = value
-
-
-def save_settings() -> None:
-    """Remember the Model page's widget values for the next visit (see :func:`restore_settings`)."""
-    st.session_state[_SAVED] = {k: v for k, v in st.session_state.items() if _is_setting(k, v)}
 
 
 @dataclass

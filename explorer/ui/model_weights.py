@@ -114,7 +114,7 @@ def weights_section(inputs: ModelInputs) -> None:
     name = st.session_state[P + "tensor"]
     rows, cols = matrix_view(tuple(inputs.state_dict[name].shape))  # type: ignore[misc]
     small = min(rows, cols)
-    if int(st.session_state.get(P + "k", 0) or 0) not in range(1, small + 1):
+    if int(ensure(P + "k", min(5, small)) or 0) not in range(1, small + 1):
         st.session_state[P + "k"] = min(5, small)
     c2.radio("Method", list(METHODS), key=P + "method", format_func=METHODS.get, disabled=running,
              help="Lanczos (the registry's) on the Gram matrix W^T W, whose eigenvalues are sigma^2; or randomized "

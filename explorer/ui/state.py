@@ -1,10 +1,14 @@
 """Session-state keys, their defaults, and the session's run log.
 
 ``init_session()`` runs in the entrypoint (app.py) on every page. It owns the
-values of the sidebar widgets (keys below and every key with a ``PERSIST_PREFIXES``
-prefix): Streamlit deletes a widget's state when its page is not rendered, so the
-entrypoint re-assigns them each run and they survive a visit to another page
-(../shared/LIVE.md 5). Widgets are then created with ``key=`` only, never ``value=``.
+values of the settings widgets of every page: Streamlit deletes a widget's state
+when its page is not rendered, so the entrypoint re-assigns them each run and they
+survive a visit to another page (../shared/LIVE.md 5). A key is such a setting when
+it is in ``PERSIST_KEYS``, has a ``PERSIST_PREFIXES`` prefix, or was given its
+default through :func:`ensure`, :func:`ensure_choice`, :func:`keep` or
+``explorer.ui.widgets.param_widget`` (so a page's form needs nothing more). Widgets
+are then created with ``key=`` only, never ``value=``. Never give a button, upload
+or download key a default: those widgets refuse values set through session state.
 """
 
 from __future__ import annotations
@@ -16,13 +20,15 @@ import streamlit as st
 from explorer.runs import RunRecord
 
 __all__ = [
-    "RUNS", "ACTIVE_SOURCE", "PERSIST_KEYS", "PERSIST_PREFIXES", "init_session", "persist", "ensure", "ensure_choice",
+    "RUNS", "ACTIVE_SOURCE", "PERSIST_KEYS", "PERSIST_PREFIXES", "init_session", "persist", "keep", "ensure",
+    "ensure_choice",
     "runs", "add_run", "next_run_id", "get_run",
 ]
 
 RUNS = "runs"  # list[RunRecord], oldest first
 ACTIVE_SOURCE = "problem_source"  # ProblemSource of the problem in use
 _RUN_COUNTER = "_run_counter"
+_KEPT = "_kept_keys"  # set of the keys registered by keep() (ensure, ensure_choice, param_widget)
 
 # Widget keys whose values belong to the session, not to one page.
 PERSIST_KEYS = ("problem_mode", "sample", "gen_name", "symmetrize", "solver", "k", "which", "tol", "max_iter",
@@ -31,8 +37,20 @@ PERSIST_KEYS = ("problem_mode", "sample", "gen_name", "symmetrize", "solver", "k
 PERSIST_PREFIXES = ("g_", "p_")
 
 
+def keep(*keys: str) -> None:
+    """Make ``keys`` session settings: their widgets' values survive visits to other pages."""
+    kept = st.session_state.get(_KEPT)
+    if kept is None:
+        kept = st.session_state[_KEPT] = set()
+    kept.update(keys)
+
+
 def ensure(key: str, default: Any) -> Any:
-    """Set ``st.session_state[key]`` to ``default`` unless it is set; return the value."""
+    """Set ``st.session_state[key]`` to ``default`` unless it is set; return the value.
+
+    The key becomes a session setting (:func:`keep`): its widget keeps its value across pages.
+    """
+    keep(key)
     if key not in st.session_state:
         st.session_state[key] = default
     return st.session_state[key]
@@ -44,6 +62,7 @@ def ensure_choice(key: str, options: Sequence[Any], default: Any = None) -> Any:
     ``default`` (when among ``options``) else ``options[0]`` is both the first value and
     the fallback. Returns the value.
     """
+    keep(key)
     fallback = default if default is not None and default in options else options[0]
     if st.session_state.get(key) not in options:
         st.session_state[key] = fallback
@@ -52,8 +71,9 @@ def ensure_choice(key: str, options: Sequence[Any], default: Any = None) -> Any:
 
 def persist() -> None:
     """Re-assign every session-owned widget value so it outlives its page."""
+    kept = st.session_state.get(_KEPT) or set()
     for key in list(st.session_state.keys()):
-        if key in PERSIST_KEYS or key.startswith(PERSIST_PREFIXES):
+        if key in PERSIST_KEYS or key in kept or key.startswith(PERSIST_PREFIXES):
             try:
                 st.session_state[key] = st.session_state[key]
             except Exception:  # noqa: BLE001 - a key some widget type refuses: leave it alone

@@ -4,8 +4,9 @@
 (step 1), float -> number_input (``"%.1e"`` for ``log_scale`` specs such as tol),
 choice -> selectbox, bool -> checkbox; ``spec.help`` becomes the widget help, and the
 declared minimum/maximum become the widget bounds. Values live in
-``st.session_state[key]`` (set to the default the first time), so forms keep their
-values across reruns and pages (see ``explorer.ui.state``).
+``st.session_state[key]`` (set to the default the first time) and every key is a
+session setting (``explorer.ui.state.keep``), so forms keep their values across
+reruns and pages.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, Iterable
 import streamlit as st
 
 from explorer.solvers.registry import ParamSpec
+from explorer.ui.state import keep
 
 __all__ = ["param_widget", "param_form", "coerce", "pretty_name"]
 
@@ -72,6 +74,7 @@ def param_widget(spec: ParamSpec, key: str, *, label: str | None = None, default
     initial = coerce(spec, spec.default if default is None else default)
     if spec.kind == "choice" and options and initial not in options:
         initial = options[0]
+    keep(key)  # a session setting: the value survives visits to other pages
     if key not in st.session_state or st.session_state[key] is None:
         st.session_state[key] = _clip(spec, initial)
     # A value the widget would refuse (type or range changed, option gone): back to the default.

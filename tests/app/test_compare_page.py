@@ -110,3 +110,17 @@ def test_stop_ends_the_comparison_and_keeps_the_partial_results(apptest, wait_jo
     _no_trouble(at)
     table = _table(at, "cmp_table")
     assert "stopped" in set(table["status"]) or "skipped" in set(table["status"])
+
+
+def test_compare_settings_survive_a_visit_to_another_page(apptest) -> None:  # noqa: ANN001
+    at = apptest(page="pages/compare.py")
+    at.number_input(key="cmp_budget").set_value(1234).run()
+    at.number_input(key="cmp_count").set_value(3).run()
+    at.radio(key="cmp_curves").set_value("every pair").run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.switch_page("pages/history.py").run()
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.number_input(key="cmp_budget").value == 1234
+    assert at.number_input(key="cmp_count").value == 3
+    assert at.radio(key="cmp_curves").value == "every pair"

@@ -47,3 +47,27 @@ def test_each_lesson_renders_and_runs_its_demo(apptest, wait_job, key: str) -> N
     styles = {trace.get("line", {}).get("dash") for chart in charts for trace in chart["data"]}
     assert "dash" in styles, "no theory curve drawn over the measurement"
     assert any("What the run shows" in m.value for m in at.markdown)
+
+
+def test_lesson_and_parameters_survive_a_visit_to_another_page(apptest) -> None:  # noqa: ANN001
+    at = apptest(page=PAGE)
+    at.radio(key="learn_lesson").set_value("lanczos").run()
+    at.number_input(key="learn_lanczos_steps").set_value(33).run()
+    at.number_input(key="learn_lanczos_seed").set_value(7).run()
+    _no_trouble(at)
+    at.switch_page("pages/history.py").run()
+    _no_trouble(at)
+    at.switch_page(PAGE).run()
+    _no_trouble(at)
+    assert at.radio(key="learn_lesson").value == "lanczos"
+    assert at.number_input(key="learn_lanczos_steps").value == 33
+    assert at.number_input(key="learn_lanczos_seed").value == 7
+    # a lesson not shown keeps its values too
+    at.number_input(key="learn_lanczos_steps").set_value(44).run()
+    at.radio(key="learn_lesson").set_value("power").run()
+    at.switch_page("pages/explore.py").run()
+    at.switch_page(PAGE).run()
+    at.radio(key="learn_lesson").set_value("lanczos").run()
+    _no_trouble(at)
+    assert at.number_input(key="learn_lanczos_steps").value == 44
+

@@ -6,78 +6,100 @@ Lanczos (1950) builds an orthonormal basis ``V = [v_1 .. v_m]`` of the Krylov sp
 ``span{v_1, A v_1, ..., A^(m-1) v_1}`` with a three-term recurrence
 ``beta_j v_(j+1) = A v_j - alpha_j v_j - beta_(j-1) v_(j-1)``; the projected matrix
 ``T_m = V^T A V`` is tridiagonal and its eigenpairs (theta_i, s_i) give Ritz pairs
-``(theta_i, V s_i)`` whose residual norm is exactly ``|beta_m e_m^T s_i|`` (Golub & Van Loan,
-Matrix Computations, 4th ed., 10.1). That estimate costs nothing, so every iteration records
-it (``estimated=True``); the *true* residuals ``||A x - theta x||`` are computed once at the
-end (k extra matvecs) and only they decide ``converged``.
+``(theta_i, V s_i)`` whose residual norm is ``|beta_m e_m^T s_i|`` (Golub & Van Loan,
+Matrix Computations, 4th ed., 10.1). That estimate is free, so every iteration records it
+(``estimated=True``) after a Rayleigh-Ritz step on the small projected matrix (LAPACK
+``syevd`` on at most ``max_basis`` rows). The *true* residuals ``||A x - theta x||`` are
+computed when the estimates say "converged" (k extra matvecs) and at the end; only they
+decide ``converged`` and the CONVERGED status.
 
 * **Block start.** With ``block_size = b > 1`` the recurrence runs on blocks of b vectors
-  (block Lanczos, Golub & Underwood 1977): ``T`` is banded and the Ritz residual is
-  ``||R_m S_i||`` with the b x b "beta" block ``R_m``. A single-vector Krylov space
-  contains only one direction of each eigenspace (in exact arithmetic), so a single-vector
-  method (ARPACK, PRIMME with its default block size 1) returns one copy of a double
-  eigenvalue and skips to the next value: on the 2-D Laplacian its top-10 set is wrong
-  while every residual looks perfect (../shared/PEERS.md, "Multiplicity"). A block of b
-  vectors sees multiplicities up to b. Default: ``b = 1`` for k = 1 (one eigenvalue cannot
-  be "missed" by its own copy) and ``b = 2`` for k >= 2 (catches the doubles of the
-  Laplacian and other symmetric-geometry problems, at a small cost in matvecs; measured
-  in ``explorer/bench.py``). Set ``block_size`` to the largest multiplicity you expect.
-* **Thick restart** (Wu & Simon 2000; Stathopoulos, Saad & Wu 1998). The basis is bounded
-  by ``max_basis`` vectors, so memory is O(n * max_basis). When it is full, the method
+  (block Lanczos, Golub & Underwood 1977): T is banded, the Ritz residual is
+  ``||R_m S_i[last b rows]||`` with the b x b "beta" block ``R_m``, and new blocks are
+  orthonormalized by Cholesky QR (repeated once when ill-conditioned). A single-vector
+  Krylov space contains one direction of each eigenspace only, so a single-vector method
+  (ARPACK; PRIMME with its default block size 1) returns one copy of a double eigenvalue
+  and then the next value: on the 2-D Laplacian its top-10 set is wrong while every
+  residual looks perfect (../shared/PEERS.md, "Multiplicity"). A block of b vectors sees
+  multiplicities up to b. **Default: b = 1 for k = 1** (the largest eigenvalue is found
+  whatever its multiplicity, and one vector needs the fewest matvecs) **and b = 2 for
+  k >= 2** (catches the doubles of the Laplacian and other symmetric geometries). The
+  alternative, single-vector Lanczos plus a deflated restart to look for missing copies,
+  was rejected: on the n = 10^4 Laplacian, k = 10 LA, the single-vector run alone needs
+  ~470 matvecs and the search for the ~5 missing copies would need a run of its own,
+  while b = 2 finds everything in 758 (ARPACK: 704 with the wrong set; PRIMME with block
+  size 2: 1657). Set ``block_size`` to the largest multiplicity you expect.
+* **Thick restart** (Wu & Simon 2000; Stathopoulos, Saad & Wu 1998). The basis holds at
+  most ``max_basis`` vectors, so memory is O(n * max_basis). When it is full the method
   keeps ``L`` Ritz vectors ``Y = V S_L`` (the wanted ones first) and the last block
-  ``Q_(m+1)``; ``A Y = Y Theta + Q_(m+1) R_m S_L[last rows]`` still holds, so the
-  projected matrix restarts as ``diag(Theta)`` plus an "arrow" coupling row and Lanczos
-  continues from ``Q_(m+1)`` — no information about the kept directions is lost and no
-  extra matvec is spent (unlike implicit restarts with exact shifts, which are
-  mathematically equivalent, Wu & Simon 2000 sec. 2). ``L`` is chosen each restart to
-  maximize ``(m - L) * sqrt(gamma_L)`` with ``gamma_L = |theta_t - theta_(L+1)| /
-  |theta_(L+1) - theta_far|`` (the Chebyshev convergence rate of the first unconverged
-  wanted value ``theta_t`` over the next cycle), a form of the dynamic thick restart of
-  Stathopoulos, Saad & Wu (1998) and Yamazaki et al. (2010).
+  ``Q_(m+1)``; ``A Y = Y Theta + Q_(m+1) R_m S_L[last rows]`` still holds, so the projected
+  matrix restarts as ``diag(Theta)`` plus an "arrow" coupling and Lanczos continues from
+  ``Q_(m+1)``: no extra matvec, no information about the kept directions lost
+  (mathematically the same as implicit restarts with exact shifts, Wu & Simon 2000 sec. 2).
+  ``L`` maximizes ``(m - L) * sqrt(gamma_L)``, ``gamma_L = |theta_t - theta_(L+1)| /
+  |theta_(L+1) - theta_far|`` (the Chebyshev rate of the first unconverged wanted value
+  ``theta_t`` over the next cycle; dynamic thick restart, Stathopoulos, Saad & Wu 1998,
+  Yamazaki et al. 2010) over ``k <= L <= k + (m - k) / 2``.
 * **Locking** (soft): converged wanted pairs stay among the kept Ritz vectors (they keep
-  improving and cannot be lost) and are not counted as targets any more; the restart
-  objective aims at the first unconverged one.
+  improving and cannot be lost) and stop being targets; the restart rule aims at the
+  first unconverged one.
 * **Re-orthogonalization.** In floating point the Lanczos vectors lose orthogonality
-  exactly along converged Ritz vectors (Paige 1976), and those then converge again:
-  *ghost* copies of a simple eigenvalue.
+  exactly along converged Ritz vectors (Paige 1976), which then converge again: *ghost*
+  copies of a simple eigenvalue.
 
-  - ``"full"`` (default): after the local three-term (or arrow) step, one classical
-    Gram-Schmidt pass against the whole basis as two block GEMMs, repeated once when the
-    norm drops by more than 1/sqrt(2) (the DGKS "twice is enough" test; Daniel, Gragg,
-    Kaufman & Stewart 1976). Orthogonality stays at eps level. Cost: 2 passes over
-    ``V`` per step (4 when the test fires), i.e. O(n m) flops, memory-bound.
-  - ``"partial"`` (Simon 1984): Simon's omega recurrence estimates ``V^T v_(j+1)`` from
-    the projected matrix alone (O(m^2) per step, no pass over V); the block is
-    re-orthogonalized only when the estimate exceeds sqrt(eps) ("semi-orthogonality",
-    enough for Ritz values accurate to eps ||A||). At a restart the kept Ritz vectors are
-    re-orthonormalized (Cholesky QR) and their exact Rayleigh quotient is rebuilt from the
-    Krylov relation, so the next cycle starts orthonormal.
+  - ``"full"`` (default): after the local three-term (or arrow) step, the new vector is
+    measured against the whole basis (``c = V^T w``, GEMVs) and corrected with classical
+    Gram-Schmidt, repeated once when the norm drops below 1/sqrt(2) of its value (DGKS
+    "twice is enough", Daniel, Gragg, Kaufman & Stewart 1976). When the measured overlap
+    is already below 64 eps the correction is skipped (it would move w by its own rounding
+    error; 50-70 % of the steps on the Laplacian). Orthogonality stays at ~1e-14. Cost:
+    1-2 passes over V per step (ARPACK's DGKS: 2-4), memory-bound.
+  - ``"partial"`` (Simon 1984): Simon's omega recurrence, written for the projected matrix
+    of a thick-restarted (block) basis, estimates ``V^T v_(j+1)`` with O(m^2) small work
+    and no pass over V; the new block is re-orthogonalized only when the estimate exceeds
+    sqrt(eps) (semi-orthogonality: the Ritz values are still accurate to O(eps ||A||)). At
+    a restart the kept Ritz vectors are re-orthonormalized (Cholesky QR, with their exact
+    Rayleigh quotient rebuilt from the Krylov relation) only when the carried loss bound
+    nears sqrt(eps). Cheapest per step when the operator is cheap; eigenvectors are
+    normalized but only semi-orthogonal (~1e-8).
   - ``"none"``: plain Lanczos, for teaching: ghosts appear. The exact overlaps
-    ``V^T v_(j+1)`` are still measured (one extra GEMV per step, the same cost as one
-    Gram-Schmidt pass, and the only way to report an honest orthogonality loss); they are
-    used to tell ghosts (a Ritz vector parallel to an earlier converged one) from true
-    multiple eigenvalues (orthogonal Ritz vectors).
-* **Ghosts** are flagged in ``ghost_mask`` when orthogonality is lost (loss > sqrt(eps))
-  and a Ritz value lies within ``sqrt(eps) ||A||`` of a converged one whose Ritz vector
-  it (nearly) duplicates. Ghosts are never counted as converged; the final result
-  skips them and returns k distinct pairs with true residuals.
-* **Breakdown** (``beta ~ 0``: the Krylov space is invariant): the block is continued with
-  fresh random vectors orthogonal to the basis (coupling 0), so the method goes on to the
-  other wanted eigenvalues. Only when the basis spans the whole space (n small) does it
-  stop; then the projection is exact.
+    ``V^T v_(j+1)`` are still measured every step (one GEMV pass, as much as one
+    Gram-Schmidt pass: the price of an honest orthogonality-loss curve); they also tell
+    ghosts (a Ritz vector parallel to a converged one) from true multiple eigenvalues
+    (orthogonal Ritz vectors). ``max_basis`` is not capped at n in this mode: plain
+    Lanczos can run for more than n steps.
+* **Ghosts** are flagged in ``ghost_mask`` when the loss exceeds sqrt(eps) and a Ritz value
+  lies within ``sqrt(eps) ||A||`` of a converged one (with the smaller residual estimate)
+  whose Ritz vector it duplicates. Ghosts never count as converged; the result skips them
+  and returns k distinct pairs with true residuals (hessian-eigenthings 1.0.0a5 reports
+  them as converged).
+* **Breakdown** (``beta ~ 0``, an invariant subspace): the block continues with fresh
+  random vectors orthogonal to the basis (coupling 0), so the other eigenvalues are still
+  found; ``result.message`` reports it. When the basis spans the whole space (small n) the
+  projection is exact and the solve ends (BREAKDOWN if the tolerance is below what
+  rounding allows).
 
-Orthogonality loss recorded each iteration: ``"full"``, the largest overlap
-``|V^T v|`` of a new vector measured in the Gram-Schmidt pass (before the correction, an
-upper bound of what remains); ``"partial"``, the largest omega estimate; ``"none"``, the exact
-``max |V^T V - I|``.
+Each iteration records: ``ritz_values`` / ``residual_norms`` (estimates) of the best k
+Ritz values in ``which`` order (fewer in the first steps, while the basis has fewer than k
+vectors), ``all_ritz_values`` (every Ritz value: the "staircase"), ``ghost_mask`` and
+``orthogonality_loss``: "full", the measured overlap when no correction was needed, else
+the CGS rounding bound ``p eps ||w_before|| / ||w_after||``; "partial", the largest omega
+estimate; "none", the exact ``max |V^T V - I|``.
+
+Performance notes (one thread, ../shared/PEERS.md method, ``python -m explorer.bench``):
+every per-step product is a matrix-vector product (small GEMMs went to a multi-threaded
+MKL path that stalled for milliseconds on the busy host), and the projected eigenproblem
+runs on one torch thread. On cheap operators (sparse, n = 10^4) the per-iteration Python
+and Rayleigh-Ritz work (~0.4 ms) makes a run slower than ARPACK although it needs 35 %
+fewer matvecs; from n = 10^5 on, the vector work dominates and the fewer matvecs win.
 
 Defaults and why
 ----------------
-* ``tol=1e-6`` relative residual (``residual_threshold``: the ARPACK / PRIMME criterion).
-* ``max_basis = max(20, 2 k + 4 b)`` (capped at n): ARPACK's ``ncv = max(2k+1, 20)`` plus
-  room for the block. Larger bases need fewer matvecs but each step costs O(n m); for
-  expensive operators (Hessians) raise it.
-* ``block_size``: 1 for k = 1, 2 otherwise (see above).
+* ``tol=1e-6``: relative residual (``residual_threshold``, the ARPACK / PRIMME criterion).
+* ``max_basis = max(40, 6 k + 10 b)``, capped at n (see ``default_max_basis`` for the
+  measurements behind it). Larger bases need fewer matvecs but each step costs O(n m);
+  for expensive operators (Hessian-vector products) raise it.
+* ``block_size``: 1 for k = 1, else 2 (above).
 * ``max_iter = 10000`` Lanczos steps; one step applies A to one block (b matvecs).
 
 References:
@@ -86,6 +108,9 @@ References:
     C. C. Paige, Error analysis of the Lanczos algorithm for tridiagonalizing a symmetric
     matrix, J. Inst. Math. Appl. 18 (1976).
     H. D. Simon, The Lanczos algorithm with partial reorthogonalization, Math. Comp. 42 (1984).
+    G. H. Golub and R. Underwood, The block Lanczos method for computing eigenvalues (1977).
+    J. W. Daniel, W. B. Gragg, L. Kaufman and G. W. Stewart, Reorthogonalization and stable
+    algorithms for updating the Gram-Schmidt QR factorization, Math. Comp. 30 (1976).
     K. Wu and H. Simon, Thick-restart Lanczos method for large symmetric eigenvalue
     problems, SIAM J. Matrix Anal. Appl. 22 (2000).
     A. Stathopoulos, Y. Saad and K. Wu, Dynamic thick restarting of the Davidson and the
@@ -140,19 +165,26 @@ def default_block_size(k: int) -> int:
 
 
 def default_max_basis(k: int, block_size: int, n: int) -> int:
-    """``max(30, 4 k + 10 b)`` capped at n (30 for k = 1, 60 for k = 10 with b = 2)."""
-    return min(n, max(30, 4 * k + 10 * block_size))
+    """``max(40, 6 k + 10 b)`` capped at n: 40 for k = 1, 80 for k = 10 with b = 2.
+
+    Measured on the 2-D Laplacian n = 10^5 (float64, tol 1e-6, one thread): k = 1 LA needs
+    1590 / 958 / 770 / 733 matvecs with m = 20 / 30 / 40 / 60 (3.1 s CPU at 40, 3.9 s at
+    60); k = 10 LA (b = 2) 4612 / 3492 / 2746 / 2378 with m = 50 / 60 / 80 / 100 (14.3 s CPU
+    at 80, 18.2 s at 100). Beyond that, the O(n m) work per step outgrows the saved matvecs
+    for cheap operators; for expensive ones (Hessian-vector products) a larger basis pays.
+    """
+    return min(n, max(40, 6 * k + 10 * block_size))
 
 
 # ----------------------------------------------------------------------------------------
 # Small helpers (numpy float64 on the projected matrices)
 # ----------------------------------------------------------------------------------------
 def _which_order(theta: np.ndarray, which: str) -> np.ndarray:
-    """Indices putting ``theta`` in ``which`` order, best first (as ``select_order``)."""
+    """Indices putting ``theta`` (ascending, as eigh returns it) in ``which`` order, best first."""
     if which == "LA":
-        return np.argsort(-theta, kind="stable")
+        return np.arange(len(theta) - 1, -1, -1)
     if which == "SA":
-        return np.argsort(theta, kind="stable")
+        return np.arange(len(theta))
     if which == "LM":
         return np.argsort(-np.abs(theta), kind="stable")
     ascending = np.argsort(theta, kind="stable")  # BE: alternate largest / smallest
@@ -169,15 +201,17 @@ def _which_order(theta: np.ndarray, which: str) -> np.ndarray:
 
 
 # Largest share of the free basis (m - k) a restart may keep: keeping almost everything
-# leaves cycles of one or two steps whose restart GEMMs cost more than they save.
-_KEEP_CAP = 0.7
+# leaves short cycles whose restart GEMMs cost more than they save. Measured on the 2-D
+# Laplacian n = 10^5, k = 10 LA, m = 60: cap 0.7 -> 3690 matvecs / 22.0 s CPU, 0.5 ->
+# 3492 / 17.2 s; m = 80: cap 0.5 -> 2746 / 14.3 s, 0.4 -> 2870 / 16.2 s.
+_KEEP_CAP = 0.5
 
 
 def _choose_keep(theta_ord: np.ndarray, first_target: int, k: int, m: int, b: int, which: str) -> int:
     """How many Ritz vectors to keep at a restart (``theta_ord`` in ``which`` order, best first).
 
     LA / SA: maximize ``(m - L) * sqrt(gamma_L)``, ``gamma_L = |theta_t - theta_(L+1)| /
-    |theta_(L+1) - theta_far|`` over ``k <= L <= k + 0.7 (m - k)`` (see the module
+    |theta_(L+1) - theta_far|`` over ``k <= L <= k + 0.5 (m - k)`` (see the module
     docstring; measured on the 2-D Laplacian, the cap saves restarts at no cost in
     matvecs). LM / BE (the wanted values sit at both ends, the one-sided Chebyshev model
     does not apply): keep ``k + (m - k) / 2``.
@@ -521,7 +555,7 @@ class _Lanczos:
             order = _which_order(theta, which)
             thresh_all = self._thresholds(theta)
             ghost = self._ghosts(theta, S, est_all, thresh_all, p)
-            wanted = order[~ghost[order]][:k]
+            wanted = order[~ghost[order]][:k] if ghost.any() else order[:k]
             conv_w = est_all[wanted] <= self.tol_factor * thresh_all[wanted]
             shown = order[:k]
             stop = monitor.record(
@@ -570,7 +604,7 @@ class _Lanczos:
         if lo == j - 1:  # previous vector: beta_(j-1)
             w.sub_(Vt[lo], alpha=float(H[j, lo]))
         elif lo < j:  # right after a restart: the arrow row couples to every kept Ritz vector
-            w.sub_(Vt[lo:j].T.mv(_t(H[j, lo:j], w)))
+            w.addmv_(Vt[lo:j].T, _t(H[j, lo:j], w), alpha=-1.0)
         a = float(torch.dot(w, q))
         w.sub_(q, alpha=a)
         H[j, j] = a
@@ -584,12 +618,12 @@ class _Lanczos:
                 self.n_skipped += 1
                 beta = nb
             else:
-                w.sub_(V.T.mv(c))
+                w.addmv_(V.T, c, alpha=-1.0)
                 beta = float(torch.linalg.vector_norm(w))
                 ratio = nb / max(beta, 1e-300)
                 if beta < _DGKS_ETA * nb:
                     c2 = V.mv(w)
-                    w.sub_(V.T.mv(c2))
+                    w.addmv_(V.T, c2, alpha=-1.0)
                     cn = cn + _np(c2)
                     before, beta = beta, float(torch.linalg.vector_norm(w))
                     ratio = before / max(beta, 1e-300)
@@ -915,30 +949,34 @@ def lanczos(
         operator: symmetric n x n operator (anything ``as_operator`` accepts); only
             matvecs are used.
         k: number of eigenpairs, 1 <= k <= n.
-        which: "LA" largest, "SA" smallest, "LM" largest magnitude, "BE" both ends.
+        which: "LA" largest, "SA" smallest, "LM" largest magnitude, "BE" both ends
+            (alternating largest, smallest, ...).
         tol: relative residual tolerance, ``||A x - theta x|| <= tol * max(|theta|,
-            sqrt(eps) ||A||)`` checked with true residuals at the end.
+            sqrt(eps) ||A||)``, checked with true residuals.
         max_iter: Lanczos steps (each applies A to one block of ``block_size`` vectors);
             default 10000.
         X0: (n,) or (n, c) start. Fewer than ``block_size`` columns are padded with random
-            ones; more are mixed into ``block_size`` random combinations.
-        seed: seed of the local generator for the random start and breakdown vectors.
+            ones; more are mixed into ``block_size`` random combinations (each keeps every
+            column's directions). A zero or dependent start is replaced by random vectors.
+        seed: seed of the local generator (random start, padding, breakdown vectors).
         tracker: receives one record per Lanczos step (estimated residuals).
-        reorthogonalization: "full" (CGS with DGKS repeat, default), "partial" (Simon's
-            omega recurrence, semi-orthogonality) or "none" (plain Lanczos: ghosts).
+        reorthogonalization: "full" (default), "partial" or "none" (module docstring).
         max_basis: most basis vectors kept (memory O(n * max_basis)); default
-            ``max(20, 2 k + 4 block_size)``, capped at n ("none" may exceed n, as plain
-            Lanczos can run for more than n steps).
-        block_size: vectors per block; default 1 for k = 1, else 2 (sees double
-            eigenvalues; use the largest multiplicity you expect).
+            ``max(40, 6 k + 10 block_size)``, capped at n except for "none". Must be at least
+            ``k + block_size``.
+        block_size: vectors per block; default 1 for k = 1, else 2. Sees eigenvalues of
+            multiplicity up to ``block_size``.
 
     Returns:
-        EigenResult in ``which`` order, with true residuals; ``converged`` from those.
+        EigenResult in ``which`` order with true residual norms; ``converged`` compares
+        them with ``residual_threshold``. Status CONVERGED, MAX_ITER, STOPPED (a tracker
+        raised StopSolve: the partial result, with true residuals) or BREAKDOWN (the basis
+        spans the space but ``tol`` is below what rounding allows).
 
     Raises:
         ValueError: bad ``k``, ``tol``, ``which``, ``max_iter``, ``reorthogonalization``,
             ``max_basis`` or ``block_size``.
-        TypeError: non-integer ``max_basis`` / ``block_size``.
+        TypeError: a non-integer ``max_basis`` / ``block_size``.
 
     References:
         Lanczos 1950; Paige 1976; Simon 1984; Wu & Simon 2000; Golub & Van Loan 10.1-10.3.
@@ -992,17 +1030,18 @@ register_solver(SolverSpec(
     fn=lanczos,
     summary=("Krylov method for a few extreme eigenvalues: builds an orthonormal basis with a three-term "
              "recurrence, restarts keeping the best Ritz vectors, uses a small block to catch double "
-             "eigenvalues. Needs only matvecs; usually the fewest of any solver here."),
+             "eigenvalues. Needs only matvecs, typically far fewer than LOBPCG or power iteration."),
     which=("LA", "SA", "LM", "BE"),
     params=(
         ParamSpec("reorthogonalization", "choice", "full",
-                  "How the basis is kept orthonormal. 'full' removes every rounding-error overlap each step "
-                  "(safe, costs two passes over the basis); 'partial' estimates the overlaps and cleans only "
-                  "when they exceed sqrt(eps) (cheaper); 'none' is textbook Lanczos: converged eigenvalues "
-                  "come back as 'ghost' copies.", choices=REORTHOGONALIZATION),
+                  "How the basis is kept orthonormal. 'full' checks every new vector against the whole "
+                  "basis and removes what rounding left (safe; one or two passes over the basis per step); "
+                  "'partial' only estimates those overlaps and cleans when they pass sqrt(eps) (cheaper "
+                  "for cheap operators); 'none' is textbook Lanczos: converged eigenvalues come back as "
+                  "'ghost' copies.", choices=REORTHOGONALIZATION),
         ParamSpec("max_basis", "int", None,
                   "Most basis vectors kept before a restart (memory = n x max_basis numbers). Larger means "
-                  "fewer matvecs but more work per step. Empty = max(20, 2k + 4 block_size).",
+                  "fewer matvecs but more work per step. Empty = max(40, 6k + 10 block_size).",
                   minimum=2, optional=True),
         ParamSpec("block_size", "int", None,
                   "How many vectors the Krylov space grows by per step. A single vector cannot see the "

@@ -250,6 +250,15 @@ def test_small_problem_where_the_basis_spans_everything() -> None:
     np.testing.assert_allclose(result.eigenvalues.numpy(), [4.0, 3.0, 2.0], rtol=1e-12)
 
 
+@pytest.mark.parametrize("mode", ["full", "partial", "none"])
+def test_k_equal_to_n_returns_the_whole_spectrum(mode: str) -> None:
+    values = np.array([2.0, -1.0, 0.5])
+    result = lanczos(problems.diagonal(values).operator, 3, which="BE", tol=1e-10, seed=0,
+                     reorthogonalization=mode)
+    np.testing.assert_allclose(result.eigenvalues.numpy(), [2.0, -1.0, 0.5], atol=1e-12)
+    assert result.status is SolveStatus.CONVERGED
+
+
 # ---------------------------------------------------------------------------------------
 # Tracking, stopping, limits
 # ---------------------------------------------------------------------------------------

@@ -707,7 +707,8 @@ class _Lanczos:
         G[p:p + bn, :p + bn] = g.T
         dev = np.abs(g)
         dev[p + np.arange(bn), np.arange(bn)] = np.abs(g[p + np.arange(bn), np.arange(bn)] - 1.0)
-        self.loss = max(self.loss, float(dev.max()))
+        if dev.size:
+            self.loss = max(self.loss, float(dev.max()))
 
     def _partial_step(self, Qn: torch.Tensor, R: np.ndarray, j: int, p: int, bn: int,
                       replaced: int) -> torch.Tensor:

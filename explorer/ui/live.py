@@ -57,6 +57,7 @@ __all__ = [
     "collect_finished",
     "live_panel",
     "progress_text",
+    "pause_key",
     "server_caption",
 ]
 
@@ -64,6 +65,7 @@ REFRESH_S = 0.5  # fragment redraw period while a job runs (LIVE.md: 0.25-0.5 s)
 
 _META = "_live_meta"  # session_state: {key: {"job_id", "job", "meta", "on_finish", "started_at"}}
 _DONE = "_live_collected"  # session_state: set of collected job ids
+_FROZEN = "_live_frozen"  # session_state: {key: (job id, data)} drawn while the live view is paused
 
 
 def _detach_all(holder: list[SolveJob]) -> None:
@@ -112,6 +114,7 @@ def start_job(key: str, target: Callable[[Tracker], Any], *, label: str = "solve
         raise ValueError("a solve is already running here; press Stop first or wait for it to end")
     if previous is not None:
         collect_finished(key)
+    st.session_state.pop(pause_key(key), None)  # every solve starts with a live chart
     job = SolveJob(target, label=label, params=dict(params or {}), extra_tracker=extra_tracker)
     holder = session_jobs()
     holder[:] = [j for j in holder if j.alive] + [job]
@@ -119,6 +122,11 @@ def start_job(key: str, target: Callable[[Tracker], Any], *, label: str = "solve
                                                    "on_finish": on_finish, "started_at": time.time()}
     job.start()
     return job
+
+
+def pause_key(key: str) -> str:
+    """Session-state key of the "Pause live view" toggle of the panel under ``key``."""
+    return f"{key}_pause"
 
 
 def stop_job(key: str, reason: str = "stopped by the user") -> None:
@@ -193,8 +201,11 @@ def live_panel(key: str, *, reference: Any = None, tol: float | None = None, spe
     fragment run: ``snapshot(view) -> data`` (what to draw, read after the job's state,
     default the ``JobView`` itself), ``progress(data) -> (fraction, text)`` (default
     :func:`progress_text`) and ``render(data, alive)`` (draws the chart area).
-    ``caption``: the "Job #id: label, settings" line. Widget keys: the Stop button is
-    ``stop_key`` (default ``f"{key}_stop"``), the default chart ``f"{key}_live_chart"``.
+    ``caption``: the "Job #id: label, settings" line. While the job runs, a "Pause
+    live view" toggle holds the chart (``render`` gets the data of the moment it was
+    switched on) so that the user can zoom; heartbeat, progress and Stop go on.
+    Widget keys: the Stop button is ``stop_key`` (default ``f"{key}_stop"``), the
+    toggle :func:`pause_key`, the default chart ``f"{key}_live_chart"``.
     Returns the latest ``data`` (None without a job).
     """
     job = current_job(key)
@@ -254,16 +265,37 @@ def _live_body(key: str, started_running: bool, panel: _Panel) -> Any:
         settings = ", ".join(f"{k}={v:.0e}" if isinstance(v, float) and k == "tol" else f"{k}={v}"
                              for k, v in job.params.items())
         st.caption(f"Job #{job.id}: {job.label}" + (f" \u00b7 {settings}" if settings else ""))
-    cols = st.columns([5, 1], vertical_alignment="center")
+    cols = st.columns([5, 1.6, 1] if panel.show_stop else [5, 1.6], vertical_alignment="center")
     with cols[0]:
         st.progress(fraction, text=("Running: " if alive else "") + text)
     with cols[1]:
-        if panel.show_stop:
+        st.toggle("Pause live view", key=pause_key(key), disabled=not alive,
+                  help="Hold the chart still so you can zoom and pan it (every live update redraws it and resets "
+                  "the zoom). The solve, the progress line and Stop go on; switch off to catch up.")
+    if panel.show_stop:
+        with cols[2]:
             st.button("Stop", key=panel.stop_key, icon=":material/stop_circle:", on_click=stop_job, args=(key,),
                       disabled=not alive, help=panel.stop_help, width="stretch")
-    panel.render(data, alive)
+    panel.render(_held(key, job.id, data, alive), alive)
     _rerun_when_finished(key, alive, started_running, panel.on_finish)
     return data
+
+
+def _held(key: str, job_id: int, data: Any, alive: bool) -> Any:
+    """What the chart draws: ``data``, or while the live view is paused the data of the moment it was paused.
+
+    Redrawing the very same figure keeps the element (its id hashes the figure), so
+    the browser keeps the user's zoom; any change would replace it (LIVE.md pitfall 6).
+    """
+    frozen: dict[str, tuple[int, Any]] = st.session_state.setdefault(_FROZEN, {})
+    if not (alive and st.session_state.get(pause_key(key))):
+        frozen.pop(key, None)
+        return data
+    held = frozen.get(key)
+    if held is None or held[0] != job_id:
+        held = frozen[key] = (job_id, data)
+    st.caption(":material/pause_circle: Live view paused: the chart holds still for zooming while the solve goes on.")
+    return held[1]
 
 
 def _rerun_when_finished(key: str, alive: bool, started_running: bool,

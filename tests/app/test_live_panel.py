@@ -82,3 +82,70 @@ def test_live_panel_draws_through_page_hooks(wait_job) -> None:  # noqa: ANN001
     assert not at.get("plotly_chart")  # the page's render replaced the default chart
     assert not [c.value for c in at.caption if c.value.startswith("Job #")]
     assert at.get("progress")[0].proto.text == "3 of 3 records"
+
+
+def _endless_page() -> None:
+    """A job that adds one record every 20 ms until Stop: a long solve under the default chart."""
+    import time
+
+    import streamlit as st
+
+    from explorer.tracking import IterationRecord
+    from explorer.ui import live
+
+    def target(tracker) -> None:  # noqa: ANN001
+        import torch
+
+        for it in range(1, 100_000):
+            tracker.on_iteration(IterationRecord(
+                solver="demo", iteration=it, ritz_values=torch.tensor([1.0 + 1.0 / it], dtype=torch.float64),
+                residual_norms=torch.tensor([1.0 / it], dtype=torch.float64), residuals_estimated=False,
+                orthogonality_loss=None, n_converged=0, n_matvec=it, elapsed_s=0.02 * it))  # raises on Stop
+            time.sleep(0.02)
+
+    st.button("Run", key="go", on_click=lambda: live.start_job("endless", target, label="demo"))
+    live.live_panel("endless")
+
+
+def _chart(at) -> str:  # noqa: ANN001
+    charts = at.get("plotly_chart")
+    assert len(charts) == 1
+    return charts[0].proto.spec
+
+
+def _records_now(at, n: int, timeout: float = 30.0) -> None:  # noqa: ANN001
+    import time
+
+    job = at.session_state["_live_meta"]["endless"]["job"]
+    deadline = time.monotonic() + timeout
+    while len(job.view().records) < n:
+        assert time.monotonic() < deadline, "the demo job is too slow"
+        time.sleep(0.05)
+
+
+def test_pause_holds_the_chart_while_progress_goes_on() -> None:
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_function(_endless_page, default_timeout=30).run()
+    at.button(key="go").click().run()
+    try:
+        _records_now(at, 5)
+        at.run()
+        assert not at.toggle(key="endless_pause").value and not at.toggle(key="endless_pause").disabled
+        at.toggle(key="endless_pause").set_value(True).run()
+        held, progress = _chart(at), at.get("progress")[0].proto.text
+        assert any("paused" in c.value for c in at.caption)
+        n = len(at.session_state["_live_meta"]["endless"]["job"].view().records)
+        _records_now(at, n + 5)
+        at.run()
+        assert _chart(at) == held  # the same figure: the browser keeps the element and the user's zoom
+        assert at.get("progress")[0].proto.text != progress  # while progress goes on
+        at.toggle(key="endless_pause").set_value(False).run()
+        assert _chart(at) != held  # catches up
+        assert not any("paused" in c.value for c in at.caption)
+    finally:
+        at.button(key="endless_stop").click().run()
+    job = at.session_state["_live_meta"]["endless"]["job"]
+    assert job.wait(10)
+    at.run()
+    assert at.toggle(key="endless_pause").disabled  # nothing to pause; the final chart is zoomable anyway

@@ -143,3 +143,37 @@ def test_closing_the_tab_ends_its_run(ui, app_server):
             return
         time.sleep(2)
     raise AssertionError("the solve of the closed tab is still running after 90 s")
+
+
+_LIVE_RANGE = """() => {
+    for (const el of document.querySelectorAll('.st-key-explore_live_chart .js-plotly-plot')) {
+        if (el.offsetParent && el._fullLayout) return [el._fullLayout.xaxis.range, el._fullLayout.xaxis.autorange];
+    }
+    return null;
+}"""
+
+
+def test_pause_keeps_the_users_zoom_while_the_solve_goes_on(ui):
+    page = ui.page
+    _big_laplacian(ui)
+    _set_solver(ui, _solver(), "1e-14", 20000)
+    ui.click("run")
+    progress = page.get_by_test_id("stProgress").filter(visible=True).first
+    page.get_by_text(re.compile(r"Iteration [1-9]\d")).first.wait_for()
+    ui.el("explore_pause").locator("label").click()
+    page.get_by_text("Live view paused").first.wait_for()
+    time.sleep(1.0)  # let the fragment rerun that drew the held chart settle
+    plot = page.locator(".st-key-explore_live_chart .js-plotly-plot").filter(visible=True).first
+    box = plot.locator(".nsewdrag").first.bounding_box()  # the Ritz value panel
+    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.7, steps=5)
+    page.mouse.up()
+    zoomed = page.evaluate(_LIVE_RANGE)
+    assert zoomed is not None and zoomed[1] is False, zoomed
+    before = progress.inner_text()
+    time.sleep(2.5)  # about five fragment reruns
+    assert page.evaluate(_LIVE_RANGE) == zoomed
+    assert progress.inner_text() != before  # the solve and its progress line went on
+    ui.click("stop")
+    assert _status(page, 60) == "stopped"

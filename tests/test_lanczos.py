@@ -243,6 +243,20 @@ def test_invariant_start_vector_breaks_down_and_recovers() -> None:
     np.testing.assert_allclose(result.eigenvalues.numpy(), values[::-1][:3], rtol=1e-8)
 
 
+@pytest.mark.parametrize("block_size", [1, 2])
+@pytest.mark.parametrize("mode", ["full", "partial", "none"])
+def test_breakdowns_do_not_hide_copies_of_repeated_eigenvalues(block_size: int, mode: str) -> None:
+    # Three distinct values: every Krylov segment is invariant after <= 3 steps and holds one
+    # direction per eigenspace, so stopping at the first k converged pairs would return
+    # [3, 3, 2, 2, 1]; the four copies of 3 live in four different segments.
+    values = np.concatenate([np.full(4, 3.0), np.full(20, 2.0), np.full(26, 1.0)])
+    result = lanczos(problems.diagonal(values).operator, 5, which="LA", tol=1e-10, seed=0,
+                     block_size=block_size, reorthogonalization=mode)
+    assert result.status is SolveStatus.CONVERGED
+    np.testing.assert_allclose(result.eigenvalues.numpy(), [3.0, 3.0, 3.0, 3.0, 2.0], atol=1e-12)
+    assert "breakdown" in result.message
+
+
 def test_small_problem_where_the_basis_spans_everything() -> None:
     values = np.array([4.0, 3.0, 2.0, 1.0, 0.5])
     result = lanczos(problems.diagonal(values).operator, 3, which="LA", tol=1e-10, seed=0)

@@ -374,6 +374,10 @@ class _Lanczos:
         self._kept_level = 0.0  # "partial": bound on ||Y^T Y - I||_2 of the kept block
         self._cycle_start = 0  # "partial": first basis row created in the current cycle
         self.n_skipped = 0  # "full": Gram-Schmidt corrections skipped (overlap already at eps level)
+        # Basis rows of the current Krylov "segment": all of them until a breakdown; after one,
+        # only the rows grown from the fresh random vector (see _segment_settled).
+        self.segment = np.ones(cap, dtype=bool)
+        self.previous_segment = np.zeros(cap, dtype=bool)
         sparse_cpu = getattr(self.op, "kind", "") == "sparse" and self.device.type == "cpu"
         # scipy's CSR kernel with several right-hand sides measured ~1.3x slower per column
         # than single-column products on one thread (csr_matvecs), so sparse CPU operators are
@@ -567,7 +571,8 @@ class _Lanczos:
                 status, message = SolveStatus.STOPPED, ""
                 break
             exhausted = bn == 0
-            if exhausted or (len(wanted) == k and bool(conv_w.all()) and iteration >= next_check):
+            if exhausted or (len(wanted) == k and bool(conv_w.all()) and iteration >= next_check
+                             and self._segment_settled(theta, S, est_all, thresh_all, wanted, p)):
                 ok = self._verify(theta, S, wanted, p)
                 if ok:
                     status, message = SolveStatus.CONVERGED, ""
@@ -643,7 +648,7 @@ class _Lanczos:
             bn = fresh.shape[0]
             if bn:
                 Vt[p] = fresh[0]
-                self.n_breakdowns += 1
+                self._new_segment(p)
             R = np.zeros((bn, 1))
         if bn:
             H[p, :] = 0.0
@@ -676,7 +681,7 @@ class _Lanczos:
                 H[j:p, j:p] = 0.5 * (H[j:p, j:p] + H[j:p, j:p].T)
         Qn, R, replaced = self.orthonormalize(W, p)
         if replaced:
-            self.n_breakdowns += 1
+            self._new_segment(p)
         bn = Qn.shape[0]
         if self.mode == "full" and bn == bc and not replaced and overlap > self.loss:
             self.loss = overlap  # (rows that were replaced by random vectors are orthogonalized twice)
@@ -692,6 +697,52 @@ class _Lanczos:
         return R, bn
 
     # -- per-mode pieces -------------------------------------------------------------------------
+    def _new_segment(self, p: int) -> None:
+        """A breakdown: rows [0, p) span an invariant subspace; rows from p on start a new segment."""
+        self.n_breakdowns += 1
+        self.previous_segment = self.segment.copy()
+        self.previous_segment[p:] = False
+        self.segment[:p] = False
+        self.segment[p:] = True
+
+    def _segment_settled(self, theta: np.ndarray, S: np.ndarray, est: np.ndarray, thresh: np.ndarray,
+                         wanted: np.ndarray, p: int) -> bool:
+        """After a breakdown, may the solve stop? (Asked only when the k wanted pairs converged.)
+
+        An invariant subspace holds one direction of each eigenspace it touches, so k
+        converged pairs can still miss copies of a multiple eigenvalue that live in the
+        orthogonal complement (from one start vector, diag(3, 3, 3, 3, 2, ...) shows a single
+        3). The segment grown from the fresh random vector explores that complement (the one
+        that just broke down, if the new one has no Ritz vector of its own yet): its best Ritz
+        value, in ``which`` order among the Ritz vectors with most of their weight on its
+        rows, must have converged and must not be better than the k-th wanted value (else a
+        further copy may hide in what is left, and the next segment must look).
+        """
+        if self.n_breakdowns == 0:
+            return True
+        for rows in (self.segment[:p], self.previous_segment[:p]):
+            mine = np.flatnonzero((S[rows] ** 2).sum(axis=0) >= 0.5)
+            if mine.size:
+                break
+        else:
+            return False
+        rank = np.empty(len(theta), dtype=np.int64)
+        rank[_which_order(theta, self.which)] = np.arange(len(theta))
+        best = mine[np.argmin(rank[mine])]
+        if est[best] > self.tol_factor * thresh[best]:
+            return False
+        last = wanted[-1]
+        margin = thresh[last]
+        if self.which == "LA":
+            better = theta[best] > theta[last] + margin
+        elif self.which == "SA":
+            better = theta[best] < theta[last] - margin
+        elif self.which == "LM":
+            better = abs(theta[best]) > abs(theta[last]) + margin
+        else:  # BE: it would take one of the first k places by more than the tolerance
+            better = rank[best] < rank[last] and abs(theta[best] - theta[last]) > margin
+        return not better
+
     def _thresholds(self, theta: np.ndarray) -> np.ndarray:
         """``residual_threshold`` in numpy (the same formula; the final check calls it itself)."""
         floor = math.sqrt(self.eps) * max(self.anorm, self.tiny)
@@ -803,6 +854,12 @@ class _Lanczos:
         else:
             _combine(Sk_t, self.Vt[:p], out=new[:L])
         new[L:L + bn] = self.Vt[p:p + bn]
+        if self.n_breakdowns:  # a kept Ritz vector belongs to the segment holding most of its weight
+            for flags in (self.segment, self.previous_segment):
+                seg = (Sk[flags[:p]] ** 2).sum(axis=0) >= 0.5
+                tail = flags is self.segment  # the next block continues the current segment
+                flags[:L] = seg
+                flags[L:] = tail
         C = R @ S[j:p, keep]  # (bn, L): A Y = Y Theta + Q_next C
         H = np.zeros_like(self.H)
         H[np.arange(L), np.arange(L)] = theta[keep]

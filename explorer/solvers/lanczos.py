@@ -980,6 +980,14 @@ class _Lanczos:
         if self.mode == "none" and bool(ghost.any()):
             notes.append(f"{int(ghost.sum())} ghost Ritz value(s) (copies of converged ones, from lost "
                          "orthogonality) were skipped.")
+        if len(wanted) >= self.b + 1 and self.n_breakdowns == 0:
+            # b equal values: the block sees at most b copies, so there may be more
+            vals = theta[wanted]
+            gap = 10.0 * self._thresholds(vals)
+            multiplicity = max(int(np.sum(np.abs(vals - v) <= g)) for v, g in zip(vals, gap))
+            if multiplicity >= self.b:
+                notes.append(f"A value appears {multiplicity} times with block_size = {self.b}; a block of b "
+                             "vectors is only sure to show b copies: if it may have more, raise `block_size`.")
         if self.n_restarts:
             notes.append(f"{self.n_restarts} thick restart(s).")
         message = " ".join([message] + notes).strip()

@@ -154,8 +154,9 @@ _GEMM_WORK = 4_000_000
 # Rayleigh quotient of an orthonormal basis of the same space up to O(eps ||A||)).
 _CLEAN_LEVEL = 0.1
 # "full": skip the Gram-Schmidt correction when the measured overlap is below 64 eps (the
-# level CGS2 itself reaches on a basis of ~64 vectors); measured on the 2-D Laplacian this
-# skips 50-70 % of the corrections with the loss staying below 1e-13.
+# level CGS2 itself reaches on a basis of ~64 vectors) and below what the tolerance allows
+# (see run()); measured on the 2-D Laplacian (float64) this skips 50-70 % of the
+# corrections with the loss staying below 1e-13.
 _SKIP_FACTOR = 64.0
 
 
@@ -374,6 +375,7 @@ class _Lanczos:
         self._kept_level = 0.0  # "partial": bound on ||Y^T Y - I||_2 of the kept block
         self._cycle_start = 0  # "partial": first basis row created in the current cycle
         self.n_skipped = 0  # "full": Gram-Schmidt corrections skipped (overlap already at eps level)
+        self.skip_level = _SKIP_FACTOR * self.eps  # "full": largest overlap left uncorrected
         # Basis rows of the current Krylov "segment": all of them until a breakdown; after one,
         # only the rows grown from the fresh random vector (see _segment_settled).
         self.segment = np.ones(cap, dtype=bool)
@@ -485,7 +487,7 @@ class _Lanczos:
         cn = _np(c)
         nb = torch.linalg.vector_norm(W, dim=1).tolist()
         measured = float(np.abs(cn).max()) / max(min(nb), 1e-300)
-        if not force and measured <= _SKIP_FACTOR * self.eps:
+        if not force and measured <= self.skip_level:
             self.n_skipped += 1
             return None, measured
         _sub_combine(W, c, V)
@@ -561,6 +563,12 @@ class _Lanczos:
             ghost = self._ghosts(theta, S, est_all, thresh_all, p)
             wanted = order[~ghost[order]][:k] if ghost.any() else order[:k]
             conv_w = est_all[wanted] <= self.tol_factor * thresh_all[wanted]
+            if len(wanted):
+                # An overlap delta left in each of p vectors moves the Rayleigh quotient by up to
+                # ~p delta ||A||; keep that 10x below the smallest wanted threshold (matters in
+                # float32, where 64 eps ||A|| can exceed tol |theta|).
+                self.skip_level = min(_SKIP_FACTOR * eps, 0.1 * float(thresh_all[wanted].min())
+                                      / (max(self.anorm, self.tiny) * p))
             shown = order[:k]
             stop = monitor.record(
                 iteration, torch.from_numpy(theta[shown]), torch.from_numpy(est_all[shown]), estimated=True,
@@ -619,7 +627,7 @@ class _Lanczos:
             cn = _np(c)
             nb = float(torch.linalg.vector_norm(w))
             overlap = float(np.abs(cn).max()) / max(nb, 1e-300)
-            if overlap <= _SKIP_FACTOR * self.eps:  # see cgs(): measured, nothing to correct
+            if overlap <= self.skip_level:  # see cgs(): measured, nothing to correct
                 self.n_skipped += 1
                 beta = nb
             else:

@@ -17,7 +17,7 @@ What is measured (the method of ../shared/PEERS.md, section 3):
   ``torch.lobpcg``, which only accepts a tensor, a temporary wrapper around
   ``torch._linalg_utils.matmul`` that counts products with the problem's tensor. One
   column is one matvec.
-* **Cap.** Each run stops after ``cap`` seconds of process CPU time (30 s; 10 s with
+* **Cap.** Each run stops after ``cap`` seconds of process CPU time (30 s; 5 s with
   ``--quick``), enforced inside the counting operator by raising; such rows read ``CAP``. A
   solver that hit the cap on a problem is skipped on the larger instances of the same case.
 * **Accuracy.** ``eig_err``: max relative error of the returned set, sorted in ``which``
@@ -522,17 +522,17 @@ def _ensure_single_thread() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m explorer.bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="n = 10^4 Laplacian and n = 1000 dense only, 10 s cap")
+    parser.add_argument("--quick", action="store_true", help="n = 10^4 Laplacian and n = 1000 dense only, 5 s cap")
     parser.add_argument("--problems", nargs="+", help=f"problem keys (default: all of {', '.join(PROBLEM_KEYS)})")
     parser.add_argument("--solvers", nargs="+", choices=OURS + PEERS, help="rows to run (default: all)")
-    parser.add_argument("--cap", type=float, default=None, help="CPU seconds per run (default 30, quick 10)")
+    parser.add_argument("--cap", type=float, default=None, help="CPU seconds per run (default 30, quick 5)")
     parser.add_argument("--csv", help="also write the table to this CSV file")
     args = parser.parse_args(argv)
     if argv is None:
         _ensure_single_thread()
     torch.set_num_threads(1)
     keys = args.problems or (QUICK_KEYS if args.quick else PROBLEM_KEYS)
-    cap = args.cap if args.cap is not None else (10.0 if args.quick else 30.0)
+    cap = args.cap if args.cap is not None else (5.0 if args.quick else 30.0)
     solvers = tuple(args.solvers or OURS + PEERS)
     print(f"# explorer.bench: {len(keys)} problem(s), cap {cap:g} s CPU per run, tol {TOL:g}, float64, "
           f"torch threads {torch.get_num_threads()}, OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}",
@@ -546,7 +546,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         t = time.perf_counter()
         problem = make_problems([key])[0]
         print(f"# built {key} (n = {problem.n:,}) in {time.perf_counter() - t:.1f} s", flush=True)
-        frames.append(run_benchmark([problem], solvers, cap_s=cap, log=lambda line: print("  " + line, flush=True)))
+        frames.append(run_benchmark([problem], solvers, cap_s=cap, overhead_max_s=1.0 if args.quick else 2.0,
+                                    log=lambda line: print("  " + line, flush=True)))
     frame = pd.concat(frames, ignore_index=True)
     print()
     print(format_table(frame))

@@ -204,6 +204,11 @@ class _BlockCallableOperator(LinearOperator):
 # ---------------------------------------------------------------------------------
 # Small dense helpers
 # ---------------------------------------------------------------------------------
+# Layout: the engine stores every block of n-vectors *transposed*, as a row-major (b, n)
+# tensor ("rows"): X is kept as Xt with Xt[i] the i-th vector. Measured here (MKL, one
+# thread, n = 1e4): X^T Y for tall-skinny blocks runs 2x faster as Xt @ Yt^T, and X @ C
+# 1.45x faster as C^T @ Xt; selecting vectors becomes a contiguous row slice, and the
+# concatenation of blocks a plain memory copy. Operators still see (n, b) columns.
 def _sym_eigh(G: torch.Tensor, largest: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """``eigh`` of a small symmetric matrix in float64 (cheap; robust for float32 problems)."""
     G64 = G.to(torch.float64)
@@ -213,47 +218,41 @@ def _sym_eigh(G: torch.Tensor, largest: bool) -> tuple[torch.Tensor, torch.Tenso
     return values, vectors
 
 
-def _apply(op: LinearOperator | None, X: torch.Tensor) -> torch.Tensor:
-    return X if op is None else op.matmat(X)
+def _rows(op: LinearOperator, Yt: torch.Tensor) -> torch.Tensor:
+    """(op @ Yt^T)^T as a contiguous (b, n) tensor."""
+    return op.matmat(Yt.T).T.contiguous()
 
 
-def _svqb_transform(U: torch.Tensor, BU: torch.Tensor, drop_tol: float,
-                    report: bool = False) -> Any:
-    """The SVQB transform (Stathopoulos & Wu 2002; Duersch et al. 2018, Alg. 4 with dropping).
+def _svqb_from_gram(G: torch.Tensor, drop_tol: float) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """The SVQB transform from the Gram matrix G = U^T B U (Stathopoulos & Wu 2002;
+    Duersch et al. 2018, Alg. 4, with dropping).
 
-    Returns (keep, T) such that ``U[:, keep] @ T`` has B-orthonormal columns (with ``report``,
-    also whether the scaled Gram matrix was well conditioned, smallest/largest eigenvalue
-    >= 1/2, so that the result is orthonormal to about eps): columns are scaled
-    to unit B-norm, then the Gram matrix is diagonalized; directions whose eigenvalue is below
-    ``drop_tol * max`` are linearly dependent to working precision and are dropped (so the
-    result may have fewer columns). Exactly zero columns are removed first.
+    Returns (keep, T, well_conditioned) such that ``U[:, keep] @ T`` has B-orthonormal columns:
+    columns are scaled to unit B-norm, the scaled Gram matrix is diagonalized, and directions
+    whose eigenvalue is below ``drop_tol * max`` (linearly dependent to working precision) are
+    dropped, so T may have fewer columns. Zero columns are removed first. ``well_conditioned``:
+    smallest / largest eigenvalue >= 1/2, so the result is orthonormal to about eps.
     """
-    G = U.T @ BU
-    d = G.diagonal().clone()
-    keep = d > torch.finfo(U.dtype).tiny * 1e4
+    d = G.diagonal().to(torch.float64)
+    keep = d > torch.finfo(G.dtype).tiny * 1e4
+    G64 = G.to(torch.float64)
     if not bool(keep.all()):
-        G, d = G[keep][:, keep], d[keep]
+        G64, d = G64[keep][:, keep], d[keep]
     if d.numel() == 0:
-        empty = torch.zeros(0, 0, dtype=U.dtype, device=U.device)
-        return (keep, empty, False) if report else (keep, empty)
-    scale = d.to(torch.float64).rsqrt()
-    G64 = scale[:, None] * G.to(torch.float64) * scale[None, :]
-    E, Z = torch.linalg.eigh(0.5 * (G64 + G64.T))
-    good = E > drop_tol * float(E.max())
+        return keep, torch.zeros(0, 0, dtype=G.dtype, device=G.device), False
+    scale = d.rsqrt()
+    H = scale[:, None] * G64 * scale[None, :]
+    E, Z = torch.linalg.eigh(0.5 * (H + H.T))
+    good = E > drop_tol * float(E[-1])
     T = (scale[:, None] * Z[:, good]) * E[good].rsqrt()[None, :]
-    if report:
-        return keep, T.to(U.dtype), bool(E[0] >= 0.5 * E[-1])
-    return keep, T.to(U.dtype)
+    return keep, T.to(G.dtype), bool(E[0] >= 0.5 * E[-1])
 
 
-def _svqb(U: torch.Tensor, BU: torch.Tensor, drop_tol: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """B-orthonormalize the columns of U with SVQB (may drop dependent columns); returns (U', B U')."""
-    if U.shape[1] == 0:
-        return U, BU
-    keep, T = _svqb_transform(U, BU, drop_tol)
-    if T.numel() == 0:
-        return U[:, :0], BU[:, :0]
-    return U[:, keep] @ T, BU[:, keep] @ T
+def _transform_rows(Ut: torch.Tensor, keep: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
+    """Rows of ``U[:, keep] @ T`` from the rows Ut of U."""
+    if not bool(keep.all()):
+        Ut = Ut[keep]
+    return T.T @ Ut
 
 
 def _orth_basis_of_rows(M: torch.Tensor, columns: int) -> torch.Tensor:
@@ -262,14 +261,10 @@ def _orth_basis_of_rows(M: torch.Tensor, columns: int) -> torch.Tensor:
     return Q[:, :columns]
 
 
-# ---------------------------------------------------------------------------------
-# Our engine
-# ---------------------------------------------------------------------------------
 def _selection(mask: torch.Tensor) -> slice | torch.Tensor:
-    """Columns where ``mask`` is True: a slice when they are contiguous (a free view), else indices.
+    """Indices where ``mask`` is True: a slice when they are contiguous (a free view), else indices.
 
-    Gathering columns of a row-major (n, m) tensor costs as much as a small GEMM, and the
-    locked columns are usually the leading ones, so the active set is usually a range.
+    The locked vectors are usually the leading ones, so the active set is usually a range.
     """
     idx = torch.nonzero(mask).squeeze(1)
     if idx.numel() and int(idx[-1]) - int(idx[0]) + 1 == idx.numel():
@@ -277,24 +272,22 @@ def _selection(mask: torch.Tensor) -> slice | torch.Tensor:
     return idx
 
 
-def _take(M: torch.Tensor, sel: slice | torch.Tensor) -> torch.Tensor:
-    return M[:, sel] if isinstance(sel, slice) else M.index_select(1, sel)
+def _take_rows(Mt: torch.Tensor, sel: slice | torch.Tensor) -> torch.Tensor:
+    return Mt[sel] if isinstance(sel, slice) else Mt.index_select(0, sel)
 
 
 def _gram(left: list[torch.Tensor], right: list[torch.Tensor]) -> torch.Tensor:
-    """The symmetric matrix [L_0 ... L_b]^T [R_0 ... R_b] in float64, from its upper blocks only.
+    """The symmetric [L_0; ...; L_b] [R_0; ...; R_b]^T (blocks given as rows) in float64.
 
-    Never concatenates the (n, .) blocks: ``torch.cat`` of column views copies through a
-    slow strided path (10x a contiguous copy here), and the lower blocks are mirrors.
+    Only the upper blocks are multiplied; the lower ones are their mirrors.
     """
-    sizes = [block.shape[1] for block in left]
     offsets = [0]
-    for size in sizes:
-        offsets.append(offsets[-1] + size)
+    for block in left:
+        offsets.append(offsets[-1] + block.shape[0])
     G = torch.zeros(offsets[-1], offsets[-1], dtype=torch.float64)
     for i, Li in enumerate(left):
         for j in range(i, len(right)):
-            block = (Li.T @ right[j]).to(torch.float64)
+            block = (Li @ right[j].T).to(torch.float64)
             G[offsets[i]:offsets[i + 1], offsets[j]:offsets[j + 1]] = block
             if j != i:
                 G[offsets[j]:offsets[j + 1], offsets[i]:offsets[i + 1]] = block.T
@@ -302,47 +295,60 @@ def _gram(left: list[torch.Tensor], right: list[torch.Tensor]) -> torch.Tensor:
 
 
 def _combine(blocks: list[torch.Tensor], C: torch.Tensor) -> torch.Tensor:
-    """``[B_0 ... B_b] @ C`` without concatenating the blocks (one GEMM per block)."""
-    C = C.to(blocks[0].dtype)
-    row = blocks[0].shape[1]
-    out = blocks[0] @ C[:row]
+    """Rows of ``[B_0 ... B_b] @ C`` from the rows of the blocks (one GEMM per block)."""
+    Ct = C.to(blocks[0].dtype).T.contiguous()  # a contiguous left factor: ~10 % faster GEMMs here
+    row = blocks[0].shape[0]
+    out = Ct[:, :row] @ blocks[0]
     for block in blocks[1:]:
-        out.addmm_(block, C[row:row + block.shape[1]])
-        row += block.shape[1]
+        out.addmm_(Ct[:, row:row + block.shape[0]], block)
+        row += block.shape[0]
     return out
 
 
+def _orth_loss_rows(Xt: torch.Tensor, BXt: torch.Tensor) -> float:
+    """``max |X^T B X - I|`` from rows."""
+    if Xt.shape[0] == 0:
+        return 0.0
+    G = Xt @ BXt.T
+    G.diagonal().sub_(1)
+    return float(G.abs().max())
+
+
+# ---------------------------------------------------------------------------------
+# Our engine
+# ---------------------------------------------------------------------------------
 @dataclass
 class _State:
-    """The current block and its stored products.
+    """The current block and its stored products, as rows (see "Layout" above).
 
-    ``XP`` is one contiguous (n, m + p) tensor: X (the m Ritz vectors, best first) followed
-    by the p conjugate directions P. For "ortho", [X, P] is B-orthonormal; for "basic",
-    P has m columns aligned with X (P[:, j] is the last update of X[:, j]).
+    ``XPt`` is one contiguous (m + p, n) tensor: the rows of X (the m Ritz vectors, best
+    first) followed by those of the p conjugate directions P. For "ortho", [X, P] is
+    B-orthonormal; for "basic", P has m rows aligned with X (P_j is the last update of X_j).
+    ``AXPt`` holds A [X, P], or only A X (m rows) when A X is recomputed each step.
     """
 
-    XP: torch.Tensor
-    AXP: torch.Tensor
-    BXP: torch.Tensor
+    XPt: torch.Tensor
+    AXPt: torch.Tensor
+    BXPt: torch.Tensor
     theta: torch.Tensor  # (m,)
     m: int
-    G: torch.Tensor | None = None  # XP^T A XP (float64) when known without recomputing
+    G: torch.Tensor | None = None  # [X, P]^T A [X, P] (float64) when known without recomputing
 
     @property
-    def X(self) -> torch.Tensor:
-        return self.XP[:, : self.m]
+    def Xt(self) -> torch.Tensor:
+        return self.XPt[: self.m]
 
     @property
-    def AX(self) -> torch.Tensor:
-        return self.AXP[:, : self.m]
+    def AXt(self) -> torch.Tensor:
+        return self.AXPt[: self.m]
 
     @property
-    def BX(self) -> torch.Tensor:
-        return self.BXP[:, : self.m]
+    def BXt(self) -> torch.Tensor:
+        return self.BXPt[: self.m]
 
     @property
     def p(self) -> int:
-        return self.XP.shape[1] - self.m
+        return self.XPt.shape[0] - self.m
 
 
 class _Engine:
@@ -366,15 +372,15 @@ class _Engine:
         n = v.operator.shape[0]
         # Directions whose relative Gram eigenvalue is below this are dependent to working precision.
         self.drop_tol = 10 * self.eps * m
-        # Orthogonality accepted by the "ortho" step: Gram entries of n-vectors carry about
-        # sqrt(n) eps of rounding, so asking for less would loop forever.
+        # Orthogonality accepted for [X, P]: Gram entries of n-vectors carry about sqrt(n) eps
+        # of rounding, so asking for less would re-orthonormalize every step.
         self.ortho_tol = 10 * self.eps * math.sqrt(n) * math.sqrt(m)
         self.norm_estimate = 0.0
         self.notes: list[str] = []
 
     # -- building blocks --------------------------------------------------------
-    def _B(self, X: torch.Tensor) -> torch.Tensor:
-        return X if self.B is None else self.B.matmat(X)
+    def _B(self, Yt: torch.Tensor) -> torch.Tensor:
+        return Yt if self.B is None else _rows(self.B, Yt)
 
     def _threshold(self, theta: torch.Tensor) -> torch.Tensor:
         return residual_threshold(theta, self.tol, self.norm_estimate)
@@ -387,30 +393,33 @@ class _Engine:
     def _initial(self) -> _State:
         X = self.X_start
         if self.B is None:
-            X = torch.linalg.qr(X).Q
-            BX = X
+            Xt = torch.linalg.qr(X).Q.T.contiguous()
+            BXt = Xt
         else:
-            BX = self._B(X)
-            quad = (X * BX).sum(0)
+            Xt = X.T.contiguous()
+            BXt = self._B(Xt)
+            quad = (Xt * BXt).sum(1)
             if not bool((quad > 0).all()):
-                worst = float(quad.min() / (X * X).sum(0)[int(torch.argmin(quad))])
+                j = int(torch.argmin(quad))
+                worst = float(quad[j] / (Xt[j] * Xt[j]).sum())
                 raise ValueError(f"`B` must be symmetric positive definite, but x^T B x / x^T x = {worst:.3g} <= 0 "
                                  "for a start vector; pass an SPD B (e.g. a mass matrix) or omit it")
-            X, BX = _svqb(X, BX, self.drop_tol)
-        if X.shape[1] < self.m:
-            raise ValueError(f"`X0` has linearly dependent columns (rank {X.shape[1]} < block size {self.m}); "
+            keep, Tm, _ = _svqb_from_gram(Xt @ BXt.T, self.drop_tol)
+            Xt, BXt = _transform_rows(Xt, keep, Tm), _transform_rows(BXt, keep, Tm)
+        if Xt.shape[0] < self.m:
+            raise ValueError(f"`X0` has linearly dependent columns (rank {Xt.shape[0]} < block size {self.m}); "
                              "pass independent starting vectors or fewer columns")
-        AX = self.A.matmat(X)
-        values, Z = self._ritz(_gram([X], [AX]))
-        Z = Z.to(X.dtype)
-        XZ = X @ Z
-        return _State(XZ, AX @ Z, BX @ Z if self.B is not None else XZ, values.to(X.dtype), self.m)
+        AXt = _rows(self.A, Xt)
+        values, Z = self._ritz(_gram([Xt], [AXt]))
+        Zt = Z.T.to(Xt.dtype)
+        XZ = Zt @ Xt
+        return _State(XZ, Zt @ AXt, Zt @ BXt if self.B is not None else XZ, values.to(Xt.dtype), self.m)
 
     def _residuals(self, s: _State) -> tuple[torch.Tensor, torch.Tensor]:
-        R = s.AX - s.BX * s.theta.unsqueeze(0)
-        return R, torch.linalg.vector_norm(R, dim=0)
+        Rt = s.AXt - s.BXt * s.theta.unsqueeze(1)
+        return Rt, torch.linalg.vector_norm(Rt, dim=1)
 
-    def _new_directions(self, s: _State, R: torch.Tensor, res: torch.Tensor,
+    def _new_directions(self, s: _State, Rt: torch.Tensor, res: torch.Tensor,
                         active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
         """W = T R (active columns), B-orthonormal, plus its overlap C = [X, P]^T B W.
 
@@ -421,67 +430,92 @@ class _Engine:
         (classical Gram-Schmidt, twice when the projection cancelled more than 99 % of a
         column: "twice is enough"), and its overlap is then zero to working precision.
         Otherwise C enters the B-Gram matrix exactly. Returns None when no direction is left.
+        (Without preconditioner and B, R is orthogonal to the last Rayleigh-Ritz space, so C is
+        at the rounding level and the projection is never needed.)
         """
         sel = _selection(active)
-        W = _take(R, sel)
+        Wt = _take_rows(Rt, sel)
+        if self.T is not None:
+            Wt = _rows(self.T, Wt)
+        BWt = self._B(Wt) if self.B is not None else Wt
         if self.T is None and self.B is None:
-            norms = res[sel]  # W = R: its column norms are the residual norms
+            norms = res[sel]  # W = R: its norms are the residual norms
         else:
-            if self.T is not None:
-                W = self.T.matmat(W)
-        BW = self._B(W) if self.B is not None else W
-        if self.T is not None or self.B is not None:
-            norms = torch.sqrt(torch.clamp((W * BW).sum(0), min=torch.finfo(W.dtype).tiny))
-        XP, BXP = s.XP, s.BXP
-        C = BXP.T @ W
-        tiny = torch.finfo(W.dtype).tiny
-        projected = bool(torch.linalg.matrix_norm((C / norms.clamp_min(tiny)).to(torch.float64), ord=2) > 0.9)
+            norms = torch.sqrt(torch.clamp((Wt * BWt).sum(1), min=torch.finfo(Wt.dtype).tiny))
+        XPt, BXPt = s.XPt, s.BXPt
+        C = BXPt @ Wt.T  # (q, a)
+        Cn = (C / norms.clamp_min(torch.finfo(Wt.dtype).tiny).unsqueeze(0)).to(torch.float64)
+        # ||Cn||_2 <= ||Cn||_F: the SVD is only needed when the cheap bound is inconclusive.
+        projected = float(torch.linalg.vector_norm(Cn)) > 0.9 and float(torch.linalg.matrix_norm(Cn, ord=2)) > 0.9
         if projected:
             for _ in range(2):
-                W = torch.addmm(W, XP, C, alpha=-1)
-                BW = torch.addmm(BW, BXP, C, alpha=-1) if self.B is not None else W
-                remaining = float(((W * BW).sum(0) / norms.clamp_min(tiny) ** 2).min())
+                Wt = torch.addmm(Wt, C.T, XPt, alpha=-1)
+                BWt = torch.addmm(BWt, C.T, BXPt, alpha=-1) if self.B is not None else Wt
+                remaining = float(((Wt * BWt).sum(1) / norms.clamp_min(torch.finfo(Wt.dtype).tiny) ** 2).min())
                 if remaining > 1e-4:  # lost at most 2 digits: one projection is enough
                     break
-                C = BXP.T @ W
-        keep, Tm, _ = _svqb_transform(W, BW, self.drop_tol, report=True)
+                C = BXPt @ Wt.T
+        keep, Tm, _ = _svqb_from_gram(Wt @ BWt.T, self.drop_tol)
         if Tm.shape[1] == 0:
             return None
-        all_kept = bool(keep.all())
-        W = (W if all_kept else W[:, keep]) @ Tm
-        BW = ((BW if all_kept else BW[:, keep]) @ Tm) if self.B is not None else W
+        Wt = _transform_rows(Wt, keep, Tm)
+        BWt = _transform_rows(BWt, keep, Tm) if self.B is not None else Wt
         if projected:
-            C = torch.zeros(XP.shape[1], W.shape[1], dtype=W.dtype, device=W.device)
+            C = torch.zeros(XPt.shape[0], Wt.shape[0], dtype=Wt.dtype, device=Wt.device)
         else:
-            C = (C if all_kept else C[:, keep]) @ Tm
-        return W, BW, C
+            C = (C if bool(keep.all()) else C[:, keep]) @ Tm
+        return Wt, BWt, C
 
     # -- one Rayleigh-Ritz step --------------------------------------------------
-    def _step_ortho(self, s: _State, active: torch.Tensor, R: torch.Tensor, res: torch.Tensor) -> _State | None:
+    def _step_ortho(self, s: _State, active: torch.Tensor, Rt: torch.Tensor, res: torch.Tensor) -> _State | None:
         """Rayleigh-Ritz on [X, P, W] with Duersch et al.'s choice of P, reusing stored products.
 
         [X, P] is B-orthonormal, so S^T B S = [[I, C], [C^T, I]] needs only C (computed in
         ``_new_directions``) and S^T A S needs only [X, P]^T A W and W^T A W: the [X, P]
-        block is carried over from the previous step as Z^T G Z (refreshed explicitly every
-        ``_REFRESH`` iterations and after any re-orthonormalization).
+        block is carried over from the previous step as Y^T G Y (refreshed explicitly every
+        ``_REFRESH`` iterations when A P is stored).
         """
         m = self.m
-        directions = self._new_directions(s, R, res, active)
+        directions = self._new_directions(s, Rt, res, active)
         if directions is None:
             return None  # every new direction lies in span[X, P]: stagnation at rounding level
-        W, BW, C = directions
-        AW = self.A.matmat(W)
-        q, a = s.XP.shape[1], W.shape[1]
-        G_xp = s.G if s.G is not None else _gram([s.XP], [s.AXP])  # G is always known when AXP = AX only
+        Wt, BWt, C = directions
+        AWt = _rows(self.A, Wt)
+        rr = self._rayleigh_ritz_ortho(s, active, (s.XPt @ AWt.T).to(torch.float64),
+                                       (Wt @ AWt.T).to(torch.float64), C.to(torch.float64))
+        if rr is None:
+            return None
+        values, Cf, GA = rr
+        XPt = _combine([s.XPt, Wt], Cf)
+        if self.recompute_AX:
+            AXPt = _rows(self.A, XPt[:m])  # fresh A X; A P is never needed in this mode
+        else:
+            AXPt = _combine([s.AXPt, AWt], Cf)
+        BXPt = _combine([s.BXPt, BWt], Cf) if self.B is not None else XPt
+        G_new = Cf.T @ GA @ Cf
+        return _State(XPt, AXPt, BXPt, values[:m].to(XPt.dtype), m, G=0.5 * (G_new + G_new.T))
+
+    def _rayleigh_ritz_ortho(self, s: _State, active: torch.Tensor, XAW: torch.Tensor, WAW: torch.Tensor,
+                             C: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """The small part of the "ortho" step: Ritz values and the coefficients of the new [X, P].
+
+        S = [X, P, W] with [X, P] and W each B-orthonormal and C = [X, P]^T B W, so
+        S^T B S = [[I, C], [C^T, I]]; S^T A S from the carried G, XAW = [X, P]^T A W and
+        WAW = W^T A W.
+        Returns (values, Cf, GA): the new rows are Cf^T [X P; W].
+        """
+        m = self.m
+        q, a = s.XPt.shape[0], WAW.shape[0]
+        G_xp = s.G if s.G is not None else _gram([s.XPt], [s.AXPt])
         GA = torch.zeros(q + a, q + a, dtype=torch.float64)
         GA[:q, :q] = G_xp
-        GA[:q, q:] = (s.XP.T @ AW).to(torch.float64)
-        GA[q:, :q] = GA[:q, q:].T
-        GA[q:, q:] = (W.T @ AW).to(torch.float64)
+        GA[:q, q:] = XAW
+        GA[q:, :q] = XAW.T
+        GA[q:, q:] = WAW
         GA = 0.5 * (GA + GA.T)
         GB = torch.eye(q + a, dtype=torch.float64)
-        GB[:q, q:] = C.to(torch.float64)
-        GB[q:, :q] = GB[:q, q:].T
+        GB[:q, q:] = C
+        GB[q:, :q] = C.T
         L, info = torch.linalg.cholesky_ex(GB)
         if int(info) != 0:
             return None
@@ -493,40 +527,29 @@ class _Engine:
         # the directions that reproduce the old active X: basis of Yr^T GB e_rows.
         rows = torch.nonzero(active).squeeze(1)
         n_p = min(rows.numel(), Yr.shape[1])
-        if n_p > 0:
-            Cp = Yr @ _orth_basis_of_rows(Yr.T @ GB[:, rows], n_p)
-            Cf = torch.cat([Yx, Cp], 1)
-        else:
-            Cf = Yx
-        XP = _combine([s.XP, W], Cf)
-        if self.recompute_AX:
-            AXP = self.A.matmat(XP[:, :m])  # fresh A X; A P is never needed in this mode
-        else:
-            AXP = _combine([s.AXP, AW], Cf)
-        BXP = _combine([s.BXP, BW], Cf) if self.B is not None else XP
-        G_new = Cf.T @ GA @ Cf
-        return _State(XP, AXP, BXP, values[:m].to(XP.dtype), m, G=0.5 * (G_new + G_new.T))
+        Cf = torch.cat([Yx, Yr @ _orth_basis_of_rows(Yr.T @ GB[:, rows], n_p)], 1) if n_p > 0 else Yx
+        return values, Cf, GA
 
-    def _step_basic(self, s: _State, active: torch.Tensor, R: torch.Tensor) -> _State | None:
+    def _step_basic(self, s: _State, active: torch.Tensor, Rt: torch.Tensor) -> _State | None:
         m = self.m
-        W = _take(R, _selection(active))
+        sel = _selection(active)
+        Wt = _take_rows(Rt, sel)
         if self.T is not None:
-            W = self.T.matmat(W)
-        BW = self._B(W) if self.B is not None else W
+            Wt = _rows(self.T, Wt)
+        BWt = self._B(Wt) if self.B is not None else Wt
         # Normalize W to unit B-norm; Knyazev 2001 works with the raw residual directions.
-        norms = torch.sqrt(torch.clamp((W * BW).sum(0), min=torch.finfo(W.dtype).tiny))
-        W = W / norms
-        BW = BW / norms if self.B is not None else W
-        AW = self.A.matmat(W)
-        blocks = [(s.X, s.AX, s.BX), (W, AW, BW)]
+        norms = torch.sqrt(torch.clamp((Wt * BWt).sum(1), min=torch.finfo(Wt.dtype).tiny)).unsqueeze(1)
+        Wt = Wt / norms
+        BWt = BWt / norms if self.B is not None else Wt
+        AWt = _rows(self.A, Wt)
+        blocks = [(s.Xt, s.AXt, s.BXt), (Wt, AWt, BWt)]
         if s.p > 0:
-            sel = _selection(active)
-            P, AP = _take(s.XP[:, m:], sel), _take(s.AXP[:, m:], sel)
-            BP = _take(s.BXP[:, m:], sel) if self.B is not None else P
-            pn = torch.sqrt(torch.clamp((P * BP).sum(0), min=torch.finfo(P.dtype).tiny))
-            P, AP = P / pn, AP / pn
-            BP = BP / pn if self.B is not None else P
-            state = self._rayleigh_ritz_general(blocks + [(P, AP, BP)])
+            Pt, APt = _take_rows(s.XPt[m:], sel), _take_rows(s.AXPt[m:], sel)
+            BPt = _take_rows(s.BXPt[m:], sel) if self.B is not None else Pt
+            pn = torch.sqrt(torch.clamp((Pt * BPt).sum(1), min=torch.finfo(Pt.dtype).tiny)).unsqueeze(1)
+            Pt, APt = Pt / pn, APt / pn
+            BPt = BPt / pn if self.B is not None else Pt
+            state = self._rayleigh_ritz_general(blocks + [(Pt, APt, BPt)])
             if state is not None:
                 return state
             self.notes.append("restarted without P after an ill-conditioned Gram matrix")
@@ -554,10 +577,10 @@ class _Engine:
         Yp = Yx.clone()
         Yp[:m] = 0  # Knyazev 2001: P = W C_W + P C_P (the new X without its X component)
         C = torch.cat([Yx, Yp], 1)
-        XP = _combine(S, C)
-        AXP = _combine([b[1] for b in blocks], C)
-        BXP = _combine([b[2] for b in blocks], C) if self.B is not None else XP
-        return _State(XP, AXP, BXP, values[:m].to(XP.dtype), m)
+        XPt = _combine(S, C)
+        AXPt = _combine([b[1] for b in blocks], C)
+        BXPt = _combine([b[2] for b in blocks], C) if self.B is not None else XPt
+        return _State(XPt, AXPt, BXPt, values[:m].to(XPt.dtype), m)
 
     def _maybe_reorthonormalize(self, s: _State, loss: float) -> _State:
         """Restore B-orthonormality of X (and, for "ortho", of P and P _|_ X) after update drift.
@@ -569,36 +592,35 @@ class _Engine:
         if loss <= 10 * self.ortho_tol:
             return s
         self.notes.append("re-orthonormalized the block after rounding drift")
-        m, q = self.m, s.XP.shape[1]
+        m, q = self.m, s.XPt.shape[0]
         f64 = torch.float64
-        _, Tx, _ = _svqb_transform(s.X, s.BX, 0.0, report=True)
+        _, Tx, _ = _svqb_from_gram(s.Xt @ s.BXt.T, 0.0)
         if Tx.shape[1] != m:
             return s
         M = torch.zeros(q, m, dtype=f64)
         M[:m] = Tx.to(f64)
         if self.method == "ortho" and s.p > 0:
-            BXn = s.BX @ Tx
-            Cx = (BXn.T @ s.XP[:, m:]).to(f64)  # (m, p): overlap of P with the new X
+            BXn = Tx.T @ s.BXt
+            Cx = (BXn @ s.XPt[m:].T).to(f64)  # (m, p): overlap of P with the new X
             Mp = torch.zeros(q, s.p, dtype=f64)
             Mp[:m] = -Tx.to(f64) @ Cx
             Mp[m:] = torch.eye(s.p, dtype=f64)
-            Pt, BPt = s.XP @ Mp.to(s.XP.dtype), s.BXP @ Mp.to(s.XP.dtype)
-            keep, Tp, _ = _svqb_transform(Pt, BPt, self.drop_tol, report=True)
+            Pt, BPt = _combine([s.XPt], Mp), _combine([s.BXPt], Mp)
+            keep, Tp, _ = _svqb_from_gram(Pt @ BPt.T, self.drop_tol)
             M = torch.cat([M, Mp[:, keep] @ Tp.to(f64)], 1)
         elif s.p > 0:  # "basic": P is aligned with the columns of X and is not B-orthogonal to it; keep it
             M = torch.cat([M, torch.cat([torch.zeros(m, s.p, dtype=f64), torch.eye(s.p, dtype=f64)], 0)], 1)
-        Md = M.to(s.XP.dtype)
-        XP = s.XP @ Md
-        AXP = s.AXP @ Md[: s.AXP.shape[1], :m] if s.AXP.shape[1] == m else s.AXP @ Md
-        BXP = s.BXP @ Md if self.B is not None else XP
+        XPt = _combine([s.XPt], M)
+        AXPt = _combine([s.AXPt], M[:m, :m]) if s.AXPt.shape[0] == m else _combine([s.AXPt], M)
+        BXPt = _combine([s.BXPt], M) if self.B is not None else XPt
         G = None if s.G is None else M.T @ s.G @ M
-        return _State(XP, AXP, BXP, s.theta, m, G=G)
+        return _State(XPt, AXPt, BXPt, s.theta, m, G=G)
 
     # -- the loop ------------------------------------------------------------------
     def run(self) -> EigenResult:
         k, monitor = self.k, self.monitor
         s = self._initial()
-        R, res = self._residuals(s)
+        Rt, res = self._residuals(s)
         status = SolveStatus.MAX_ITER
         message = ""
         it = 0
@@ -608,17 +630,16 @@ class _Engine:
             if not bool(active.any()):  # every column (guards included) converged, but not verified
                 active[k - 1] = True
             if self.method == "ortho":
-                step = self._step_ortho(s, active, R, res)
+                step = self._step_ortho(s, active, Rt, res)
             else:
-                step = self._step_basic(s, active, R)
+                step = self._step_basic(s, active, Rt)
                 if step is None:
                     self.notes.append(f"switched from basic to ortho at iteration {it + 1} (ill-conditioned Gram)")
                     self.method = "ortho"
-                    s = _State(s.X.contiguous(), s.AX.contiguous(),  # basic's P is not B-orthogonal to X
-                               s.BX.contiguous() if self.B is not None else s.X.contiguous(), s.theta, self.m)
-                    if self.B is None:
-                        s.BXP = s.XP
-                    step = self._step_ortho(s, active, R, res)
+                    Xt = s.Xt.contiguous()  # basic's P is not B-orthogonal to X: drop it
+                    s = _State(Xt, s.AXt.contiguous(), s.BXt.contiguous() if self.B is not None else Xt,
+                               s.theta, self.m)
+                    step = self._step_ortho(s, active, Rt, res)
             if step is None:
                 status = SolveStatus.BREAKDOWN
                 message = ("Every new search direction is linearly dependent on the current basis (stagnation "
@@ -626,8 +647,8 @@ class _Engine:
                 break
             it += 1
             s = step
-            R, res = self._residuals(s)
-            if not bool(torch.isfinite(res).all()):
+            Rt, res = self._residuals(s)
+            if not math.isfinite(float(res.sum())):
                 status = SolveStatus.BREAKDOWN
                 message = "The residuals became NaN or Inf (is the operator finite and B positive definite?)."
                 break
@@ -635,11 +656,11 @@ class _Engine:
             verified = self.recompute_AX  # then A X is fresh: the residuals are the true ones
             if bool(conv.all()) and not verified:
                 # Confirm with fresh products before declaring convergence (removes update drift).
-                s.AXP[:, :k] = self.A.matmat(s.X[:, :k])
-                R, res = self._residuals(s)
+                s.AXPt[:k] = _rows(self.A, s.Xt[:k])
+                Rt, res = self._residuals(s)
                 conv = res[:k] <= self._threshold(s.theta[:k])
                 verified = True
-            loss = _orth_loss(s.X, s.BX)
+            loss = _orth_loss_rows(s.Xt, s.BXt)
             stop = monitor.record(it, s.theta[:k], res[:k], estimated=False, n_converged=int(conv.sum()),
                                   orthogonality_loss=loss, all_ritz_values=s.theta,
                                   extras={"n_active": float(active.sum()),
@@ -650,16 +671,17 @@ class _Engine:
             if stop:
                 status = SolveStatus.STOPPED
                 break
-            full_products = s.AXP.shape[1] == s.XP.shape[1]
+            full_products = s.AXPt.shape[0] == s.XPt.shape[0]
             if verified and full_products and not self.recompute_AX:
                 s.G = None  # A X was refreshed: the carried Gram block is stale
             if it % _REFRESH == 0:
                 # Periodic audit of the implicit quantities: the whole [X, P] block and its A-Gram.
                 if full_products:
                     s.G = None
-                loss = max(loss, _orth_loss(s.XP, s.BXP))
+                loss = max(loss, _orth_loss_rows(s.XPt, s.BXPt))
             s = self._maybe_reorthonormalize(s, loss)
-        X, theta = s.X[:, :k], s.theta[:k]
+        Xt, theta = s.Xt[:k], s.theta[:k]
+        X = Xt.T.contiguous()
         residuals = res[:k] if verified else true_residual_norms(self.A, X, theta, self.B)
         converged = residuals <= self._threshold(theta)
         if status is SolveStatus.MAX_ITER and bool(converged.all()):
@@ -667,7 +689,7 @@ class _Engine:
         notes = sorted(set(self.notes), key=self.notes.index)
         if notes:
             message = (message + " " if message else "") + "Notes: " + "; ".join(notes) + "."
-        return monitor.finish(eigenvalues=theta, eigenvectors=X.contiguous(), residual_norms=residuals,
+        return monitor.finish(eigenvalues=theta, eigenvectors=X, residual_norms=residuals,
                               converged=converged, n_iter=it, status=status, message=message)
 
 

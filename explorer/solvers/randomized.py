@@ -148,7 +148,8 @@ def _as_rectangular_operator(data: Any) -> LinearOperator:
         raise TypeError(f"`operator` must be a torch tensor, numpy array, scipy sparse matrix or LinearOperator, "
                         f"got {type(data).__name__}")
     if op.dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"`operator` must be float32 or float64, got {op.dtype}; use `operator.to(dtype=torch.float64)`")
+        raise TypeError(f"`operator` must be float32 or float64, got {op.dtype}; "
+                        "use `operator.to(dtype=torch.float64)`")
     if min(op.shape) == 0:
         raise ValueError(f"`operator` is empty (shape {op.shape}); pass a matrix with at least one entry")
     return op

@@ -118,8 +118,9 @@ def power_iteration(
             r = |lambda_{j+1} / lambda_j| is optimal, 0 is plain power iteration.
 
     Returns:
-        EigenResult, pairs in ``which`` order. On MAX_ITER or STOPPED it holds the locked pairs
-        plus the current one (its ``converged`` entry False), so possibly fewer than k.
+        EigenResult, pairs in ``which`` order, after a final Rayleigh-Ritz step on all vectors;
+        residuals and ``converged`` are the true ones. On MAX_ITER or STOPPED it holds the
+        locked pairs plus the current one, so possibly fewer than k.
 
     Raises:
         ValueError / TypeError: invalid arguments (named, with the rule and a hint).

@@ -183,12 +183,14 @@ class Budget:
         self.cap_s = cap_s
         self.count = 0
         self.calls = 0
+        self.capped = False
         self.t0 = time.process_time()
 
     def charge(self, columns: int) -> None:
         self.count += int(columns)
         self.calls += 1
         if time.process_time() - self.t0 > self.cap_s:
+            self.capped = True
             raise CapReached(f"CAP({self.count})")
 
 
@@ -370,7 +372,8 @@ def _timed(runner: Callable[..., Any], problem: BenchProblem, k: int, which: str
         except CapReached as cap:
             failure = str(cap)
         except Exception as err:  # a peer failing is a result, not a crash of the benchmark
-            failure = f"FAIL: {type(err).__name__}: {str(err)[:120]}"
+            # PRIMME turns our CapReached inside its matvec into "PRIMME error -41"
+            failure = f"CAP({budget.count})" if budget.capped else f"FAIL: {type(err).__name__}: {str(err)[:120]}"
         wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     if out is not None:
         # peers' own warnings (scipy lobpcg: "not reaching the requested tolerance") go to the note

@@ -380,6 +380,9 @@ class _Lanczos:
         # only the rows grown from the fresh random vector (see _segment_settled).
         self.segment = np.ones(cap, dtype=bool)
         self.previous_segment = np.zeros(cap, dtype=bool)
+        self._iteration = 0
+        self._segment_started = 0
+        self._wait_since: int | None = None
         sparse_cpu = getattr(self.op, "kind", "") == "sparse" and self.device.type == "cpu"
         # scipy's CSR kernel with several right-hand sides measured ~1.3x slower per column
         # than single-column products on one thread (csr_matvecs), so sparse CPU operators are
@@ -542,6 +545,7 @@ class _Lanczos:
         next_check, check_gap = 0, 4
         while iteration < self.v.max_iter:
             iteration += 1
+            self._iteration = iteration
             p = j + bc
             if bc == 1 and self.mode != "partial":
                 R, bn = self._step_single(j, lo, iteration)
@@ -580,7 +584,7 @@ class _Lanczos:
                 break
             exhausted = bn == 0
             if exhausted or (len(wanted) == k and bool(conv_w.all()) and iteration >= next_check
-                             and self._segment_settled(theta, S, est_all, thresh_all, wanted, p)):
+                             and self._segment_settled(theta, S, est_all, thresh_all, wanted, p, iteration)):
                 ok = self._verify(theta, S, wanted, p)
                 if ok:
                     status, message = SolveStatus.CONVERGED, ""
@@ -712,22 +716,28 @@ class _Lanczos:
         self.previous_segment[p:] = False
         self.segment[:p] = False
         self.segment[p:] = True
+        self._segment_started = self._iteration
+        self._wait_since = None
 
     def _segment_settled(self, theta: np.ndarray, S: np.ndarray, est: np.ndarray, thresh: np.ndarray,
-                         wanted: np.ndarray, p: int) -> bool:
+                         wanted: np.ndarray, p: int, iteration: int) -> bool:
         """After a breakdown, may the solve stop? (Asked only when the k wanted pairs converged.)
 
-        An invariant subspace holds one direction of each eigenspace it touches, so k
-        converged pairs can still miss copies of a multiple eigenvalue that live in the
-        orthogonal complement (from one start vector, diag(3, 3, 3, 3, 2, ...) shows a single
-        3). The segment grown from the fresh random vector explores that complement (the one
-        that just broke down, if the new one has no Ritz vector of its own yet): its best Ritz
-        value, in ``which`` order among the Ritz vectors with most of their weight on its
-        rows, must have converged and must not be better than the k-th wanted value (else a
-        further copy may hide in what is left, and the next segment must look).
+        An invariant subspace holds one direction of each eigenspace it touches (b of them for
+        a block of b), so k converged pairs can still miss copies of a multiple eigenvalue that
+        live in the orthogonal complement (from one start vector, diag(3, 3, 3, 3, 2, ...)
+        shows a single 3). The segment grown from the fresh random vector(s) explores that
+        complement (the segment that just broke down stands in while the new one has no Ritz
+        vector of its own yet): its best Ritz value (in ``which`` order, among the Ritz vectors with most
+        of their weight on its rows) must have converged. If that value is not better than
+        the k-th wanted one, nothing better is left (with probability 1). If it is better and
+        repeated (another Ritz value equals it), more copies may hide: wait for this segment
+        to break down too and the next one to look, but at most as many steps as the segment
+        has run (a segment of a large problem may never break down).
         """
         if self.n_breakdowns == 0:
             return True
+        # the active segment, or the one that just broke down if the new one has no Ritz vector yet
         for rows in (self.segment[:p], self.previous_segment[:p]):
             mine = np.flatnonzero((S[rows] ** 2).sum(axis=0) >= 0.5)
             if mine.size:
@@ -749,7 +759,14 @@ class _Lanczos:
             better = abs(theta[best]) > abs(theta[last]) + margin
         else:  # BE: it would take one of the first k places by more than the tolerance
             better = rank[best] < rank[last] and abs(theta[best] - theta[last]) > margin
-        return not better
+        if not better:
+            return True
+        copies = int(np.sum(np.abs(theta - theta[best]) <= 10.0 * thresh[best]))
+        if copies < 2:
+            return True
+        if self._wait_since is None:
+            self._wait_since = iteration
+        return iteration - self._wait_since > max(10, self._wait_since - self._segment_started)
 
     def _thresholds(self, theta: np.ndarray) -> np.ndarray:
         """``residual_threshold`` in numpy (the same formula; the final check calls it itself)."""

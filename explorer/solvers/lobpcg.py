@@ -239,7 +239,18 @@ def _sym_eigh(G: torch.Tensor, largest: bool) -> tuple[torch.Tensor, torch.Tenso
 
 
 def _rows(op: LinearOperator, Yt: torch.Tensor) -> torch.Tensor:
-    """(op @ Yt^T)^T as a contiguous (b, n) tensor."""
+    """(op @ Yt^T)^T as a contiguous (b, n) tensor.
+
+    A sparse matrix is applied row by row (one SpMV per contiguous vector): measured on the
+    2-D Laplacian, that is 1.2x (n = 1e4) to 1.7x (n = 1e5) faster than one block product
+    plus the two transposition copies it needs in this layout. Other operators get one
+    block product (dense GEMM, or a batched matrix-free product such as an HVP).
+    """
+    if op.kind == "sparse":
+        out = torch.empty_like(Yt)
+        for i in range(Yt.shape[0]):
+            out[i] = op.matvec(Yt[i])
+        return out
     return op.matmat(Yt.T).T.contiguous()
 
 

@@ -1,7 +1,6 @@
 """Diagnosis rules: each fires on a problem built to trigger it and stays quiet on healthy runs.
 
-Problems come from explorer.problems and runs from the registered solvers; where a
-trigger needs a solver that is not registered yet the test is skipped. A few rules are
+Problems come from explorer.problems and runs from the registered solvers. A few rules are
 also checked on hand-made results (their logic does not depend on any solver).
 """
 
@@ -28,8 +27,6 @@ def _one_torch_thread():  # noqa: ANN202
 
 
 
-def needs(name: str):  # noqa: ANN201 - pytest marker
-    return pytest.mark.skipif(name not in SOLVERS, reason=f"solver {name!r} is not registered yet")
 
 
 def values_top(problem, i: int) -> float:  # noqa: ANN001
@@ -54,10 +51,9 @@ HEALTHY = [
     pytest.param("lobpcg", lambda: problems.laplacian_2d(10), dict(which="SA", tol=1e-8), id="lobpcg-laplacian"),
     pytest.param("eigh", lambda: problems.wishart(80, seed=1), dict(which="LA", tol=1e-8), id="eigh-wishart"),
     pytest.param("lanczos", lambda: problems.prescribed_spectrum(150, "geometric", decay=0.7),
-                 dict(which="LA", tol=1e-8, reorthogonalization="full"), id="lanczos-full",
-                 marks=needs("lanczos")),
+                 dict(which="LA", tol=1e-8, reorthogonalization="full"), id="lanczos-full"),
     pytest.param("power_iteration", lambda: problems.prescribed_spectrum(100, "gap", gap_ratio=0.5),
-                 dict(which="LM", tol=1e-8, max_iter=500), id="power-gap", marks=needs("power_iteration")),
+                 dict(which="LM", tol=1e-8, max_iter=500), id="power-gap"),
 ]
 
 
@@ -154,7 +150,6 @@ def test_stopped_by_a_matvec_budget_is_reported() -> None:
     assert finding.severity == "info" and "budget" in finding.message
 
 
-@needs("lanczos")
 def test_lanczos_without_reorthogonalization_shows_ghosts() -> None:
     # Strakos' matrix: the top eigenvalues converge fast, then come back as ghosts.
     n, rho = 100, 0.9
@@ -172,7 +167,6 @@ def test_lanczos_without_reorthogonalization_shows_ghosts() -> None:
     assert not rules(diagnose(full, reference=problem.eigenvalues)) & {"ghost_eigenvalues", "orthogonality_lost"}
 
 
-@needs("lanczos")
 def test_lanczos_misses_a_double_eigenvalue() -> None:
     values = np.concatenate([[5.0, 5.0, 4.0], np.linspace(3.0, 0.0, 97)])
     problem = problems.diagonal(values)
@@ -186,7 +180,6 @@ def test_lanczos_misses_a_double_eigenvalue() -> None:
     assert "block" in finding.suggestion.lower()
 
 
-@needs("lanczos")
 def test_lanczos_breakdown_on_an_invariant_start() -> None:
     problem = problems.diagonal(np.linspace(1.0, 10.0, 50))
     x0 = torch.zeros(50, dtype=torch.float64)
@@ -203,7 +196,6 @@ def test_lanczos_breakdown_on_an_invariant_start() -> None:
         assert findings == []
 
 
-@needs("power_iteration")
 def test_power_iteration_breaks_down_on_a_start_in_the_null_space() -> None:
     # A x_0 = 0: the iterate vanishes after one step; the pair it returns (0, e_0) is exact
     # but not the wanted one, so the missed-eigenvalue rule fires too.
@@ -218,7 +210,6 @@ def test_power_iteration_breaks_down_on_a_start_in_the_null_space() -> None:
     assert "missed_eigenvalue" in rules(findings)
 
 
-@needs("power_iteration")
 def test_power_iteration_stagnates_on_plus_minus_pair() -> None:
     # |lambda_1| = |lambda_2| with opposite signs: power iteration cannot converge.
     problem = problems.diagonal(np.concatenate([[1.0, -1.0], np.linspace(0.5, 0.0, 48)]))

@@ -31,8 +31,6 @@ def _one_torch_thread():  # noqa: ANN202
 
 
 
-def needs(name: str):  # noqa: ANN201 - pytest marker
-    return pytest.mark.skipif(name not in SOLVERS, reason=f"solver {name!r} is not registered yet")
 
 
 def _start(n: int, seed: int = 0) -> torch.Tensor:
@@ -224,7 +222,6 @@ def test_hmt_expected_bound_holds_for_an_independent_range_finder() -> None:
 # --------------------------------------------------------------------------------------
 # Bounds against the project's solvers
 # --------------------------------------------------------------------------------------
-@needs("power_iteration")
 @pytest.mark.parametrize("r", [0.0, 0.8])
 def test_power_iteration_error_stays_under_the_bound(r: float) -> None:
     """GVL Thm 8.2.1 (r = 0) and its heavy-ball version with the solver's own beta schedule."""
@@ -248,7 +245,6 @@ def test_power_iteration_error_stays_under_the_bound(r: float) -> None:
     assert err[-1] < 1e-12
 
 
-@needs("lanczos")
 def test_lanczos_largest_ritz_value_stays_under_kps_bound() -> None:
     n = 400
     spectrum = np.concatenate([[1.05], np.linspace(1.0, 0.0, n - 1)])
@@ -269,7 +265,6 @@ def test_lanczos_largest_ritz_value_stays_under_kps_bound() -> None:
     assert checked >= 5
 
 
-@needs("lobpcg")
 def test_lobpcg_steps_obey_the_knyazev_neymeyr_contraction() -> None:
     problem = problems.laplacian_2d(12, 11)  # no double eigenvalues at the bottom
     lam = problem.eigenvalues.numpy()
@@ -291,7 +286,6 @@ def test_lobpcg_steps_obey_the_knyazev_neymeyr_contraction() -> None:
     assert steps >= 3
 
 
-@needs("randomized_svd")
 def test_randomized_svd_mean_error_stays_under_hmt_bound() -> None:
     n, k, p, q = 150, 5, 5, 1
     problem = problems.prescribed_spectrum(n, "geometric", decay=0.9, seed=1)

@@ -265,17 +265,14 @@ def _live_body(key: str, started_running: bool, panel: _Panel) -> Any:
         settings = ", ".join(f"{k}={v:.0e}" if isinstance(v, float) and k == "tol" else f"{k}={v}"
                              for k, v in job.params.items())
         st.caption(f"Job #{job.id}: {job.label}" + (f" \u00b7 {settings}" if settings else ""))
-    cols = st.columns([5, 1.6, 1] if panel.show_stop else [5, 1.6], vertical_alignment="center")
-    with cols[0]:
+    with st.container(horizontal=True, vertical_alignment="center", gap="medium"):  # wraps in narrow columns
         st.progress(fraction, text=("Running: " if alive else "") + text)
-    with cols[1]:
         st.toggle("Pause live view", key=pause_key(key), disabled=not alive,
                   help="Hold the chart still so you can zoom and pan it (every live update redraws it and resets "
                   "the zoom). The solve, the progress line and Stop go on; switch off to catch up.")
-    if panel.show_stop:
-        with cols[2]:
+        if panel.show_stop:
             st.button("Stop", key=panel.stop_key, icon=":material/stop_circle:", on_click=stop_job, args=(key,),
-                      disabled=not alive, help=panel.stop_help, width="stretch")
+                      disabled=not alive, help=panel.stop_help)
     panel.render(_held(key, job.id, data, alive), alive)
     _rerun_when_finished(key, alive, started_running, panel.on_finish)
     return data

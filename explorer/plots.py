@@ -234,7 +234,8 @@ def live_figure(records: Sequence[IterationRecord], *, reference: Any = None, to
     ritz_range = _focus_range(ritz, ref)
     xlabel = {"iteration": "iteration", "n_matvec": "matvecs", "elapsed_s": "seconds"}.get(x, x)
     res_label = "relative residual (estimate)" if estimated else "relative residual"
-    left, right, bottom, top = (0.0, 0.44), (0.56, 1.0), (0.0, 0.40), (0.58, 1.0)
+    # the gap between the columns holds the right panels' tick labels and titles (~90 px in a half-width column)
+    left, right, bottom, top = (0.0, 0.415), (0.585, 1.0), (0.0, 0.40), (0.58, 1.0)
     layout = go.Layout(
         height=height, margin=dict(l=10, r=10, t=60 if title else 36, b=10),
         title=dict(text=title, x=0.0, font=dict(size=15)) if title else None,

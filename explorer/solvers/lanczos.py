@@ -86,12 +86,20 @@ vectors), ``all_ritz_values`` (every Ritz value: the "staircase"), ``ghost_mask`
 the CGS rounding bound ``p eps ||w_before|| / ||w_after||``; "partial", the largest omega
 estimate; "none", the exact ``max |V^T V - I|``.
 
-Performance notes (one thread, ../shared/PEERS.md method, ``python -m explorer.bench``):
-every per-step product is a matrix-vector product (small GEMMs went to a multi-threaded
-MKL path that stalled for milliseconds on the busy host), and the projected eigenproblem
-runs on one torch thread. On cheap operators (sparse, n = 10^4) the per-iteration Python
-and Rayleigh-Ritz work (~0.4 ms) makes a run slower than ARPACK although it needs 35 %
-fewer matvecs; from n = 10^5 on, the vector work dominates and the fewer matvecs win.
+Performance notes (``python -m explorer.bench``, one thread, float64, tol 1e-6, CPU seconds
+on the shared 2-core host; ARPACK = ``scipy.sparse.linalg.eigsh``):
+
+* every per-step product is a matrix-vector product (small GEMMs went to a multi-threaded
+  MKL path that stalled for milliseconds on the busy host), and the projected eigenproblem
+  runs on one torch thread;
+* 2-D Laplacian n = 10^5: k = 1 LA 800 matvecs / 2.6 s (ARPACK 1261 / 3.9 s), k = 1 SA
+  1262 / 3.9 s (ARPACK 3971 / 12.3 s), k = 10 LA 2746 / 18.0 s (ARPACK 4860 / 20.0 s and
+  a wrong set), k = 10 SA 3532 / 22.9 s (ARPACK > 30 s); ``"partial"`` needs the same
+  matvecs in 40-70 % of the time (7.6 s for k = 10 LA);
+* n = 10^4: 35 % fewer matvecs than ARPACK at k = 1 but ~1.5x its time: with a 0.03 ms
+  matvec, the per-iteration Python and Rayleigh-Ritz work (~0.4 ms, the price of a record
+  with fresh Ritz values and residual estimates every step) dominates. At k = 10 LA the
+  block needs 758 matvecs against ARPACK's 704 (which returns the wrong set).
 
 Defaults and why
 ----------------

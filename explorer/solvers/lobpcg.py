@@ -47,11 +47,24 @@ this machine's MKL (one thread) the tall-skinny GEMMs of LOBPCG run 1.5-2x faste
 way (X^T Y as Xt @ Yt^T, X C as C^T @ Xt), selecting vectors is a contiguous row slice
 and concatenation a plain copy; operators still receive (n, b) columns.
 
-Measured (2 shared vCPUs, one thread, min CPU time of 3 runs, k = 10, tol = 1e-6,
-float64, torch.lobpcg given the torch sparse / dense tensor and its tol mapped as in
-PEERS.md 3): 2-D Laplacian n = 1e4, LA 0.9 s vs 1.7 s (4.8k vs 10.3k matvecs),
-SA 1.3 s vs 3.2 s; dense "small gap" n = 1000 0.14 s vs 0.32 s (462 vs 1625 matvecs),
-"geometric" n = 1000 0.01-0.02 s vs 0.05 s.
+Measured (2 shared vCPUs, one thread, min CPU time over 2-3 runs, k = 10, tol = 1e-6,
+float64, LA unless noted; torch.lobpcg given the torch sparse / dense tensor, block k, its
+tol mapped as in PEERS.md 3; scipy.sparse.linalg.lobpcg with OpenBLAS on one thread):
+
+=============================  ==================  ===================  =================
+problem                        ours                torch.lobpcg         scipy lobpcg
+=============================  ==================  ===================  =================
+2-D Laplacian n = 1e4          0.89 s / 4.8k mv    1.7 s / 10.6k mv     0.89 s / 2.0k mv
+2-D Laplacian n = 1e4, SA      1.24 s / 7.6k mv    3.2 s / 19.7k mv     2.0 s / 4.5k mv
+2-D Laplacian n = 1e5          29 s / 14k mv       60 s                 --
+dense small gap n = 1000       0.12 s / 491 mv     0.30 s / 1625 mv     0.08 s / 363 mv
+dense small gap n = 4000       1.8 s / 534 mv      5.5 s / 1752 mv      --
+dense geometric n = 4000       0.26 s / 78 mv      0.68 s / 226 mv      --
+=============================  ==================  ===================  =================
+
+(The Laplacian runs recompute A X, see ``products``; with stored products the n = 1e4 LA
+run needs 2.2k matvecs.) scipy's edge on the dense problems is its OpenBLAS GEMM, about
+1.6x faster per flop than torch's MKL on this AMD CPU (PEERS.md).
 
 Soft locking: a column whose residual meets the tolerance gets no new W or P direction
 (it stays in the Rayleigh-Ritz basis, so it can only improve); it is unlocked again if

@@ -40,6 +40,13 @@ def _set_solver(ui, name: str, tol: str, max_iter: int, which: str | None = None
     ui.fill("max_iter", max_iter)
 
 
+def _start_long_run(ui) -> None:
+    """LOBPCG on a 110 x 110 Laplacian to tol 1e-14: far longer than any test waits (Stop ends it)."""
+    _big_laplacian(ui)
+    _set_solver(ui, _solver(), "1e-14", 20000)
+    ui.click("run")
+
+
 def _status(page, timeout_s: float = 120) -> str:
     alert = page.locator('[data-testid="stAlert"]').filter(has_text=STATUS).first
     alert.wait_for(timeout=timeout_s * 1000)
@@ -79,9 +86,7 @@ def test_live_run_shows_changing_charts_then_the_result(ui):
 
 def test_stop_ends_the_run_and_keeps_the_history(ui):
     page = ui.page
-    _big_laplacian(ui)
-    _set_solver(ui, _solver(), "1e-14", 20000)
-    ui.click("run")
+    _start_long_run(ui)
     progress = page.get_by_test_id("stProgress").filter(visible=True).first
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -129,9 +134,7 @@ def _server_jobs(page) -> int:
 
 def test_closing_the_tab_ends_its_run(ui, app_server):
     page = ui.page
-    _big_laplacian(ui)
-    _set_solver(ui, _solver(), "1e-14", 20000)
-    ui.click("run")
+    _start_long_run(ui)
     page.get_by_text(re.compile(r"Iteration [1-9]")).first.wait_for()
     watcher = page.context.new_page()
     watcher.goto(app_server)
@@ -156,9 +159,7 @@ _LIVE_RANGE = """() => {
 
 def test_pause_keeps_the_users_zoom_while_the_solve_goes_on(ui):
     page = ui.page
-    _big_laplacian(ui)
-    _set_solver(ui, _solver(), "1e-14", 20000)
-    ui.click("run")
+    _start_long_run(ui)
     progress = page.get_by_test_id("stProgress").filter(visible=True).first
     page.get_by_text(re.compile(r"Iteration [1-9]\d")).first.wait_for()
     ui.el("explore_pause").locator("label").click()

@@ -69,7 +69,7 @@ def eigh(
         LAPACK Users' Guide, xSYEVD; Golub & Van Loan, Matrix Computations, 4th ed., 8.7.2
         (Cholesky reduction of the symmetric-definite problem).
     """
-    v = validate_common("eigh", operator, k, which=which, tol=tol, max_iter=max_iter or 1, default_max_iter=1,
+    v = validate_common("eigh", operator, k, which=which, tol=tol, max_iter=max_iter, default_max_iter=1,
                         supported_which=("LA", "SA", "LM", "BE"), B=B, supports_B=True)
     n = v.operator.shape[0]
     needed = dense_memory_bytes(n, v.operator.dtype)

@@ -14,12 +14,13 @@ from typing import Any
 
 import torch
 
+from explorer.operators import LinearOperator
 from explorer.results import EigenResult, SolveStatus
 from explorer.solvers._common import Monitor, select_order, true_residual_norms, validate_common, residual_threshold
 from explorer.solvers.registry import ParamSpec, SolverSpec, register_solver
 from explorer.tracking import Tracker
 
-__all__ = ["eigh", "dense_memory_bytes"]
+__all__ = ["eigh", "dense_eigenpairs", "dense_memory_bytes"]
 
 # Copies eigh holds at once: A, the work copy, the eigenvectors (+ B and L^-1 A for B).
 _DENSE_COPIES = 4
@@ -36,6 +37,33 @@ def _available_memory_bytes() -> int:
 def dense_memory_bytes(n: int, dtype: torch.dtype) -> int:
     """Bytes eigh needs for an n x n problem (the dense copies it holds at once)."""
     return _DENSE_COPIES * n * n * torch.finfo(dtype).bits // 8
+
+
+def dense_eigenpairs(operator: LinearOperator, B: LinearOperator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """All eigenpairs (ascending) of the assembled operator, or of A x = lambda B x.
+
+    Assembling a matrix-free operator costs n matvecs, and they are counted. Raises
+    ``torch.linalg.LinAlgError`` when B is not positive definite.
+    """
+    n = operator.shape[0]
+    A = operator.to_dense()
+    if A.layout != torch.strided:
+        A = A.to_dense()
+    if operator.kind not in ("dense", "sparse"):
+        operator._count(n)
+    A = 0.5 * (A + A.T)  # eigh reads one triangle; average so both count
+    if B is None:
+        return torch.linalg.eigh(A)
+    Bd = B.to_dense()
+    if Bd.layout != torch.strided:
+        Bd = Bd.to_dense()
+    Bd = 0.5 * (Bd + Bd.T)
+    L, info = torch.linalg.cholesky_ex(Bd)
+    if int(info) != 0:
+        raise torch.linalg.LinAlgError(f"B is not positive definite (Cholesky failed at column {int(info)})")
+    C = torch.linalg.solve_triangular(L, torch.linalg.solve_triangular(L, A, upper=False).T, upper=False)
+    values, Y = torch.linalg.eigh(0.5 * (C + C.T))
+    return values, torch.linalg.solve_triangular(L.T, Y, upper=True)
 
 
 def eigh(
@@ -84,28 +112,13 @@ def eigh(
             f"{budget / 2**30:.1f} GiB may be used; pick an iterative solver (lanczos, lobpcg) for this size"
         )
     monitor = Monitor("eigh", v, tracker)
-    A = v.operator.to_dense()
-    if A.layout != torch.strided:
-        A = A.to_dense()
-    A = 0.5 * (A + A.T)  # eigh reads one triangle; average so both count
-    message = ""
-    status = SolveStatus.CONVERGED
     try:
-        if v.B is None:
-            values, vectors = torch.linalg.eigh(A)
-        else:
-            Bd = v.B.to_dense()
-            Bd = 0.5 * (Bd + Bd.T)
-            L, info = torch.linalg.cholesky_ex(Bd)
-            if int(info) != 0:
-                raise torch.linalg.LinAlgError(f"B is not positive definite (Cholesky failed at column {int(info)})")
-            C = torch.linalg.solve_triangular(L, torch.linalg.solve_triangular(L, A, upper=False).T, upper=False)
-            values, Y = torch.linalg.eigh(0.5 * (C + C.T))
-            vectors = torch.linalg.solve_triangular(L.T, Y, upper=True)
+        values, vectors = dense_eigenpairs(v.operator, v.B)
     except torch.linalg.LinAlgError as err:
-        empty = torch.zeros(0, dtype=A.dtype, device=A.device)
+        empty = torch.zeros(0, dtype=v.operator.dtype, device=v.operator.device)
         monitor.record(1, empty, empty, estimated=False, n_converged=0)
-        return monitor.finish(eigenvalues=empty, eigenvectors=torch.zeros(n, 0, dtype=A.dtype, device=A.device),
+        return monitor.finish(eigenvalues=empty,
+                              eigenvectors=torch.zeros(n, 0, dtype=v.operator.dtype, device=v.operator.device),
                               residual_norms=empty, converged=torch.zeros(0, dtype=torch.bool), n_iter=1,
                               status=SolveStatus.BREAKDOWN, message=str(err))
     order = select_order(values, v.which)[: v.k]
@@ -116,7 +129,7 @@ def eigh(
     monitor.record(1, values, residuals, estimated=False, n_converged=int(converged.sum()),
                    orthogonality_loss=None)
     return monitor.finish(eigenvalues=values, eigenvectors=vectors, residual_norms=residuals,
-                          converged=converged, n_iter=1, status=status, message=message)
+                          converged=converged, n_iter=1, status=SolveStatus.CONVERGED)
 
 
 register_solver(SolverSpec(

@@ -148,6 +148,7 @@ from explorer.solvers._common import (
     true_residual_norms,
     validate_common,
 )
+from explorer.solvers.eigh import dense_eigenpairs
 from explorer.solvers.registry import ParamSpec, SolverSpec, register_solver
 from explorer.tracking import Tracker
 
@@ -849,29 +850,13 @@ def _run_torch(v: Validated, monitor: Monitor, *, m: int, method: str, largest: 
 def _dense_fallback(v: Validated, monitor: Monitor, note: str) -> EigenResult:
     op = v.operator
     n = op.shape[0]
-    A = op.to_dense()
-    if A.layout != torch.strided:
-        A = A.to_dense()
-    if op.kind not in ("dense", "sparse"):
-        op._count(n)  # assembling a matrix-free operator costs n matvecs
-    A = 0.5 * (A + A.T)
     status, message = SolveStatus.CONVERGED, note
     try:
-        if v.B is None:
-            values, vectors = torch.linalg.eigh(A)
-        else:
-            Bd = v.B.to_dense()
-            Bd = 0.5 * (Bd + Bd.T)
-            L, info = torch.linalg.cholesky_ex(Bd)
-            if int(info) != 0:
-                raise torch.linalg.LinAlgError(f"B is not positive definite (Cholesky failed at column {int(info)})")
-            C = torch.linalg.solve_triangular(L, torch.linalg.solve_triangular(L, A, upper=False).T, upper=False)
-            values, Y = torch.linalg.eigh(0.5 * (C + C.T))
-            vectors = torch.linalg.solve_triangular(L.T, Y, upper=True)
+        values, vectors = dense_eigenpairs(op, v.B)
     except torch.linalg.LinAlgError as err:
-        empty = torch.zeros(0, dtype=A.dtype)
+        empty = torch.zeros(0, dtype=op.dtype)
         monitor.record(1, empty, empty, estimated=False, n_converged=0)
-        return monitor.finish(eigenvalues=empty, eigenvectors=torch.zeros(n, 0, dtype=A.dtype),
+        return monitor.finish(eigenvalues=empty, eigenvectors=torch.zeros(n, 0, dtype=op.dtype),
                               residual_norms=empty, converged=torch.zeros(0, dtype=torch.bool), n_iter=1,
                               status=SolveStatus.BREAKDOWN, message=f"{note} {err}")
     order = select_order(values, v.which)[: v.k]

@@ -1038,6 +1038,7 @@ def lanczos(
     X0: torch.Tensor | None = None,
     seed: int | None = None,
     tracker: Tracker | None = None,
+    B: Any = None,
     reorthogonalization: str = "full",
     max_basis: int | None = None,
     block_size: int | None = None,
@@ -1059,6 +1060,8 @@ def lanczos(
             column's directions). A zero or dependent start is replaced by random vectors.
         seed: seed of the local generator (random start, padding, breakdown vectors).
         tracker: receives one record per Lanczos step (estimated residuals).
+        B: accepted for the shared signature; a generalized problem is refused with a
+            ValueError that points to ``lobpcg`` or ``eigh``.
         reorthogonalization: "full" (default), "partial" or "none" (module docstring).
         max_basis: most basis vectors kept (memory O(n * max_basis)); default
             ``max(40, 6 k + 10 block_size)``, capped at n except for "none". Must be at least
@@ -1081,7 +1084,7 @@ def lanczos(
         Lanczos 1950; Paige 1976; Simon 1984; Wu & Simon 2000; Golub & Van Loan 10.1-10.3.
     """
     v = validate_common("lanczos", operator, k, which=which, tol=tol, max_iter=max_iter,
-                        default_max_iter=DEFAULT_MAX_ITER, supported_which=WHICH, X0=X0)
+                        default_max_iter=DEFAULT_MAX_ITER, supported_which=WHICH, X0=X0, B=B)
     if not isinstance(reorthogonalization, str) or reorthogonalization not in REORTHOGONALIZATION:
         raise ValueError(
             f"`reorthogonalization` must be one of 'full', 'partial', 'none', got {reorthogonalization!r}; "

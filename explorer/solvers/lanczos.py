@@ -448,21 +448,45 @@ class _Lanczos:
             # Householder QR of an n x b matrix). Its orthogonality error is ~eps cond(W)^2,
             # so a second pass (CholQR2) follows unless the block is already well conditioned.
             L1 = _small_cholesky(gram)
-            if L1 is not None:
+            dl = np.abs(L1.diagonal()) if L1 is not None else None
+            # Equal row norms do not make a block full rank: parallel rows (the last block
+            # when the Krylov space runs out, e.g. n odd with b = 2) pass the test above and
+            # Cholesky "succeeds" on the Gram's rounding noise (pivot ~ eps ||W||^2, so
+            # dl.min ~ sqrt(eps) dl.max); the new row is then that noise scaled up, far from
+            # orthogonal to the basis. Only a clearly full-rank block (cond(W) < 1e4, well
+            # inside CholQR2's ~1/sqrt(eps)) takes this path; the rest the rank-revealing one.
+            if dl is not None and dl.min() > max(floor, 1e-4 * dl.max()):
                 Qn = _combine(_t(_small_lower_inverse(L1), W), W)
                 R = L1.T.copy()
-                dl = np.abs(L1.diagonal())
                 if dl.min() < 1e-2 * dl.max():
                     L2 = _small_cholesky(_np(_dots(Qn, Qn)))
                     if L2 is not None:
                         Qn = _combine(_t(_small_lower_inverse(L2), W), Qn)
                         R = L2.T @ R
                 return Qn, R, 0
-        s2, U = _eigh(np.ascontiguousarray(gram))
-        s2, U = s2[::-1].copy(), U[:, ::-1].copy()  # descending; copies: torch refuses negative strides
-        keep = s2 > floor * floor
-        r = int(keep.sum())
-        Z = _t(U[:, :r].T, W) @ W  # (r, n), rows ~orthogonal
+
+        def reveal(X: torch.Tensor, G: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
+            # Directions U of X's Gram, kept by the norm of the combined vector U^T X (exact
+            # to eps ||X||), not by the Gram eigenvalue (only exact to eps ||X||^2).
+            _s2, Ux = _eigh(np.ascontiguousarray(G))
+            Ux = Ux[:, ::-1].copy()  # descending; copies: torch refuses negative strides
+            Zx = _t(Ux.T, X) @ X
+            ok = np.flatnonzero(np.asarray(torch.linalg.vector_norm(Zx, dim=1).tolist()) > floor)
+            return np.ascontiguousarray(Ux[:, ok]), Zx[torch.as_tensor(ok, dtype=torch.long, device=Zx.device)]
+
+        U, Z = reveal(W, gram)  # W ~ U Z, rows of Z ~orthogonal
+        r = U.shape[1]
+        if r and p and self.mode != "none":
+            # A direction of norm sigma << ||W|| comes from cancellation inside W: its overlap
+            # with the basis (eps ||W|| after Gram-Schmidt, omega ||W|| in "partial") is
+            # amplified by ||W|| / sigma, so project it out again (twice; the part dropped is
+            # that remnant) and drop what is left below the floor (W = U_r Z = U_r U2 Z2).
+            V = self.Vt[:p]
+            for _ in range(2):
+                _sub_combine(Z, _dots(Z, V), V)
+            U2, Z = reveal(Z, _np(_dots(Z, Z)))
+            U = np.ascontiguousarray(U @ U2)
+            r = U.shape[1]
         rows: list[torch.Tensor] = []
         Rk = np.zeros((0, r))
         if r:
@@ -706,7 +730,8 @@ class _Lanczos:
         if self.mode == "full" and bn == bc and not replaced and overlap > self.loss:
             self.loss = overlap  # (rows that were replaced by random vectors are orthogonalized twice)
         if self.mode == "partial" and bn:
-            Qn = self._partial_step(Qn, R, j, p, bn, replaced)
+            Qn, R = self._partial_step(Qn, R, j, p, bn, replaced)
+            bn = Qn.shape[0]
         Vt[p:p + bn] = Qn
         H[p:p + bn, :] = 0.0
         H[:, p:p + bn] = 0.0
@@ -795,7 +820,7 @@ class _Lanczos:
             self.loss = max(self.loss, float(dev.max()))
 
     def _partial_step(self, Qn: torch.Tensor, R: np.ndarray, j: int, p: int, bn: int,
-                      replaced: int) -> torch.Tensor:
+                      replaced: int) -> tuple[torch.Tensor, np.ndarray]:
         """Simon's omega recurrence for the new block; re-orthogonalize when it passes sqrt(eps)."""
         Om = self.Omega
         assert Om is not None
@@ -823,16 +848,16 @@ class _Lanczos:
             W = Qn.clone()
             self.cgs(W, p)
             Q2, R2, _ = self.orthonormalize(W, p)
-            if Q2.shape[0] == bn:
-                Qn = Q2
-                R[:] = R2 @ R
-            col[:] = eps * math.sqrt(self.n)
+            # Fewer rows than bn: the basis already spans what is left of the space; keeping
+            # the old rows (not orthogonal to it) would corrupt the recurrence.
+            Qn, R, bn = Q2, R2 @ R, Q2.shape[0]
+            col = np.full((p, bn), eps * math.sqrt(self.n))
             self.n_reorth += 1
         Om[:p, p:p + bn] = col
         Om[p:p + bn, :p] = col.T
         Om[p:p + bn, p:p + bn] = 0.0
         self.loss = float(np.abs(Om[:p + bn, :p + bn]).max())
-        return Qn
+        return Qn, R
 
     def _ghosts(self, theta: np.ndarray, S: np.ndarray, est: np.ndarray, thresh: np.ndarray, p: int) -> np.ndarray:
         """Flag Ritz values that duplicate a converged one while orthogonality is lost.

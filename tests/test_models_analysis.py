@@ -33,23 +33,11 @@ from explorer.models.weights import (
 from explorer.operators import DenseOperator
 from explorer.solvers import SOLVERS
 
-if "lanczos" not in SOLVERS:  # explorer.solvers registers it once its module is wired in
-    try:
-        import explorer.solvers.lanczos  # noqa: F401
-    except ImportError:
-        pass
 from explorer.tracking import HistoryTracker, NullTracker, StopSolve
 
 EPS = torch.finfo(torch.float64).eps
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():  # type: ignore[no-untyped-def]
-    """One torch thread in this module: small kernels, and the box may be shared (../shared/LIVE.md 2.4)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _random_symmetric(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -35,22 +35,10 @@ from explorer.models import (
 from explorer.models.samples import MODEL_SAMPLE_DIR, MODEL_SAMPLES, read_manifest
 from explorer.solvers import SOLVERS, solve
 
-if "lanczos" not in SOLVERS:  # explorer.solvers registers it once its module is wired in
-    try:
-        import explorer.solvers.lanczos  # noqa: F401
-    except ImportError:
-        pass
 
 EPS64 = torch.finfo(torch.float64).eps
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():  # type: ignore[no-untyped-def]
-    """One torch thread in this module: small kernels, and the box may be shared (../shared/LIVE.md 2.4)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _entry_tol(N: int, reference: torch.Tensor) -> float:

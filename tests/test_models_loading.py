@@ -32,13 +32,6 @@ from explorer.models import (
 from explorer.models.samples import MODEL_SAMPLE_DIR
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():  # type: ignore[no-untyped-def]
-    """One torch thread in this module: small kernels, and the box may be shared (../shared/LIVE.md 2.4)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class _Marker:

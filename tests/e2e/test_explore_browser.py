@@ -65,8 +65,9 @@ def test_live_run_shows_changing_charts_then_the_result(ui):
     page = ui.page
     _big_laplacian(ui)
     # The smallest eigenvalues of a 110 x 110 Laplacian have tiny relative gaps: without a
-    # preconditioner 300 iterations stay far from tol = 1e-14, so the run lasts all 300 (~5-15 s).
-    _set_solver(ui, _solver(), "1e-14", 300, which="SA")
+    # preconditioner 1500 iterations stay far from tol = 1e-14, so the run lasts all 1500. That is
+    # ~5-15 s: at 300 an idle machine finished in ~1 s, too fast to see three redraws at 0.5 s.
+    _set_solver(ui, _solver(), "1e-14", 1500, which="SA")
     ui.click("run")
     states = set()
     deadline = time.monotonic() + 180

@@ -380,14 +380,18 @@ def test_registered_with_parameters_for_the_app() -> None:
     assert result.status is SolveStatus.CONVERGED
 
 
-@pytest.mark.parametrize("mode", ["full", "partial"])
+@pytest.mark.parametrize("mode", ["full", "partial", "none"])
 @pytest.mark.parametrize("block_size", [1, 2, 3])
-@pytest.mark.parametrize("n", [5, 8, 19, 20, 39, 41])
+@pytest.mark.parametrize("n", [5, 8, 13, 19, 20, 22, 37, 39, 41])
 def test_small_n_where_the_krylov_space_runs_out(n: int, block_size: int, mode: str) -> None:
     """Regression: with n not a multiple of the block size (or n = default max_basis + 1 = 41),
     the last block is rank-deficient. Its parallel rows used to pass the Cholesky-QR test and
     the "new" row was rounding noise far from orthogonal to the basis: ~40% of seeds at n = 19,
-    39, 41 (b = 2, k = 2) returned eigenvalues in the hundreds for a spectrum in [1, n]."""
+    39, 41 (b = 2, k = 2) returned eigenvalues in the hundreds for a spectrum in [1, n].
+    "none" failed the same way for other reasons (noise blocks normalized without local
+    re-orthogonalization, "fresh" vectors built against a non-orthonormal basis, restarts
+    coupling non-orthogonal Ritz vectors): 57 of 960 runs at n = 3..29, values 10-10^4
+    outside the spectrum."""
     gen = torch.Generator().manual_seed(n)
     Q, _ = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))
     A = (Q * torch.arange(1.0, n + 1, dtype=torch.float64)) @ Q.T

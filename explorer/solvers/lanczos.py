@@ -67,7 +67,12 @@ decide ``converged`` and the CONVERGED status.
     Gram-Schmidt pass: the price of an honest orthogonality-loss curve); they also tell
     ghosts (a Ritz vector parallel to a converged one) from true multiple eigenvalues
     (orthogonal Ritz vectors). ``max_basis`` is not capped at n in this mode: plain
-    Lanczos can run for more than n steps.
+    Lanczos can run for more than n steps. What is kept is *local* orthogonality, the
+    condition of Paige's analysis that every Ritz value stays inside the spectrum: a step
+    that cancels most of ``A q`` gets one more pass against the rows it coupled to, a
+    direction below ``sqrt(eps) ||A||`` counts as a breakdown, and a thick restart starts
+    from an orthonormalized basis of the kept Ritz vectors (see ``_restart_plain``); the
+    loss curve therefore drops at each restart.
 * **Ghosts** are flagged in ``ghost_mask`` when the loss exceeds sqrt(eps) and a Ritz value
   lies within ``sqrt(eps) ||A||`` of a converged one (with the smaller residual estimate)
   whose Ritz vector it duplicates. Ghosts never count as converged; the result skips them
@@ -408,9 +413,30 @@ class _Lanczos:
         return self.op.matmat(X.T).T.contiguous()
 
     # -- orthonormalization of a new block ------------------------------------------------
+    def breakdown_floor(self) -> float:
+        """Norm below which a new direction counts as zero (an invariant subspace).
+
+        ``100 eps ||A||`` with re-orthogonalization. In "none" ``sqrt(eps) ||A||``: there the
+        next vector is normalized from what the local step left, and a direction that small
+        is mostly rounding from the whole (non-orthogonal) basis; normalized, its overlaps
+        with vectors two or more steps back are O(1) (Paige's omega grows like
+        ``eps ||A|| / beta``) and the projected matrix no longer bounds the spectrum
+        (measured: Ritz values 5x outside it at n = 19, b = 3, once the Krylov space ran out).
+        """
+        scale = max(self.anorm, self.tiny)
+        return math.sqrt(self.eps) * scale if self.mode == "none" else 100.0 * self.eps * scale
+
     def _random_orthogonal(self, count: int, against: torch.Tensor) -> torch.Tensor:
         """``count`` random rows orthonormal to the rows of ``against`` (CGS2); may return fewer."""
         Z = random_block(self.n, count, self.generator, dtype=self.dtype, device=self.device).T.contiguous()
+        if self.mode == "none" and against.shape[0]:
+            # The basis of plain Lanczos is not orthonormal (and may hold more than n rows), so
+            # Gram-Schmidt against it is no projection: use an orthonormal basis of its span
+            # (SVD, O(n p^2), only at a breakdown). Otherwise, once the Krylov space has run
+            # out, the "fresh" vector overlaps the block it follows and the next step's local
+            # coupling (assumed 0) is wrong by that overlap.
+            U, sv, _ = torch.linalg.svd(against.T, full_matrices=False)
+            against = U[:, sv > math.sqrt(self.eps) * sv[0]].T.contiguous()
         out = []
         for i in range(count):
             z = Z[i]
@@ -426,15 +452,16 @@ class _Lanczos:
             return torch.empty(0, self.n, dtype=self.dtype, device=self.device)
         return torch.stack(out)
 
-    def orthonormalize(self, W: torch.Tensor, p: int) -> tuple[torch.Tensor, np.ndarray, int]:
+    def orthonormalize(self, W: torch.Tensor, p: int, local_from: int = 0) -> tuple[torch.Tensor, np.ndarray, int]:
         """``W = R^T Qn`` with orthonormal rows Qn (bn, n), R (bn, bc). Returns (Qn, R, replaced).
 
         Directions of W with norm below ``100 eps ||A||`` are an invariant subspace
         (breakdown): they get fresh random vectors orthogonal to the basis and a zero
-        coupling, so the recurrence continues.
+        coupling, so the recurrence continues. ``local_from``: in "none" mode, the first
+        basis row the local step coupled to (rows ``[local_from, p)``, see below).
         """
         bc = W.shape[0]
-        floor = 100.0 * self.eps * max(self.anorm, np.finfo(np.float64).tiny)
+        floor = self.breakdown_floor()
         if bc == 1:
             beta = float(torch.linalg.vector_norm(W[0]))
             if beta > floor:
@@ -476,12 +503,17 @@ class _Lanczos:
 
         U, Z = reveal(W, gram)  # W ~ U Z, rows of Z ~orthogonal
         r = U.shape[1]
-        if r and p and self.mode != "none":
+        if r and p:
             # A direction of norm sigma << ||W|| comes from cancellation inside W: its overlap
             # with the basis (eps ||W|| after Gram-Schmidt, omega ||W|| in "partial") is
             # amplified by ||W|| / sigma, so project it out again (twice; the part dropped is
             # that remnant) and drop what is left below the floor (W = U_r Z = U_r U2 Z2).
-            V = self.Vt[:p]
+            # "none" keeps its lost global orthogonality (that is the point of the mode) but
+            # not a lost *local* one: against the rows the three-term step coupled to only.
+            # Without that, the block that runs out of Krylov space (n = 13, b = 3) was
+            # normalized rounding noise with O(1) overlap with the current block, and the
+            # projected matrix grew eigenvalues 30-100x outside the spectrum.
+            V = self.Vt[local_from:p] if self.mode == "none" else self.Vt[:p]
             for _ in range(2):
                 _sub_combine(Z, _dots(Z, V), V)
             U2, Z = reveal(Z, _np(_dots(Z, Z)))
@@ -648,8 +680,9 @@ class _Lanczos:
         p = j + 1
         q = Vt[j]
         w = self.op.matvec(q)
+        w_norm0 = float(torch.linalg.vector_norm(w)) if (iteration == 1 or self.mode == "none") else 0.0
         if iteration == 1:  # ||A q|| <= ||A||: a scale for the breakdown test before any Ritz value
-            self.anorm = max(self.anorm, float(torch.linalg.vector_norm(w)))
+            self.anorm = max(self.anorm, w_norm0)
         if lo == j - 1:  # previous vector: beta_(j-1)
             w.sub_(Vt[lo], alpha=float(H[j, lo]))
         elif lo < j:  # right after a restart: the arrow row couples to every kept Ritz vector
@@ -681,7 +714,9 @@ class _Lanczos:
                 H[j, :p] = H[:p, j]
         else:
             beta = float(torch.linalg.vector_norm(w))
-        floor = 100.0 * self.eps * max(self.anorm, self.tiny)
+            if beta < _DGKS_ETA * w_norm0:
+                beta = self._local_reorth(w.unsqueeze(0), lo if lo < j else j, j, p)[0]
+        floor = self.breakdown_floor()
         if beta > floor:
             torch.div(w, beta, out=Vt[p])
             bn, R = 1, np.array([[beta]])
@@ -713,17 +748,22 @@ class _Lanczos:
         # vectors right after a restart: the "arrow" rows) and the diagonal block alpha.
         if lo < j:
             _sub_combine(W, _t(H[j:p, lo:j], W), Vt[lo:j])
+        norms0 = torch.linalg.vector_norm(W, dim=1).tolist() if self.mode == "none" else None
         alpha_t = _dots(W, Q)
         _sub_combine(W, alpha_t, Q)
         alpha = _np(alpha_t)
         H[j:p, j:p] = 0.5 * (alpha + alpha.T)
+        if norms0 is not None:
+            after = torch.linalg.vector_norm(W, dim=1).tolist()
+            if any(a < _DGKS_ETA * b0 for a, b0 in zip(after, norms0)):
+                self._local_reorth(W, lo if lo < j else j, j, p)
         if self.mode == "full":
             c, overlap = self.cgs(W, p, force=False)
             if c is not None:
                 H[:p, j:p] += c.T
                 H[j:p, :j] = H[:j, j:p].T
                 H[j:p, j:p] = 0.5 * (H[j:p, j:p] + H[j:p, j:p].T)
-        Qn, R, replaced = self.orthonormalize(W, p)
+        Qn, R, replaced = self.orthonormalize(W, p, local_from=lo if lo < j else j)
         if replaced:
             self._new_segment(p)
         bn = Qn.shape[0]
@@ -742,6 +782,29 @@ class _Lanczos:
         return R, bn
 
     # -- per-mode pieces -------------------------------------------------------------------------
+    def _local_reorth(self, W: torch.Tensor, lo: int, j: int, p: int) -> list[float]:
+        """"none": one more pass of the local step against the rows it coupled to, ``Vt[lo:p]``.
+
+        Plain Lanczos may lose *global* orthogonality (that is what the mode shows), but
+        Paige's analysis, which keeps every Ritz value inside the spectrum, needs *local*
+        orthogonality: each new vector orthogonal to its neighbours to O(eps). When the local
+        step cancels most of ``A q`` (norm drop below 1/sqrt(2): an invariant subspace, or
+        the Krylov space running out at small n) the rounding left along the neighbours is
+        amplified by the drop; without this pass a block that ran out of space (n = 13,
+        b = 2) came back as normalized noise and the projected matrix grew eigenvalues
+        outside the spectrum. The coefficients go into the projected matrix (as in "full").
+        Returns the new row norms.
+        """
+        V = self.Vt[lo:p]
+        c = _dots(W, V)  # (rows, p - lo)
+        _sub_combine(W, c, V)
+        cn = _np(c)
+        H = self.H
+        H[lo:p, j:p] += cn.T
+        H[j:p, lo:j] = H[lo:j, j:p].T
+        H[j:p, j:p] = 0.5 * (H[j:p, j:p] + H[j:p, j:p].T)
+        return torch.linalg.vector_norm(W, dim=1).tolist()
+
     def _new_segment(self, p: int) -> None:
         """A breakdown: rows [0, p) span an invariant subspace; rows from p on start a new segment."""
         self.n_breakdowns += 1
@@ -912,6 +975,8 @@ class _Lanczos:
         else:
             _combine(Sk_t, self.Vt[:p], out=new[:L])
         new[L:L + bn] = self.Vt[p:p + bn]
+        # From here on the new rows are the basis (orthonormalize() reads self.Vt).
+        self.Vt, self.Vt_spare = new, self.Vt
         if self.n_breakdowns:  # a kept Ritz vector belongs to the segment holding most of its weight
             for flags in (self.segment, self.previous_segment):
                 seg = (Sk[flags[:p]] ** 2).sum(axis=0) >= 0.5
@@ -939,27 +1004,58 @@ class _Lanczos:
                 self._kept_level = self.loss = level
             self._cycle_start = L
         elif self.mode == "none":
-            G = self.G
-            assert G is not None
-            GS = G[:p, :p] @ Sk
-            gram = Sk.T @ GS
-            nu = np.sqrt(np.maximum(np.diag(gram), np.finfo(np.float64).tiny))
-            new[:L] /= _t(nu, new).unsqueeze(1)
-            C = C / nu
-            cross = (Sk.T @ G[:p, p:p + bn]) / nu[:, None]
-            Gn = np.eye(G.shape[0])
-            Gn[:L, :L] = gram / np.outer(nu, nu)
-            Gn[:L, L:L + bn] = cross
-            Gn[L:L + bn, :L] = cross.T
-            Gn[L:L + bn, L:L + bn] = G[p:p + bn, p:p + bn]
-            self.G = Gn
-            dev = np.abs(Gn[:L + bn, :L + bn] - np.eye(L + bn))
-            self.loss = float(dev.max())
+            L, Hk, C = self._restart_plain(new, Sk, p, bn, theta[keep], C)
+            H[:] = 0.0
+            H[:L, :L] = Hk
         H[L:L + bn, :L] = C
         H[:L, L:L + bn] = C.T
         self.H = H
-        self.Vt, self.Vt_spare = new, self.Vt
         self._j = L
+
+    def _restart_plain(self, Vt: torch.Tensor, Sk: np.ndarray, p: int, bn: int, theta: np.ndarray,
+                       C: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+        """"none": restart from an orthonormal basis of the kept Ritz vectors and the next block.
+
+        In plain Lanczos the kept Ritz vectors ``Y = V S`` of a basis that lost orthogonality
+        are neither orthonormal nor orthogonal to the next block F, which the arrow of the
+        restarted recurrence couples to all of them: local orthogonality, the condition for
+        Ritz values to stay inside the spectrum (Paige 1976), would be lost at every restart
+        (measured: values 10-10^4 outside the spectrum after the first restart at n = 31-41).
+        So "none" means no re-orthogonalization *within a cycle*: a restart orthonormalizes
+        the kept block once from its exact Gram matrix ``S^T G S`` (known in this mode, no pass
+        over V), drops directions the Gram matrix says are dependent (an undetected ghost
+        pair), and rebuilds the exact Rayleigh quotient from ``A Y = Y Theta + F C``:
+        ``Yh = Y P`` with ``P = U s^-1/2`` (Gram ``= U s U^T``, kept ``s > sqrt(eps) s_max``),
+        ``Yh^T A Yh = K Theta P + D C P`` with ``K = s^1/2 U^T`` and ``D = Yh^T F``; the part of
+        F outside span(Yh) is re-normalized (``F_perp = F_hat Rf``) and couples as ``Rf C P``.
+        Returns (rows kept L', the L' x L' projected block, the coupling (bn, L')).
+        """
+        G = self.G
+        assert G is not None
+        gram = Sk.T @ G[:p, :p] @ Sk  # Y^T Y (exact up to rounding: G is measured)
+        cross = Sk.T @ G[:p, p:p + bn]  # Y^T F
+        s, U = np.linalg.eigh(0.5 * (gram + gram.T))
+        keep = s > math.sqrt(self.eps) * max(float(s[-1]), self.tiny)
+        U, s = U[:, keep], s[keep]
+        P = U / np.sqrt(s)  # (L, L')
+        K = (U * np.sqrt(s)).T  # (L', L)
+        L, L2 = Sk.shape[1], P.shape[1]
+        Y = Vt[:L]
+        Pt = _t(P.T, Y)
+        Yh = Pt @ Y if self.n * L * L2 >= _GEMM_WORK else _combine(Pt, Y)
+        D = P.T @ cross  # Yh^T F  (L', bn)
+        F = Vt[L:L + bn].clone()
+        _sub_combine(F, _t(D.T, Y), Yh)
+        Vt[:L2] = Yh
+        Q2, Rf, _ = self.orthonormalize(F, L2)
+        if Q2.shape[0] != bn:  # the kept vectors already span F: keep it as it was
+            Q2, Rf = Vt[L:L + bn].clone(), np.eye(bn)
+        Vt[L2:L2 + bn] = Q2
+        M = K @ np.diag(theta) @ P + D @ C @ P
+        self.G = np.eye(G.shape[0])
+        self.G[:L2 + bn, :L2 + bn] = _np(_dots(Vt[:L2 + bn], Vt[:L2 + bn]))
+        self.loss = float(np.abs(self.G[:L2 + bn, :L2 + bn] - np.eye(L2 + bn)).max())
+        return L2, 0.5 * (M + M.T), Rf @ C @ P
 
     def _reorthonormalize_kept(self, Vt: torch.Tensor, L: int, bn: int, theta: np.ndarray,
                                C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

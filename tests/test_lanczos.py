@@ -30,7 +30,7 @@ from explorer.results import SolveStatus
 from explorer.solvers import SOLVERS, solve
 from explorer.solvers._common import residual_threshold
 from explorer.solvers.lanczos import default_block_size, default_max_basis, lanczos
-from explorer.tracking import CallbackTracker, HistoryTracker, StopSolve
+from explorer.tracking import CallbackTracker, HistoryTracker, NullTracker, StopSolve
 
 EPS64 = float(torch.finfo(torch.float64).eps)
 EPS32 = float(torch.finfo(torch.float32).eps)
@@ -411,3 +411,66 @@ def test_small_n_where_the_krylov_space_runs_out(n: int, block_size: int, mode: 
             assert r.status is SolveStatus.CONVERGED, (which, seed, r.status, r.message)
             got = r.eigenvalues.sort(descending=which == "LA").values
             assert torch.all((got - want).abs() <= bound), (which, seed, got, want)
+
+
+@pytest.mark.parametrize("mode", ["full", "partial", "none"])
+def test_stored_products_give_true_residuals_without_extra_matvecs(mode: str) -> None:
+    """products="stored" computes the final residuals from the kept products A V: the same
+    iterations and pairs as "recomputed", k matvecs fewer per check, and residuals equal to
+    ||A x - theta x|| recomputed here from the returned vectors with the matrix itself.
+    A restart is forced (max_basis 24 < the ~60 steps) so the products go through it."""
+    problem = problems.prescribed_spectrum(300, spectrum="geometric", decay=0.97, seed=3)
+    A = problem.operator.to_dense() if hasattr(problem.operator, "to_dense") else problem.operator.matrix
+    k = 4
+    kwargs = dict(which="LA", tol=1e-8, seed=5, reorthogonalization=mode, max_basis=24,
+                  max_iter=400 if mode == "none" else None)
+    stored = lanczos(problem.operator, k, products="stored", **kwargs)
+    fresh = lanczos(problem.operator, k, products="recomputed", **kwargs)
+    assert stored.status is SolveStatus.CONVERGED and fresh.status is SolveStatus.CONVERGED
+    assert "thick restart" in stored.message
+    assert stored.n_iter == fresh.n_iter
+    assert stored.n_matvec < fresh.n_matvec and (fresh.n_matvec - stored.n_matvec) % k == 0
+    torch.testing.assert_close(stored.eigenvalues, fresh.eigenvalues, rtol=0, atol=0)
+    X = stored.eigenvectors
+    direct = torch.linalg.vector_norm(A @ X - X * stored.eigenvalues, dim=0)
+    norm = float(problem.eigenvalues.abs().max())
+    # the products are combined with the Ritz coefficients instead of applying A to the
+    # combination: equal up to the rounding of a length-(max_basis) combination per restart
+    assert torch.all((stored.residual_norms - direct).abs() <= 1e3 * EPS64 * norm)
+    assert torch.all(direct <= residual_threshold(stored.eigenvalues, 1e-8, norm))
+
+
+def test_stored_products_recheck_with_a_fresh_product_when_rounding_could_decide(monkeypatch) -> None:
+    """A pair whose stored residual lies within the rounding margin of its threshold is
+    checked again with A itself: with an (artificially) huge margin every check applies A,
+    so the matvec count is that of "recomputed"."""
+    import importlib
+
+    module = importlib.import_module("explorer.solvers.lanczos")
+    original = module._Lanczos.__init__
+
+    def huge_margin(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        self.av_drift = 1e300
+
+    problem = problems.prescribed_spectrum(200, spectrum="geometric", decay=0.95, seed=1)
+    fresh = lanczos(problem.operator, 3, tol=1e-8, seed=2, products="recomputed")
+    monkeypatch.setattr(module._Lanczos, "__init__", huge_margin)
+    rechecked = lanczos(problem.operator, 3, tol=1e-8, seed=2, products="stored")
+    assert rechecked.n_matvec == fresh.n_matvec
+    torch.testing.assert_close(rechecked.residual_norms, fresh.residual_norms)
+
+
+def test_products_auto_stores_for_dense_and_recomputes_for_sparse_cpu() -> None:
+    starts = []
+
+    class Starts(NullTracker):
+        def on_start(self, start) -> None:  # type: ignore[no-untyped-def]
+            starts.append(start)
+
+    tracker = Starts()
+    lanczos(problems.prescribed_spectrum(120, seed=0).operator, 2, seed=0, tracker=tracker)
+    lanczos(problems.laplacian_2d(12).operator, 2, seed=0, tracker=tracker)
+    assert [s.extras["products"] for s in starts] == ["stored", "recomputed"]
+    with pytest.raises(ValueError, match=r"`products` must be one of .*got 'kept'"):
+        lanczos(problems.laplacian_2d(6).operator, 1, products="kept")

@@ -10,8 +10,12 @@ Lanczos (1950) builds an orthonormal basis ``V = [v_1 .. v_m]`` of the Krylov sp
 Matrix Computations, 4th ed., 10.1). That estimate is free, so every iteration records it
 (``estimated=True``) after a Rayleigh-Ritz step on the small projected matrix (LAPACK
 ``syevd`` on at most ``max_basis`` rows). The *true* residuals ``||A x - theta x||`` are
-computed when the estimates say "converged" (k extra matvecs) and at the end; only they
-decide ``converged`` and the CONVERGED status.
+computed when the estimates say "converged" and at the end; only they decide
+``converged`` and the CONVERGED status. With ``products="stored"`` (the default except for
+sparse CPU matrices) they cost no matvec: the products ``A V`` are kept next to the basis
+(each row an actual application of A) and combined with the Ritz coefficients; a pair whose
+residual lies within the rounding of those combinations of its threshold is re-checked with
+a fresh product. Otherwise each check applies A to the k Ritz vectors (k matvecs).
 
 * **Block start.** With ``block_size = b > 1`` the recurrence runs on blocks of b vectors
   (block Lanczos, Golub & Underwood 1977): T is banded, the Ritz residual is
@@ -156,6 +160,9 @@ from explorer.tracking import Tracker
 __all__ = ["lanczos", "default_block_size", "default_max_basis"]
 
 REORTHOGONALIZATION = ("full", "partial", "none")
+PRODUCTS = ("auto", "stored", "recomputed")
+# products="auto" keeps A V only while that buffer stays below this size.
+_STORE_LIMIT_BYTES = 1 << 30
 DEFAULT_MAX_ITER = 10_000
 # DGKS: repeat the Gram-Schmidt pass when it removed more than 1 - 1/sqrt(2) of the norm.
 _DGKS_ETA = 1.0 / math.sqrt(2.0)
@@ -242,7 +249,10 @@ def _choose_keep(theta_ord: np.ndarray, first_target: int, k: int, m: int, b: in
     cand = np.arange(low, high + 1)
     nxt = theta_ord[cand]  # theta_(L+1): the first value not kept
     spread = np.abs(nxt - far)
-    gamma = np.abs(t - nxt) / np.maximum(spread, np.finfo(np.float64).tiny)
+    # floor the spread at rounding level (a tiny floor overflowed the division when the far
+    # end coincided with theta_(L+1), e.g. a spectrum of few distinct values)
+    scale = max(float(np.abs(theta_ord).max()), np.finfo(np.float64).tiny)
+    gamma = np.abs(t - nxt) / np.maximum(spread, np.finfo(np.float64).eps * scale)
     score = (m - cand) * np.sqrt(gamma)
     return int(cand[int(np.argmax(score))])
 
@@ -359,7 +369,7 @@ class _Lanczos:
     """State of one thick-restart (block) Lanczos solve. Rows of ``Vt`` are basis vectors."""
 
     def __init__(self, v: Any, monitor: Monitor, *, mode: str, m: int, b: int,
-                 generator: torch.Generator) -> None:
+                 generator: torch.Generator, store_products: bool = False) -> None:
         self.v = v
         self.op = v.operator
         self.monitor = monitor
@@ -374,6 +384,11 @@ class _Lanczos:
         cap = m + b
         self.Vt = torch.empty(cap, self.n, dtype=self.dtype, device=self.device)
         self.Vt_spare: torch.Tensor | None = None  # swap buffer for restarts (lazy)
+        # products="stored": AVt[i] = A Vt[i] for every row that has been multiplied (the
+        # current block included), carried through restarts with the same coefficients.
+        self.AVt = torch.empty_like(self.Vt) if store_products else None
+        self.AVt_spare: torch.Tensor | None = None
+        self.av_drift = 0.0  # bound on the rounding the restart combinations left in AVt
         self.H = np.zeros((cap, cap))
         # "none": exact Gram matrix V^T V; "partial": omega estimates (V^T V - I).
         self.G = np.eye(cap) if mode == "none" else None
@@ -680,6 +695,8 @@ class _Lanczos:
         p = j + 1
         q = Vt[j]
         w = self.op.matvec(q)
+        if self.AVt is not None:
+            self.AVt[j].copy_(w)
         w_norm0 = float(torch.linalg.vector_norm(w)) if (iteration == 1 or self.mode == "none") else 0.0
         if iteration == 1:  # ||A q|| <= ||A||: a scale for the breakdown test before any Ritz value
             self.anorm = max(self.anorm, w_norm0)
@@ -742,6 +759,8 @@ class _Lanczos:
         H, Vt = self.H, self.Vt
         Q = Vt[j:p]
         W = self.apply(Q)
+        if self.AVt is not None:
+            self.AVt[j:p] = W
         if iteration == 1:
             self.anorm = max(self.anorm, float(torch.linalg.vector_norm(W, dim=1).max()))
         # local step: subtract the known couplings (previous block, or the kept Ritz
@@ -977,6 +996,15 @@ class _Lanczos:
         new[L:L + bn] = self.Vt[p:p + bn]
         # From here on the new rows are the basis (orthonormalize() reads self.Vt).
         self.Vt, self.Vt_spare = new, self.Vt
+        if self.AVt is not None:  # A Y = (A V) S_L, combined like Y (no matvec)
+            if self.AVt_spare is None:
+                self.AVt_spare = torch.empty_like(self.AVt)
+            if self.n * p * L >= _GEMM_WORK:
+                torch.mm(Sk_t, self.AVt[:p], out=self.AVt_spare[:L])
+            else:
+                _combine(Sk_t, self.AVt[:p], out=self.AVt_spare[:L])
+            self.AVt, self.AVt_spare = self.AVt_spare, self.AVt
+            self.av_drift += p * self.eps * self.anorm
         if self.n_breakdowns:  # a kept Ritz vector belongs to the segment holding most of its weight
             for flags in (self.segment, self.previous_segment):
                 seg = (Sk[flags[:p]] ** 2).sum(axis=0) >= 0.5
@@ -1046,6 +1074,10 @@ class _Lanczos:
         D = P.T @ cross  # Yh^T F  (L', bn)
         F = Vt[L:L + bn].clone()
         _sub_combine(F, _t(D.T, Y), Yh)
+        if self.AVt is not None:
+            AY = self.AVt[:L]
+            self.AVt[:L2] = Pt @ AY if self.n * L * L2 >= _GEMM_WORK else _combine(Pt, AY)
+            self.av_drift += L * self.eps * self.anorm * float(np.abs(P).sum(axis=0).max())
         Vt[:L2] = Yh
         Q2, Rf, _ = self.orthonormalize(F, L2)
         if Q2.shape[0] != bn:  # the kept vectors already span F: keep it as it was
@@ -1077,6 +1109,10 @@ class _Lanczos:
             Rc_inv = Lc_inv.T
             Linv = _t(Lc_inv, Y)
             Y.copy_(Linv @ Y if self.n * L * L >= _GEMM_WORK else _combine(Linv, Y))
+            if self.AVt is not None:
+                AY = self.AVt[:L]
+                AY.copy_(Linv @ AY if self.n * L * L >= _GEMM_WORK else _combine(Linv, AY))
+                self.av_drift += L * self.eps * self.anorm * float(np.abs(Lc_inv).sum(axis=1).max())
         D = _np(_dots(Y, F))  # (L, bn)
         _sub_combine(F, _t(D.T, Y), Y)
         Q2, Rf, _ = self.orthonormalize(F.clone(), L)
@@ -1087,20 +1123,46 @@ class _Lanczos:
         M = Rc @ np.diag(theta) @ Rc_inv + D @ C @ Rc_inv
         return 0.5 * (M + M.T), Rf @ C @ Rc_inv
 
-    def _ritz_vectors(self, S: np.ndarray, idx: np.ndarray, p: int) -> torch.Tensor:
-        """Rows x_i = S[:, i]^T V (normalized: for "none" V is not orthonormal)."""
-        X = _combine(_t(S[:, idx].T, self.Vt), self.Vt[:p])
+    def _ritz_vectors(self, S: np.ndarray, idx: np.ndarray, p: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Rows x_i = S[:, i]^T V (normalized: for "none" V is not orthonormal) and, with stored
+        products, the rows A x_i = S[:, i]^T (A V) combined the same way (else None)."""
+        coef = _t(S[:, idx].T, self.Vt)
+        X = _combine(coef, self.Vt[:p])
+        AX = _combine(coef, self.AVt[:p]) if self.AVt is not None else None
         if self.mode != "full":  # a semi- or non-orthogonal basis: normalize the Ritz vectors
-            X = X / torch.linalg.vector_norm(X, dim=1, keepdim=True)
-        return X
+            norms = torch.linalg.vector_norm(X, dim=1, keepdim=True)
+            X = X / norms
+            if AX is not None:
+                AX = AX / norms
+        return X, AX
+
+    def _true_residuals(self, theta: np.ndarray, S: np.ndarray, wanted: np.ndarray,
+                        p: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(X, values, ||A x - theta x||, ok) for the ``wanted`` Ritz pairs.
+
+        With stored products A x comes from ``A V`` (each row an actual application of A,
+        combined with the Ritz coefficients): no matvec. That is the true residual up to the
+        rounding of the combinations, bounded by ``av_drift + p eps ||A||``; a pair whose
+        residual is within that margin of its threshold, and only then, is checked again
+        with a fresh application of A (so the rounding can never turn a failure into a pass).
+        """
+        X, AX = self._ritz_vectors(S, wanted, p)
+        values = _t(theta[wanted], self.Vt)
+        thr = residual_threshold(values, self.tol, self.anorm)
+        if AX is not None:
+            res = torch.linalg.vector_norm(AX - values.unsqueeze(1) * X, dim=1)
+            margin = self.av_drift + p * self.eps * self.anorm
+            unsure = torch.nonzero((res - thr).abs() < margin).flatten()
+            if unsure.numel():
+                AXu = self.apply(X[unsure])
+                res[unsure] = torch.linalg.vector_norm(AXu - values[unsure].unsqueeze(1) * X[unsure], dim=1)
+        else:
+            AX = self.apply(X)
+            res = torch.linalg.vector_norm(AX - values.unsqueeze(1) * X, dim=1)
+        return X, values, res, res <= thr
 
     def _verify(self, theta: np.ndarray, S: np.ndarray, wanted: np.ndarray, p: int) -> bool:
-        X = self._ritz_vectors(S, wanted, p)
-        AX = self.apply(X)
-        values = _t(theta[wanted], self.Vt)
-        res = torch.linalg.vector_norm(AX - values.unsqueeze(1) * X, dim=1)
-        thr = residual_threshold(values, self.tol, self.anorm)
-        ok = res <= thr
+        X, _values, res, ok = self._true_residuals(theta, S, wanted, p)
         self._n_ok = int(ok.sum())
         self._checked = (wanted.copy(), X, res, ok)
         return bool(ok.all())
@@ -1113,11 +1175,7 @@ class _Lanczos:
                 SolveStatus.CONVERGED, SolveStatus.BREAKDOWN):
             _w, X, res, ok = checked
         elif len(wanted):
-            X = self._ritz_vectors(S, wanted, p)
-            AX = self.apply(X)
-            values = _t(theta[wanted], self.Vt)
-            res = torch.linalg.vector_norm(AX - values.unsqueeze(1) * X, dim=1)
-            ok = res <= residual_threshold(values, self.tol, self.anorm)
+            X, _values, res, ok = self._true_residuals(theta, S, wanted, p)
         else:
             X = torch.zeros(0, self.n, dtype=self.dtype, device=self.device)
             res = torch.zeros(0, dtype=self.dtype, device=self.device)
@@ -1163,6 +1221,7 @@ def lanczos(
     reorthogonalization: str = "full",
     max_basis: int | None = None,
     block_size: int | None = None,
+    products: str = "auto",
 ) -> EigenResult:
     """k extreme eigenpairs of a symmetric operator by thick-restart (block) Lanczos.
 
@@ -1189,6 +1248,14 @@ def lanczos(
             ``k + block_size``.
         block_size: vectors per block; default 1 for k = 1, else 2. Sees eigenvalues of
             multiplicity up to ``block_size``.
+        products: how the true residuals ``||A x - theta x||`` are computed. "stored": the
+            products ``A V`` are kept next to the basis (twice the memory) and combined like
+            the Ritz vectors, so the checks cost no matvec (a pair within rounding of its
+            threshold is re-checked with a fresh product); "recomputed": A is applied to the
+            k Ritz vectors at each check (k matvecs). "auto" (default): "stored" unless the
+            operator is sparse on the CPU (a matvec there is cheaper than the extra memory
+            traffic of carrying ``A V`` through restarts) or the extra buffer would pass
+            ``_STORE_LIMIT_BYTES`` (1 GiB).
 
     Returns:
         EigenResult in ``which`` order with true residual norms; ``converged`` compares
@@ -1227,10 +1294,21 @@ def lanczos(
         raise ValueError(
             f"`max_basis` must be at least k + block_size = {v.k + b} (room for the k wanted vectors and one "
             f"block), got max_basis={max_basis}; raise it (e.g. {default_max_basis(v.k, b, n)}) or lower `k`")
+    if not isinstance(products, str) or products not in PRODUCTS:
+        raise ValueError(f"`products` must be one of {list(PRODUCTS)}, got {products!r}; 'auto' picks per operator")
+    op = v.operator
+    if products == "auto":
+        cheap = getattr(op, "kind", "") == "sparse" and op.device.type == "cpu"
+        size = (m + b) * n * torch.finfo(op.dtype).bits // 8
+        store = not cheap and size <= _STORE_LIMIT_BYTES
+    else:
+        store = products == "stored"
     generator = make_generator(seed)
     monitor = Monitor("lanczos", v, tracker, extras={"reorthogonalization": reorthogonalization,
-                                                      "max_basis": m, "block_size": b})
-    return _Lanczos(v, monitor, mode=reorthogonalization, m=m, b=b, generator=generator).run()
+                                                      "max_basis": m, "block_size": b,
+                                                      "products": "stored" if store else "recomputed"})
+    return _Lanczos(v, monitor, mode=reorthogonalization, m=m, b=b, generator=generator,
+                    store_products=store).run()
 
 
 def _check_positive_int(name: str, value: Any, default: int, *, hint: str) -> int:
@@ -1270,6 +1348,12 @@ register_solver(SolverSpec(
                   "How many vectors the Krylov space grows by per step. A single vector cannot see the "
                   "second copy of a repeated eigenvalue; a block of b sees multiplicities up to b. "
                   "Empty = 1 for k = 1, else 2.", minimum=1, maximum=16, optional=True),
+        ParamSpec("products", "choice", "auto",
+                  "How the final (true) residuals ||Ax - theta x|| are computed. 'stored' keeps A times every "
+                  "basis vector (twice the memory) so checking costs no extra matvec; 'recomputed' applies A "
+                  "to the k Ritz vectors at each check. 'auto' stores them unless the operator is a sparse "
+                  "matrix on the CPU (cheap to apply) or the extra memory would pass 1 GiB.",
+                  choices=PRODUCTS),
     ),
     supports_B=False,
     matrix_free=True,

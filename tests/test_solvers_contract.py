@@ -11,7 +11,7 @@ float32 / float64:
 * ``laplacian_1d``: sparse 1-D Dirichlet Laplacian, n = 100 (closed-form spectrum, small
   relative gaps at both ends).
 
-A solver can declare the spectra its theory needs through ``fn.spectrum_assumption``:
+A solver can declare the spectra its theory needs through ``SolverSpec.spectrum_assumption``:
 "fast decay" (randomized: run only where the singular values decay geometrically) or
 "gap" (power iteration: every wanted |lambda_(j+1) / lambda_j| <= 0.95). Other
 combinations are skipped with the reason.
@@ -102,7 +102,7 @@ def _skip_reason(solver: str, which: str, problem: str) -> str | None:
     if float(wanted.abs().min()) < rounding:
         # e.g. the smallest of 0.8^i, i < 200 (~1e-19): the assembled matrix does not determine them
         return f"the wanted {which} eigenvalues of {problem} lie below its rounding level {rounding:.0e}"
-    assumption = getattr(SOLVERS[solver].fn, "spectrum_assumption", None)
+    assumption = SOLVERS[solver].spectrum_assumption
     if assumption == "fast decay" and problem not in FAST_DECAY:
         return f"{solver} assumes fast spectral decay; {problem} decays slowly"
     if assumption == "gap":

@@ -92,6 +92,11 @@ class SolverSpec:
     max_n: int | None = None  # refuses larger problems (dense eigh)
     k_limit: Callable[[int], int] | None = None  # largest k for a given n
     references: tuple[str, ...] = field(default=())
+    # What the method's convergence theory needs of the spectrum, or None for any symmetric
+    # operator: "gap" (|lambda_(j+1) / lambda_j| well below 1 for each wanted pair: power
+    # iteration) or "fast decay" (decaying singular values: randomized methods). The contract
+    # tests skip problems outside it; the UI can warn.
+    spectrum_assumption: Literal["gap", "fast decay"] | None = None
 
     def param(self, name: str) -> ParamSpec:
         for spec in self.params:

@@ -1,9 +1,12 @@
-"""Benchmark: our registered solvers against ARPACK, PRIMME, scipy and torch LOBPCG, in one process.
+"""Benchmark: our registered solvers against ARPACK, PRIMME, scipy and torch LOBPCG, each run in its own process.
 
 Run ``python -m explorer.bench`` (the full set: 2-D Laplacians n = 10^4 and 10^5, dense
-prescribed spectra n = 1000 and 4000; long) or ``python -m explorer.bench --quick`` (n = 10^4
-Laplacian and n = 1000 dense; a few minutes at most). ``--problems`` picks problem keys,
-``--solvers`` picks rows, ``--csv`` writes the table.
+prescribed spectra n = 1000 and 4000; long, over an hour on a loaded 2-core host) or
+``python -m explorer.bench --quick`` (n = 10^4 Laplacian and n = 1000 dense; one to two
+minutes: 69 s measured on a 2-core host). ``--problems`` picks problem keys (e.g.
+``--problems laplace2d_N316`` runs the n = 10^5 Laplacian alone), ``--solvers`` picks rows,
+``--csv`` writes the table, ``--mem-gb`` / ``--timeout`` set the per-run limits below.
+Each row is printed (flushed) as soon as its run ends; the full table follows at the end.
 
 What is measured (the method of ../shared/PEERS.md, section 3):
 
@@ -19,7 +22,25 @@ What is measured (the method of ../shared/PEERS.md, section 3):
   column is one matvec.
 * **Cap.** Each run stops after ``cap`` seconds of process CPU time (30 s; 5 s with
   ``--quick``), enforced inside the counting operator by raising; such rows read ``CAP``. A
-  solver that hit the cap on a problem is skipped on the larger instances of the same case.
+  solver that hit the cap (or the memory cap, or the wall-clock limit) on a problem is
+  skipped on the larger instances of the same problem kind and case (a cap on
+  ``laplace2d_N100`` skips ``laplace2d_N316``), also across ``--problems`` in one run.
+* **Isolation and memory cap.** Every (solver, problem, case) runs in a child process forked
+  from the benchmark after the problem is built (the child shares the problem's memory
+  copy-on-write; nothing is rebuilt or pickled; only the row's numbers come back through a
+  pipe). The child sets ``RLIMIT_AS`` to its address space at the fork plus ``--mem-gb`` GB
+  (default 4 GB, or a quarter of physical memory if that is less; 0 = no cap), so an
+  allocation past it fails inside the run (numpy ``MemoryError``, torch "can't allocate
+  memory") and the row reads ``MEM`` with the cap and the peak RSS growth in ``note``
+  (``MEM(cap 4 GB, peak RSS +3.98 GB): MemoryError: ...``); a child that dies of a signal
+  reads ``FAIL`` (``MEM`` if it had grown to 80 % of the cap). A wall-clock limit
+  (``--timeout``, default ``3 cap + 6 overhead_max_s + 60`` s) backs up the CPU cap for
+  work outside the counted matvecs: past it the child is killed and the row reads
+  ``CAP(wall ...)``. CPU and wall time are measured inside the child around the solve
+  only (problem construction is in the parent, before the fork). The progress line of
+  each run shows its peak RSS (``peak=``: the child's ``ru_maxrss``, which includes the
+  pages it shares with the parent, and the growth over the start). ``--no-isolate`` (or
+  ``run_benchmark(..., isolate=False)``) runs everything in one process, without limits.
 * **Accuracy.** ``eig_err``: max relative error of the returned set, sorted in ``which``
   order, against the reference (a missed copy of a double eigenvalue shows as ~1e-3 to
   1e-4). ``resid``: max ``||A v - lambda v|| / (|lambda| ||v||)``, computed here with the
@@ -32,9 +53,11 @@ What is measured (the method of ../shared/PEERS.md, section 3):
   per-iteration record itself is built in both runs (``Monitor.record`` is unconditional), so
   the column is what a tracker adds; ``record_%`` is the measured cost of building the
   records (``Monitor.record``) as a share of the solve.
-* **Threads.** One thread everywhere: ``torch.set_num_threads(1)``, and when run as a module
-  the process re-executes itself once with ``OMP/OPENBLAS/MKL_NUM_THREADS=1`` set (OpenBLAS
-  reads them only at load time). Wall and CPU time are both reported; the host is shared.
+* **Threads.** One thread everywhere: ``torch.set_num_threads(1)`` (in the parent and again
+  in each child), and when run as a module the process re-executes itself once with
+  ``OMP/OPENBLAS/MKL_NUM_THREADS=1`` set (OpenBLAS reads them only at load time; the forked
+  children inherit the loaded libraries and the environment). Wall and CPU time are both
+  reported; the host is shared.
 """
 
 from __future__ import annotations
@@ -42,6 +65,10 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import pickle
+import select
+import signal
+import struct
 import sys
 import time
 import warnings
@@ -88,7 +115,8 @@ class BenchProblem:
         tensor: the same matrix as a torch tensor (sparse CSR or dense) for torch.lobpcg.
         eigenvalues: all n exact eigenvalues, ascending (numpy float64).
         cases: (k, which) pairs.
-        family: "laplace2d" or "dense" (skip rules compare within a family).
+        family: "laplace2d" or "dense" (the skip rule compares problems of the same key without
+            its size, e.g. dense_smallgap_n1000 and dense_smallgap_n4000).
     """
 
     key: str
@@ -373,7 +401,12 @@ def _timed(runner: Callable[..., Any], problem: BenchProblem, k: int, which: str
             failure = str(cap)
         except Exception as err:  # a peer failing is a result, not a crash of the benchmark
             # PRIMME turns our CapReached inside its matvec into "PRIMME error -41"
-            failure = f"CAP({budget.count})" if budget.capped else f"FAIL: {type(err).__name__}: {str(err)[:120]}"
+            if budget.capped:
+                failure = f"CAP({budget.count})"
+            elif _is_out_of_memory(err):
+                failure = f"MEM: {type(err).__name__}: {str(err)[:120]}"
+            else:
+                failure = f"FAIL: {type(err).__name__}: {str(err)[:120]}"
         wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     if out is not None:
         # peers' own warnings (scipy lobpcg: "not reaching the requested tolerance") go to the note
@@ -430,26 +463,246 @@ def _tracker_overhead(runner: Callable[..., Any], problem: BenchProblem, k: int,
 
 @dataclass
 class _SkipBook:
-    """Solvers that hit the cap on a case are skipped on larger instances of that case."""
+    """Solvers that hit a cap (CPU, wall or memory) on a case are skipped on larger instances of that case.
 
-    capped: dict[tuple[str, str, int, str], int] = field(default_factory=dict)
+    ``family`` is the problem key without its size (``laplace2d``, ``dense_smallgap``): a cap on
+    ``dense_smallgap_n1000`` skips ``dense_smallgap_n4000``, not ``dense_cluster_n1000``.
+    """
+
+    capped: dict[tuple[str, str, int, str], tuple[int, str]] = field(default_factory=dict)
 
     def reason(self, family: str, solver: str, k: int, which: str, n: int) -> str | None:
         smaller = self.capped.get((family, solver, k, which))
-        if smaller is not None and smaller <= n:
-            return f"skip: hit the cap at n = {smaller:,}"
+        if smaller is not None and smaller[0] < n:
+            return f"skip: hit the {smaller[1]} at n = {smaller[0]:,}"
         return None
 
-    def mark(self, family: str, solver: str, k: int, which: str, n: int) -> None:
+    def mark(self, family: str, solver: str, k: int, which: str, n: int, what: str = "cap") -> None:
         key = (family, solver, k, which)
-        self.capped[key] = min(n, self.capped.get(key, n))
+        if key not in self.capped or n < self.capped[key][0]:
+            self.capped[key] = (n, what)
+
+
+# ----------------------------------------------------------------------------------------
+# Isolation: one forked child process per run, under a memory limit and a wall-clock limit
+# ----------------------------------------------------------------------------------------
+_OOM_TEXT = ("can't allocate memory", "cannot allocate memory", "out of memory", "bad_alloc", "not enough memory",
+             "unable to allocate")
+
+
+def _is_out_of_memory(err: BaseException) -> bool:
+    """A failed allocation: Python/numpy ``MemoryError`` or torch's "DefaultCPUAllocator: can't allocate memory"."""
+    return isinstance(err, MemoryError) or any(text in str(err).lower() for text in _OOM_TEXT)
+
+
+def physical_memory_gb() -> float:
+    """Physical memory of this machine in GB (2^30 bytes); NaN where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        return math.nan
+
+
+def default_mem_gb() -> float:
+    """Memory cap per run: 4 GB, or a quarter of the physical memory if that is less."""
+    phys = physical_memory_gb()
+    return 4.0 if not math.isfinite(phys) else round(min(4.0, phys / 4.0), 1)
+
+
+def _proc_self_bytes(field_name: str) -> int:
+    """``VmSize`` / ``VmRSS`` / ``VmHWM`` of this process in bytes (0 where /proc is missing)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field_name + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def can_isolate() -> bool:
+    """Whether runs can go to forked children with a memory limit (POSIX with ``fork`` and ``resource``)."""
+    try:
+        import resource  # noqa: F401
+    except ImportError:
+        return False
+    return hasattr(os, "fork") and hasattr(os, "wait4")
+
+
+_RSS_HEADER = struct.Struct("<q")
+
+
+@dataclass
+class _ChildOutcome:
+    result: Any  # what fn returned (unpickled), None when the child gave nothing back
+    error: tuple[str, str, bool] | None  # (type, message, out of memory) of an exception fn raised
+    timed_out: bool
+    exit_status: int  # os.wait4 status
+    peak_rss: int  # bytes, the child's ru_maxrss (includes the pages it shares with the parent)
+    start_rss: int  # bytes, the child's RSS after the fork and the limit, before the run
+    start_vm: int  # bytes, the address space at the fork (the memory limit is on top of it)
+
+
+def _run_in_child(fn: Callable[[], Any], mem_bytes: int | None, timeout_s: float | None) -> _ChildOutcome:
+    """Run ``fn()`` in a forked child with ``RLIMIT_AS`` = (address space at the fork) + ``mem_bytes``.
+
+    The child inherits the built problem (copy-on-write, nothing is pickled or rebuilt), sets
+    one torch thread and the limit, runs ``fn``, and pickles its return value back through a
+    pipe. ``timeout_s`` is a wall-clock backstop: past it the child is killed (SIGKILL, by pid).
+    """
+    import resource
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    start_rss, start_vm = _proc_self_bytes("VmRSS"), _proc_self_bytes("VmSize")  # fallbacks: the parent's
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # -------- child: never returns
+        code = 0
+        try:
+            os.close(read_fd)
+            torch.set_num_threads(1)  # also set in the parent; the BLAS variables are inherited
+            if mem_bytes:
+                _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+                limit = _proc_self_bytes("VmSize") + int(mem_bytes)
+                if hard != resource.RLIM_INFINITY:
+                    limit = min(limit, hard)
+                resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+            # the child's own RSS at the start (shared library pages are faulted in lazily after
+            # a fork, so it is below the parent's): sent first, so it arrives even if the run dies
+            os.write(write_fd, _RSS_HEADER.pack(_proc_self_bytes("VmRSS")))
+            error = None
+            result = None
+            try:
+                result = fn()
+            except BaseException as err:  # noqa: BLE001 - reported to the parent
+                error = (type(err).__name__, str(err)[:300], _is_out_of_memory(err))
+            # (the traceback and the run's large locals are gone once the except block ended)
+            payload = pickle.dumps((result, error))
+            with os.fdopen(write_fd, "wb") as pipe:
+                pipe.write(payload)
+        except BaseException:  # noqa: BLE001 - nothing must escape the child
+            code = 1
+        finally:
+            os._exit(code)
+    # -------- parent
+    os.close(write_fd)
+    chunks: list[bytes] = []
+    timed_out = False
+    finished = False
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    try:
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                timed_out = True
+                break
+            ready, _, _ = select.select([read_fd], [], [], remaining)
+            if not ready:
+                timed_out = True
+                break
+            chunk = os.read(read_fd, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        finished = not timed_out
+    finally:
+        os.close(read_fd)
+        if not finished:  # timed out, or the parent was interrupted: end our own child
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        _pid, status, usage = os.wait4(pid, 0)
+    result, error = None, None
+    data = b"".join(chunks)
+    if len(data) >= _RSS_HEADER.size:
+        start_rss = _RSS_HEADER.unpack(data[:_RSS_HEADER.size])[0] or start_rss
+        if not timed_out and len(data) > _RSS_HEADER.size:
+            try:
+                result, error = pickle.loads(data[_RSS_HEADER.size:])
+            except Exception:  # noqa: BLE001 - a child killed mid-write
+                result, error = None, None
+    peak = int(usage.ru_maxrss) * (1 if sys.platform == "darwin" else 1024)
+    return _ChildOutcome(result, error, timed_out, status, peak, start_rss, start_vm)
+
+
+def _gb(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.2f} GB"
+
+
+def _run_case(problem: BenchProblem, solver: str, k: int, which: str, cap_s: float, seed: int,
+              overhead_max_s: float) -> dict[str, Any]:
+    """One (solver, problem, case) run: the row's measured fields (runs in the child when isolated)."""
+    runner = RUNNERS[solver]
+    out, budget, wall, cpu, failure = _timed(runner, problem, k, which, cap_s, seed)
+    update: dict[str, Any] = {"matvecs": budget.count, "wall_s": wall, "cpu_s": cpu}
+    if failure is not None:
+        status = "CAP" if failure.startswith("CAP") else "MEM" if failure.startswith("MEM") else "FAIL"
+        update.update(status=status, note=failure)
+        return update
+    values, vectors, note = out
+    del out
+    eig_err, resid = _errors(problem, k, which, np.asarray(values), np.asarray(vectors))
+    del values, vectors
+    update.update(status="done", eig_err=eig_err, resid=resid, note=note, ok=bool(eig_err <= CORRECT_ERR))
+    if solver == "lanczos" and cpu <= overhead_max_s:
+        update["tracker_%"], update["record_%"] = _tracker_overhead(runner, problem, k, which, cap_s, seed)
+    return update
+
+
+def _isolated_case(problem: BenchProblem, solver: str, k: int, which: str, cap_s: float, seed: int,
+                   overhead_max_s: float, mem_gb: float | None, timeout_s: float) -> dict[str, Any]:
+    """:func:`_run_case` in a child process; a child that ran out of memory or time becomes a row, too."""
+    mem_bytes = int(mem_gb * 2**30) if mem_gb else None
+    outcome = _run_in_child(lambda: _run_case(problem, solver, k, which, cap_s, seed, overhead_max_s),
+                            mem_bytes, timeout_s)
+    grown = max(outcome.peak_rss - outcome.start_rss, 0)
+    mem_text = f"MEM(cap {mem_gb:g} GB, peak RSS +{_gb(grown)})"
+    update: dict[str, Any]
+    if outcome.timed_out:
+        update = {"status": "CAP", "note": f"CAP(wall {timeout_s:g} s): killed"}
+    elif outcome.result is not None:
+        update = dict(outcome.result)
+        if update.get("status") == "MEM":
+            update["note"] = f"{mem_text}: {update['note'][5:]}"
+    elif outcome.error is not None:  # the benchmark's own code failed in the child (e.g. _errors)
+        name, message, oom = outcome.error
+        update = {"status": "MEM" if oom else "FAIL",
+                  "note": (f"{mem_text}: " if oom else "FAIL: ") + f"{name}: {message[:120]}"}
+    else:  # died without a word: a signal (SIGABRT from std::bad_alloc, SIGSEGV, the kernel's OOM killer)
+        status = outcome.exit_status
+        how = (f"signal {signal.Signals(os.WTERMSIG(status)).name}" if os.WIFSIGNALED(status)
+               else f"exit code {os.WEXITSTATUS(status)}")
+        near_cap = mem_bytes is not None and grown >= 0.8 * mem_bytes
+        update = {"status": "MEM" if near_cap else "FAIL",
+                  "note": (f"{mem_text}: " if near_cap else "FAIL: ") + f"the run's process died ({how})"}
+    update["peak_rss"] = outcome.peak_rss
+    update["peak_rss_growth"] = grown
+    return update
 
 
 def run_benchmark(problems: Sequence[BenchProblem], solvers: Sequence[str] = OURS + PEERS, *, cap_s: float = 30.0,
-                  seed: int = 0, overhead_max_s: float = 2.0, log: Callable[[str], None] | None = None) -> pd.DataFrame:
-    """Run every solver on every (problem, k, which) case; one row each (see the module docstring)."""
+                  seed: int = 0, overhead_max_s: float = 2.0, log: Callable[[str], None] | None = None,
+                  mem_gb: float | None = None, timeout_s: float | None = None, isolate: bool | None = None,
+                  skips: _SkipBook | None = None) -> pd.DataFrame:
+    """Run every solver on every (problem, k, which) case; one row each (see the module docstring).
+
+    Each run goes to its own forked child process (``isolate``; default: where the OS allows
+    it) with ``mem_gb`` GB of address space on top of what it started with (default
+    :func:`default_mem_gb`; 0 = no limit) and ``timeout_s`` seconds of wall clock (default
+    ``3 cap_s + 6 overhead_max_s + 60``). ``isolate=False`` runs everything in this process,
+    without either limit. ``log`` gets each row as a line as soon as it is finished.
+    ``skips`` carries the skip rule across calls (one call per problem in :func:`main`).
+    """
+    isolate = can_isolate() if isolate is None else isolate
+    if isolate and not can_isolate():
+        raise RuntimeError("isolated runs need os.fork and the resource module (POSIX); use isolate=False")
+    mem_gb = default_mem_gb() if mem_gb is None else mem_gb
+    timeout_s = 3.0 * cap_s + 6.0 * overhead_max_s + 60.0 if timeout_s is None else timeout_s
     rows: list[dict[str, Any]] = []
-    skips = _SkipBook()
+    skips = _SkipBook() if skips is None else skips
     for problem in problems:
         for k, which in problem.cases:
             case_rows = []
@@ -460,25 +713,19 @@ def run_benchmark(problems: Sequence[BenchProblem], solvers: Sequence[str] = OUR
                                        "record_%": math.nan, "ok": False, "note": ""}
                 ok, why = available(solver)
                 skip = None if ok else why
-                skip = skip or skips.reason(problem.family, solver, k, which, problem.n)
+                family = problem.key.rsplit("_", 1)[0]  # the key without its size
+                skip = skip or skips.reason(family, solver, k, which, problem.n)
                 if skip:
                     row.update(status="skip", note=skip)
-                    case_rows.append(row)
-                    continue
-                runner = RUNNERS[solver]
-                out, budget, wall, cpu, failure = _timed(runner, problem, k, which, cap_s, seed)
-                row.update(matvecs=budget.count, wall_s=wall, cpu_s=cpu)
-                if failure is not None:
-                    row.update(status="CAP" if failure.startswith("CAP") else "FAIL", note=failure)
-                    if failure.startswith("CAP"):
-                        skips.mark(problem.family, solver, k, which, problem.n)
+                elif isolate:
+                    row.update(_isolated_case(problem, solver, k, which, cap_s, seed, overhead_max_s, mem_gb,
+                                              timeout_s))
                 else:
-                    values, vectors, note = out
-                    eig_err, resid = _errors(problem, k, which, np.asarray(values), np.asarray(vectors))
-                    row.update(status="done", eig_err=eig_err, resid=resid, note=note,
-                               ok=bool(eig_err <= CORRECT_ERR))
-                    if solver == "lanczos" and cpu <= overhead_max_s:
-                        row["tracker_%"], row["record_%"] = _tracker_overhead(runner, problem, k, which, cap_s, seed)
+                    row.update(_run_case(problem, solver, k, which, cap_s, seed, overhead_max_s))
+                if row["status"] in ("CAP", "MEM"):
+                    what = "memory cap" if row["status"] == "MEM" else \
+                        ("wall-clock cap" if row["note"].startswith("CAP(wall") else "cap")
+                    skips.mark(family, solver, k, which, problem.n, what)
                 case_rows.append(row)
                 if log is not None:
                     log(_format_row(row))
@@ -491,9 +738,10 @@ def run_benchmark(problems: Sequence[BenchProblem], solvers: Sequence[str] = OUR
 
 
 def _format_row(row: dict[str, Any]) -> str:
+    peak = f" peak={row['peak_rss'] / 2**30:.2f}GB(+{row['peak_rss_growth'] / 2**30:.2f})" if "peak_rss" in row else ""
     return (f"{row['problem']:<22} k={row['k']:<2} {row['which']} {row['solver']:<16} {row['status']:<5} "
             f"mv={row['matvecs']!s:>6} wall={row['wall_s']:.2f}s cpu={row['cpu_s']:.2f}s "
-            f"err={row['eig_err']:.1e} res={row['resid']:.1e} {row['note']}")
+            f"err={row['eig_err']:.1e} res={row['resid']:.1e}{peak} {row['note']}")
 
 
 def format_table(frame: pd.DataFrame) -> str:
@@ -523,34 +771,61 @@ def _ensure_single_thread() -> None:
     torch.set_num_threads(1)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line, with the defaults resolved: ``keys``, ``cap``, ``mem_gb``, ``timeout``, ``solvers``."""
     parser = argparse.ArgumentParser(prog="python -m explorer.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="n = 10^4 Laplacian and n = 1000 dense only, 5 s cap")
     parser.add_argument("--problems", nargs="+", help=f"problem keys (default: all of {', '.join(PROBLEM_KEYS)})")
     parser.add_argument("--solvers", nargs="+", choices=OURS + PEERS, help="rows to run (default: all)")
     parser.add_argument("--cap", type=float, default=None, help="CPU seconds per run (default 30, quick 5)")
+    parser.add_argument("--mem-gb", type=float, default=None,
+                        help=f"memory cap per run in GB of address space on top of what the run starts with "
+                             f"(default {default_mem_gb():g} here: 4 GB or a quarter of physical memory; 0 = none)")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="wall-clock seconds per run before its process is killed (default 3 cap + 6 x the "
+                             "tracker-overhead limit + 60)")
+    parser.add_argument("--no-isolate", action="store_true",
+                        help="run everything in this process (no memory cap, no wall-clock limit)")
     parser.add_argument("--csv", help="also write the table to this CSV file")
     args = parser.parse_args(argv)
+    if args.mem_gb is not None and args.mem_gb < 0:
+        parser.error("--mem-gb must be >= 0 (0 = no memory cap)")
+    args.keys = tuple(args.problems or (QUICK_KEYS if args.quick else PROBLEM_KEYS))
+    args.cap = args.cap if args.cap is not None else (5.0 if args.quick else 30.0)
+    args.mem_gb = default_mem_gb() if args.mem_gb is None else args.mem_gb
+    args.overhead_max_s = 1.0 if args.quick else 2.0
+    args.timeout = args.timeout if args.timeout is not None else 3.0 * args.cap + 6.0 * args.overhead_max_s + 60.0
+    args.solvers = tuple(args.solvers or OURS + PEERS)
+    args.isolate = not args.no_isolate and can_isolate()
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
     if argv is None:
         _ensure_single_thread()
     torch.set_num_threads(1)
-    keys = args.problems or (QUICK_KEYS if args.quick else PROBLEM_KEYS)
-    cap = args.cap if args.cap is not None else (5.0 if args.quick else 30.0)
-    solvers = tuple(args.solvers or OURS + PEERS)
+    keys, cap, solvers = args.keys, args.cap, args.solvers
+    limits = (f"one child process per run, memory cap {args.mem_gb:g} GB" if args.mem_gb else
+              "one child process per run, no memory cap") + f", wall limit {args.timeout:g} s" \
+        if args.isolate else "all runs in this process (no memory cap, no wall limit)"
     print(f"# explorer.bench: {len(keys)} problem(s), cap {cap:g} s CPU per run, tol {TOL:g}, float64, "
-          f"torch threads {torch.get_num_threads()}, OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}",
-          flush=True)
+          f"torch threads {torch.get_num_threads()}, OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}; "
+          f"{limits}", flush=True)
     for solver in solvers:
         ok, why = available(solver)
         if not ok:
             print(f"# note: {solver} skipped: {why}", flush=True)
     frames = []
+    skips = _SkipBook()  # shared, so a cap at n = 10^4 skips the case at n = 10^5
     for key in keys:
         t = time.perf_counter()
         problem = make_problems([key])[0]
         print(f"# built {key} (n = {problem.n:,}) in {time.perf_counter() - t:.1f} s", flush=True)
-        frames.append(run_benchmark([problem], solvers, cap_s=cap, overhead_max_s=1.0 if args.quick else 2.0,
-                                    log=lambda line: print("  " + line, flush=True)))
+        frames.append(run_benchmark([problem], solvers, cap_s=cap, overhead_max_s=args.overhead_max_s,
+                                    log=lambda line: print("  " + line, flush=True), mem_gb=args.mem_gb,
+                                    timeout_s=args.timeout, isolate=args.isolate, skips=skips))
+        del problem
     frame = pd.concat(frames, ignore_index=True)
     print()
     print(format_table(frame))

@@ -22,7 +22,7 @@ def tiny_table():  # noqa: ANN201 - a pandas DataFrame
 def test_table_has_the_expected_columns_and_rows(tiny_table) -> None:  # noqa: ANN001
     assert list(tiny_table.columns) == bench.COLUMNS
     assert len(tiny_table) == 3 * 6  # (problem, case) pairs x solvers
-    assert set(tiny_table["status"]) <= {"done", "CAP", "FAIL", "skip"}
+    assert set(tiny_table["status"]) <= {"done", "CAP", "MEM", "FAIL", "skip"}
 
 
 def test_our_lanczos_is_accurate_and_ratios_are_against_arpack(tiny_table) -> None:  # noqa: ANN001
@@ -69,3 +69,85 @@ def test_cli_prints_one_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert bench.main(["--problems", "laplace2d_N10", "--solvers", "lanczos", "arpack", "--cap", "20"]) == 0
     out = capsys.readouterr().out
     assert "mv/arpack" in out and "wall/arpack" in out and "tracker overhead" in out
+
+
+# -- isolation: one child process per run, memory cap, wall-clock backstop ------------------
+def _numpy_hog(problem, k, which, budget, seed, tracker=None):  # noqa: ANN001, ANN202, ARG001
+    return np.ones(int(3 * 2**30 / 8)), None, ""  # 3 GB at once: refused under a 0.5 GB cap
+
+
+def _growing_hog(problem, k, which, budget, seed, tracker=None):  # noqa: ANN001, ANN202, ARG001
+    kept = []
+    while True:  # 8 MB per "matvec" until the allocation fails
+        kept.append(np.ones(2**20))
+        budget.charge(1)
+
+
+def _sleeper(problem, k, which, budget, seed, tracker=None):  # noqa: ANN001, ANN202, ARG001
+    import time
+
+    time.sleep(30)
+
+
+@pytest.fixture
+def hogs(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the forked children inherit the patched table
+    monkeypatch.setitem(bench.RUNNERS, "numpy_hog", _numpy_hog)
+    monkeypatch.setitem(bench.RUNNERS, "growing_hog", _growing_hog)
+    monkeypatch.setitem(bench.RUNNERS, "sleeper", _sleeper)
+
+
+@pytest.mark.skipif(not bench.can_isolate(), reason="needs os.fork and the resource module")
+def test_a_run_over_the_memory_cap_is_a_mem_row_and_the_benchmark_goes_on(hogs) -> None:  # noqa: ANN001
+    problems = bench.make_problems(["laplace2d_N10", "laplace2d_N12"], cases=[(2, "LA")])
+    lines: list[str] = []
+    table = bench.run_benchmark(problems, ("numpy_hog", "growing_hog", "arpack", "lanczos"), cap_s=20.0,
+                                mem_gb=0.5, log=lines.append)
+    assert list(table.columns) == bench.COLUMNS
+    first = table[table["problem"] == "laplace2d_N10"].set_index("solver")
+    for hog in ("numpy_hog", "growing_hog"):
+        assert first.loc[hog, "status"] == "MEM"
+        assert first.loc[hog, "note"].startswith("MEM(cap 0.5 GB") and "MemoryError" in first.loc[hog, "note"]
+    assert first.loc["growing_hog", "matvecs"] > 10  # it did grow before the cap stopped it
+    # the runs after the hogs are unaffected, in this problem and the next
+    assert (table[table["solver"].isin(["arpack", "lanczos"])]["status"] == "done").all()
+    assert table[table["solver"] == "lanczos"]["ok"].all()
+    second = table[table["problem"] == "laplace2d_N12"].set_index("solver")
+    assert second.loc["numpy_hog", "status"] == "skip" and "memory cap" in second.loc["numpy_hog", "note"]
+    assert len(lines) == len(table)  # every row (skips too) was logged as it finished
+    assert all("peak=" in line for line in lines if " skip " not in line)
+
+
+@pytest.mark.skipif(not bench.can_isolate(), reason="needs os.fork and the resource module")
+def test_a_run_past_the_wall_clock_limit_is_killed_and_reported(hogs) -> None:  # noqa: ANN001
+    problems = bench.make_problems(["laplace2d_N10"], cases=[(2, "LA")])
+    table = bench.run_benchmark(problems, ("sleeper", "arpack"), cap_s=20.0, timeout_s=1.0).set_index("solver")
+    assert table.loc["sleeper", "status"] == "CAP" and table.loc["sleeper", "note"].startswith("CAP(wall 1 s)")
+    assert table.loc["arpack", "status"] == "done"
+
+
+def test_in_process_mode_gives_the_same_rows() -> None:
+    problems = bench.make_problems(["laplace2d_N10"], cases=[(2, "SA")])
+    isolated = bench.run_benchmark(problems, ("lanczos", "arpack"), cap_s=20.0, overhead_max_s=0.0)
+    inline = bench.run_benchmark(problems, ("lanczos", "arpack"), cap_s=20.0, overhead_max_s=0.0, isolate=False)
+    for column in ("status", "ok", "matvecs"):
+        assert list(isolated[column]) == list(inline[column])
+    np.testing.assert_allclose(isolated["eig_err"], inline["eig_err"], rtol=1e-6, atol=1e-15)
+
+
+def test_quick_and_problem_arguments() -> None:
+    quick = bench.parse_args(["--quick"])
+    assert quick.keys == bench.QUICK_KEYS and quick.cap == 5.0 and quick.overhead_max_s == 1.0
+    assert quick.mem_gb == bench.default_mem_gb() > 0 and quick.timeout == 3 * 5.0 + 6 * 1.0 + 60.0
+    assert quick.solvers == bench.OURS + bench.PEERS
+    full = bench.parse_args([])
+    assert full.keys == bench.PROBLEM_KEYS and full.cap == 30.0
+    one = bench.parse_args(["--problems", "laplace2d_N316", "--solvers", "arpack", "lanczos", "--cap", "2",
+                            "--mem-gb", "1.5", "--timeout", "40"])
+    assert one.keys == ("laplace2d_N316",) and one.solvers == ("arpack", "lanczos")
+    assert (one.cap, one.mem_gb, one.timeout) == (2.0, 1.5, 40.0)
+    assert bench.parse_args(["--mem-gb", "0"]).mem_gb == 0.0
+    assert bench.parse_args(["--no-isolate"]).isolate is False
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--mem-gb", "-1"])
+    assert 0 < bench.default_mem_gb() <= 4.0

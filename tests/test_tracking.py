@@ -178,3 +178,23 @@ def test_history_tracker_frame_csv_json_round_trip(tmp_path) -> None:  # type: i
     for row, record in zip(payload["records"], history.records):
         assert row["ritz_values"] == pytest.approx(record.ritz_values.tolist(), rel=1e-15)
         assert row["n_matvec"] == record.n_matvec
+
+
+def test_records_are_packed_into_few_blocks_not_one_heap_allocation_each() -> None:
+    """Regression (heap fragmentation): each record used to own tiny tensors allocated between
+    the iteration's freed n-vectors; glibc could not reuse that space and a 15 000-iteration
+    power iteration at n = 10^4 grew its peak RSS by 2.25 GB (30 MB now). The record tensors
+    are now views into 1 MiB blocks: a run's records share a handful of storages, and a
+    record still reads like an independent tensor."""
+    problem = problems.laplacian_2d(30)
+    history = HistoryTracker()
+    result = power_iteration(problem.operator, 2, which="LM", tol=1e-300, max_iter=3000, seed=0,
+                             tracker=history)
+    assert result.n_iter == 3000 and len(result.history) == 3000
+    storages = {r.ritz_values.untyped_storage().data_ptr() for r in result.history}
+    storages |= {r.residual_norms.untyped_storage().data_ptr() for r in result.history}
+    floats = sum(r.ritz_values.numel() + r.residual_norms.numel() for r in result.history)
+    assert len(storages) <= floats * 8 // (1 << 20) + 1  # 1 MiB blocks, float64
+    # the tracker sees the same values; each record keeps its own values
+    assert torch.equal(history.records[10].ritz_values, result.history[10].ritz_values)
+    assert not torch.equal(result.history[0].residual_norms, result.history[-1].residual_norms)

@@ -179,8 +179,36 @@ def orthogonality_loss(V: torch.Tensor, BV: torch.Tensor | None = None) -> float
     return float(gram.abs().max())
 
 
-def _cpu(t: torch.Tensor | None) -> torch.Tensor | None:
-    return None if t is None else t.detach().to("cpu", copy=True)
+class _RecordArena:
+    """CPU copies of the small per-iteration tensors, carved out of 1 MiB blocks.
+
+    Why not ``t.to("cpu", copy=True)``: every iteration also allocates and frees a few
+    n-vectors (80 KB at n = 10^4, below glibc's 128 KB mmap threshold, so on the heap), and
+    the tiny record tensors kept in between pin the freed space; glibc cannot reuse it and
+    the heap grew by ~127 KB per iteration while ~700 B were kept (measured: power iteration
+    at n = 10^4, 33k iterations, 3.1 GB peak). Blocks of 1 MiB are mmap'd and packed
+    densely: the same run stays near its working set. A record's tensors are views into a
+    block (pickling one copies its block: use ``.clone()`` to keep a single record apart).
+    """
+
+    BLOCK_BYTES = 1 << 20
+
+    def __init__(self) -> None:
+        self._blocks: dict[torch.dtype, tuple[torch.Tensor, int]] = {}
+
+    def copy(self, t: torch.Tensor | None) -> torch.Tensor | None:
+        if t is None:
+            return None
+        t = t.detach()
+        size = t.numel()
+        block, used = self._blocks.get(t.dtype, (None, 0))
+        if block is None or used + size > block.numel():
+            itemsize = torch.empty(0, dtype=t.dtype).element_size()
+            block, used = torch.empty(max(self.BLOCK_BYTES // itemsize, size), dtype=t.dtype), 0
+        out = block[used:used + size].view(t.shape)
+        out.copy_(t)
+        self._blocks[t.dtype] = (block, used + size)
+        return out
 
 
 class Monitor:
@@ -194,6 +222,7 @@ class Monitor:
         self.k, self.which, self.tol, self.max_iter = v.k, v.which, v.tol, v.max_iter
         self.tracker: Tracker = tracker if tracker is not None else NullTracker()
         self.history: list[IterationRecord] = []
+        self._arena = _RecordArena()
         self.stop_reason: str | None = None
         self._t0 = time.perf_counter()
         self.tracker.on_start(SolveStart(
@@ -221,11 +250,11 @@ class Monitor:
         """Emit one record; returns True when the tracker asked to stop."""
         record = IterationRecord(
             solver=self.solver, iteration=int(iteration),
-            ritz_values=_cpu(ritz_values), residual_norms=_cpu(residual_norms),  # type: ignore[arg-type]
+            ritz_values=self._arena.copy(ritz_values), residual_norms=self._arena.copy(residual_norms),  # type: ignore[arg-type]
             residuals_estimated=bool(estimated),
             orthogonality_loss=None if orthogonality_loss is None else float(orthogonality_loss),
             n_converged=int(n_converged), n_matvec=self.n_matvec, elapsed_s=self.elapsed,
-            all_ritz_values=_cpu(all_ritz_values), ghost_mask=_cpu(ghost_mask),
+            all_ritz_values=self._arena.copy(all_ritz_values), ghost_mask=self._arena.copy(ghost_mask),
             extras=dict(extras or {}),
         )
         self.history.append(record)

@@ -229,13 +229,16 @@ def test_basic_falls_back_to_ortho_when_its_gram_matrix_fails(monkeypatch: pytes
 def test_stagnation_is_reported_as_breakdown_with_the_partial_result(monkeypatch: pytest.MonkeyPatch) -> None:
     problem = _laplacian()
     calls = {"n": 0}
-    original = lobpcg_module._Engine._new_directions
+    original = lobpcg_module._svqb_from_gram
 
-    def fail_after_two(self, *args):  # type: ignore[no-untyped-def]
+    def fail_after_two(G, drop_tol):  # type: ignore[no-untyped-def]
+        # The SVQB of the new directions W finds every one of them dependent (as at stagnation).
         calls["n"] += 1
-        return None if calls["n"] > 2 else original(self, *args)
+        if calls["n"] > 2:
+            return torch.ones(G.shape[0], dtype=torch.bool), torch.zeros(G.shape[0], 0, dtype=G.dtype), 0.0
+        return original(G, drop_tol)
 
-    monkeypatch.setattr(lobpcg_module._Engine, "_new_directions", fail_after_two)
+    monkeypatch.setattr(lobpcg_module, "_svqb_from_gram", fail_after_two)
     result = lobpcg(problem.operator, 3, which="LA", tol=1e-8, seed=0)
     assert result.status is SolveStatus.BREAKDOWN and "linearly dependent" in result.message
     assert result.n_iter == 2 and result.eigenvalues.shape == (3,)

@@ -15,7 +15,7 @@ def tiny_table():  # noqa: ANN201 - a pandas DataFrame
     # (the dense spectra end at exactly 0, so only their largest values have a relative error)
     problems = (bench.make_problems(["laplace2d_N12"], cases=[(3, "LA"), (2, "SA")])
                 + bench.make_problems(["dense_cluster_n150"], cases=[(3, "LA")]))
-    solvers = ("lanczos", "lanczos_partial", "arpack", "primme", "scipy_lobpcg", "torch_lobpcg")
+    solvers = ("lanczos", "lanczos_full", "arpack", "primme", "scipy_lobpcg", "torch_lobpcg")
     return bench.run_benchmark(problems, solvers, cap_s=20.0, overhead_max_s=0.0)
 
 

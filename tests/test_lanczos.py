@@ -383,7 +383,7 @@ def test_registered_with_parameters_for_the_app() -> None:
     assert set(spec.which) == {"LA", "SA", "LM", "BE"}
     names = {p.name: p for p in spec.params}
     assert names["reorthogonalization"].choices == ("full", "partial", "none")
-    assert names["reorthogonalization"].default == "full"
+    assert names["reorthogonalization"].default == "partial"
     assert all(len(p.help) > 40 for p in spec.params)
     assert default_max_basis(10, 2, 10**6) >= 2 * 10 + 2 * 2
     result = solve("lanczos", problems.laplacian_2d(10).operator, 2, which="LA", tol=1e-8, seed=0,

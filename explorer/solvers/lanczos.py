@@ -51,14 +51,14 @@ a fresh product. Otherwise each check applies A to the k Ritz vectors (k matvecs
   exactly along converged Ritz vectors (Paige 1976), which then converge again: *ghost*
   copies of a simple eigenvalue.
 
-  - ``"full"`` (default): after the local three-term (or arrow) step, the new vector is
+  - ``"full"``: after the local three-term (or arrow) step, the new vector is
     measured against the whole basis (``c = V^T w``, GEMVs) and corrected with classical
     Gram-Schmidt, repeated once when the norm drops below 1/sqrt(2) of its value (DGKS
     "twice is enough", Daniel, Gragg, Kaufman & Stewart 1976). When the measured overlap
     is already below 64 eps the correction is skipped (it would move w by its own rounding
     error; 50-70 % of the steps on the Laplacian). Orthogonality stays at ~1e-14. Cost:
     1-2 passes over V per step (ARPACK's DGKS: 2-4), memory-bound.
-  - ``"partial"`` (Simon 1984): Simon's omega recurrence, written for the projected matrix
+  - ``"partial"`` (Simon 1984; the default): Simon's omega recurrence, written for the projected matrix
     of a thick-restarted (block) basis, estimates ``V^T v_(j+1)`` with O(m^2) small work
     and no pass over V; the new block is re-orthogonalized only when the estimate exceeds
     sqrt(eps) (semi-orthogonality: the Ritz values are still accurate to O(eps ||A||)). At
@@ -106,14 +106,19 @@ on the shared 2-core host; ARPACK = ``scipy.sparse.linalg.eigsh``):
 * every per-step product is a matrix-vector product (small GEMMs went to a multi-threaded
   MKL path that stalled for milliseconds on the busy host), and the projected eigenproblem
   runs on one torch thread;
-* 2-D Laplacian n = 10^5: k = 1 LA 800 matvecs / 2.6 s (ARPACK 1261 / 3.9 s), k = 1 SA
-  1262 / 3.9 s (ARPACK 3971 / 12.3 s), k = 10 LA 2746 / 18.0 s (ARPACK 4860 / 20.0 s and
-  a wrong set), k = 10 SA 3532 / 22.9 s (ARPACK > 30 s); ``"partial"`` needs the same
-  matvecs in 40-70 % of the time (7.6 s for k = 10 LA);
-* n = 10^4: 35 % fewer matvecs than ARPACK at k = 1 but ~1.5x its time: with a 0.03 ms
-  matvec, the per-iteration Python and Rayleigh-Ritz work (~0.4 ms, the price of a record
-  with fresh Ritz values and residual estimates every step) dominates. At k = 10 LA the
-  block needs 758 matvecs against ARPACK's 704 (which returns the wrong set).
+* 2-D Laplacian n = 10^5 (2026-11-21, "partial" / "full"): k = 1 LA 800 matvecs in 2.0 /
+  4.0 s (ARPACK 1261 / 5.3 s); k = 1 SA 1262 / 2.7 / 5.6 s (ARPACK 3971 / 13.5 s); k = 10 LA
+  2746 / 7.7 / 17.1 s (ARPACK 4860 / 16.2 s and a wrong set, PRIMME 2439 / 7.9 s and a wrong
+  set); k = 10 SA 3532 / 11.7 / 23.4 s (ARPACK capped at 30 s, PRIMME 5713 / 11.9 s);
+* n = 10^4: 35 % fewer matvecs than ARPACK at k = 1 but 1.7-2.2x its time (0.06-0.10 s):
+  with a 0.03 ms matvec, the per-iteration Python and Rayleigh-Ritz work (~0.4 ms, the price
+  of a record with fresh Ritz values and residual estimates every step) dominates. At k = 10
+  LA the block needs 758 matvecs against ARPACK's 704 (which returns the wrong set), 3.4x
+  its time; k = 10 SA 0.25x its matvecs, 0.7-0.8x its time;
+* dense n = 1000 / 4000, k = 10 LA (stored products: no verification matvecs): 28 / 136 / 60
+  and 28 / 138 / 62 matvecs on the geometric / small-gap / cluster spectra against ARPACK's
+  22 / 103 / 56 and 28 / 115 / 56 (the block of 2; with ``block_size=1`` 22 / 95 / 54 at
+  n = 1000), 1.1-1.3x its time at n = 4000, 4-7x at n = 1000 (solves of 6-20 ms).
 
 Defaults and why
 ----------------
@@ -122,6 +127,14 @@ Defaults and why
   measurements behind it). Larger bases need fewer matvecs but each step costs O(n m);
   for expensive operators (Hessian-vector products) raise it.
 * ``block_size``: 1 for k = 1, else 2 (above).
+* ``reorthogonalization="partial"``: the same matvecs as "full" (the estimates and the
+  true-residual checks decide convergence either way) in about half the time where the
+  passes over the basis dominate (2-D Laplacian n = 10^5: k = 10 LA 7.7 s against 17.1 s,
+  k = 1 SA 2.7 s against 5.6 s); with the switch to "full" when semi-orthogonality limits
+  the accuracy (above), a sweep of small dense problems (n = 3..41, k 1-3, LA/SA, b 1-3,
+  tol 1e-6 and 1e-10) had no failure. At n = 10^4, k = 1, "full"'s fused single-vector
+  step is ~20 % faster.
+* ``products="auto"``: stored except for sparse CPU matrices (``products``).
 * ``max_iter = 10000`` Lanczos steps; one step applies A to one block (b matvecs).
 
 References:
@@ -1313,7 +1326,7 @@ def lanczos(
         tracker: receives one record per Lanczos step (estimated residuals).
         B: accepted for the shared signature; a generalized problem is refused with a
             ValueError that points to ``lobpcg`` or ``eigh``.
-        reorthogonalization: "full" (default), "partial" or "none" (module docstring).
+        reorthogonalization: "partial" (default), "full" or "none" (module docstring).
         max_basis: most basis vectors kept (memory O(n * max_basis)); default
             ``max(40, 6 k + 10 block_size)``, capped at n except for "none". Must be at least
             ``k + block_size``.
@@ -1347,7 +1360,8 @@ def lanczos(
     if not isinstance(reorthogonalization, str) or reorthogonalization not in REORTHOGONALIZATION:
         raise ValueError(
             f"`reorthogonalization` must be one of 'full', 'partial', 'none', got {reorthogonalization!r}; "
-            "'full' is the safe default, 'none' shows the ghost eigenvalues of plain Lanczos")
+            "'partial' is the default, 'full' the most conservative, 'none' shows the ghost eigenvalues of "
+            "plain Lanczos")
     n = v.operator.shape[0]
     b = _check_positive_int("block_size", block_size, default_block_size(v.k),
                             hint="use 1 for a single-vector Lanczos or 2-4 to see repeated eigenvalues")
@@ -1405,10 +1419,11 @@ register_solver(SolverSpec(
              "eigenvalues. Needs only matvecs, typically far fewer than LOBPCG or power iteration."),
     which=("LA", "SA", "LM", "BE"),
     params=(
-        ParamSpec("reorthogonalization", "choice", "full",
-                  "How the basis is kept orthonormal. 'full' checks every new vector against the whole "
-                  "basis and removes what rounding left (safe; one or two passes over the basis per step); "
-                  "'partial' only estimates those overlaps and cleans when they pass sqrt(eps) (cheaper "
+        ParamSpec("reorthogonalization", "choice", "partial",
+                  "How the basis is kept orthonormal. 'partial' (default) only estimates the overlaps of each "
+                  "new vector with the basis and cleans when they pass sqrt(eps); it switches to 'full' by "
+                  "itself if that limits the accuracy. 'full' checks every new vector against the whole "
+                  "basis and removes what rounding left (one or two passes over the basis per step: slower "
                   "for cheap operators); 'none' is textbook Lanczos: converged eigenvalues come back as "
                   "'ghost' copies.", choices=REORTHOGONALIZATION),
         ParamSpec("max_basis", "int", None,

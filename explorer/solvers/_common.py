@@ -196,18 +196,45 @@ class _RecordArena:
     def __init__(self) -> None:
         self._blocks: dict[torch.dtype, tuple[torch.Tensor, int]] = {}
 
-    def copy(self, t: torch.Tensor | None) -> torch.Tensor | None:
-        if t is None:
-            return None
-        t = t.detach()
-        size = t.numel()
-        block, used = self._blocks.get(t.dtype, (None, 0))
-        if block is None or used + size > block.numel():
-            itemsize = torch.empty(0, dtype=t.dtype).element_size()
-            block, used = torch.empty(max(self.BLOCK_BYTES // itemsize, size), dtype=t.dtype), 0
-        out = block[used:used + size].view(t.shape)
-        out.copy_(t)
-        self._blocks[t.dtype] = (block, used + size)
+    def copy(self, *tensors: torch.Tensor | None) -> list[torch.Tensor | None]:
+        """Detached CPU copies of ``tensors`` (None stays None), packed per dtype into the
+        current block with one ``cat`` and returned as views by one ``split``.
+
+        Cost per Lanczos record (4 fields): ~25 us, against ~10 us for four plain
+        ``.to("cpu", copy=True)`` (fragmenting, above) and ~40 us copying field by field. Numpy
+        blocks with ``torch.from_numpy`` views were as cheap as plain copies but fragmented the
+        heap just the same (each view brings its own malloc'd storage object): 2.1 GB again.
+        """
+        out: list[torch.Tensor | None] = [None] * len(tensors)
+        groups: dict[torch.dtype, list[int]] = {}
+        flat: list[torch.Tensor] = []
+        for i, t in enumerate(tensors):
+            if t is not None:
+                t = t.detach()
+                if t.device.type != "cpu":
+                    t = t.cpu()
+                flat.append(t.reshape(-1))
+                groups.setdefault(t.dtype, []).append(i)
+            else:
+                flat.append(None)  # type: ignore[arg-type]
+        for dtype, idx in groups.items():
+            sizes = [flat[i].numel() for i in idx]
+            total = sum(sizes)
+            block, used = self._blocks.get(dtype, (None, 0))
+            if block is None or used + total > block.numel():
+                itemsize = torch.empty(0, dtype=dtype).element_size()
+                block, used = torch.empty(max(self.BLOCK_BYTES // itemsize, total), dtype=dtype), 0
+            dest = block[used:used + total]
+            if len(idx) == 1:
+                dest.copy_(flat[idx[0]])
+                parts: Sequence[torch.Tensor] = (dest,)
+            else:
+                torch.cat([flat[i] for i in idx], out=dest)
+                parts = dest.split(sizes)
+            self._blocks[dtype] = (block, used + total)
+            for i, part in zip(idx, parts):
+                shape = tensors[i].shape  # type: ignore[union-attr]
+                out[i] = part if len(shape) == 1 else part.view(shape)
         return out
 
 
@@ -248,13 +275,14 @@ class Monitor:
                all_ritz_values: torch.Tensor | None = None, ghost_mask: torch.Tensor | None = None,
                extras: Mapping[str, float] | None = None) -> bool:
         """Emit one record; returns True when the tracker asked to stop."""
+        values, residuals, every, ghosts = self._arena.copy(ritz_values, residual_norms, all_ritz_values, ghost_mask)
         record = IterationRecord(
             solver=self.solver, iteration=int(iteration),
-            ritz_values=self._arena.copy(ritz_values), residual_norms=self._arena.copy(residual_norms),  # type: ignore[arg-type]
+            ritz_values=values, residual_norms=residuals,  # type: ignore[arg-type]
             residuals_estimated=bool(estimated),
             orthogonality_loss=None if orthogonality_loss is None else float(orthogonality_loss),
             n_converged=int(n_converged), n_matvec=self.n_matvec, elapsed_s=self.elapsed,
-            all_ritz_values=self._arena.copy(all_ritz_values), ghost_mask=self._arena.copy(ghost_mask),
+            all_ritz_values=every, ghost_mask=ghosts,
             extras=dict(extras or {}),
         )
         self.history.append(record)

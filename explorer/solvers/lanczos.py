@@ -645,7 +645,7 @@ class _Lanczos:
             iteration += 1
             self._iteration = iteration
             p = j + bc
-            if bc == 1 and self.mode != "partial":
+            if bc == 1:
                 R, bn = self._step_single(j, lo, iteration)
             else:
                 R, bn = self._step_block(j, p, lo, bc, iteration)
@@ -721,7 +721,7 @@ class _Lanczos:
         return self._finish(theta, S, est_all, order, ghost, p, iteration, status, message)
 
     def _step_single(self, j: int, lo: int, iteration: int) -> tuple[np.ndarray, int]:
-        """One single-vector Lanczos step ("full" or "none"): few, fused tensor operations."""
+        """One single-vector Lanczos step (any mode): few, fused tensor operations."""
         H, Vt = self.H, self.Vt
         p = j + 1
         q = Vt[j]
@@ -765,6 +765,7 @@ class _Lanczos:
             if beta < _DGKS_ETA * w_norm0:
                 beta = self._local_reorth(w.unsqueeze(0), lo if lo < j else j, j, p)[0]
         floor = self.breakdown_floor()
+        replaced = 0
         if beta > floor:
             torch.div(w, beta, out=Vt[p])
             bn, R = 1, np.array([[beta]])
@@ -772,11 +773,16 @@ class _Lanczos:
                 self.loss = overlap
         else:  # invariant subspace: continue with a random vector orthogonal to the basis
             fresh = self._random_orthogonal(1, Vt[:p])
-            bn = fresh.shape[0]
+            bn = replaced = fresh.shape[0]
             if bn:
                 Vt[p] = fresh[0]
                 self._new_segment(p)
             R = np.zeros((bn, 1))
+        if self.mode == "partial" and bn:  # Simon's estimate; re-orthogonalizes past sqrt(eps)
+            Qn, R = self._partial_step(Vt[p:p + 1], R, j, p, bn, replaced)
+            bn = Qn.shape[0]
+            if bn:
+                Vt[p:p + bn] = Qn
         if bn:
             H[p, :] = 0.0
             H[:, p] = 0.0

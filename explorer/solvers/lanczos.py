@@ -132,8 +132,8 @@ Defaults and why
   passes over the basis dominate (2-D Laplacian n = 10^5: k = 10 LA 7.7 s against 17.1 s,
   k = 1 SA 2.7 s against 5.6 s); with the switch to "full" when semi-orthogonality limits
   the accuracy (above), a sweep of small dense problems (n = 3..41, k 1-3, LA/SA, b 1-3,
-  tol 1e-6 and 1e-10) had no failure. At n = 10^4, k = 1, "full"'s fused single-vector
-  step is ~20 % faster.
+  tol 1e-6 and 1e-10) had no failure. At n = 10^4, k = 1, "full" is ~10-15 % faster (Simon's
+  O(m^2) estimate per step costs more than one pass over a short basis there).
 * ``products="auto"``: stored except for sparse CPU matrices (``products``).
 * ``max_iter = 10000`` Lanczos steps; one step applies A to one block (b matvecs).
 

@@ -206,33 +206,26 @@ class _RecordArena:
         heap just the same (each view brings its own malloc'd storage object): 2.1 GB again.
         """
         out: list[torch.Tensor | None] = [None] * len(tensors)
-        groups: dict[torch.dtype, list[int]] = {}
-        flat: list[torch.Tensor] = []
+        groups: dict[torch.dtype, list[tuple[int, torch.Tensor]]] = {}
         for i, t in enumerate(tensors):
             if t is not None:
-                t = t.detach()
-                if t.device.type != "cpu":
-                    t = t.cpu()
-                flat.append(t.reshape(-1))
-                groups.setdefault(t.dtype, []).append(i)
-            else:
-                flat.append(None)  # type: ignore[arg-type]
-        for dtype, idx in groups.items():
-            sizes = [flat[i].numel() for i in idx]
+                groups.setdefault(t.dtype, []).append((i, t.detach().cpu().reshape(-1)))
+        for dtype, members in groups.items():
+            sizes = [flat.numel() for _, flat in members]
             total = sum(sizes)
             block, used = self._blocks.get(dtype, (None, 0))
             if block is None or used + total > block.numel():
                 itemsize = torch.empty(0, dtype=dtype).element_size()
                 block, used = torch.empty(max(self.BLOCK_BYTES // itemsize, total), dtype=dtype), 0
             dest = block[used:used + total]
-            if len(idx) == 1:
-                dest.copy_(flat[idx[0]])
+            self._blocks[dtype] = (block, used + total)
+            if len(members) == 1:
+                dest.copy_(members[0][1])
                 parts: Sequence[torch.Tensor] = (dest,)
             else:
-                torch.cat([flat[i] for i in idx], out=dest)
+                torch.cat([flat for _, flat in members], out=dest)
                 parts = dest.split(sizes)
-            self._blocks[dtype] = (block, used + total)
-            for i, part in zip(idx, parts):
+            for (i, _), part in zip(members, parts):
                 shape = tensors[i].shape  # type: ignore[union-attr]
                 out[i] = part if len(shape) == 1 else part.view(shape)
         return out

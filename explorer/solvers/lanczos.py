@@ -310,6 +310,20 @@ def _combine(M: torch.Tensor, X: torch.Tensor, out: torch.Tensor | None = None) 
     return out
 
 
+def _sparse_on_cpu(op: Any) -> bool:
+    """A sparse matrix on the CPU: a matvec is cheap (scipy's CSR kernel), columns go one by one
+    (``_Lanczos.apply``) and products are recomputed rather than stored (``products="auto"``)."""
+    return getattr(op, "kind", "") == "sparse" and op.device.type == "cpu"
+
+
+def _mix(M: torch.Tensor, X: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``M @ X`` for the restart-sized products (kept Ritz vectors and their products): one
+    GEMM (reads X once) when ``n * r * q`` reaches ``_GEMM_WORK``, else GEMVs (``_combine``)."""
+    if X.shape[1] * M.shape[0] * M.shape[1] >= _GEMM_WORK:
+        return torch.mm(M, X, out=out) if out is not None else torch.mm(M, X)
+    return _combine(M, X, out=out)
+
+
 def _sub_combine(W: torch.Tensor, M: torch.Tensor, X: torch.Tensor) -> None:
     """``W -= M @ X`` in place (rows), as GEMVs."""
     XT = X.T
@@ -430,11 +444,10 @@ class _Lanczos:
         self._iteration = 0
         self._segment_started = 0
         self._wait_since: int | None = None
-        sparse_cpu = getattr(self.op, "kind", "") == "sparse" and self.device.type == "cpu"
         # scipy's CSR kernel with several right-hand sides measured ~1.3x slower per column
         # than single-column products on one thread (csr_matvecs), so sparse CPU operators are
         # applied column by column; every other operator gets the block (one GEMM / HVP batch).
-        self.columnwise = sparse_cpu
+        self.columnwise = _sparse_on_cpu(self.op)
 
     # -- operator -------------------------------------------------------------------------
     def apply(self, X: torch.Tensor) -> torch.Tensor:
@@ -1039,20 +1052,14 @@ class _Lanczos:
             self.Vt_spare = torch.empty_like(self.Vt)
         new = self.Vt_spare
         Sk_t = _t(Sk.T, self.Vt)
-        if self.n * p * L >= _GEMM_WORK:  # a real GEMM pays off (reads the basis once)
-            torch.mm(Sk_t, self.Vt[:p], out=new[:L])
-        else:
-            _combine(Sk_t, self.Vt[:p], out=new[:L])
+        _mix(Sk_t, self.Vt[:p], out=new[:L])
         new[L:L + bn] = self.Vt[p:p + bn]
         # From here on the new rows are the basis (orthonormalize() reads self.Vt).
         self.Vt, self.Vt_spare = new, self.Vt
         if self.AVt is not None:  # A Y = (A V) S_L, combined like Y (no matvec)
             if self.AVt_spare is None:
                 self.AVt_spare = torch.empty_like(self.AVt)
-            if self.n * p * L >= _GEMM_WORK:
-                torch.mm(Sk_t, self.AVt[:p], out=self.AVt_spare[:L])
-            else:
-                _combine(Sk_t, self.AVt[:p], out=self.AVt_spare[:L])
+            _mix(Sk_t, self.AVt[:p], out=self.AVt_spare[:L])
             self.AVt, self.AVt_spare = self.AVt_spare, self.AVt
             self.av_drift += p * self.eps * self.anorm
         if self.n_breakdowns:  # a kept Ritz vector belongs to the segment holding most of its weight
@@ -1120,13 +1127,13 @@ class _Lanczos:
         L, L2 = Sk.shape[1], P.shape[1]
         Y = Vt[:L]
         Pt = _t(P.T, Y)
-        Yh = Pt @ Y if self.n * L * L2 >= _GEMM_WORK else _combine(Pt, Y)
+        Yh = _mix(Pt, Y)
         D = P.T @ cross  # Yh^T F  (L', bn)
         F = Vt[L:L + bn].clone()
         _sub_combine(F, _t(D.T, Y), Yh)
         if self.AVt is not None:
             AY = self.AVt[:L]
-            self.AVt[:L2] = Pt @ AY if self.n * L * L2 >= _GEMM_WORK else _combine(Pt, AY)
+            self.AVt[:L2] = _mix(Pt, AY)
             self.av_drift += L * self.eps * self.anorm * float(np.abs(P).sum(axis=0).max())
         Vt[:L2] = Yh
         Q2, Rf, _ = self.orthonormalize(F, L2)
@@ -1158,10 +1165,10 @@ class _Lanczos:
             Lc_inv = _lapack.dtrtri(Lc, lower=1)[0]
             Rc_inv = Lc_inv.T
             Linv = _t(Lc_inv, Y)
-            Y.copy_(Linv @ Y if self.n * L * L >= _GEMM_WORK else _combine(Linv, Y))
+            Y.copy_(_mix(Linv, Y))
             if self.AVt is not None:
                 AY = self.AVt[:L]
-                AY.copy_(Linv @ AY if self.n * L * L >= _GEMM_WORK else _combine(Linv, AY))
+                AY.copy_(_mix(Linv, AY))
                 self.av_drift += L * self.eps * self.anorm * float(np.abs(Lc_inv).sum(axis=1).max())
         D = _np(_dots(Y, F))  # (L, bn)
         _sub_combine(F, _t(D.T, Y), Y)
@@ -1230,15 +1237,10 @@ class _Lanczos:
         Kept only when at least as many pairs meet the tolerance as before.
         """
         k = X.shape[0]
-        G = _np(_dots(X, X))
-        Lc = _small_cholesky(G) if k <= 4 else None
-        if k > 4:
-            Lc, info = _lapack.dpotrf(G, lower=1, clean=1)
-            if info != 0:
-                Lc = None
-        if Lc is None:
+        Lc, info = _lapack.dpotrf(_np(_dots(X, X)), lower=1, clean=1)
+        if info != 0:
             return X, values, res, ok
-        Linv = _t(_lapack.dtrtri(np.ascontiguousarray(Lc), lower=1)[0], X)
+        Linv = _t(_lapack.dtrtri(Lc, lower=1)[0], X)
         Xh, AXh = _combine(Linv, X), _combine(Linv, AX)
         Hs = _np(_dots(Xh, AXh))
         th, U = _eigh(0.5 * (Hs + Hs.T))
@@ -1389,9 +1391,8 @@ def lanczos(
         raise ValueError(f"`products` must be one of {list(PRODUCTS)}, got {products!r}; 'auto' picks per operator")
     op = v.operator
     if products == "auto":
-        cheap = getattr(op, "kind", "") == "sparse" and op.device.type == "cpu"
         size = (m + b) * n * torch.finfo(op.dtype).bits // 8
-        store = not cheap and size <= _STORE_LIMIT_BYTES
+        store = not _sparse_on_cpu(op) and size <= _STORE_LIMIT_BYTES
     else:
         store = products == "stored"
     generator = make_generator(seed)

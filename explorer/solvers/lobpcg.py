@@ -169,6 +169,7 @@ from explorer.solvers._common import (
     Monitor,
     Validated,
     make_generator,
+    orthogonality_loss,
     random_block,
     residual_threshold,
     select_order,
@@ -401,15 +402,6 @@ def _combine(blocks: list[torch.Tensor], C: torch.Tensor) -> torch.Tensor:
         out.addmm_(Ct[:, row:row + block.shape[0]], block)
         row += block.shape[0]
     return out
-
-
-def _orth_loss_rows(Xt: torch.Tensor, BXt: torch.Tensor) -> float:
-    """``max |X^T B X - I|`` from rows."""
-    if Xt.shape[0] == 0:
-        return 0.0
-    G = Xt @ BXt.T
-    G.diagonal().sub_(1)
-    return float(G.abs().max())
 
 
 # ---------------------------------------------------------------------------------
@@ -879,7 +871,7 @@ class _Engine:
                 Rt, res = self._residuals(s)
                 conv = res[:k] <= self._threshold(s.theta[:k])
                 verified = True
-            loss = _orth_loss_rows(s.Xt, s.BXt)
+            loss = orthogonality_loss(s.Xt.T, s.BXt.T)
             stop = monitor.record(it, s.theta[:k], res[:k], estimated=False, n_converged=int(conv.sum()),
                                   orthogonality_loss=loss, all_ritz_values=s.theta,
                                   extras={"n_active": float(active.sum()),
@@ -897,7 +889,7 @@ class _Engine:
                 # Periodic audit of the implicit quantities: the whole [X, P] block and its A-Gram.
                 if full_products:
                     s.G = None
-                loss = max(loss, _orth_loss_rows(s.XPt, s.BXPt))
+                loss = max(loss, orthogonality_loss(s.XPt.T, s.BXPt.T))
             s = self._maybe_reorthonormalize(s, loss)
         Xt, theta = s.Xt[:k], s.theta[:k]
         X = Xt.T.contiguous()
@@ -910,12 +902,6 @@ class _Engine:
             message = (message + " " if message else "") + "Notes: " + "; ".join(notes) + "."
         return monitor.finish(eigenvalues=theta, eigenvectors=X, residual_norms=residuals,
                               converged=converged, n_iter=it, status=status, message=message)
-
-
-def _orth_loss(X: torch.Tensor, BX: torch.Tensor) -> float:
-    G = X.T @ BX
-    G.diagonal().sub_(1)
-    return float(G.abs().max()) if G.numel() else 0.0
 
 
 # ---------------------------------------------------------------------------------
@@ -980,7 +966,7 @@ def _run_torch(v: Validated, monitor: Monitor, *, m: int, method: str, largest: 
             return
         conv = res[:k] <= residual_threshold(E[:k], v.tol, norm_estimate[0])
         BX = X if B_plain is None else B_plain._matmat(X)
-        loss = _orth_loss(X, BX)
+        loss = orthogonality_loss(X, BX)
         stop = monitor.record(it, E[:k], res[:k], estimated=False, n_converged=int(conv.sum()),
                               orthogonality_loss=loss, all_ritz_values=E[:m],
                               extras={"torch_converged_count": float(worker.ivars.get("converged_count", 0))})
@@ -1157,6 +1143,14 @@ def lobpcg(
                    recompute_AX=recompute).run()
 
 
+def _lincomb(vectors: list[torch.Tensor], coefficients: list[float]) -> torch.Tensor:
+    """``sum_i c_i v_i`` for a few vectors (a new tensor)."""
+    out = vectors[0] * coefficients[0]
+    for vector, c in zip(vectors[1:], coefficients[1:]):
+        out.add_(vector, alpha=c)
+    return out
+
+
 def _single_vector(v: Validated, monitor: Monitor, *, largest: bool, T: LinearOperator | None,
                    x: torch.Tensor) -> EigenResult:
     """LOBPCG with one vector (block size 1, "ortho", no B): the same method as ``_Engine``
@@ -1208,39 +1202,26 @@ def _single_vector(v: Validated, monitor: Monitor, *, largest: bool, T: LinearOp
             basis.append(p)
             products.append(Ap)
         q = len(basis)
-        G = torch.stack([dot(basis[i], products[j]) for i in range(q) for j in range(i, q)]).tolist()
+        pairs = [(i, j) for i in range(q) for j in range(i, q)]
         H = [[0.0] * q for _ in range(q)]
-        pos = 0
-        for i in range(q):
-            for j in range(i, q):
-                H[i][j] = H[j][i] = G[pos]
-                pos += 1
+        for (i, j), g in zip(pairs, torch.stack([dot(basis[i], products[j]) for i, j in pairs]).tolist()):
+            H[i][j] = H[j][i] = g
         ev, U = torch.linalg.eigh(torch.tensor(H, dtype=torch.float64))
         values = ev.flip(0) if largest else ev
         u = (U[:, -1] if largest else U[:, 0]).tolist()
         theta = float(values[0])
         norm_estimate = max(norm_estimate, float(ev.abs().max()))
         # x <- Q u; p <- the part of the update outside x: [0, u_1, u_2] made orthogonal to u
-        new_x = x * u[0] + w * u[1]
-        new_Ax = Ax * u[0] + Aw * u[1]
         c = [0.0] + u[1:]
         overlap = sum(a * b for a, b in zip(c, u))
         c = [a - overlap * b for a, b in zip(c, u)]
         cn = math.sqrt(sum(a * a for a in c))
-        if q == 3 and p is not None and Ap is not None:
-            new_x = new_x + p * u[2]
-            new_Ax = new_Ax + Ap * u[2]
         if cn > 10 * eps:
             c = [a / cn for a in c]
-            new_p = x * c[0] + w * c[1]
-            new_Ap = Ax * c[0] + Aw * c[1]
-            if q == 3 and p is not None and Ap is not None:
-                new_p = new_p + p * c[2]
-                new_Ap = new_Ap + Ap * c[2]
-            p, Ap = new_p, new_Ap
+            p, Ap = _lincomb(basis, c), _lincomb(products, c)
         else:  # the update lies along x: no conjugate direction this time
             p = Ap = None
-        x, Ax = new_x, new_Ax
+        x, Ax = _lincomb(basis, u), _lincomb(products, u)
         it += 1
         r = Ax - theta * x
         res = float(norm(r))

@@ -73,6 +73,7 @@ from explorer.solvers._common import (
     Monitor,
     Validated,
     make_generator,
+    orthogonality_loss,
     random_block,
     residual_threshold,
     select_order,
@@ -255,7 +256,7 @@ def randomized_svd(
         met = tol is not None and bool((residuals <= residual_threshold(S, float(tol), sigma1)).all())
         n_met = int((residuals <= residual_threshold(S, float(tol), sigma1)).sum()) if tol is not None else 0
         stop = monitor.record(passes, S, residuals, estimated=False, n_converged=n_met,
-                              orthogonality_loss=_loss(Q), all_ritz_values=S_all,
+                              orthogonality_loss=orthogonality_loss(Q), all_ritz_values=S_all,
                               extras={"error_estimate": estimate, "range_error_estimate": range_estimate,
                                       "pass": float(passes)})
         if met:
@@ -284,12 +285,6 @@ def randomized_svd(
     except StopSolve:
         pass
     return result
-
-
-def _loss(Q: torch.Tensor) -> float:
-    G = Q.T @ Q
-    G.diagonal().sub_(1)
-    return float(G.abs().max()) if G.numel() else 0.0
 
 
 def randomized_eigh(
@@ -362,7 +357,7 @@ def randomized_eigh(
         residuals = torch.linalg.vector_norm(AX - X * theta.unsqueeze(0), dim=0)
         converged = residuals.to(torch.float64) <= residual_threshold(theta.to(torch.float64), v.tol, norm_estimate)
         stop = monitor.record(passes, theta, residuals, estimated=False, n_converged=int(converged.sum()),
-                              orthogonality_loss=_loss(Q), all_ritz_values=values[select_order(values, "LM")])
+                              orthogonality_loss=orthogonality_loss(Q), all_ritz_values=values[select_order(values, "LM")])
         if bool(converged.all()):
             status = SolveStatus.CONVERGED
             break

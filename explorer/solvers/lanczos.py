@@ -975,18 +975,18 @@ class _Lanczos:
         col = np.zeros((p, bn))
         diag_r = np.abs(np.diag(R[:, :bc])) if R.shape[0] else np.zeros(0)
         if j > 0 and not replaced and diag_r.min() > 0:
-            # G[i, new] R = (H[:j, :p] G[:p, j:p] - G[:j, :p] H[:p, j:p])[i], G = I + Omega.
-            Gcur = Om[:p, j:p].copy()
-            Gcur[j:p] += np.eye(bc)
-            rows_g = Om[:j, :p].copy()
-            rows_g[np.arange(j), np.arange(j)] += 1.0
-            rhs = H[:j, :p] @ Gcur - rows_g @ H[:p, j:p]
-            if bn == bc:  # X R = rhs  <=>  R^T X^T = rhs^T (LAPACK dgesv on a b x b system)
+            # G[i, new] R = (H[:j, :p] G[:p, j:p] - G[:j, :p] H[:p, j:p])[i] with G = I + Omega;
+            # the identity's two terms are both H[:j, j:p] and cancel exactly, so they are left
+            # out (fewer copies, and no rounding from subtracting two O(||A||) terms).
+            rhs = H[:j, :p] @ Om[:p, j:p] - Om[:j, :p] @ H[:p, j:p]
+            if bn == bc == 1:
+                col[:j] = rhs / R[0, 0]
+            elif bn == bc:  # X R = rhs  <=>  R^T X^T = rhs^T (LAPACK dgesv on a b x b system)
                 col[:j] = _lapack.dgesv(np.ascontiguousarray(R[:, :bc].T), np.ascontiguousarray(rhs.T))[2].T
             else:
                 col[:j] = rhs @ np.linalg.pinv(R)
             noise = eps * (self.anorm / max(float(diag_r.min()), np.finfo(np.float64).tiny) + math.sqrt(self.n))
-            col[:j] += np.sign(col[:j]) * noise + (col[:j] == 0) * noise
+            col[:j] += np.where(col[:j] < 0, -noise, noise)
         col[j:p] = eps * math.sqrt(self.n)  # the local step orthogonalized against the current block
         estimate = float(np.abs(col).max()) if col.size else 0.0
         if estimate > sqrt_eps:
@@ -1001,7 +1001,9 @@ class _Lanczos:
         Om[:p, p:p + bn] = col
         Om[p:p + bn, :p] = col.T
         Om[p:p + bn, p:p + bn] = 0.0
-        self.loss = float(np.abs(Om[:p + bn, :p + bn]).max())
+        # Omega changes only in this new column (and at restarts, which set the loss too),
+        # so the running maximum is the max over the whole matrix.
+        self.loss = max(self.loss, float(np.abs(col).max(initial=0.0)))
         return Qn, R
 
     def _ghosts(self, theta: np.ndarray, S: np.ndarray, est: np.ndarray, thresh: np.ndarray, p: int) -> np.ndarray:

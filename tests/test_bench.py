@@ -151,3 +151,19 @@ def test_quick_and_problem_arguments() -> None:
     with pytest.raises(SystemExit):
         bench.parse_args(["--mem-gb", "-1"])
     assert 0 < bench.default_mem_gb() <= 4.0
+
+
+def test_the_block_size_1_row_shows_what_the_default_block_buys() -> None:
+    """``lanczos_b1`` (block size 1, like ARPACK) against the default block of 2 on a double
+    eigenvalue: the top three Laplacian values on a 12 x 12 grid are lambda(12, 12) and the
+    double lambda(12, 11) = lambda(11, 12). A single start vector's Krylov space holds one
+    direction of each eigenspace, so block size 1 returns the next value instead of the
+    second copy (error = a whole gap, ~2e-2); for k = 1 the row would repeat the default."""
+    problems = bench.make_problems(["laplace2d_N12"], cases=[(3, "LA"), (1, "SA")])
+    table = bench.run_benchmark(problems, ("lanczos", "lanczos_b1"), cap_s=20.0, overhead_max_s=0.0, isolate=False)
+    rows = {(r.solver, r.k): r for r in table.itertuples()}
+    assert rows["lanczos", 3].ok and rows["lanczos", 3].eig_err <= 1.1e-6
+    assert rows["lanczos_b1", 3].status == "done" and not rows["lanczos_b1", 3].ok
+    assert rows["lanczos_b1", 3].eig_err > 1e-3
+    assert rows["lanczos_b1", 3].matvecs < rows["lanczos", 3].matvecs
+    assert rows["lanczos_b1", 1].status == "skip" and "same run as lanczos" in rows["lanczos_b1", 1].note

@@ -38,7 +38,7 @@ import scipy.sparse as sp
 import torch
 
 from explorer.operators import SUPPORTED_DTYPES, DenseOperator, LinearOperator, SparseOperator
-from explorer.solvers._common import WHICH, select_order
+from explorer.solvers._common import WHICH, check_int, is_real_number, select_order
 from explorer.solvers.registry import ParamSpec
 
 __all__ = [
@@ -123,11 +123,12 @@ class Problem:
             A float64 CPU tensor of shape (k,), or None when the eigenvalues are unknown.
 
         Raises:
+            TypeError: k is not an integer.
             ValueError: k out of range or an unknown ``which``.
         """
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= self.n:
-            raise ValueError(f"`k` must be an integer with 1 <= k <= n = {self.n}, got k={k!r}; "
-                             "ask for at most all eigenvalues")
+        k = check_int("k", k, minimum=None)
+        if not 1 <= k <= self.n:
+            raise ValueError(f"`k` must satisfy 1 <= k <= n = {self.n}, got k={k!r}; ask for at most all eigenvalues")
         if not isinstance(which, str) or which.upper() not in WHICH:
             raise ValueError(f"`which` must be one of {list(WHICH)}, got {which!r}")
         if self.eigenvalues is None:
@@ -139,22 +140,9 @@ class Problem:
 # --------------------------------------------------------------------------------------
 # Shared checks and helpers
 # --------------------------------------------------------------------------------------
-def _check_int(name: str, value: Any, *, minimum: int = 1, maximum: int | None = None, hint: str = "") -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        else:
-            raise TypeError(f"`{name}` must be an integer, got {value!r} ({type(value).__name__})")
-    value = int(value)
-    if value < minimum or (maximum is not None and value > maximum):
-        rule = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum:,}"
-        raise ValueError(f"`{name}` must be {rule}, got {name}={value:,}" + (f"; {hint}" if hint else ""))
-    return value
-
-
 def _check_float(name: str, value: Any, *, low: float | None = None, high: float | None = None,
                  open_interval: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+    if not is_real_number(value):
         raise TypeError(f"`{name}` must be a number, got {value!r} ({type(value).__name__})")
     value = float(value)
     if not math.isfinite(value):
@@ -239,7 +227,7 @@ def laplacian_1d(n: int, *, dtype: torch.dtype = torch.float64, device: torch.de
     Raises:
         ValueError: n < 1 or n > ``MAX_SPARSE_N``.
     """
-    n = _check_int("n", n, maximum=MAX_SPARSE_N, hint="pick a smaller grid")
+    n = check_int("n", n, maximum=MAX_SPARSE_N, hint="pick a smaller grid")
     dtype, device = _check_target(dtype, device)
     return Problem(
         name="laplacian_1d",
@@ -272,8 +260,8 @@ def laplacian_2d(nx: int, ny: int | None = None, *, dtype: torch.dtype = torch.f
     Raises:
         ValueError: a side < 1 or n > ``MAX_SPARSE_N``.
     """
-    nx = _check_int("nx", nx)
-    ny = nx if ny is None else _check_int("ny", ny)
+    nx = check_int("nx", nx)
+    ny = nx if ny is None else check_int("ny", ny)
     _check_size("nx * ny", nx * ny, MAX_SPARSE_N, "sparse")
     dtype, device = _check_target(dtype, device)
     Tx, Ty = _laplacian_1d_matrix(nx), _laplacian_1d_matrix(ny)
@@ -308,9 +296,9 @@ def laplacian_3d(nx: int, ny: int | None = None, nz: int | None = None, *, dtype
     Raises:
         ValueError: a side < 1 or n > ``MAX_SPARSE_N``.
     """
-    nx = _check_int("nx", nx)
-    ny = nx if ny is None else _check_int("ny", ny)
-    nz = ny if nz is None else _check_int("nz", nz)
+    nx = check_int("nx", nx)
+    ny = nx if ny is None else check_int("ny", ny)
+    nz = ny if nz is None else check_int("nz", nz)
     n = nx * ny * nz
     _check_size("nx * ny * nz", n, MAX_SPARSE_N, "sparse")
     dtype, device = _check_target(dtype, device)
@@ -470,15 +458,15 @@ def prescribed_spectrum(
     Raises:
         ValueError: a parameter out of range, or n > ``MAX_DENSE_N``.
     """
-    n = _check_int("n", n, maximum=MAX_DENSE_N, hint="dense problems need n^2 memory; use a sparse generator")
+    n = check_int("n", n, maximum=MAX_DENSE_N, hint="dense problems need n^2 memory; use a sparse generator")
     if spectrum not in SPECTRA:
         raise ValueError(f"`spectrum` must be one of {list(SPECTRA)}, got {spectrum!r}")
-    seed = _check_int("seed", seed, minimum=0)
+    seed = check_int("seed", seed, minimum=0)
     decay = _check_float("decay", decay, low=0.0, high=1.0)
     gap_ratio = _check_float("gap_ratio", gap_ratio, low=0.0, high=1.0)
-    cluster_size = _check_int("cluster_size", cluster_size)
+    cluster_size = check_int("cluster_size", cluster_size)
     cluster_spread = _check_float("cluster_spread", cluster_spread, low=0.0, high=1.0)
-    multiplicity = _check_int("multiplicity", multiplicity)
+    multiplicity = check_int("multiplicity", multiplicity)
     low, high = _check_float("low", low), _check_float("high", high)
     if not low < high:
         raise ValueError(f"`low` must be below `high`, got low={low:g}, high={high:g}")
@@ -537,9 +525,9 @@ def wishart(n: int, m: int | None = None, seed: int = 0, *, dtype: torch.dtype =
     Raises:
         ValueError: n or m out of range.
     """
-    n = _check_int("n", n, maximum=MAX_DENSE_N, hint="dense problems need n^2 memory; use a sparse generator")
-    m = 2 * n if m is None else _check_int("m", m, maximum=4 * MAX_DENSE_N)
-    seed = _check_int("seed", seed, minimum=0)
+    n = check_int("n", n, maximum=MAX_DENSE_N, hint="dense problems need n^2 memory; use a sparse generator")
+    m = 2 * n if m is None else check_int("m", m, maximum=4 * MAX_DENSE_N)
+    seed = check_int("seed", seed, minimum=0)
     dtype, device = _check_target(dtype, device)
     generator = torch.Generator(device="cpu").manual_seed(seed)
     X = torch.randn(n, m, generator=generator, dtype=torch.float64)
@@ -599,11 +587,11 @@ def random_graph_laplacian(n: int, p: float = 0.05, seed: int = 0, *, dtype: tor
     Raises:
         ValueError: n or p out of range, or too many expected edges.
     """
-    n = _check_int("n", n, maximum=MAX_SPARSE_N, hint="pick fewer vertices")
+    n = check_int("n", n, maximum=MAX_SPARSE_N, hint="pick fewer vertices")
     p = _check_float("p", p, low=0.0, high=1.0, open_interval=False)
     if p == 0.0:
         raise ValueError("`p` must be > 0 (p = 0 gives the zero matrix); e.g. p = 0.05")
-    seed = _check_int("seed", seed, minimum=0)
+    seed = check_int("seed", seed, minimum=0)
     n_pairs = n * (n - 1) // 2
     if p * n_pairs > MAX_GRAPH_EDGES:
         raise ValueError(f"`p` = {p:g} with n = {n:,} expects {p * n_pairs:,.0f} edges, above the limit "
@@ -666,7 +654,7 @@ def mikota_pair(n: int, *, dtype: torch.dtype = torch.float64, device: torch.dev
         J. Mikota, Z. Angew. Math. Mech. 81 (2001), S2, S201-S202;
         scipy.sparse.linalg._special_sparse_arrays.MikotaPair.
     """
-    n = _check_int("n", n, maximum=MAX_SPARSE_N, hint="pick a smaller size")
+    n = check_int("n", n, maximum=MAX_SPARSE_N, hint="pick a smaller size")
     dtype, device = _check_target(dtype, device)
     K, M = _mikota_matrices(n)
     return Problem(
@@ -716,7 +704,7 @@ class GeneratorSpec:
 def _diagonal_range(n: int, low: float = 1.0, high: float = 100.0, spacing: str = "linear", *,
                     dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu") -> Problem:
     """The menu's diagonal: n entries from low to high, evenly or geometrically spaced."""
-    n = _check_int("n", n, maximum=MAX_SPARSE_N)
+    n = check_int("n", n, maximum=MAX_SPARSE_N)
     low, high = _check_float("low", low), _check_float("high", high)
     if not low < high:
         raise ValueError(f"`low` must be below `high`, got low={low:g}, high={high:g}")

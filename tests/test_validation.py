@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import numpy as np
 import pytest
 import torch
 
@@ -69,7 +70,7 @@ CASES: list[tuple[str, Callable[[], Any], Any, dict, type[Exception], str]] = [
     ("tol=nan", _spd, 2, {"tol": float("nan")}, ValueError, "`tol` must be a positive finite number"),
     ("max_iter=0", _spd, 2, {"max_iter": 0}, ValueError, "`max_iter` must be a positive integer"),
     ("max_iter<0", _spd, 2, {"max_iter": -5}, ValueError, "`max_iter` must be a positive integer"),
-    ("max_iter-float", _spd, 2, {"max_iter": 10.5}, ValueError, "`max_iter` must be a positive integer"),
+    ("max_iter-float", _spd, 2, {"max_iter": 10.5}, TypeError, "`max_iter` must be an integer"),
     ("which-unknown", _spd, 2, {"which": "XX"}, ValueError, "`which` must be one of"),
     ("which-lowercase-garbage", _spd, 2, {"which": "largest"}, ValueError, "`which` must be one of"),
     ("which-not-a-string", _spd, 2, {"which": 1}, ValueError, "`which` must be one of"),
@@ -161,3 +162,33 @@ def test_bad_device_strings(device: str, match: str) -> None:
         pytest.skip("this machine has a cuda:7")
     with pytest.raises(ValueError, match=match):
         parse_device(device)
+
+
+@pytest.mark.parametrize("name", SOLVER_NAMES)
+def test_numpy_scalars_are_accepted_like_python_numbers(name: str) -> None:
+    """k, max_iter and tol computed with numpy (np.int64, np.float32) are numbers like any other:
+    they used to be refused with "`k` must be an integer, got np.int64(2)"."""
+    spec = SOLVERS[name]
+    which = spec.which[0]
+    result = spec.fn(_spd(), np.int64(2), which=which, seed=0, tol=np.float32(1e-6), max_iter=np.int64(2000))
+    reference = solve("eigh", _spd(), 2, which=which).eigenvalues
+    assert result.eigenvalues.shape == (2,)
+    # diag(1..20): tol 1e-6 relative residual bounds each value's error by 1e-6 |lambda| (plus rounding)
+    torch.testing.assert_close(result.eigenvalues, reference, rtol=2e-6, atol=0.0)
+    for bad in (np.float64(2.5), np.bool_(True)):
+        with pytest.raises(TypeError, match="`k` must be an integer"):
+            spec.fn(_spd(), bad, which=which, seed=0)
+
+
+def test_one_integer_rule_for_solvers_forms_and_problems() -> None:
+    from explorer import problems
+    from explorer.solvers._common import check_int
+
+    assert check_int("k", np.int32(3)) == 3 and check_int("k", 3.0) == 3
+    with pytest.raises(TypeError, match=r"`k` must be an integer, got 3.5 \(float\)"):
+        check_int("k", 3.5)
+    with pytest.raises(ValueError, match="`k` must be between 1 and 10, got k=11; lower it"):
+        check_int("k", 11, maximum=10, hint="lower it")
+    assert SOLVERS["lanczos"].param("block_size").validate(np.int64(3)) == 3
+    assert problems.laplacian_1d(np.int64(6)).n == 6
+    assert solve("lanczos", _spd(), 2, block_size=np.int64(1), max_basis=np.int16(12)).status.name == "CONVERGED"

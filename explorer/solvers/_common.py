@@ -11,10 +11,12 @@ one ``IterationRecord`` per iteration, turns a tracker's ``StopSolve`` into a
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
 
 from explorer.operators import SUPPORTED_DTYPES, CountedOperator, LinearOperator, as_operator
@@ -37,6 +39,41 @@ __all__ = [
 WHICH = ("LA", "SA", "LM", "BE")
 _WHICH_HELP = {"LA": "largest algebraic", "SA": "smallest algebraic", "LM": "largest magnitude",
                "BE": "both ends"}
+
+
+def check_int(name: str, value: Any, *, minimum: int | None = 1, maximum: int | None = None, hint: str = "") -> int:
+    """An integer parameter, the same rule everywhere (solvers, problems, forms).
+
+    Python and numpy integers are accepted, and integral floats (``5.0``, as JSON or a number
+    widget may give); bools and anything else are refused with a TypeError, values outside
+    ``[minimum, maximum]`` (either may be None) with a ValueError that names the rule, the
+    value received and ``hint``.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        integral = None
+    elif isinstance(value, (int, np.integer)):
+        integral = int(value)
+    elif isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer():
+        integral = int(value)
+    else:
+        integral = None
+    if integral is None:
+        raise TypeError(f"`{name}` must be an integer, got {value!r} ({type(value).__name__})"
+                        + (f"; {hint}" if hint else ""))
+    if (minimum is not None and integral < minimum) or (maximum is not None and integral > maximum):
+        if maximum is None:
+            rule = "a positive integer" if minimum == 1 else f">= {minimum}"
+        elif minimum is None:
+            rule = f"<= {maximum:,}"
+        else:
+            rule = f"between {minimum} and {maximum:,}"
+        raise ValueError(f"`{name}` must be {rule}, got {name}={integral:,}" + (f"; {hint}" if hint else ""))
+    return integral
+
+
+def is_real_number(value: Any) -> bool:
+    """A real scalar (Python or numpy), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
 @dataclass(frozen=True)
@@ -74,9 +111,7 @@ def validate_common(
     n = op.shape[0]
     if n == 0:
         raise ValueError("`operator` is empty (n = 0); load a matrix with at least one row")
-    if isinstance(k, bool) or not isinstance(k, (int,)) and not (isinstance(k, float) and float(k).is_integer()):
-        raise TypeError(f"`k` must be an integer, got {k!r} ({type(k).__name__})")
-    k = int(k)
+    k = check_int("k", k, minimum=None)
     limit = n if k_max is None else min(n, k_max)
     if not 1 <= k <= limit:
         hint = "lower `k`" + ("" if k_max is None or k_max >= n else f" (this solver needs k <= {k_max} for n = {n})")
@@ -85,12 +120,11 @@ def validate_common(
         options = ", ".join(f"{w} ({_WHICH_HELP[w]})" for w in supported_which)
         raise ValueError(f"`which` must be one of {options} for {solver}, got {which!r}")
     which = which.upper()
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not math.isfinite(tol) or tol <= 0:
+    if not is_real_number(tol) or not math.isfinite(tol) or tol <= 0:
         raise ValueError(f"`tol` must be a positive finite number, got tol={tol!r}; e.g. 1e-6 (float64) or 1e-4 (float32)")
     if max_iter is None:
         max_iter = default_max_iter
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-        raise ValueError(f"`max_iter` must be a positive integer, got max_iter={max_iter!r}")
+    max_iter = check_int("max_iter", max_iter, hint="the most iterations before the solver gives up")
     B_op = None
     if B is not None:
         if not supports_B:

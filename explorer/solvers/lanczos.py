@@ -167,6 +167,7 @@ from explorer.results import EigenResult, SolveStatus
 from explorer.solvers._common import (
     WHICH,
     Monitor,
+    check_int,
     make_generator,
     random_block,
     residual_threshold,
@@ -1373,8 +1374,8 @@ def lanczos(
             "'partial' is the default, 'full' the most conservative, 'none' shows the ghost eigenvalues of "
             "plain Lanczos")
     n = v.operator.shape[0]
-    b = _check_positive_int("block_size", block_size, default_block_size(v.k),
-                            hint="use 1 for a single-vector Lanczos or 2-4 to see repeated eigenvalues")
+    b = default_block_size(v.k) if block_size is None else check_int(
+        "block_size", block_size, hint="use 1 for a single-vector Lanczos or 2-4 to see repeated eigenvalues")
     if b > n:
         raise ValueError(f"`block_size` must be at most n = {n}, got block_size={b}; lower it")
     if max_basis is None:
@@ -1382,7 +1383,7 @@ def lanczos(
         if reorthogonalization == "none":
             m = default_max_basis(v.k, b, 10**9)
     else:
-        m = _check_positive_int("max_basis", max_basis, 0, hint="")
+        m = check_int("max_basis", max_basis)
         if reorthogonalization != "none":
             m = min(m, n)
     if m < min(n, v.k + b):
@@ -1403,20 +1404,6 @@ def lanczos(
                                                       "products": "stored" if store else "recomputed"})
     return _Lanczos(v, monitor, mode=reorthogonalization, m=m, b=b, generator=generator,
                     store_products=store).run()
-
-
-def _check_positive_int(name: str, value: Any, default: int, *, hint: str) -> int:
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        else:
-            raise TypeError(f"`{name}` must be an integer, got {value!r} ({type(value).__name__})")
-    value = int(value)
-    if value < 1:
-        raise ValueError(f"`{name}` must be a positive integer, got {name}={value}" + (f"; {hint}" if hint else ""))
-    return value
 
 
 register_solver(SolverSpec(

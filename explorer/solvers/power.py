@@ -73,6 +73,7 @@ import torch
 from explorer.results import EigenResult, SolveStatus
 from explorer.solvers._common import (
     Monitor,
+    is_real_number,
     make_generator,
     random_block,
     residual_threshold,
@@ -127,7 +128,7 @@ def power_iteration(
     """
     v = validate_common("power_iteration", operator, k, which=which, tol=tol, max_iter=max_iter,
                         default_max_iter=20_000, supported_which=("LM", "LA", "SA"), X0=X0, B=B)
-    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum < 1.0:
+    if not is_real_number(momentum) or not 0.0 <= momentum < 1.0:
         raise ValueError(f"`momentum` must be a number in [0, 1) (the expected ratio |lambda_2 / lambda_1|), "
                          f"got momentum={momentum!r}; use 0 for plain power iteration")
     op, n, dtype, device = v.operator, v.operator.shape[0], v.operator.dtype, v.operator.device

@@ -72,6 +72,8 @@ from explorer.results import EigenResult, SolveStatus, SVDResult
 from explorer.solvers._common import (
     Monitor,
     Validated,
+    check_int,
+    is_real_number,
     make_generator,
     orthogonality_loss,
     random_block,
@@ -91,14 +93,6 @@ error_estimate_constant = 10.0 * math.sqrt(2.0 / math.pi)
 def _orth(Y: torch.Tensor) -> torch.Tensor:
     """Orthonormal basis of the columns of Y (reduced QR)."""
     return torch.linalg.qr(Y).Q
-
-
-def _check_int(name: str, value: Any, minimum: int, hint: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"`{name}` must be an integer, got {value!r} ({type(value).__name__}); {hint}")
-    if int(value) < minimum:
-        raise ValueError(f"`{name}` must be >= {minimum}, got {name}={value!r}; {hint}")
-    return int(value)
 
 
 def _as_rectangular_operator(data: Any) -> LinearOperator:
@@ -160,24 +154,21 @@ def _validate_rectangular(operator: Any, k: Any, tol: Any, max_iter: Any, n_over
                           n_power_iter: Any, n_probes: Any) -> tuple[Validated, int, int, int]:
     op = _as_rectangular_operator(operator)
     m, n = op.shape
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise TypeError(f"`k` must be an integer, got {k!r} ({type(k).__name__})")
-    k = int(k)
+    k = check_int("k", k, minimum=None)
     if not 1 <= k <= min(m, n):
         raise ValueError(f"`k` must satisfy 1 <= k <= min(m, n) = {min(m, n)} for an {m} x {n} operator, got k={k}; "
                          "lower `k` (there are only min(m, n) singular values)")
-    if tol is not None and (isinstance(tol, bool) or not isinstance(tol, (int, float)) or not math.isfinite(tol)
+    if tol is not None and (not is_real_number(tol) or not math.isfinite(tol)
                             or tol <= 0):
         raise ValueError(f"`tol` must be None or a positive finite number, got tol={tol!r}; e.g. 1e-6, or None "
                          "for a fixed number of power iterations")
-    n_oversamples = _check_int("n_oversamples", n_oversamples, 0, "10 is the usual choice (HMT Sec. 4.2)")
-    n_power_iter = _check_int("n_power_iter", n_power_iter, 0, "use 0-2 for fast decay, more for slow decay")
-    n_probes = _check_int("n_probes", n_probes, 0, "10 probes give the bound with probability 1 - 1e-10")
+    n_oversamples = check_int("n_oversamples", n_oversamples, minimum=0, hint="10 is the usual choice (HMT Sec. 4.2)")
+    n_power_iter = check_int("n_power_iter", n_power_iter, minimum=0,
+                             hint="use 0-2 for fast decay, more for slow decay")
+    n_probes = check_int("n_probes", n_probes, minimum=0, hint="10 probes give the bound with probability 1 - 1e-10")
     if max_iter is not None:
-        if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
-            raise ValueError(f"`max_iter` must be a positive integer (passes, the first being the range finder), "
-                             f"got max_iter={max_iter!r}")
-        n_power_iter = min(n_power_iter, int(max_iter) - 1)
+        max_iter = check_int("max_iter", max_iter, hint="passes over the operator, the first being the range finder")
+        n_power_iter = min(n_power_iter, max_iter - 1)
     v = Validated(CountedOperator(op), k, "LM", 0.0 if tol is None else float(tol), n_power_iter + 1, None, None)
     return v, n_oversamples, n_power_iter, n_probes
 
@@ -324,8 +315,8 @@ def randomized_eigh(
     Returns:
         EigenResult in "LM" order; MAX_ITER when ``n_power_iter`` passes were not enough.
     """
-    n_oversamples = _check_int("n_oversamples", n_oversamples, 0, "10 is the usual choice (HMT Sec. 4.2)")
-    n_power_iter = _check_int("n_power_iter", n_power_iter, 0, "more power iterations help slow decay")
+    n_oversamples = check_int("n_oversamples", n_oversamples, minimum=0, hint="10 is the usual choice (HMT Sec. 4.2)")
+    n_power_iter = check_int("n_power_iter", n_power_iter, minimum=0, hint="more power iterations help slow decay")
     cap = n_power_iter + 1 if max_iter is None else max_iter
     v = validate_common("randomized_svd", operator, k, which=which, tol=tol, max_iter=cap,
                         default_max_iter=n_power_iter + 1, supported_which=("LM",), X0=X0, B=B)

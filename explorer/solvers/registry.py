@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Sequence
 
 from explorer.results import EigenResult
+from explorer.solvers._common import check_int, is_real_number
 
 __all__ = ["ParamSpec", "SolverSpec", "SOLVERS", "COMMON_PARAMS", "register_solver", "get_solver", "solve"]
 
@@ -45,13 +46,9 @@ class ParamSpec:
                 raise ValueError(f"`{self.name}` must be one of {list(self.choices)}, got {value!r}")
             return value
         if self.kind == "int":
-            if isinstance(value, bool) or not isinstance(value, int):
-                if isinstance(value, float) and value.is_integer():
-                    value = int(value)
-                else:
-                    raise TypeError(f"`{self.name}` must be an integer, got {value!r}")
+            value = check_int(self.name, value, minimum=None)
         elif self.kind == "float":
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if not is_real_number(value):
                 raise TypeError(f"`{self.name}` must be a number, got {value!r}")
             value = float(value)
         if self.minimum is not None and value < self.minimum:

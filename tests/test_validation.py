@@ -192,3 +192,13 @@ def test_one_integer_rule_for_solvers_forms_and_problems() -> None:
     assert SOLVERS["lanczos"].param("block_size").validate(np.int64(3)) == 3
     assert problems.laplacian_1d(np.int64(6)).n == 6
     assert solve("lanczos", _spd(), 2, block_size=np.int64(1), max_basis=np.int16(12)).status.name == "CONVERGED"
+
+
+@pytest.mark.parametrize("name", [n for n in SOLVER_NAMES if SOLVERS[n].default_max_iter != 1])
+@pytest.mark.parametrize(("seed", "error", "match"), [(3.5, TypeError, "`seed` must be an integer, got 3.5"),
+                                                      (-1, ValueError, "`seed` must be >= 0, got seed=-1"),
+                                                      ("7", TypeError, "`seed` must be an integer")])
+def test_a_seed_that_is_not_a_whole_number_is_refused_not_truncated(name: str, seed: Any, error: type,
+                                                                    match: str) -> None:
+    with pytest.raises(error, match=match):
+        SOLVERS[name].fn(_spd(), 2, which=SOLVERS[name].which[0], seed=seed)

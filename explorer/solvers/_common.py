@@ -147,12 +147,13 @@ def validate_common(
 
 
 def make_generator(seed: int | None) -> torch.Generator:
-    """A local CPU generator (never the global RNG). seed=None draws fresh entropy."""
+    """A local CPU generator (never the global RNG). seed=None draws fresh entropy; otherwise
+    a non-negative integer (``check_int``: 3.5 or "abc" is refused rather than truncated)."""
     generator = torch.Generator(device="cpu")
     if seed is None:
         generator.seed()
     else:
-        generator.manual_seed(int(seed))
+        generator.manual_seed(check_int("seed", seed, minimum=0, hint="any whole number >= 0, or None for a fresh one"))
     return generator
 
 

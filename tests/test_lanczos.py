@@ -506,3 +506,30 @@ def test_semi_orthogonal_modes_return_orthonormal_vectors(mode: str) -> None:
     ref = np.sort(spectrum)[::-1][:k].copy()
     bound = residual_threshold(torch.from_numpy(ref), 1e-10, float(spectrum.max())).numpy()
     assert np.all(np.abs(result.eigenvalues.numpy() - ref) <= bound + 1e3 * EPS64 * spectrum.max())
+
+
+@pytest.mark.parametrize("mode", ["partial", "full", "none"])
+@pytest.mark.parametrize("block_size", [1, 2])
+@pytest.mark.parametrize(("dtype", "scale"), [(torch.float64, 2.0**60), (torch.float64, 2.0**-100),
+                                              (torch.float32, 2.0**20), (torch.float32, 2.0**-30)])
+def test_scaling_the_matrix_by_a_power_of_two_changes_nothing_but_the_values(
+        mode: str, block_size: int, dtype: torch.dtype, scale: float) -> None:
+    """Every test in the solver is relative to ||A||, so A and 2^e A take the same steps and
+    the values scale exactly (power-of-two scaling is exact in floating point). Failed
+    before: the re-orthogonalization of already normalized rows used the absolute floor
+    100 eps ||A||, so once ||A|| > 1 / (100 eps) (4.5e13 in float64, 8.4e4 in float32)
+    every unit vector counted as an invariant subspace: "partial" gave up and started over
+    (2x the matvecs), "none" with blocks never converged (10000 steps, values off by 60 %)."""
+    g = torch.Generator().manual_seed(0)
+    Q, _ = torch.linalg.qr(torch.randn(60, 60, dtype=torch.float64, generator=g))
+    lam = torch.linspace(1.0, 2.0, 60, dtype=torch.float64) ** 3
+    A = ((Q * lam) @ Q.T).to(dtype)
+    A = (A + A.T) / 2
+    tol = 1e-8 if dtype == torch.float64 else 1e-4
+    kwargs = dict(which="LA", tol=tol, seed=0, reorthogonalization=mode, block_size=block_size)
+    reference = lanczos(A, 3, **kwargs)
+    scaled = lanczos(A * scale, 3, **kwargs)
+    assert reference.status is SolveStatus.CONVERGED and scaled.status is SolveStatus.CONVERGED
+    assert (scaled.n_iter, scaled.n_matvec) == (reference.n_iter, reference.n_matvec)
+    assert torch.equal(scaled.eigenvalues / scale, reference.eigenvalues)
+    assert torch.equal(scaled.residual_norms / scale, reference.residual_norms)

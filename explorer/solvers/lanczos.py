@@ -461,8 +461,13 @@ class _Lanczos:
         return self.op.matmat(X.T).T.contiguous()
 
     # -- orthonormalization of a new block ------------------------------------------------
-    def breakdown_floor(self) -> float:
+    def breakdown_floor(self, scale: float | None = None) -> float:
         """Norm below which a new direction counts as zero (an invariant subspace).
+
+        ``scale``: the size of the vectors being tested, ``||A||`` (the default) for a block
+        that came out of a product with A; 1 for rows that were already normalized (a
+        relative floor: an absolute one made every unit vector "zero" once ||A|| passed
+        1 / (100 eps) ~ 4.5e13).
 
         ``100 eps ||A||`` with re-orthogonalization. In "none" ``sqrt(eps) ||A||``: there the
         next vector is normalized from what the local step left, and a direction that small
@@ -471,7 +476,7 @@ class _Lanczos:
         ``eps ||A|| / beta``) and the projected matrix no longer bounds the spectrum
         (measured: Ritz values 5x outside it at n = 19, b = 3, once the Krylov space ran out).
         """
-        scale = max(self.anorm, self.tiny)
+        scale = max(self.anorm if scale is None else scale, self.tiny)
         return math.sqrt(self.eps) * scale if self.mode == "none" else 100.0 * self.eps * scale
 
     def _random_orthogonal(self, count: int, against: torch.Tensor) -> torch.Tensor:
@@ -500,16 +505,18 @@ class _Lanczos:
             return torch.empty(0, self.n, dtype=self.dtype, device=self.device)
         return torch.stack(out)
 
-    def orthonormalize(self, W: torch.Tensor, p: int, local_from: int = 0) -> tuple[torch.Tensor, np.ndarray, int]:
+    def orthonormalize(self, W: torch.Tensor, p: int, local_from: int = 0,
+                       scale: float | None = None) -> tuple[torch.Tensor, np.ndarray, int]:
         """``W = R^T Qn`` with orthonormal rows Qn (bn, n), R (bn, bc). Returns (Qn, R, replaced).
 
         Directions of W with norm below ``100 eps ||A||`` are an invariant subspace
         (breakdown): they get fresh random vectors orthogonal to the basis and a zero
         coupling, so the recurrence continues. ``local_from``: in "none" mode, the first
-        basis row the local step coupled to (rows ``[local_from, p)``, see below).
+        basis row the local step coupled to (rows ``[local_from, p)``, see below). ``scale``:
+        see ``breakdown_floor`` (rows that are not products with A pass their own size).
         """
         bc = W.shape[0]
-        floor = self.breakdown_floor()
+        floor = self.breakdown_floor(scale)
         if bc == 1:
             beta = float(torch.linalg.vector_norm(W[0]))
             if beta > floor:
@@ -630,7 +637,9 @@ class _Lanczos:
                                             device=self.device)], dim=1)
         else:
             X = X0.clone()
-        Qn, _R, _ = self.orthonormalize(X.T.contiguous(), 0)
+        Xt = X.T.contiguous()
+        size = float(torch.linalg.vector_norm(Xt, dim=1).max()) if Xt.numel() else 0.0
+        Qn, _R, _ = self.orthonormalize(Xt, 0, scale=size)
         if Qn.shape[0] < b:  # a zero / dependent start: fill with random directions
             Qn = torch.cat([Qn, self._random_orthogonal(b - Qn.shape[0], Qn)])
         return Qn
@@ -991,12 +1000,16 @@ class _Lanczos:
         col[j:p] = eps * math.sqrt(self.n)  # the local step orthogonalized against the current block
         estimate = float(np.abs(col).max()) if col.size else 0.0
         if estimate > sqrt_eps:
-            W = Qn.clone()
+            # Re-orthogonalize the unnormalized block W = R^T Qn when R is square (its size is
+            # that of A's products, which the breakdown floor is relative to); otherwise the
+            # unit rows, with a floor relative to 1.
+            square = R.shape[0] == R.shape[1] and bool(np.all(np.diag(R) != 0))
+            W = _combine(_t(np.ascontiguousarray(R.T), Qn), Qn) if square else Qn.clone()
             self.cgs(W, p)
-            Q2, R2, _ = self.orthonormalize(W, p)
+            Q2, R2, _ = self.orthonormalize(W, p, scale=None if square else 1.0)
             # Fewer rows than bn: the basis already spans what is left of the space; keeping
             # the old rows (not orthogonal to it) would corrupt the recurrence.
-            Qn, R, bn = Q2, R2 @ R, Q2.shape[0]
+            Qn, R, bn = Q2, (R2 if square else R2 @ R), Q2.shape[0]
             col = np.full((p, bn), eps * math.sqrt(self.n))
             self.n_reorth += 1
         Om[:p, p:p + bn] = col
@@ -1139,7 +1152,7 @@ class _Lanczos:
             self.AVt[:L2] = _mix(Pt, AY)
             self.av_drift += L * self.eps * self.anorm * float(np.abs(P).sum(axis=0).max())
         Vt[:L2] = Yh
-        Q2, Rf, _ = self.orthonormalize(F, L2)
+        Q2, Rf, _ = self.orthonormalize(F, L2, scale=1.0)
         if Q2.shape[0] != bn:  # the kept vectors already span F: keep it as it was
             Q2, Rf = Vt[L:L + bn].clone(), np.eye(bn)
         Vt[L2:L2 + bn] = Q2
@@ -1175,7 +1188,7 @@ class _Lanczos:
                 self.av_drift += L * self.eps * self.anorm * float(np.abs(Lc_inv).sum(axis=1).max())
         D = _np(_dots(Y, F))  # (L, bn)
         _sub_combine(F, _t(D.T, Y), Y)
-        Q2, Rf, _ = self.orthonormalize(F.clone(), L)
+        Q2, Rf, _ = self.orthonormalize(F.clone(), L, scale=1.0)
         if Q2.shape[0] == bn:
             F.copy_(Q2)
         else:
@@ -1289,7 +1302,7 @@ class _Lanczos:
             vals = theta[wanted]
             gap = 10.0 * self._thresholds(vals)
             multiplicity = max(int(np.sum(np.abs(vals - v) <= g)) for v, g in zip(vals, gap))
-            if multiplicity >= self.b:
+            if multiplicity >= max(self.b, 2):
                 notes.append(f"A value appears {multiplicity} times with block_size = {self.b}; a block of b "
                              "vectors is only sure to show b copies: if it may have more, raise `block_size`.")
         if self.switched_at is not None:

@@ -71,6 +71,43 @@ def check_int(name: str, value: Any, *, minimum: int | None = 1, maximum: int | 
     return integral
 
 
+# Largest |log2| of a product's entries run without rescaling (ProductUnits): squares of
+# float64 entries overflow past 2^512 and underflow below 2^-511 (float32: 2^64, 2^-63),
+# and a norm sums n of them; these leave a margin of 2^100 (2^20) for n and growth.
+SAFE_EXPONENT = {torch.float64: 400, torch.float32: 40}
+
+
+class ProductUnits:
+    """Products of A in units of ``scale``, a power of two (so exact), fixed by the first one.
+
+    Norms are square roots of sums of squares: with entries past ~2^±500 (float64) or
+    ~2^±60 (float32) the squares overflow or underflow, and a vector of norm 1e-200 "is"
+    zero (measured: Lanczos on 1e-200 M saw an invariant subspace at every step and came
+    back CONVERGED with the Rayleigh quotients of random vectors; power iteration stopped
+    with "A x = 0"). When the first product's largest entry lies outside
+    ``2^±SAFE_EXPONENT[dtype]`` the solver works with ``A / scale`` instead (every test in
+    it is relative) and multiplies values and residuals back by ``scale`` when it reports
+    them. Otherwise ``scale`` stays 1 and products pass through untouched.
+    """
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        self.limit = SAFE_EXPONENT.get(dtype, SAFE_EXPONENT[torch.float32])
+        self.scale, self._inverse, self._fixed = 1.0, 1.0, False
+
+    def __call__(self, W: torch.Tensor) -> torch.Tensor:
+        """``W / scale`` (in place, once ``scale`` is not 1)."""
+        if not self._fixed:
+            self._fixed = True
+            top = float(W.abs().max()) if W.numel() else 0.0
+            if 0.0 < top < math.inf:
+                exponent = math.frexp(top)[1]
+                if abs(exponent) > self.limit:
+                    self.scale, self._inverse = math.ldexp(1.0, exponent), math.ldexp(1.0, -exponent)
+        if self._inverse != 1.0:
+            W.mul_(self._inverse)
+        return W
+
+
 def is_real_number(value: Any) -> bool:
     """A real scalar (Python or numpy), not a bool."""
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))

@@ -167,6 +167,7 @@ from explorer.results import EigenResult, SolveStatus
 from explorer.solvers._common import (
     WHICH,
     Monitor,
+    ProductUnits,
     check_int,
     make_generator,
     random_block,
@@ -197,10 +198,6 @@ _CLEAN_LEVEL = 0.1
 # (see run()); measured on the 2-D Laplacian (float64) this skips 50-70 % of the
 # corrections with the loss staying below 1e-13.
 _SKIP_FACTOR = 64.0
-# Largest |log2| of a product's entries run without rescaling (_Lanczos._units): squares of
-# float64 entries overflow past 2^512 and underflow below 2^-511 (float32: 2^64, 2^-63),
-# and a norm sums n of them; these leave a margin of 2^100 (2^20) for n and growth.
-_SAFE_EXPONENT = {torch.float64: 400, torch.float32: 40}
 
 
 def default_block_size(k: int) -> int:
@@ -453,41 +450,20 @@ class _Lanczos:
         # than single-column products on one thread (csr_matvecs), so sparse CPU operators are
         # applied column by column; every other operator gets the block (one GEMM / HVP batch).
         self.columnwise = _sparse_on_cpu(self.op)
-        # Units: products are divided by 2^e (exact) when the first one is so large or so
-        # small that squares of its entries would overflow or underflow (see _units); the
-        # values and residuals are multiplied back in the records and the result.
-        self.scale, self._inv_scale, self._units_set = 1.0, 1.0, False
+        # Products are divided by 2^e (exact) when the first one is so large or so small that
+        # squares of its entries would overflow or underflow (ProductUnits); the values and
+        # residuals are multiplied back by units.scale in the records and the result.
+        self.units = ProductUnits(self.dtype)
 
     # -- operator -------------------------------------------------------------------------
     def apply(self, X: torch.Tensor) -> torch.Tensor:
-        """``(A X^T)^T / scale`` for a block of rows X (c, n); counts c matvecs."""
+        """``(A X^T)^T`` (in ``self.units``) for a block of rows X (c, n); counts c matvecs."""
         if X.shape[0] == 1 or self.columnwise:
             out = X.new_empty(X.shape)
             for i in range(X.shape[0]):
                 out[i] = self.op.matvec(X[i])
-            return self._units(out)
-        return self._units(self.op.matmat(X.T).T.contiguous())
-
-    def _units(self, W: torch.Tensor) -> torch.Tensor:
-        """Products in units of ``scale`` (a power of two, so exact), fixed by the first one.
-
-        Norms are square roots of sums of squares: with entries past ~2^±500 (float64) or
-        ~2^±60 (float32) the squares overflow or underflow, and a vector of norm 1e-200
-        "is" zero (measured: A = 1e-200 M looked like an invariant subspace at every step
-        and came back CONVERGED with the Rayleigh quotients of random vectors). When the
-        first product's largest entry lies outside ``2^±_SAFE_EXPONENT[dtype]`` the solve runs
-        on ``A / 2^e`` instead; every test in it is relative, so nothing else changes.
-        """
-        if not self._units_set:
-            self._units_set = True
-            top = float(W.abs().max()) if W.numel() else 0.0
-            if 0.0 < top < math.inf:
-                exponent = math.frexp(top)[1]
-                if abs(exponent) > _SAFE_EXPONENT[self.dtype]:
-                    self.scale, self._inv_scale = math.ldexp(1.0, exponent), math.ldexp(1.0, -exponent)
-        if self._inv_scale != 1.0:
-            W.mul_(self._inv_scale)
-        return W
+            return self.units(out)
+        return self.units(self.op.matmat(X.T).T.contiguous())
 
     # -- orthonormalization of a new block ------------------------------------------------
     def breakdown_floor(self, scale: float | None = None) -> float:
@@ -724,7 +700,7 @@ class _Lanczos:
                 self.skip_level = min(_SKIP_FACTOR * eps, 0.1 * float(thresh_all[wanted].min())
                                       / (max(self.anorm, self.tiny) * p))
             shown = order[:k]
-            units = self.scale  # 1.0 unless the products were rescaled (_units)
+            units = self.units.scale  # 1.0 unless the products were rescaled
             stop = monitor.record(
                 iteration, torch.from_numpy(theta[shown] * units), torch.from_numpy(est_all[shown] * units),
                 estimated=True, n_converged=int(conv_w.sum()), orthogonality_loss=self.loss,
@@ -778,7 +754,7 @@ class _Lanczos:
         H, Vt = self.H, self.Vt
         p = j + 1
         q = Vt[j]
-        w = self._units(self.op.matvec(q))
+        w = self.units(self.op.matvec(q))
         if self.AVt is not None:
             self.AVt[j].copy_(w)
         w_norm0 = float(torch.linalg.vector_norm(w)) if (iteration == 1 or self.mode == "none") else 0.0
@@ -1341,8 +1317,8 @@ class _Lanczos:
         if self.n_restarts:
             notes.append(f"{self.n_restarts} thick restart(s).")
         message = " ".join([message] + notes).strip()
-        if self.scale != 1.0:
-            values, res = values * self.scale, res * self.scale
+        if self.units.scale != 1.0:
+            values, res = values * self.units.scale, res * self.units.scale
         return self.monitor.finish(eigenvalues=values, eigenvectors=X.T.contiguous(), residual_norms=res,
                                    converged=ok.cpu(), n_iter=iteration, status=status, message=message)
 

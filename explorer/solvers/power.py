@@ -73,6 +73,7 @@ import torch
 from explorer.results import EigenResult, SolveStatus
 from explorer.solvers._common import (
     Monitor,
+    ProductUnits,
     is_real_number,
     make_generator,
     random_block,
@@ -136,6 +137,8 @@ def power_iteration(
     monitor = Monitor("power_iteration", v, tracker, extras={"momentum": float(momentum),
                                                               "deflation": "orthogonal projection"})
 
+    units = ProductUnits(dtype)  # A / 2^e when A's scale would over/underflow norms; reported back in A's units
+
     def start_vector(j: int) -> torch.Tensor:
         if v.X0 is not None and j < v.X0.shape[1]:
             x = v.X0[:, j].clone()
@@ -150,7 +153,7 @@ def power_iteration(
         x = start_vector(v.X0.shape[1] if v.X0 is not None else 0)
         for _ in range(_NORM_STEPS):
             x = x / torch.linalg.vector_norm(x)
-            x = op.matvec(x)
+            x = units(op.matvec(x))
         norm_estimate = float(torch.linalg.vector_norm(x))
         sigma = _SHIFT_MARGIN * norm_estimate
     sign = -1.0 if v.which == "SA" else 1.0  # iterate with sign * A + sigma I
@@ -168,7 +171,7 @@ def power_iteration(
     theta_prev: float | None = None
     current: tuple[torch.Tensor, torch.Tensor] | None = None
     while it < v.max_iter:
-        Ax = op.matvec(x)
+        Ax = units(op.matvec(x))
         it += 1
         theta = float(x @ Ax)
         r = Ax - theta * x
@@ -186,12 +189,13 @@ def power_iteration(
         threshold = float(residual_threshold(torch.tensor([theta], dtype=torch.float64), v.tol, norm_estimate)[0])
         stalled = theta_prev is not None and abs(theta - theta_prev) <= v.tol * abs(theta)
         pair_done = stalled and deflated <= threshold
-        values = torch.tensor(locked_values + [theta], dtype=torch.float64)
-        residuals = torch.tensor(locked_residuals + [residual], dtype=torch.float64)
+        u = units.scale
+        values = torch.tensor(locked_values + [theta], dtype=torch.float64) * u
+        residuals = torch.tensor(locked_residuals + [residual], dtype=torch.float64) * u
         stop = monitor.record(it, values, residuals, estimated=False,
                               n_converged=len(locked_values) + int(pair_done),
-                              extras={"pair": float(len(locked_values) + 1), "deflated_residual": deflated,
-                                      "rayleigh_change": abs(theta - theta_prev) if theta_prev is not None
+                              extras={"pair": float(len(locked_values) + 1), "deflated_residual": deflated * u,
+                                      "rayleigh_change": abs(theta - theta_prev) * u if theta_prev is not None
                                       else float("nan")})
         if pair_done:
             locked_vectors.append(x)
@@ -256,6 +260,7 @@ def power_iteration(
     if status is SolveStatus.MAX_ITER and not message:
         message = (f"{n_locked} of {v.k} pairs converged within max_iter={v.max_iter} iterations "
                    f"(the gap |lambda_(j+1) / lambda_j| decides the speed; try `momentum` or lobpcg/lanczos).")
+    values_t, residuals_t = values_t * units.scale, residuals_t * units.scale
     return monitor.finish(eigenvalues=values_t[order], eigenvectors=X[:, order], residual_norms=residuals_t[order],
                           converged=converged_t[order.cpu()], n_iter=it, status=status, message=message)
 

@@ -71,6 +71,7 @@ from explorer.operators import SUPPORTED_DTYPES, CountedOperator, DenseOperator,
 from explorer.results import EigenResult, SolveStatus, SVDResult
 from explorer.solvers._common import (
     Monitor,
+    ProductUnits,
     Validated,
     check_int,
     is_real_number,
@@ -224,7 +225,8 @@ def randomized_svd(
     generator = make_generator(seed)
     monitor = Monitor("randomized_svd", v, tracker, extras={"n_oversamples": p, "n_power_iter": q,
                                                              "n_probes": r, "shape": f"{m}x{n}"})
-    Q = _orth(op.matmat(random_block(n, l, generator, dtype=dtype, device=device)))  # HMT Alg. 4.1
+    units = ProductUnits(dtype)  # A / 2^e when A's scale would over/underflow norms; reported back in A's units
+    Q = _orth(units(op.matmat(random_block(n, l, generator, dtype=dtype, device=device))))  # HMT Alg. 4.1
     status = SolveStatus.MAX_ITER if tol is not None else SolveStatus.CONVERGED
     message = ""
     passes = 0
@@ -232,11 +234,11 @@ def randomized_svd(
     estimate = float("nan")
     while True:
         passes += 1
-        Z = op.rmatmat(Q)  # (n, l) = (Q^T A)^T: B = Z^T
+        Z = units(op.rmatmat(Q))  # (n, l) = (Q^T A)^T: B = Z^T
         Ub, S_all, Vh_all = torch.linalg.svd(Z.T, full_matrices=False)  # HMT Alg. 5.1
         U, S, Vh = Q @ Ub[:, :k], S_all[:k], Vh_all[:k]
         probes = random_block(n, r, generator, dtype=dtype, device=device)
-        products = op.matmat(torch.cat([Vh.T, probes], 1))  # A v_i and A w_i in one block product
+        products = units(op.matmat(torch.cat([Vh.T, probes], 1)))  # A v_i and A w_i in one block product
         residuals = torch.linalg.vector_norm(products[:, :k] - U * S.unsqueeze(0), dim=0)
         range_estimate = _error_estimate(op, Q, products[:, k:])
         # ||A - U_k S_k V_k^T|| <= ||(I - QQ^T) A|| + sigma_{k+1}(B): the range error plus what
@@ -246,9 +248,10 @@ def randomized_svd(
         sigma1 = float(S[0]) if S.numel() else 0.0
         met = tol is not None and bool((residuals <= residual_threshold(S, float(tol), sigma1)).all())
         n_met = int((residuals <= residual_threshold(S, float(tol), sigma1)).sum()) if tol is not None else 0
-        stop = monitor.record(passes, S, residuals, estimated=False, n_converged=n_met,
-                              orthogonality_loss=orthogonality_loss(Q), all_ritz_values=S_all,
-                              extras={"error_estimate": estimate, "range_error_estimate": range_estimate,
+        u = units.scale
+        stop = monitor.record(passes, S * u, residuals * u, estimated=False, n_converged=n_met,
+                              orthogonality_loss=orthogonality_loss(Q), all_ritz_values=S_all * u,
+                              extras={"error_estimate": estimate * u, "range_error_estimate": range_estimate * u,
                                       "pass": float(passes)})
         if met:
             status = SolveStatus.CONVERGED
@@ -261,14 +264,15 @@ def randomized_svd(
                 message = (f"After {q} power iterations the residuals still exceed tol={tol:g}; raise "
                            "`n_power_iter` (the spectrum may decay too slowly for a randomized method).")
             break
-        Q = _orth(op.matmat(_orth(Z)))  # HMT Alg. 4.4: one power iteration, re-orthonormalized
+        Q = _orth(units(op.matmat(_orth(Z))))  # HMT Alg. 4.4: one power iteration, re-orthonormalized
     if monitor.stop_reason is not None:
         status = SolveStatus.STOPPED
         message = (message + " " if message else "") + f"Reason: {monitor.stop_reason}."
     if tol is None and status is SolveStatus.CONVERGED:
         message = f"Ran the prescribed {q} power iterations (no `tol` given)."
     assert U is not None and S is not None and Vh is not None
-    result = SVDResult(U=U.detach(), S=S.detach(), Vh=Vh.detach(), error_estimate=estimate, n_iter=passes,
+    result = SVDResult(U=U.detach(), S=(S * units.scale).detach(), Vh=Vh.detach(),
+                       error_estimate=estimate * units.scale, n_iter=passes,
                        n_matvec=op.n_matvec, elapsed_s=monitor.elapsed, status=status, message=message,
                        history=tuple(monitor.history))
     try:
@@ -332,13 +336,14 @@ def randomized_eigh(
         Omega[:, :b] = v.X0
     monitor = Monitor("randomized_svd", v, tracker, extras={"n_oversamples": n_oversamples,
                                                              "n_power_iter": n_power_iter})
-    Q = _orth(op.matmat(Omega))
+    units = ProductUnits(op.dtype)  # as in randomized_svd
+    Q = _orth(units(op.matmat(Omega)))
     status, message = SolveStatus.MAX_ITER, ""
     norm_estimate = 0.0
     passes = 0
     while True:
         passes += 1
-        Z = op.matmat(Q)
+        Z = units(op.matmat(Q))
         G = (Q.T @ Z).to(torch.float64)
         values, W = torch.linalg.eigh(0.5 * (G + G.T))
         norm_estimate = max(norm_estimate, float(values.abs().max()))
@@ -347,8 +352,10 @@ def randomized_eigh(
         X, AX = Q @ Wk, Z @ Wk
         residuals = torch.linalg.vector_norm(AX - X * theta.unsqueeze(0), dim=0)
         converged = residuals.to(torch.float64) <= residual_threshold(theta.to(torch.float64), v.tol, norm_estimate)
-        stop = monitor.record(passes, theta, residuals, estimated=False, n_converged=int(converged.sum()),
-                              orthogonality_loss=orthogonality_loss(Q), all_ritz_values=values[select_order(values, "LM")])
+        u = units.scale
+        stop = monitor.record(passes, theta * u, residuals * u, estimated=False, n_converged=int(converged.sum()),
+                              orthogonality_loss=orthogonality_loss(Q),
+                              all_ritz_values=values[select_order(values, "LM")] * u)
         if bool(converged.all()):
             status = SolveStatus.CONVERGED
             break
@@ -360,8 +367,8 @@ def randomized_eigh(
                        "`n_power_iter` or use lobpcg/lanczos (randomized methods need a decaying spectrum).")
             break
         Q = _orth(Z)
-    return monitor.finish(eigenvalues=theta, eigenvectors=X, residual_norms=residuals, converged=converged.cpu(),
-                          n_iter=passes, status=status, message=message)
+    return monitor.finish(eigenvalues=theta * units.scale, eigenvectors=X, residual_norms=residuals * units.scale,
+                          converged=converged.cpu(), n_iter=passes, status=status, message=message)
 
 
 register_solver(SolverSpec(

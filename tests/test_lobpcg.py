@@ -346,3 +346,23 @@ def test_single_vector_path_with_jacobi_and_stop() -> None:
 
     stopped = lobpcg(DenseOperator(A), 1, which="SA", tol=1e-12, seed=0, tracker=CallbackTracker(stop_at_5))
     assert stopped.status is SolveStatus.STOPPED and stopped.n_iter == 5 and len(stopped.history) == 5
+
+
+def test_single_vector_path_breaks_down_cleanly_on_nan_products_and_returns_its_own_vector() -> None:
+    """A product that turns NaN mid-solve ends the vector-only path with BREAKDOWN and a message
+    (``eigh`` of the projected matrix used to raise), and the returned eigenvector does not keep
+    the solver's (3, n) row buffers alive."""
+    n = 50
+    A = torch.diag(torch.arange(1.0, n + 1, dtype=torch.float64))
+    calls = [0]
+
+    def matvec(x: torch.Tensor) -> torch.Tensor:
+        calls[0] += 1
+        return A @ x * (math.nan if calls[0] == 5 else 1.0)
+
+    broken = lobpcg(CallableOperator(matvec, n), 1, which="LA", seed=0)
+    assert broken.status is SolveStatus.BREAKDOWN and "NaN or Inf" in broken.message
+    assert broken.n_iter == 3 and len(broken.history) == 3
+    result = lobpcg(DenseOperator(A), 1, which="LA", seed=0)
+    assert result.status is SolveStatus.CONVERGED
+    assert result.eigenvectors.untyped_storage().nbytes() == n * 8

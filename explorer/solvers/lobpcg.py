@@ -44,10 +44,12 @@ CONVERGED the k wanted residuals are recomputed with fresh products.
 
 Block size 1 (k = 1, the default there; "ortho", no B) runs a vector-only path
 (``_single_vector``): the same iteration without the block bookkeeping, which cost ~0.8 ms
-per iteration whatever the block size. 2-D Laplacian n = 1e4 (CPU s, matvecs; torch.lobpcg
-in brackets): k = 1 SA 0.19 s / 471 (0.53 s / 2782), LA 0.12 s / 302 (0.90 s / 5042); at
-n = 1e5, LA 4.8 s / 1589 (4.6 s / 3062): there the ~45 passes over n-vectors per iteration
-dominate, not Python.
+per iteration whatever the block size, on preallocated row buffers (~30 passes over
+n-vectors per iteration). 2-D Laplacian, k = 1 (CPU s, matvecs; torch.lobpcg in the same
+runs in brackets): n = 1e4 SA 0.13 s / 471 (0.49 s / 2782), LA 0.09 s / 302 (0.87 s / 5042);
+n = 1e5 LA 1.9-2.2 s / 1589 (4.6-6.8 s / 3062: 0.37-0.49x), SA 2.9 s / 2122 (torch stopped
+at its 60 s cap after 28.8k matvecs). The first version of the path (~47 passes and a fresh
+n-vector per operation) took 2.9-3.6 s (LA) and 4.9 s (SA) at n = 1e5 in the same sessions.
 
 Layout: every block of n-vectors is stored transposed, as a row-major (b, n) tensor. On
 this machine's MKL (one thread) the tall-skinny GEMMs of LOBPCG run 1.5-2x faster that
@@ -1143,100 +1145,153 @@ def lobpcg(
                    recompute_AX=recompute).run()
 
 
-def _lincomb(vectors: list[torch.Tensor], coefficients: list[float]) -> torch.Tensor:
-    """``sum_i c_i v_i`` for a few vectors (a new tensor)."""
-    out = vectors[0] * coefficients[0]
-    for vector, c in zip(vectors[1:], coefficients[1:]):
-        out.add_(vector, alpha=c)
-    return out
+class _Rows:
+    """The single-vector basis as rows [w, x, p] of a (3, n) buffer Q, their products
+    [A w, A x, A p] in AQ, and the views of them the loop uses (made once: ``head[q]`` are the
+    first q rows, ``V[q]`` the rows [x] or [x; p] after w)."""
+
+    def __init__(self, n: int, dtype: torch.dtype, device: torch.device) -> None:
+        self.Q = torch.empty(3, n, dtype=dtype, device=device)
+        self.AQ = torch.empty_like(self.Q)
+        self.w, self.x, self.p = self.Q.unbind(0)
+        self.Aw, self.Ax, self.Ap = self.AQ.unbind(0)
+        self.head = {q: self.Q[:q] for q in (2, 3)}
+        self.Ahead = {q: self.AQ[:q] for q in (2, 3)}
+        self.V = {q: self.Q[1:q] for q in (2, 3)}
+        self.VT = {q: self.Q[1:q].T for q in (2, 3)}
+        self.AV = {q: self.AQ[1:q] for q in (2, 3)}
+
+    def residual(self, q: int, theta: float) -> tuple[float, torch.Tensor, float]:
+        """Write r = A x - theta x into the w row; return ||r||, its overlaps g = V r with x (and p)
+        and ||g||^2, all from one GEMV [r; x; p] r."""
+        torch.add(self.Ax, self.x, alpha=-theta, out=self.w)
+        s = torch.mv(self.head[q], self.w)
+        rr, *g = s.tolist()
+        return math.sqrt(max(rr, 0.0)), s[1:], sum(a * a for a in g)
 
 
 def _single_vector(v: Validated, monitor: Monitor, *, largest: bool, T: LinearOperator | None,
                    x: torch.Tensor) -> EigenResult:
     """LOBPCG with one vector (block size 1, "ortho", no B): the same method as ``_Engine``
     (Knyazev 2001, Alg. 4.1 with m = 1; Rayleigh-Ritz on the orthonormal basis [x, w, p];
-    products A x, A w, A p stored, so one matvec per iteration), written with vector
-    operations only.
+    products A x, A w, A p stored, so one matvec per iteration), without the block bookkeeping.
 
     Why a separate path: the block engine's bookkeeping (buffers, Gram blocks, soft locking,
     SVQB) costs ~0.8 ms per iteration whatever the block size, which at n = 10^4 was 90 % of
-    a k = 1 solve (2-D Laplacian SA: 0.39 s against torch.lobpcg's 0.52 s). Here an iteration
-    is ~40 vector operations. ``x`` is kept normalized and ``p`` orthonormal to it (one
-    Gram-Schmidt pass, repeated when it cancels, as in DGKS); the stored A x drifts by
-    rounding, so CONVERGED is only declared after a fresh product confirms the residual
-    (as in the engine).
+    a k = 1 solve (2-D Laplacian SA: 0.39 s against torch.lobpcg's 0.52 s). ``x`` is kept
+    normalized and ``p`` orthonormal to it; ``w`` is Gram-Schmidt'ed against both (DGKS: a
+    second pass when the first cancels). The stored A x drifts by rounding, so CONVERGED is
+    only declared after a fresh product confirms the residual, and every ``_REFRESH``
+    iterations x is renormalized and p re-orthonormalized against it (as in the engine).
+
+    At large n the cost is passes over n-vectors (and fresh n-vector allocations), not flops,
+    so everything lives in two preallocated pairs of (3, n) buffers (``_Rows``): the residual
+    is written into the w row, and one GEMV [w; x; p] w gives its norm and its overlaps with
+    x and p; Gram-Schmidt is one in-place GEMV (the norm after it from Pythagoras,
+    ||w||^2 - ||g||^2, unless the pass cancelled, where it is measured) and the normalization
+    an in-place scaling. The projected matrix H = S^T A S keeps its [x, p] block from the last
+    step (C H C^T, as in the engine; recomputed by one GEMM after a fresh A x and at each
+    audit), so only w's row is new: one GEMV. The new [x; p] and [A x; A p] are one small GEMM
+    each into the other pair of buffers, and the pairs swap. About 30 passes over n-vectors
+    per iteration and no n-vector allocation besides the operator's result (the first version
+    of this path made ~47 passes and allocated nearly every intermediate). Measured on the
+    2-D Laplacian, n = 1e5 (one thread, a loaded machine): ~1.3-1.5 ms per iteration (the
+    first version: ~1.9-2.3 ms in the same sessions), of which ~0.55 ms the sparse product
+    with the copy of its result (it runs ~1.6x slower than alone once ~10 MB of vectors
+    stream through the cache between products), ~0.35 ms the two update GEMMs (MKL does
+    these (2 x 3) @ (3 x n) products at ~10 GFlop/s here; no torch alternative was faster),
+    ~0.25 ms the residual, H-row and Gram-Schmidt passes, ~0.1 ms the record and ~0.2 ms
+    the small matrices and Python.
     """
     A, tol, max_iter = v.operator, v.tol, v.max_iter
-    eps = torch.finfo(A.dtype).eps
+    n, dtype, device = A.shape[0], A.dtype, A.device
+    eps = torch.finfo(dtype).eps
+    f64 = torch.float64
     dot, norm = torch.dot, torch.linalg.vector_norm
-    x = x / norm(x)
-    Ax = A.matvec(x)
-    theta = float(dot(x, Ax))
+    # b: the current basis; the next x, p (and products) are written into rows 1, 2 of nb,
+    # then the two swap. q = rows in use (2 while there is no p).
+    b, nb = _Rows(n, dtype, device), _Rows(n, dtype, device)
+    torch.div(x, norm(x), out=b.x)
+    b.Ax.copy_(A.matvec(b.x))
+    theta = float(dot(b.x, b.Ax))
     norm_estimate = abs(theta)
-    p: torch.Tensor | None = None
-    Ap: torch.Tensor | None = None
-    r = Ax - theta * x
-    res = float(norm(r))
+    q, G = 2, None  # G: the [x, p] block of H (lists of floats) when carried over
+    res, g, gg = b.residual(q, theta)
     status, message = SolveStatus.MAX_ITER, ""
-    it, verified, values = 0, False, torch.tensor([theta], dtype=torch.float64)
+    it, verified, values = 0, False, torch.tensor([theta], dtype=f64)
     while it < max_iter:
-        w = r if T is None else T.matvec(r)
-        before = float(norm(w))
+        w, V = b.w, b.V[q]  # V = [x; p], orthonormal
+        if T is None:
+            before = res  # w = r: its norm and overlaps g are known
+        else:
+            w.copy_(T.matvec(w))
+            before, g = float(norm(w)), torch.mv(V, w)
+            gg = float(dot(g, g))
         for _ in range(2):  # w against x and p (DGKS: twice when the pass cancels)
-            w = w - float(dot(x, w)) * x
-            if p is not None:
-                w = w - float(dot(p, w)) * p
+            w.addmv_(b.VT[q], g, alpha=-1.0)
+            after_sq = before * before - gg
+            if after_sq > 0.5625 * before * before:  # kept > 3/4 of its norm: Pythagoras is accurate
+                after = math.sqrt(after_sq)
+                break
             after = float(norm(w))
             if after > 0.7071 * before:
                 break
             before = after
+            g = torch.mv(V, w)
+            gg = float(dot(g, g))
         if not after > 10 * eps * max(before, res):
             status = SolveStatus.BREAKDOWN
             message = ("The new search direction is linearly dependent on the current basis (stagnation at "
                        "the rounding level); `tol` is probably below the attainable accuracy.")
             break
-        w = w / after
-        Aw = A.matvec(w)
-        basis, products = [x, w], [Ax, Aw]
-        if p is not None and Ap is not None:
-            basis.append(p)
-            products.append(Ap)
-        q = len(basis)
-        pairs = [(i, j) for i in range(q) for j in range(i, q)]
-        H = [[0.0] * q for _ in range(q)]
-        for (i, j), g in zip(pairs, torch.stack([dot(basis[i], products[j]) for i, j in pairs]).tolist()):
-            H[i][j] = H[j][i] = g
-        ev, U = torch.linalg.eigh(torch.tensor(H, dtype=torch.float64))
+        w.mul_(1.0 / after)
+        b.Aw.copy_(A.matvec(w))
+        # Rayleigh-Ritz on H = S^T A S for the orthonormal basis S = [w, x, p].
+        if G is None:  # first step, after a fresh A x, after an audit: all of H from the vectors
+            H = torch.mm(b.head[q], b.Ahead[q].T).to(device="cpu", dtype=f64).tril()
+            H = H + H.tril(-1).T  # the lower triangle: w's entries use the fresh A w
+        else:  # the [x, p] block carried over: only w's row is new
+            h = torch.mv(b.head[q], b.Aw).tolist()
+            H = torch.tensor([h] + [[h[i + 1]] + G[i] for i in range(q - 1)], dtype=f64)
+        try:
+            ev, U = torch.linalg.eigh(H)
+        except torch.linalg.LinAlgError:  # NaN or Inf in H
+            status = SolveStatus.BREAKDOWN
+            message = "The projected matrix became NaN or Inf (did the operator's products overflow?)."
+            break
         values = ev.flip(0) if largest else ev
-        u = (U[:, -1] if largest else U[:, 0]).tolist()
-        theta = float(values[0])
-        norm_estimate = max(norm_estimate, float(ev.abs().max()))
-        # x <- Q u; p <- the part of the update outside x: [0, u_1, u_2] made orthogonal to u
-        c = [0.0] + u[1:]
-        overlap = sum(a * b for a, b in zip(c, u))
-        c = [a - overlap * b for a, b in zip(c, u)]
+        evl = ev.tolist()
+        j = q - 1 if largest else 0
+        u = [row[j] for row in U.tolist()]
+        theta = evl[j]
+        norm_estimate = max(norm_estimate, abs(evl[0]), abs(evl[-1]))
+        # x <- S u; p <- the part of the update outside x: u without its x entry, made orthogonal to u
+        c = [u[0], 0.0] + u[2:]
+        overlap = sum(ci * ui for ci, ui in zip(c, u))
+        c = [ci - overlap * ui for ci, ui in zip(c, u)]
         cn = math.sqrt(sum(a * a for a in c))
-        if cn > 10 * eps:
-            c = [a / cn for a in c]
-            p, Ap = _lincomb(basis, c), _lincomb(products, c)
-        else:  # the update lies along x: no conjugate direction this time
-            p = Ap = None
-        x, Ax = _lincomb(basis, u), _lincomb(products, u)
+        C = [u, [a / cn for a in c]] if cn > 10 * eps else [u]  # else the update lies along x: no p
+        Ct = torch.tensor(C, dtype=f64)
+        G = (Ct @ H @ Ct.T).tolist()  # the new [x, p] block of H
+        Cv = Ct.to(dtype=dtype, device=device)
+        q_next = 1 + len(C)
+        torch.mm(Cv, b.head[q], out=nb.V[q_next])
+        torch.mm(Cv, b.Ahead[q], out=nb.AV[q_next])
+        b, nb, q = nb, b, q_next
         it += 1
-        r = Ax - theta * x
-        res = float(norm(r))
-        threshold = float(residual_threshold(torch.tensor([theta], dtype=torch.float64), tol, norm_estimate)[0])
+        res, g, gg = b.residual(q, theta)
+        ritz = torch.tensor([theta], dtype=f64)
+        threshold = float(residual_threshold(ritz, tol, norm_estimate)[0])
         verified = False
         if res <= threshold:  # confirm with a fresh product (the stored A x drifts by rounding)
-            x = x / norm(x)
-            Ax = A.matvec(x)
-            theta = float(dot(x, Ax))
-            r = Ax - theta * x
-            res = float(norm(r))
-            verified = True
+            b.x.div_(norm(b.x))
+            b.Ax.copy_(A.matvec(b.x))
+            theta = float(dot(b.x, b.Ax))
+            res, g, gg = b.residual(q, theta)
+            verified, G, ritz = True, None, torch.tensor([theta], dtype=f64)
         conv = res <= threshold
-        loss = abs(float(dot(x, p))) if p is not None else 0.0
-        stop = monitor.record(it, torch.tensor([theta], dtype=torch.float64), torch.tensor([res], dtype=torch.float64),
+        loss = abs(float(dot(b.x, b.p))) if q == 3 else 0.0
+        stop = monitor.record(it, ritz, torch.tensor([res], dtype=f64),
                               estimated=False,
                               n_converged=int(conv), orthogonality_loss=loss, all_ritz_values=values)
         if verified and conv:
@@ -1245,22 +1300,28 @@ def _single_vector(v: Validated, monitor: Monitor, *, largest: bool, T: LinearOp
         if stop:
             status = SolveStatus.STOPPED
             break
-        if it % _REFRESH == 0 and p is not None and Ap is not None:
+        if it % _REFRESH == 0 and q == 3:
             # audit: keep x normalized and p orthonormal to it (and their products consistent)
-            nx = float(norm(x))
-            x, Ax = x / nx, Ax / nx
-            c0 = float(dot(x, p))
-            p, Ap = p - c0 * x, Ap - c0 * Ax
-            np_ = float(norm(p))
+            nx = float(norm(b.x))
+            b.x.div_(nx)
+            b.Ax.div_(nx)
+            c0 = float(dot(b.x, b.p))
+            b.p.sub_(b.x, alpha=c0)
+            b.Ap.sub_(b.Ax, alpha=c0)
+            np_ = float(norm(b.p))
             if np_ > 10 * eps:
-                p, Ap = p / np_, Ap / np_
+                b.p.div_(np_)
+                b.Ap.div_(np_)
             else:
-                p = Ap = None
-    X = x.unsqueeze(1)
-    theta_t = torch.tensor([theta], dtype=A.dtype, device=A.device)
+                q = 2
+            G = None
+            g = torch.mv(b.V[q], b.w)  # the residual's overlaps with the audited x, p
+            gg = float(dot(g, g))
+    X = b.x.clone().unsqueeze(1)
+    theta_t = torch.tensor([theta], dtype=dtype, device=device)
     if not verified:
         res = float(true_residual_norms(A, X, theta_t)[0])
-    residuals = torch.tensor([res], dtype=A.dtype, device=A.device)
+    residuals = torch.tensor([res], dtype=dtype, device=device)
     converged = residuals <= residual_threshold(theta_t, tol, norm_estimate)
     if status is SolveStatus.MAX_ITER and bool(converged.all()):
         status = SolveStatus.CONVERGED

@@ -180,3 +180,41 @@ def test_the_registry_is_read_at_collection_time() -> None:
     covered = {param.values[0] for param in _cases()}
     assert covered == set(SOLVERS)
     assert {"lobpcg", "power_iteration", "randomized_svd"} <= covered
+
+
+def _scaled_problem(dtype: torch.dtype) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    Q, _ = torch.linalg.qr(torch.randn(60, 60, dtype=torch.float64, generator=generator))
+    lam = 0.7 ** torch.arange(60, dtype=torch.float64)  # decays: every method applies
+    A = ((Q * lam) @ Q.T).to(dtype)
+    return (A + A.T) / 2
+
+
+@pytest.mark.parametrize("solver", sorted(SOLVERS))
+@pytest.mark.parametrize(("dtype", "exponent"), [(torch.float64, 700), (torch.float64, -700), (torch.float64, 60),
+                                                 (torch.float32, 70), (torch.float32, -70), (torch.float32, 20)])
+def test_scaling_the_matrix_by_a_power_of_two_only_scales_the_answer(solver: str, dtype: torch.dtype,
+                                                                    exponent: int) -> None:
+    """Every test inside a solver is relative to ||A||, so 2^e A takes the same steps as A and
+    the values, residuals and records scale exactly (power-of-two scaling is exact). Past
+    2^±500 (float64) / 2^±63 (float32) the squares inside norms overflow or underflow, so
+    the iterative solvers then run on A / 2^e' (``ProductUnits``); before, Lanczos and the
+    randomized method returned CONVERGED with wrong values at 2^-700 and power iteration
+    stopped with "A x = 0". Dense eigh (LAPACK scales internally) is compared to rounding."""
+    spec = SOLVERS[solver]
+    A = _scaled_problem(dtype)
+    scale = math.ldexp(1.0, exponent)
+    tol = 1e-8 if dtype == torch.float64 else 1e-4
+    kwargs = dict(which=spec.which[0], tol=tol, seed=0)
+    reference = spec.fn(A, 3, **kwargs)
+    scaled = spec.fn(A * scale, 3, **kwargs)
+    assert scaled.status is reference.status is SolveStatus.CONVERGED, scaled.status_message
+    assert (scaled.n_iter, scaled.n_matvec) == (reference.n_iter, reference.n_matvec)
+    if spec.default_max_iter == 1:  # eigh: LAPACK's own scaling rounds
+        eps = torch.finfo(dtype).eps
+        torch.testing.assert_close(scaled.eigenvalues / scale, reference.eigenvalues, rtol=10 * eps, atol=0.0)
+        return
+    assert torch.equal(scaled.eigenvalues / scale, reference.eigenvalues)
+    assert torch.equal(scaled.residual_norms / scale, reference.residual_norms)
+    for mine, theirs in zip(scaled.history, reference.history):
+        assert torch.equal(mine.ritz_values / scale, theirs.ritz_values)

@@ -86,8 +86,9 @@ class ProductUnits:
     back CONVERGED with the Rayleigh quotients of random vectors; power iteration stopped
     with "A x = 0"). When the first product's largest entry lies outside
     ``2^±SAFE_EXPONENT[dtype]`` the solver works with ``A / scale`` instead (every test in
-    it is relative) and multiplies values and residuals back by ``scale`` when it reports
-    them. Otherwise ``scale`` stays 1 and products pass through untouched.
+    it is relative); give the ``Monitor`` the same object (``Monitor.units``) and it reports
+    values and residuals back in A's units. Otherwise ``scale`` stays 1 and products pass
+    through untouched (the same tensor, no copy).
     """
 
     def __init__(self, dtype: torch.dtype) -> None:
@@ -95,7 +96,8 @@ class ProductUnits:
         self.scale, self._inverse, self._fixed = 1.0, 1.0, False
 
     def __call__(self, W: torch.Tensor) -> torch.Tensor:
-        """``W / scale`` (in place, once ``scale`` is not 1)."""
+        """``W / scale`` (a new tensor when ``scale`` is not 1: W may be the operator's own
+        storage, or even its input)."""
         if not self._fixed:
             self._fixed = True
             top = float(W.abs().max()) if W.numel() else 0.0
@@ -103,9 +105,39 @@ class ProductUnits:
                 exponent = math.frexp(top)[1]
                 if abs(exponent) > self.limit:
                     self.scale, self._inverse = math.ldexp(1.0, exponent), math.ldexp(1.0, -exponent)
-        if self._inverse != 1.0:
-            W.mul_(self._inverse)
-        return W
+        return W if self._inverse == 1.0 else W * self._inverse
+
+
+class UnitsOperator(LinearOperator):
+    """A solver's view of an operator in ``ProductUnits``: ``A / units.scale`` (its products,
+    and its diagonal). Counts pass through to ``base``."""
+
+    def __init__(self, base: LinearOperator, units: ProductUnits) -> None:
+        super().__init__(base.shape, base.dtype, base.device, is_symmetric=base.is_symmetric)
+        self.base, self.units = base, units
+
+    def _apply(self, Y: torch.Tensor) -> torch.Tensor:
+        return self.units(Y)
+
+    def _matmat(self, X: torch.Tensor) -> torch.Tensor:
+        return self._apply(self.base.matmat(X))
+
+    def _matvec(self, x: torch.Tensor) -> torch.Tensor:
+        return self._apply(self.base.matvec(x))
+
+    def _rmatmat(self, X: torch.Tensor) -> torch.Tensor:
+        return self._apply(self.base.rmatmat(X))
+
+    def diagonal(self) -> torch.Tensor | None:
+        d = self.base.diagonal()
+        return None if d is None else self._apply(d)
+
+    def _to(self, device: torch.device, dtype: torch.dtype) -> "UnitsOperator":
+        return UnitsOperator(self.base.to(device, dtype), self.units)
+
+    @property
+    def kind(self) -> str:
+        return self.base.kind
 
 
 def is_real_number(value: Any) -> bool:
@@ -315,6 +347,7 @@ class Monitor:
         self.tracker: Tracker = tracker if tracker is not None else NullTracker()
         self.history: list[IterationRecord] = []
         self._arena = _RecordArena()
+        self.units: ProductUnits | None = None  # set by a solver that rescales A (ProductUnits)
         self.stop_reason: str | None = None
         self._t0 = time.perf_counter()
         self.tracker.on_start(SolveStart(
@@ -339,7 +372,12 @@ class Monitor:
                estimated: bool, n_converged: int, orthogonality_loss: float | None = None,
                all_ritz_values: torch.Tensor | None = None, ghost_mask: torch.Tensor | None = None,
                extras: Mapping[str, float] | None = None) -> bool:
-        """Emit one record; returns True when the tracker asked to stop."""
+        """Emit one record; returns True when the tracker asked to stop. Values and residuals
+        are in the solver's units: with ``units`` set they are reported in A's."""
+        if self.units is not None and self.units.scale != 1.0:
+            ritz_values, residual_norms = ritz_values * self.units.scale, residual_norms * self.units.scale
+            if all_ritz_values is not None:
+                all_ritz_values = all_ritz_values * self.units.scale
         values, residuals, every, ghosts = self._arena.copy(ritz_values, residual_norms, all_ritz_values, ghost_mask)
         record = IterationRecord(
             solver=self.solver, iteration=int(iteration),
@@ -363,6 +401,8 @@ class Monitor:
         if self.stop_reason is not None:
             status = SolveStatus.STOPPED
             message = (message + " " if message else "") + f"Reason: {self.stop_reason}."
+        if self.units is not None and self.units.scale != 1.0:
+            eigenvalues, residual_norms = eigenvalues * self.units.scale, residual_norms * self.units.scale
         result = EigenResult(
             eigenvalues=eigenvalues.detach(), eigenvectors=eigenvectors.detach(),
             residual_norms=residual_norms.detach(), converged=converged.detach().to(torch.bool),

@@ -452,8 +452,9 @@ class _Lanczos:
         self.columnwise = _sparse_on_cpu(self.op)
         # Products are divided by 2^e (exact) when the first one is so large or so small that
         # squares of its entries would overflow or underflow (ProductUnits); the values and
-        # residuals are multiplied back by units.scale in the records and the result.
+        # residuals are reported back in A's units by the monitor.
         self.units = ProductUnits(self.dtype)
+        monitor.units = self.units
 
     # -- operator -------------------------------------------------------------------------
     def apply(self, X: torch.Tensor) -> torch.Tensor:
@@ -700,11 +701,10 @@ class _Lanczos:
                 self.skip_level = min(_SKIP_FACTOR * eps, 0.1 * float(thresh_all[wanted].min())
                                       / (max(self.anorm, self.tiny) * p))
             shown = order[:k]
-            units = self.units.scale  # 1.0 unless the products were rescaled
             stop = monitor.record(
-                iteration, torch.from_numpy(theta[shown] * units), torch.from_numpy(est_all[shown] * units),
-                estimated=True, n_converged=int(conv_w.sum()), orthogonality_loss=self.loss,
-                all_ritz_values=torch.from_numpy(theta * units), ghost_mask=torch.from_numpy(ghost[shown]),
+                iteration, torch.from_numpy(theta[shown]), torch.from_numpy(est_all[shown]), estimated=True,
+                n_converged=int(conv_w.sum()), orthogonality_loss=self.loss,
+                all_ritz_values=torch.from_numpy(theta), ghost_mask=torch.from_numpy(ghost[shown]),
             )
             if stop:
                 status, message = SolveStatus.STOPPED, ""
@@ -1317,8 +1317,6 @@ class _Lanczos:
         if self.n_restarts:
             notes.append(f"{self.n_restarts} thick restart(s).")
         message = " ".join([message] + notes).strip()
-        if self.units.scale != 1.0:
-            values, res = values * self.units.scale, res * self.units.scale
         return self.monitor.finish(eigenvalues=values, eigenvectors=X.T.contiguous(), residual_norms=res,
                                    converged=ok.cpu(), n_iter=iteration, status=status, message=message)
 

@@ -158,6 +158,7 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 from dataclasses import dataclass
@@ -169,6 +170,8 @@ from explorer.operators import CountedOperator, LinearOperator, as_operator
 from explorer.results import EigenResult, SolveStatus
 from explorer.solvers._common import (
     Monitor,
+    ProductUnits,
+    UnitsOperator,
     Validated,
     make_generator,
     orthogonality_loss,
@@ -1104,7 +1107,14 @@ def lobpcg(
         if block_size < k:
             raise ValueError(f"`block_size` must be >= k (torch would silently return only block_size pairs), "
                              f"got block_size={block_size}, k={k}; raise it or leave it None")
-    T = _preconditioner_operator(preconditioner, v.operator)
+    # The iterations see A / 2^e when A's scale would over/underflow norms (ProductUnits); the
+    # monitor reports values back in A's units. T's outputs get units of their own: only the
+    # direction of T r matters, and a user's approximate inverse of a 1e-200 A is 1e200-sized.
+    units = ProductUnits(v.operator.dtype)
+    v_units = dataclasses.replace(v, operator=UnitsOperator(v.operator, units))
+    T = _preconditioner_operator(preconditioner, v_units.operator)
+    if T is not None:
+        T = UnitsOperator(T, ProductUnits(T.dtype))
     if backend == "torch" and method == "ortho" and T is not None:
         raise ValueError("torch.lobpcg ignores the preconditioner with method='ortho' (its _update_ortho never "
                          "applies iK); use backend='explorer' or method='basic'")
@@ -1136,12 +1146,13 @@ def lobpcg(
     if v.X0 is not None:
         X_start[:, :b0] = v.X0
     monitor = Monitor("lobpcg", v, tracker, extras=extras)
+    monitor.units = units
     if backend == "torch":
-        return _run_torch(v, monitor, m=m, method=method, largest=largest, T=T, X_start=X_start)
+        return _run_torch(v_units, monitor, m=m, method=method, largest=largest, T=T, X_start=X_start)
     if m == 1 and method == "ortho" and v.B is None and products != "recomputed":
-        return _single_vector(v, monitor, largest=largest, T=T, x=X_start[:, 0])
+        return _single_vector(v_units, monitor, largest=largest, T=T, x=X_start[:, 0])
     recompute = products == "recomputed" or (products == "auto" and _cheap_sparse(v.operator, m))
-    return _Engine(v, monitor, m=m, method=method, largest=largest, T=T, X_start=X_start,
+    return _Engine(v_units, monitor, m=m, method=method, largest=largest, T=T, X_start=X_start,
                    recompute_AX=recompute).run()
 
 
@@ -1227,6 +1238,7 @@ def _single_vector(v: Validated, monitor: Monitor, *, largest: bool, T: LinearOp
             w.copy_(T.matvec(w))
             before, g = float(norm(w)), torch.mv(V, w)
             gg = float(dot(g, g))
+        start = before  # ||w|| in w's own units (T r has those of r / ||A||)
         for _ in range(2):  # w against x and p (DGKS: twice when the pass cancels)
             w.addmv_(b.VT[q], g, alpha=-1.0)
             after_sq = before * before - gg
@@ -1239,7 +1251,7 @@ def _single_vector(v: Validated, monitor: Monitor, *, largest: bool, T: LinearOp
             before = after
             g = torch.mv(V, w)
             gg = float(dot(g, g))
-        if not after > 10 * eps * max(before, res):
+        if not after > 10 * eps * start:
             status = SolveStatus.BREAKDOWN
             message = ("The new search direction is linearly dependent on the current basis (stagnation at "
                        "the rounding level); `tol` is probably below the attainable accuracy.")

@@ -137,7 +137,8 @@ def power_iteration(
     monitor = Monitor("power_iteration", v, tracker, extras={"momentum": float(momentum),
                                                               "deflation": "orthogonal projection"})
 
-    units = ProductUnits(dtype)  # A / 2^e when A's scale would over/underflow norms; reported back in A's units
+    units = ProductUnits(dtype)  # A / 2^e when A's scale would over/underflow norms
+    monitor.units = units  # reports values and residuals back in A's units
 
     def start_vector(j: int) -> torch.Tensor:
         if v.X0 is not None and j < v.X0.shape[1]:
@@ -189,9 +190,9 @@ def power_iteration(
         threshold = float(residual_threshold(torch.tensor([theta], dtype=torch.float64), v.tol, norm_estimate)[0])
         stalled = theta_prev is not None and abs(theta - theta_prev) <= v.tol * abs(theta)
         pair_done = stalled and deflated <= threshold
-        u = units.scale
-        values = torch.tensor(locked_values + [theta], dtype=torch.float64) * u
-        residuals = torch.tensor(locked_residuals + [residual], dtype=torch.float64) * u
+        u = units.scale  # for the extras (the monitor scales values and residuals)
+        values = torch.tensor(locked_values + [theta], dtype=torch.float64)
+        residuals = torch.tensor(locked_residuals + [residual], dtype=torch.float64)
         stop = monitor.record(it, values, residuals, estimated=False,
                               n_converged=len(locked_values) + int(pair_done),
                               extras={"pair": float(len(locked_values) + 1), "deflated_residual": deflated * u,
@@ -260,7 +261,6 @@ def power_iteration(
     if status is SolveStatus.MAX_ITER and not message:
         message = (f"{n_locked} of {v.k} pairs converged within max_iter={v.max_iter} iterations "
                    f"(the gap |lambda_(j+1) / lambda_j| decides the speed; try `momentum` or lobpcg/lanczos).")
-    values_t, residuals_t = values_t * units.scale, residuals_t * units.scale
     return monitor.finish(eigenvalues=values_t[order], eigenvectors=X[:, order], residual_norms=residuals_t[order],
                           converged=converged_t[order.cpu()], n_iter=it, status=status, message=message)
 

@@ -225,7 +225,8 @@ def randomized_svd(
     generator = make_generator(seed)
     monitor = Monitor("randomized_svd", v, tracker, extras={"n_oversamples": p, "n_power_iter": q,
                                                              "n_probes": r, "shape": f"{m}x{n}"})
-    units = ProductUnits(dtype)  # A / 2^e when A's scale would over/underflow norms; reported back in A's units
+    units = ProductUnits(dtype)  # A / 2^e when A's scale would over/underflow norms
+    monitor.units = units  # reports values and residuals back in A's units (the SVDResult is built here)
     Q = _orth(units(op.matmat(random_block(n, l, generator, dtype=dtype, device=device))))  # HMT Alg. 4.1
     status = SolveStatus.MAX_ITER if tol is not None else SolveStatus.CONVERGED
     message = ""
@@ -248,9 +249,9 @@ def randomized_svd(
         sigma1 = float(S[0]) if S.numel() else 0.0
         met = tol is not None and bool((residuals <= residual_threshold(S, float(tol), sigma1)).all())
         n_met = int((residuals <= residual_threshold(S, float(tol), sigma1)).sum()) if tol is not None else 0
-        u = units.scale
-        stop = monitor.record(passes, S * u, residuals * u, estimated=False, n_converged=n_met,
-                              orthogonality_loss=orthogonality_loss(Q), all_ritz_values=S_all * u,
+        u = units.scale  # for the extras
+        stop = monitor.record(passes, S, residuals, estimated=False, n_converged=n_met,
+                              orthogonality_loss=orthogonality_loss(Q), all_ritz_values=S_all,
                               extras={"error_estimate": estimate * u, "range_error_estimate": range_estimate * u,
                                       "pass": float(passes)})
         if met:
@@ -337,6 +338,7 @@ def randomized_eigh(
     monitor = Monitor("randomized_svd", v, tracker, extras={"n_oversamples": n_oversamples,
                                                              "n_power_iter": n_power_iter})
     units = ProductUnits(op.dtype)  # as in randomized_svd
+    monitor.units = units
     Q = _orth(units(op.matmat(Omega)))
     status, message = SolveStatus.MAX_ITER, ""
     norm_estimate = 0.0
@@ -352,10 +354,8 @@ def randomized_eigh(
         X, AX = Q @ Wk, Z @ Wk
         residuals = torch.linalg.vector_norm(AX - X * theta.unsqueeze(0), dim=0)
         converged = residuals.to(torch.float64) <= residual_threshold(theta.to(torch.float64), v.tol, norm_estimate)
-        u = units.scale
-        stop = monitor.record(passes, theta * u, residuals * u, estimated=False, n_converged=int(converged.sum()),
-                              orthogonality_loss=orthogonality_loss(Q),
-                              all_ritz_values=values[select_order(values, "LM")] * u)
+        stop = monitor.record(passes, theta, residuals, estimated=False, n_converged=int(converged.sum()),
+                              orthogonality_loss=orthogonality_loss(Q), all_ritz_values=values[select_order(values, "LM")])
         if bool(converged.all()):
             status = SolveStatus.CONVERGED
             break
@@ -367,8 +367,8 @@ def randomized_eigh(
                        "`n_power_iter` or use lobpcg/lanczos (randomized methods need a decaying spectrum).")
             break
         Q = _orth(Z)
-    return monitor.finish(eigenvalues=theta * units.scale, eigenvectors=X, residual_norms=residuals * units.scale,
-                          converged=converged.cpu(), n_iter=passes, status=status, message=message)
+    return monitor.finish(eigenvalues=theta, eigenvectors=X, residual_norms=residuals, converged=converged.cpu(),
+                          n_iter=passes, status=status, message=message)
 
 
 register_solver(SolverSpec(

@@ -366,3 +366,32 @@ def test_single_vector_path_breaks_down_cleanly_on_nan_products_and_returns_its_
     result = lobpcg(DenseOperator(A), 1, which="LA", seed=0)
     assert result.status is SolveStatus.CONVERGED
     assert result.eigenvectors.untyped_storage().nbytes() == n * 8
+
+
+@pytest.mark.parametrize("options", [dict(k=1), dict(k=1, preconditioner="jacobi"), dict(k=3, preconditioner="jacobi"),
+                                     dict(k=1, preconditioner="half"), dict(k=2, backend="torch"),
+                                     dict(k=2, method="basic"), dict(k=2, B="diag")],
+                         ids=["single", "single-jacobi", "block-jacobi", "single-callable-T", "torch", "basic", "B"])
+@pytest.mark.parametrize("exponent", [60, 700, -700])
+def test_every_path_is_blind_to_a_power_of_two_scale(options: dict, exponent: int) -> None:
+    """Same iterations, matvecs and (exactly scaled) values for 2^e A as for A, on every path:
+    the vector-only path, the block engine, torch's worker, "basic", a B, and preconditioners
+    (a callable T that is *not* rescaled with A: only the direction of T r matters). Failed
+    before: Jacobi with k = 1 broke down at iteration 0 for e = 60 (the breakdown test compared
+    ||T r|| with ||r||), and every path broke down at e = +-700 (norms overflow)."""
+    g = torch.Generator().manual_seed(0)
+    Q, _ = torch.linalg.qr(torch.randn(90, 90, dtype=torch.float64, generator=g))
+    A = (Q * torch.linspace(1.0, 2.0, 90, dtype=torch.float64) ** 3) @ Q.T
+    A = (A + A.T) / 2
+    options = dict(options)
+    k = options.pop("k")
+    if options.get("preconditioner") == "half":
+        options["preconditioner"] = lambda X: 0.5 * X
+    if options.get("B") == "diag":
+        options["B"] = torch.diag(torch.linspace(1.0, 2.0, 90, dtype=torch.float64))
+    scale = math.ldexp(1.0, exponent)
+    reference = lobpcg(A, k, which="SA", tol=1e-8, seed=0, **options)
+    scaled = lobpcg(A * scale, k, which="SA", tol=1e-8, seed=0, **options)
+    assert reference.status is SolveStatus.CONVERGED and scaled.status is SolveStatus.CONVERGED, scaled.message
+    assert (scaled.n_iter, scaled.n_matvec) == (reference.n_iter, reference.n_matvec)
+    torch.testing.assert_close(scaled.eigenvalues / scale, reference.eigenvalues, rtol=1e-15, atol=0.0)

@@ -367,3 +367,42 @@ def test_as_operator_converts_integers_and_keeps_float32() -> None:
 def test_as_operator_passes_operators_through() -> None:
     op = DenseOperator(_symmetric())
     assert as_operator(op) is op
+
+
+@pytest.mark.parametrize("kind", ["reused torch buffer", "reused numpy buffer", "a view", "(n, 1)", "float32 result"])
+def test_a_matrix_free_function_may_reuse_its_output_buffer(kind: str) -> None:
+    """A function writing into one preallocated ``out`` (or returning a view of it, a column,
+    another dtype) is as good as one returning fresh tensors: every solver stores products,
+    so before this the stored ones all turned into the last (dense eigh of diag(1..30) via
+    to_dense gave [97.2, 0.0]; Lanczos broke down, power iteration missed)."""
+    from explorer.solvers import SOLVERS
+
+    d = torch.arange(1.0, 31.0, dtype=torch.float64)
+    buffer, numpy_buffer = torch.zeros(30, dtype=torch.float64), np.zeros(30)
+    functions = {
+        "reused torch buffer": lambda x: torch.mul(d, x, out=buffer),
+        "reused numpy buffer": lambda x: np.multiply(d.numpy(), x.numpy(), out=numpy_buffer),
+        "a view": lambda x: torch.mul(d, x, out=buffer)[:],
+        "(n, 1)": lambda x: (d * x).unsqueeze(1),
+        "float32 result": lambda x: (d * x).float(),
+    }
+    op = CallableOperator(functions[kind], 30, dtype=torch.float64)
+    for name, spec in SOLVERS.items():
+        which = "LA" if "LA" in spec.which else spec.which[0]
+        result = spec.fn(op, 2, which=which, tol=1e-8, seed=0, max_iter=5000)
+        if name == "randomized_svd":  # no fast decay here: only the values it reports are checked
+            assert result.eigenvalues[0] == pytest.approx(30.0, rel=1e-3), name
+            continue
+        expected = torch.tensor([30.0, 29.0], dtype=torch.float64)
+        # float32 results: the operator is exact to ~eps_32 ||A||
+        tol = 1e-5 if kind == "float32 result" else 1e-7
+        torch.testing.assert_close(result.eigenvalues, expected, rtol=tol, atol=0.0, msg=name)
+
+
+@pytest.mark.parametrize(("function", "error", "match"), [
+    (lambda x: 3.0, TypeError, r"must return a torch.Tensor or a numpy array of shape \(30,\), got float"),
+    (lambda x: torch.zeros(31, dtype=torch.float64), ValueError, r"must return shape \(30,\) .* got \(31,\)"),
+])
+def test_a_matrix_free_function_returning_the_wrong_thing_is_named(function, error, match) -> None:  # noqa: ANN001
+    with pytest.raises(error, match=match):
+        CallableOperator(function, 30).matvec(torch.ones(30, dtype=torch.float64))

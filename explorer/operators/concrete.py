@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import sys
 import warnings
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import scipy.sparse as sp
@@ -145,6 +147,14 @@ class CallableOperator(LinearOperator):
         dtype, device: of the vectors the function accepts.
         matmat: optional ``X -> A X`` for (n, b) blocks.
         is_symmetric: declared symmetry.
+
+    The functions may return a torch tensor or a numpy array (of the right size; (n, 1) is
+    taken as (n,)), and may reuse one output buffer from call to call or return their
+    input: a result that anything else still references (the input itself, a view, a
+    buffer the function keeps) is copied before a solver holds on to it. Without that, a
+    function writing into a preallocated ``out`` gave every stored product the value of the
+    last one (measured: dense eigh of diag(1..30) returned [97.2, 0.0]; Lanczos, LOBPCG and
+    power iteration returned wrong values or broke down). A fresh result is used as it is.
     """
 
     def __init__(self, matvec: Callable[[torch.Tensor], torch.Tensor], n: int, *,
@@ -157,12 +167,38 @@ class CallableOperator(LinearOperator):
         self.name = name
 
     def _matvec(self, x: torch.Tensor) -> torch.Tensor:
-        return self._fn(x)
+        y = self._fn(x)
+        return self._own(y, x, (self.shape[0],), sys.getrefcount(y), "matvec")
 
     def _matmat(self, X: torch.Tensor) -> torch.Tensor:
         if self._fn_block is not None:
-            return self._fn_block(X)
-        return torch.stack([self._fn(X[:, j]) for j in range(X.shape[1])], dim=1)
+            Y = self._fn_block(X)
+            return self._own(Y, X, (self.shape[0], X.shape[1]), sys.getrefcount(Y), "matmat")
+        return torch.stack([self._matvec(X[:, j]) for j in range(X.shape[1])], dim=1)
+
+    def _own(self, y: Any, x: torch.Tensor, shape: tuple[int, ...], refs: int, which: str) -> torch.Tensor:
+        """The function's result as a tensor of ``shape`` that nothing else references.
+
+        ``refs`` is ``sys.getrefcount(y)`` taken in the caller, where a fresh result has
+        exactly two references (the caller's variable and getrefcount's argument).
+        """
+        shared = refs > 2
+        if isinstance(y, np.ndarray):
+            shared = shared or y.base is not None
+            y = torch.from_numpy(y)
+        elif isinstance(y, torch.Tensor):
+            shared = shared or y._base is not None or (y.numel() > 0 and y.data_ptr() == x.data_ptr())
+        else:
+            raise TypeError(f"the {which} function of this matrix-free operator must return a torch.Tensor or a "
+                            f"numpy array of shape {shape}, got {type(y).__name__}")
+        if y.shape != shape:
+            if y.numel() != math.prod(shape):
+                raise ValueError(f"the {which} function of this matrix-free operator must return shape {shape} "
+                                 f"for an input of shape {tuple(x.shape)}, got {tuple(y.shape)}")
+            y = y.reshape(shape)
+        if y.dtype != self.dtype or y.device != self.device:
+            return y.to(device=self.device, dtype=self.dtype)  # a copy
+        return y.clone() if shared else y
 
 
 class ShiftedOperator(LinearOperator):

@@ -218,3 +218,35 @@ def test_scaling_the_matrix_by_a_power_of_two_only_scales_the_answer(solver: str
     assert torch.equal(scaled.residual_norms / scale, reference.residual_norms)
     for mine, theirs in zip(scaled.history, reference.history):
         assert torch.equal(mine.ritz_values / scale, theirs.ritz_values)
+
+
+@pytest.mark.parametrize("solver", sorted(SOLVERS))
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+@pytest.mark.parametrize("after", [0, 3, 15])
+@pytest.mark.parametrize("k", [1, 3])
+def test_nan_or_inf_from_the_operator_ends_in_breakdown_with_a_message(solver: str, bad: float, after: int,
+                                                                        k: int) -> None:
+    """A matrix-free operator that starts returning NaN / Inf (an HVP that overflowed) ends the
+    solve with BREAKDOWN and a message that says so, never an exception, and nothing NaN is
+    called converged. Before: eigh returned NaN values with status CONVERGED, Lanczos, the LOBPCG
+    block engine and the randomized method raised LinAlgError from eigh, Lanczos with NaN ran
+    10000 'breakdown' steps, LOBPCG's vector path blamed the tolerance."""
+    from explorer.operators import CallableOperator
+
+    d = torch.arange(1.0, 61.0, dtype=torch.float64)
+    calls = [0]
+
+    def product(x: torch.Tensor) -> torch.Tensor:
+        calls[0] += 1
+        y = d * x
+        if calls[0] > after:
+            y[5] = bad
+        return y
+
+    spec = SOLVERS[solver]
+    result = spec.fn(CallableOperator(product, 60), k, which=spec.which[0], tol=1e-8, seed=0)
+    assert result.status is SolveStatus.BREAKDOWN, (result.status, result.message)
+    assert "NaN or Inf" in result.message
+    finite = torch.isfinite(result.eigenvalues) & torch.isfinite(result.residual_norms)
+    assert not bool((result.converged & ~finite).any())
+    assert len(result.history) == result.n_iter

@@ -43,7 +43,8 @@ def dense_eigenpairs(operator: LinearOperator, B: LinearOperator | None = None) 
     """All eigenpairs (ascending) of the assembled operator, or of A x = lambda B x.
 
     Assembling a matrix-free operator costs n matvecs, and they are counted. Raises
-    ``torch.linalg.LinAlgError`` when B is not positive definite.
+    ``torch.linalg.LinAlgError`` when B is not positive definite or the assembled operator
+    is not finite.
     """
     n = operator.shape[0]
     A = operator.to_dense()
@@ -52,6 +53,9 @@ def dense_eigenpairs(operator: LinearOperator, B: LinearOperator | None = None) 
     if operator.kind not in ("dense", "sparse"):
         operator._count(n)
     A = 0.5 * (A + A.T)  # eigh reads one triangle; average so both count
+    if not bool(torch.isfinite(A).all()):  # only a matrix-free operator gets here (matrices are checked on input)
+        raise torch.linalg.LinAlgError("The operator returned NaN or Inf when applied to the identity columns "
+                                       "(a matrix-free function that overflows or divides by zero?); check it")
     if B is None:
         return torch.linalg.eigh(A)
     Bd = B.to_dense()

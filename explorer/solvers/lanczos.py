@@ -454,6 +454,7 @@ class _Lanczos:
         # squares of its entries would overflow or underflow (ProductUnits); the values and
         # residuals are reported back in A's units by the monitor.
         self.units = ProductUnits(self.dtype)
+        self.nonfinite = False  # the operator returned NaN / Inf (run() stops with BREAKDOWN)
         monitor.units = self.units
 
     # -- operator -------------------------------------------------------------------------
@@ -674,10 +675,25 @@ class _Lanczos:
             iteration += 1
             self._iteration = iteration
             p = j + bc
-            if bc == 1:
-                R, bn = self._step_single(j, lo, iteration)
-            else:
-                R, bn = self._step_block(j, p, lo, bc, iteration)
+            with np.errstate(invalid="ignore", over="ignore"):  # NaN / Inf products: tested just below
+                if bc == 1:
+                    R, bn = self._step_single(j, lo, iteration)
+                else:
+                    R, bn = self._step_block(j, p, lo, bc, iteration)
+            if not math.isfinite(float(self.H[:p + bn, j:p].sum())):
+                # NaN or Inf from the operator (an HVP that blew up, a bad callable): the rows
+                # before this block and their projected matrix are still exact; report those.
+                status = SolveStatus.BREAKDOWN
+                message = (f"The operator returned NaN or Inf (Lanczos step {iteration}, after "
+                           f"{self.monitor.n_matvec} matvecs); the result is the Rayleigh-Ritz approximation "
+                           "from the basis built before it, with true residuals.")
+                self.nonfinite = True
+                iteration -= 1  # this step was not completed (and not recorded)
+                p = j
+                theta, S = _eigh(self.H[:p, :p]) if p else (np.zeros(0), np.zeros((0, 0)))
+                est_all, ghost = np.full(p, np.nan), np.zeros(p, dtype=bool)
+                order = _which_order(theta, which)
+                break
             # Ritz pairs of the projected matrix and their residual estimates ||R S[last rows]||.
             theta, S = _eigh(self.H[:p, :p])
             top = max(-theta[0], theta[-1])
@@ -1290,7 +1306,7 @@ class _Lanczos:
             X = AX = torch.zeros(0, self.n, dtype=self.dtype, device=self.device)
             res = torch.zeros(0, dtype=self.dtype, device=self.device)
             ok = torch.zeros(0, dtype=torch.bool)
-        if self.mode != "full" and X.shape[0] >= 2:
+        if self.mode != "full" and X.shape[0] >= 2 and bool(torch.isfinite(AX).all()):
             X, values, res, ok = self._polish(X, AX, values, res, ok)
         if status is SolveStatus.MAX_ITER and bool(ok.all()) and len(wanted) == self.k:
             status = SolveStatus.CONVERGED

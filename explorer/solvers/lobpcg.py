@@ -446,6 +446,10 @@ class _State:
         return self.XPt.shape[0] - self.m
 
 
+_NONFINITE = ("The operator returned NaN or Inf ({where}, after {n} matvecs; an HVP that overflowed, a function "
+              "that divides by zero?); the result is the last iterate before it, with true residuals.")
+
+
 class _Engine:
     """One LOBPCG solve with stored products (see the module docstring)."""
 
@@ -833,29 +837,45 @@ class _Engine:
         return _State(XPt, AXPt, BXPt, s.theta, m, G=G)
 
     # -- the loop ------------------------------------------------------------------
+    def _step(self, s: _State, res: torch.Tensor, Rt: torch.Tensor, it: int) -> tuple[_State | None, torch.Tensor]:
+        """One LOBPCG iteration from state s: (the new state or None at a breakdown, the active mask)."""
+        active = ~(res <= self._threshold(s.theta))  # soft locking: converged columns get no W, P
+        if not bool(active.any()):  # every column (guards included) converged, but not verified
+            active[self.k - 1] = True
+        if self.method == "ortho":
+            return self._step_ortho(s, active, Rt, res), active
+        step = self._step_basic(s, active, Rt)
+        if step is None:
+            self.notes.append(f"switched from basic to ortho at iteration {it + 1} (ill-conditioned Gram)")
+            self.method = "ortho"
+            Xt = s.Xt.contiguous()  # basic's P is not B-orthogonal to X: drop it
+            s = _State(Xt, s.AXt.contiguous(), s.BXt.contiguous() if self.B is not None else Xt, s.theta, self.m)
+            step = self._step_ortho(s, active, Rt, res)
+        return step, active
+
     def run(self) -> EigenResult:
         k, monitor = self.k, self.monitor
-        s = self._initial()
+        try:
+            s = self._initial()
+        except torch.linalg.LinAlgError:  # NaN / Inf in the first products: nothing to report
+            nan = torch.full((k,), math.nan, dtype=self.X_start.dtype, device=self.X_start.device)
+            X = torch.linalg.qr(self.X_start).Q[:, :k]
+            return monitor.finish(eigenvalues=nan, eigenvectors=X, residual_norms=nan.clone(),
+                                  converged=torch.zeros(k, dtype=torch.bool), n_iter=0, status=SolveStatus.BREAKDOWN,
+                                  message=_NONFINITE.format(where="in the first products", n=monitor.n_matvec))
         Rt, res = self._residuals(s)
         status = SolveStatus.MAX_ITER
         message = ""
         it = 0
         verified = False
         while it < self.max_iter:
-            active = ~(res <= self._threshold(s.theta))  # soft locking: converged columns get no W, P
-            if not bool(active.any()):  # every column (guards included) converged, but not verified
-                active[k - 1] = True
-            if self.method == "ortho":
-                step = self._step_ortho(s, active, Rt, res)
-            else:
-                step = self._step_basic(s, active, Rt)
-                if step is None:
-                    self.notes.append(f"switched from basic to ortho at iteration {it + 1} (ill-conditioned Gram)")
-                    self.method = "ortho"
-                    Xt = s.Xt.contiguous()  # basic's P is not B-orthogonal to X: drop it
-                    s = _State(Xt, s.AXt.contiguous(), s.BXt.contiguous() if self.B is not None else Xt,
-                               s.theta, self.m)
-                    step = self._step_ortho(s, active, Rt, res)
+            try:
+                step = self._step(s, res, Rt, it)
+            except torch.linalg.LinAlgError:  # eigh of a projected matrix with NaN / Inf from the operator
+                status = SolveStatus.BREAKDOWN
+                message = _NONFINITE.format(where=f"at iteration {it + 1}", n=monitor.n_matvec)
+                break
+            step, active = step
             if step is None:
                 status = SolveStatus.BREAKDOWN
                 message = ("Every new search direction is linearly dependent on the current basis (stagnation "
@@ -1253,8 +1273,11 @@ def _single_vector(v: Validated, monitor: Monitor, *, largest: bool, T: LinearOp
             gg = float(dot(g, g))
         if not after > 10 * eps * start:
             status = SolveStatus.BREAKDOWN
-            message = ("The new search direction is linearly dependent on the current basis (stagnation at "
-                       "the rounding level); `tol` is probably below the attainable accuracy.")
+            if math.isfinite(start + theta):
+                message = ("The new search direction is linearly dependent on the current basis (stagnation at "
+                           "the rounding level); `tol` is probably below the attainable accuracy.")
+            else:
+                message = _NONFINITE.format(where=f"at iteration {it + 1}", n=monitor.n_matvec)
             break
         w.mul_(1.0 / after)
         b.Aw.copy_(A.matvec(w))
@@ -1269,7 +1292,7 @@ def _single_vector(v: Validated, monitor: Monitor, *, largest: bool, T: LinearOp
             ev, U = torch.linalg.eigh(H)
         except torch.linalg.LinAlgError:  # NaN or Inf in H
             status = SolveStatus.BREAKDOWN
-            message = "The projected matrix became NaN or Inf (did the operator's products overflow?)."
+            message = _NONFINITE.format(where=f"at iteration {it + 1}", n=monitor.n_matvec)
             break
         values = ev.flip(0) if largest else ev
         evl = ev.tolist()

@@ -90,6 +90,10 @@ _NORM_STEPS = 20  # power steps for the ||A|| estimate behind the LA / SA shift
 _SHIFT_MARGIN = 1.1
 
 
+_NONFINITE = ("The operator returned NaN or Inf (iteration {it}, after {n} matvecs; an HVP that overflowed, a "
+              "function that divides by zero?); the result is the last iterate before it, with true residuals.")
+
+
 def power_iteration(
     operator: Any,
     k: int,
@@ -182,11 +186,12 @@ def power_iteration(
         # would stop every later pair. So pair j is tested on (I - V V^T) r; the final
         # Rayleigh-Ritz on all vectors removes that floor from the reported pairs.
         deflated = residual if not V.shape[1] else float(torch.linalg.vector_norm(r - V @ (V.T @ r)))
+        if not (math.isfinite(theta) and math.isfinite(residual)):
+            it -= 1  # not completed (and not recorded); `current` keeps the iterate before it
+            status, message = SolveStatus.BREAKDOWN, _NONFINITE.format(it=it + 1, n=op.n_matvec)
+            break
         norm_estimate = max(norm_estimate, abs(theta))
         current = (x, Ax)
-        if not (math.isfinite(theta) and math.isfinite(residual)):
-            status, message = SolveStatus.BREAKDOWN, "The iterate became NaN or Inf."
-            break
         threshold = float(residual_threshold(torch.tensor([theta], dtype=torch.float64), v.tol, norm_estimate)[0])
         stalled = theta_prev is not None and abs(theta - theta_prev) <= v.tol * abs(theta)
         pair_done = stalled and deflated <= threshold
@@ -226,7 +231,10 @@ def power_iteration(
             beta = (momentum * (sign * theta + sigma)) ** 2 / 4.0
             y = y - beta * x_prev
         norm = float(torch.linalg.vector_norm(y))
-        if not norm > 0 or not math.isfinite(norm):
+        if not math.isfinite(norm):
+            status, message = SolveStatus.BREAKDOWN, _NONFINITE.format(it=it + 1, n=op.n_matvec)
+            break
+        if not norm > 0:
             status = SolveStatus.BREAKDOWN
             message = "The iterate vanished (A x = 0 in the deflated space); no further progress is possible."
             break

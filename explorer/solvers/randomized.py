@@ -174,6 +174,10 @@ def _validate_rectangular(operator: Any, k: Any, tol: Any, max_iter: Any, n_over
     return v, n_oversamples, n_power_iter, n_probes
 
 
+_NONFINITE = ("The operator returned NaN or Inf (pass {passes}, after {n} matvecs; an HVP that overflowed, a "
+              "function that divides by zero?); the result is the one from the pass before it.")
+
+
 def _error_estimate(op: CountedOperator, Q: torch.Tensor, AW: torch.Tensor) -> float:
     """HMT eq. (4.3) from the probe products A w_i (columns of AW)."""
     if AW.shape[1] == 0:
@@ -236,6 +240,13 @@ def randomized_svd(
     while True:
         passes += 1
         Z = units(op.rmatmat(Q))  # (n, l) = (Q^T A)^T: B = Z^T
+        if not bool(torch.isfinite(Z).all()):  # (l columns: cheap next to the product)
+            status, message = SolveStatus.BREAKDOWN, _NONFINITE.format(passes=passes, n=op.n_matvec)
+            passes -= 1  # not completed (and not recorded)
+            if U is None:  # nothing before it: NaN values (and no right vectors to speak of)
+                S = torch.full((k,), math.nan, dtype=dtype, device=device)
+                U, Vh = Q[:, :k], torch.zeros(k, n, dtype=dtype, device=device)
+            break
         Ub, S_all, Vh_all = torch.linalg.svd(Z.T, full_matrices=False)  # HMT Alg. 5.1
         U, S, Vh = Q @ Ub[:, :k], S_all[:k], Vh_all[:k]
         probes = random_block(n, r, generator, dtype=dtype, device=device)
@@ -346,6 +357,14 @@ def randomized_eigh(
     while True:
         passes += 1
         Z = units(op.matmat(Q))
+        if not bool(torch.isfinite(Z).all()):
+            status, message = SolveStatus.BREAKDOWN, _NONFINITE.format(passes=passes, n=op.n_matvec)
+            passes -= 1  # not completed (and not recorded)
+            if passes == 0:  # nothing before it: NaN values, the range basis as vectors
+                theta = torch.full((v.k,), math.nan, dtype=op.dtype, device=op.device)
+                residuals, X = theta.clone(), Q[:, :v.k]
+                converged = torch.zeros(v.k, dtype=torch.bool)
+            break
         G = (Q.T @ Z).to(torch.float64)
         values, W = torch.linalg.eigh(0.5 * (G + G.T))
         norm_estimate = max(norm_estimate, float(values.abs().max()))

@@ -395,3 +395,32 @@ def test_every_path_is_blind_to_a_power_of_two_scale(options: dict, exponent: in
     assert reference.status is SolveStatus.CONVERGED and scaled.status is SolveStatus.CONVERGED, scaled.message
     assert (scaled.n_iter, scaled.n_matvec) == (reference.n_iter, reference.n_matvec)
     torch.testing.assert_close(scaled.eigenvalues / scale, reference.eigenvalues, rtol=1e-15, atol=0.0)
+
+
+@pytest.mark.parametrize("options", [{}, {"backend": "torch"}, {"method": "basic"}, {"preconditioner": "jacobi"}])
+@pytest.mark.parametrize("exponent", [-40, -20, 20])
+def test_a_generalized_problem_converges_the_same_whatever_the_scale_of_B(options: dict, exponent: int) -> None:
+    """The 1-D finite-element pencil (stiffness A = tridiag(-1, 2, -1) / h, mass B = h tridiag(1,
+    4, 1) / 6, eigenvalues ~ (j pi)^2): scaling B by 2^e (e even, so B-normalized vectors scale
+    by exact powers of two too) divides the eigenvalues by 2^e and changes nothing else. Before,
+    the test ||A x - theta B x|| <= tol |theta| (x B-normalized) had units that depend on B:
+    with a mass matrix scaled by 1e-6 the solve stopped with relative errors of 3e-6 where the
+    unscaled one reached 1e-12, and scaled by 1e6 it never converged at tol 1e-10."""
+    n = 200
+    h = 1.0 / (n + 1)
+
+    def tridiagonal(a: float, b: float) -> torch.Tensor:
+        off = torch.full((n - 1,), b, dtype=torch.float64)
+        return torch.diag(torch.full((n,), a, dtype=torch.float64)) + torch.diag(off, 1) + torch.diag(off, -1)
+
+    A, B = tridiagonal(2.0, -1.0) / h, tridiagonal(4.0, 1.0) * h / 6
+    scale = math.ldexp(1.0, exponent)
+    reference = lobpcg(A, 3, which="SA", B=B, tol=1e-8, seed=0, max_iter=3000, **options)
+    scaled = lobpcg(A, 3, which="SA", B=B * scale, tol=1e-8, seed=0, max_iter=3000, **options)
+    assert reference.status is SolveStatus.CONVERGED and scaled.status is SolveStatus.CONVERGED
+    assert scaled.n_iter == reference.n_iter
+    torch.testing.assert_close(scaled.eigenvalues * scale, reference.eigenvalues, rtol=1e-15, atol=0.0)
+    L = torch.linalg.cholesky(B)  # dense reference: eigvalsh(L^-1 A L^-T), float64
+    C = torch.linalg.solve_triangular(L, torch.linalg.solve_triangular(L, A, upper=False).T, upper=False)
+    exact = torch.linalg.eigvalsh(0.5 * (C + C.T))[:3]
+    torch.testing.assert_close(reference.eigenvalues, exact, rtol=1e-8, atol=0.0)

@@ -252,16 +252,22 @@ def select_order(values: torch.Tensor, which: str) -> torch.Tensor:
     raise ValueError(f"unknown `which` {which!r}")
 
 
-def residual_threshold(ritz_values: torch.Tensor, tol: float, norm_estimate: float) -> torch.Tensor:
-    """Convergence threshold per pair: ``tol * max(|theta_i|, sqrt(eps) * ||A||_est)``.
+def residual_threshold(ritz_values: torch.Tensor, tol: float, norm_estimate: float,
+                       Bx_norms: torch.Tensor | None = None) -> torch.Tensor:
+    """Convergence threshold per pair: ``tol * max(|theta_i|, sqrt(eps) * ||A||_est)`` for unit x.
 
     Relative to |lambda| (the criterion ARPACK and PRIMME use, ../shared/PEERS.md),
     with a floor relative to ||A|| so that an eigenvalue at (or near) zero can
-    still converge.
+    still converge. For a generalized problem pass ``Bx_norms`` (``||B x_i||``): the
+    threshold is multiplied by it, so the test reads ``||A x - theta B x|| <= tol |theta|
+    ||B x||`` whatever x's normalization and the scales of A and B (with x B-normalized and
+    no such factor, a mass matrix B = 1e-6 M stopped 1e6 too early and B = 1e6 M never
+    converged at tol 1e-10; measured on the 1-D FEM pencil).
     """
     eps = torch.finfo(ritz_values.dtype).eps
     floor = math.sqrt(eps) * max(norm_estimate, torch.finfo(ritz_values.dtype).tiny)
-    return tol * torch.clamp(ritz_values.abs(), min=floor)
+    threshold = tol * torch.clamp(ritz_values.abs(), min=floor)
+    return threshold if Bx_norms is None else threshold * Bx_norms.to(threshold)
 
 
 def true_residual_norms(operator: LinearOperator, X: torch.Tensor, values: torch.Tensor,

@@ -55,7 +55,8 @@ class EigenResult:
         eigenvalues: (k,) in ``which`` order (LA: descending, SA: ascending,
             LM: by descending magnitude).
         eigenvectors: (n, k) columns, like ``torch.linalg.eigh``.
-        residual_norms: (k,) true ``||A x - lambda B x||`` at the end.
+        residual_norms: (k,) true ``||A x - lambda x||`` at the end (unit x); with a B,
+            ``||A x - lambda B x|| / ||B x||`` (see ``explorer.solvers._common.true_residual_norms``).
         converged: (k,) bool, residual below the tolerance.
         n_iter: iterations performed.
         n_matvec: operator applications (one column = one matvec).

@@ -129,8 +129,7 @@ def eigh(
     values, vectors = values[order], vectors[:, order]
     residuals = true_residual_norms(v.operator, vectors, values, v.B)
     norm_estimate = float(values.abs().max()) if values.numel() else 0.0
-    Bx_norms = None if v.B is None else torch.linalg.vector_norm(v.B.base._matmat(vectors), dim=0)
-    converged = residuals <= residual_threshold(values, v.tol, norm_estimate, Bx_norms)
+    converged = residuals <= residual_threshold(values, v.tol, norm_estimate)
     monitor.record(1, values, residuals, estimated=False, n_converged=int(converged.sum()),
                    orthogonality_loss=None)
     return monitor.finish(eigenvalues=values, eigenvectors=vectors, residual_norms=residuals,

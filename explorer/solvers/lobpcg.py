@@ -486,10 +486,8 @@ class _Engine:
     def _B(self, Yt: torch.Tensor) -> torch.Tensor:
         return Yt if self.B is None else _rows(self.B, Yt)
 
-    def _threshold(self, theta: torch.Tensor, BXt: torch.Tensor) -> torch.Tensor:
-        """``residual_threshold`` for the rows with products B X ``BXt`` (||B x|| only with a B)."""
-        Bx_norms = None if self.B is None else torch.linalg.vector_norm(BXt[:theta.shape[0]], dim=1)
-        return residual_threshold(theta, self.tol, self.norm_estimate, Bx_norms)
+    def _threshold(self, theta: torch.Tensor) -> torch.Tensor:
+        return residual_threshold(theta, self.tol, self.norm_estimate)
 
     def _ritz(self, G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         values, Z = _sym_eigh(G, self.largest)
@@ -522,7 +520,8 @@ class _Engine:
         return _State(XZ, Zt @ AXt, Zt @ BXt if self.B is not None else XZ, values.to(Xt.dtype), self.m)
 
     def _residuals(self, s: _State) -> tuple[torch.Tensor, torch.Tensor]:
-        """R = A X - B X Theta, as rows; written into the buffer above [X, P] when it lives in one."""
+        """R = A X - B X Theta, as rows (written into the buffer above [X, P] when it lives in
+        one), and the residual norms ||r_i|| (/ ||B x_i|| with a B: ``true_residual_norms``)."""
         home = self._home("x", s.XPt) if self._fast_ortho() else None
         if home is None:
             Rt = s.AXt - s.BXt * s.theta.unsqueeze(1)
@@ -530,7 +529,8 @@ class _Engine:
             z = 2 * self.m
             Rt = torch.addcmul(s.AXt, s.Xt, s.theta.unsqueeze(1), value=-1,
                                out=self._buffers["x"][home][z - self.m: z])
-        return Rt, torch.linalg.vector_norm(Rt, dim=1)
+        res = torch.linalg.vector_norm(Rt, dim=1)
+        return Rt, res if self.B is None else res / torch.linalg.vector_norm(s.BXt, dim=1)
 
     def _new_directions(self, s: _State, Rt: torch.Tensor, res: torch.Tensor,
                         active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
@@ -841,7 +841,7 @@ class _Engine:
     # -- the loop ------------------------------------------------------------------
     def _step(self, s: _State, res: torch.Tensor, Rt: torch.Tensor, it: int) -> tuple[_State | None, torch.Tensor]:
         """One LOBPCG iteration from state s: (the new state or None at a breakdown, the active mask)."""
-        active = ~(res <= self._threshold(s.theta, s.BXt))  # soft locking: converged columns get no W, P
+        active = ~(res <= self._threshold(s.theta))  # soft locking: converged columns get no W, P
         if not bool(active.any()):  # every column (guards included) converged, but not verified
             active[self.k - 1] = True
         if self.method == "ortho":
@@ -890,13 +890,13 @@ class _Engine:
                 status = SolveStatus.BREAKDOWN
                 message = "The residuals became NaN or Inf (is the operator finite and B positive definite?)."
                 break
-            conv = res[:k] <= self._threshold(s.theta[:k], s.BXt)
+            conv = res[:k] <= self._threshold(s.theta[:k])
             verified = self.recompute_AX  # then A X is fresh: the residuals are the true ones
             if bool(conv.all()) and not verified:
                 # Confirm with fresh products before declaring convergence (removes update drift).
                 s.AXPt[:k] = _rows(self.A, s.Xt[:k])
                 Rt, res = self._residuals(s)
-                conv = res[:k] <= self._threshold(s.theta[:k], s.BXt)
+                conv = res[:k] <= self._threshold(s.theta[:k])
                 verified = True
             loss = orthogonality_loss(s.Xt.T, s.BXt.T)
             stop = monitor.record(it, s.theta[:k], res[:k], estimated=False, n_converged=int(conv.sum()),
@@ -921,7 +921,7 @@ class _Engine:
         Xt, theta = s.Xt[:k], s.theta[:k]
         X = Xt.T.contiguous()
         residuals = res[:k] if verified else true_residual_norms(self.A, X, theta, self.B)
-        converged = residuals <= self._threshold(theta, s.BXt)
+        converged = residuals <= self._threshold(theta)
         if status is SolveStatus.MAX_ITER and bool(converged.all()):
             status = SolveStatus.CONVERGED  # the fresh residuals met tol at the last iteration
         notes = sorted(set(self.notes), key=self.notes.index)
@@ -983,7 +983,10 @@ def _run_torch(v: Validated, monitor: Monitor, *, m: int, method: str, largest: 
             return  # the initial Rayleigh-Ritz; with method="ortho", E is still 0 here
         E = worker.E.detach()
         X = worker.X.detach()
+        BX = X if B_plain is None else B_plain._matmat(X)
         res = torch.linalg.vector_norm(worker.R.detach(), dim=0)
+        if B_plain is not None:  # ||r|| / ||B x||, as true_residual_norms
+            res = res / torch.linalg.vector_norm(BX, dim=0)
         norm_estimate[0] = max(norm_estimate[0], float(E.abs().max()))
         it = worker.ivars["istep"] - 1
         state.update(it=it, X=X[:, :k].clone(), E=E[:k].clone(), res=res[:k].clone())
@@ -991,9 +994,7 @@ def _run_torch(v: Validated, monitor: Monitor, *, m: int, method: str, largest: 
             state["status"] = SolveStatus.BREAKDOWN
             worker.bvars["force_stop"] = True
             return
-        BX = X if B_plain is None else B_plain._matmat(X)
-        Bx_norms = None if B_plain is None else torch.linalg.vector_norm(BX[:, :k], dim=0)
-        conv = res[:k] <= residual_threshold(E[:k], v.tol, norm_estimate[0], Bx_norms)
+        conv = res[:k] <= residual_threshold(E[:k], v.tol, norm_estimate[0])
         loss = orthogonality_loss(X, BX)
         stop = monitor.record(it, E[:k], res[:k], estimated=False, n_converged=int(conv.sum()),
                               orthogonality_loss=loss, all_ritz_values=E[:m],
@@ -1025,8 +1026,7 @@ def _run_torch(v: Validated, monitor: Monitor, *, m: int, method: str, largest: 
     else:
         X, E = state["X"], state["E"]
     residuals = true_residual_norms(v.operator, X, E, v.B)
-    Bx_norms = None if B_plain is None else torch.linalg.vector_norm(B_plain._matmat(X), dim=0)
-    converged = residuals <= residual_threshold(E, v.tol, max(norm_estimate[0], float(E.abs().max())), Bx_norms)
+    converged = residuals <= residual_threshold(E, v.tol, max(norm_estimate[0], float(E.abs().max())))
     if status is SolveStatus.BREAKDOWN and not message:
         message = "The residuals became NaN or Inf."
     return monitor.finish(eigenvalues=E, eigenvectors=X, residual_norms=residuals, converged=converged,
@@ -1051,8 +1051,7 @@ def _dense_fallback(v: Validated, monitor: Monitor, note: str) -> EigenResult:
     order = select_order(values, v.which)[: v.k]
     values, vectors = values[order], vectors[:, order]
     residuals = true_residual_norms(op, vectors, values, v.B)
-    Bx_norms = None if v.B is None else torch.linalg.vector_norm(v.B.base._matmat(vectors), dim=0)
-    converged = residuals <= residual_threshold(values, v.tol, float(values.abs().max()), Bx_norms)
+    converged = residuals <= residual_threshold(values, v.tol, float(values.abs().max()))
     monitor.record(1, values, residuals, estimated=False, n_converged=int(converged.sum()))
     if not bool(converged.all()):
         status = SolveStatus.MAX_ITER
@@ -1086,9 +1085,9 @@ def lobpcg(
         operator: symmetric n x n operator (dense, sparse or matrix-free).
         k: number of wanted eigenpairs.
         which: "LA" (largest algebraic) or "SA" (smallest algebraic).
-        tol: a pair converges when ||A x - theta B x|| <= tol * max(|theta|, sqrt(eps) ||A||_est)
-            * ||B x|| (x B-normalized; without B, ||B x|| = ||x|| = 1): relative, so the same
-            for any scaling of A and of B (a mass matrix of size h^d, say).
+        tol: a pair converges when ||A x - theta B x|| / ||B x|| <= tol * max(|theta|, sqrt(eps)
+            ||A||_est) (without B: ||A x - theta x|| for unit x); the same test for any scaling
+            of A and of B (a mass matrix of size h^d, say).
         max_iter: iteration limit (default 1000); one iteration = one Rayleigh-Ritz step.
         X0: optional starting vectors (n,) or (n, b) with b <= block size; missing columns
             are random.

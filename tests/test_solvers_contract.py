@@ -250,3 +250,16 @@ def test_nan_or_inf_from_the_operator_ends_in_breakdown_with_a_message(solver: s
     finite = torch.isfinite(result.eigenvalues) & torch.isfinite(result.residual_norms)
     assert not bool((result.converged & ~finite).any())
     assert len(result.history) == result.n_iter
+
+
+@pytest.mark.parametrize("solver", sorted(SOLVERS))
+@pytest.mark.parametrize("tol", [1e-300, 1e-6, 0.5])
+def test_status_converged_exactly_when_every_pair_converged(solver: str, tol: float) -> None:
+    """CONVERGED means every returned pair meets tol, and a run whose pairs all meet it says
+    so. Before, dense eigh reported CONVERGED with ``converged`` all False at a tol below its
+    rounding level (now BREAKDOWN with a message that says to loosen tol)."""
+    spec = SOLVERS[solver]
+    result = spec.fn(problems.laplacian_1d(60).operator, 3, which=spec.which[0], tol=tol, seed=0, max_iter=300)
+    assert (result.status is SolveStatus.CONVERGED) == bool(result.converged.all()), (result.status, result.message)
+    if result.status is not SolveStatus.CONVERGED:
+        assert result.message

@@ -132,8 +132,15 @@ def eigh(
     converged = residuals <= residual_threshold(values, v.tol, norm_estimate)
     monitor.record(1, values, residuals, estimated=False, n_converged=int(converged.sum()),
                    orthogonality_loss=None)
+    status, message = SolveStatus.CONVERGED, ""
+    if not bool(converged.all()):
+        # eigh is exact to rounding: a pair that misses tol means tol is below that level
+        status = SolveStatus.BREAKDOWN
+        message = (f"{int((~converged).sum())} of {len(values)} pairs have residuals (max "
+                   f"{float(residuals.max()):.1e}) above tol = {v.tol:g}: that is the rounding level of a dense "
+                   f"eigh in {str(values.dtype).replace('torch.', '')} (about n eps ||A||); loosen `tol`.")
     return monitor.finish(eigenvalues=values, eigenvectors=vectors, residual_norms=residuals,
-                          converged=converged, n_iter=1, status=SolveStatus.CONVERGED)
+                          converged=converged, n_iter=1, status=status, message=message)
 
 
 register_solver(SolverSpec(

@@ -1322,7 +1322,9 @@ class _Lanczos:
         if len(wanted) >= self.b + 1 and self.n_breakdowns == 0:
             # b equal values: the block sees at most b copies, so there may be more
             vals = theta[wanted]
-            gap = 10.0 * self._thresholds(vals)
+            # equal to within 10 thresholds, but never looser than sqrt(eps) ||A||: at a loose tol
+            # distinct values (the 3 smallest of a Laplacian at tol 0.5) would all look equal
+            gap = np.minimum(10.0 * self._thresholds(vals), math.sqrt(self.eps) * max(self.anorm, self.tiny))
             multiplicity = max(int(np.sum(np.abs(vals - v) <= g)) for v, g in zip(vals, gap))
             if multiplicity >= max(self.b, 2):
                 notes.append(f"A value appears {multiplicity} times with block_size = {self.b}; a block of b "

@@ -509,6 +509,7 @@ class _Engine:
         self.ortho_tol = 10 * self.eps * math.sqrt(n) * math.sqrt(m)
         self.norm_estimate = 0.0
         self.notes: list[str] = []
+        self.n_refreshed = 0  # audits that rebuilt the projected matrix from fresh products
         # Double buffers (see ``_stage``): the rows of [X, P] (or A [X, P]) sit at the top of
         # one, with room below for the new directions W (A W), so that the Gram products and
         # the update of the block are single GEMMs over a contiguous [X, P; W], written into
@@ -864,12 +865,15 @@ class _Engine:
         m, p = self.m, s.p
         if self.recompute_AX:
             quotients = (s.Xt * s.AXt).sum(1) / (s.Xt * s.BXt).sum(1)
-            if p == 0 or not bool(((quotients - s.theta).abs() > threshold).any()):
+            # a difference at the rounding level of a Rayleigh quotient is not drift (and a tol
+            # below it, which cannot be met anyway, must not trigger a recomputation each audit)
+            allowed = torch.clamp(threshold, min=self.ortho_tol * self.norm_estimate)
+            if p == 0 or not bool(((quotients - s.theta).abs() > allowed).any()):
                 return False
             APt = _rows(self.A, s.XPt[m:])
             G = _gram([s.XPt], [torch.cat([s.AXt, APt])])
             s.G, s.theta = 0.5 * (G + G.T), quotients
-            self.notes.append(f"recomputed the projected matrix at iteration {it} (rounding drift)")
+            self.n_refreshed += 1
             return True
         if it % (_FRESH_EVERY * _REFRESH) != 0 or s.AXPt.shape[0] != s.XPt.shape[0]:
             return False
@@ -1006,6 +1010,9 @@ class _Engine:
         converged = residuals <= self._threshold(theta)
         if status is SolveStatus.MAX_ITER and bool(converged.all()):
             status = SolveStatus.CONVERGED  # the fresh residuals met tol at the last iteration
+        if self.n_refreshed:
+            self.notes.append(f"rebuilt the projected matrix from fresh products {self.n_refreshed} time(s) "
+                              "(rounding drift of the carried one)")
         notes = sorted(set(self.notes), key=self.notes.index)
         if notes:
             message = (message + " " if message else "") + "Notes: " + "; ".join(notes) + "."

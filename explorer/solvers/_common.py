@@ -280,9 +280,19 @@ def true_residual_norms(operator: LinearOperator, X: torch.Tensor, values: torch
         return torch.zeros(0, dtype=X.dtype, device=X.device)
     AX = operator.matmat(X) if AX is None else AX
     if B is None:
-        return torch.linalg.vector_norm(AX - X * values.unsqueeze(0), dim=0)
+        return column_norms(AX - X * values.unsqueeze(0))
     BX = B.matmat(X)
-    return torch.linalg.vector_norm(AX - BX * values.unsqueeze(0), dim=0) / torch.linalg.vector_norm(BX, dim=0)
+    return column_norms(AX - BX * values.unsqueeze(0)) / column_norms(BX)
+
+
+def column_norms(R: torch.Tensor) -> torch.Tensor:
+    """2-norms of the columns of R without overflow or underflow in the squares: each column is
+    divided by its largest entry first (as LAPACK's xNRM2 does; one more pass, so it is meant for
+    final residuals, not inner loops). Solvers that rescale A (``ProductUnits``) never need it;
+    ``eigh`` on a 1e300-sized matrix does."""
+    top = R.abs().amax(dim=0)
+    safe = torch.where(top > 0, top, torch.ones_like(top))
+    return torch.linalg.vector_norm(R / safe, dim=0) * safe
 
 
 def orthogonality_loss(V: torch.Tensor, BV: torch.Tensor | None = None) -> float:

@@ -263,3 +263,13 @@ def test_status_converged_exactly_when_every_pair_converged(solver: str, tol: fl
     assert (result.status is SolveStatus.CONVERGED) == bool(result.converged.all()), (result.status, result.message)
     if result.status is not SolveStatus.CONVERGED:
         assert result.message
+
+
+@pytest.mark.parametrize("solver", sorted(SOLVERS))
+def test_a_run_that_hits_max_iter_says_how_far_it_got(solver: str) -> None:
+    """An engineer debugging a solve that does not converge gets the count of pairs that met
+    tol and a hint, not just 'max_iter reached' (Lanczos and LOBPCG said only their notes)."""
+    spec = SOLVERS[solver]
+    result = spec.fn(problems.laplacian_1d(200).operator, 3, which=spec.which[0], tol=1e-12, seed=0, max_iter=30)
+    if result.status is SolveStatus.MAX_ITER:
+        assert f"{int(result.converged.sum())} of 3 pairs" in result.message

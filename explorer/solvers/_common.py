@@ -417,6 +417,17 @@ class Monitor:
             return True
         return False
 
+    def _progress(self, eigenvalues: torch.Tensor, residual_norms: torch.Tensor, converged: torch.Tensor) -> str:
+        """What a MAX_ITER run reached, for a user deciding what to change."""
+        done, k = int(converged.sum()), int(converged.numel())
+        text = f"{done} of {k} pairs met tol = {self.tol:g} within max_iter = {self.max_iter}"
+        if k:
+            relative = (residual_norms.detach().double().cpu()
+                        / eigenvalues.detach().double().cpu().abs().clamp_min(torch.finfo(torch.float64).tiny))
+            worst = float(relative.max())
+            text += f" (worst ||r|| / |theta|: {worst:.1e}; raise `max_iter`, loosen `tol` or try another solver)"
+        return text + "."
+
     def finish(self, *, eigenvalues: torch.Tensor, eigenvectors: torch.Tensor, residual_norms: torch.Tensor,
                converged: torch.Tensor, n_iter: int, status: SolveStatus, message: str = "") -> EigenResult:
         if self.stop_reason is not None:
@@ -424,6 +435,8 @@ class Monitor:
             message = (message + " " if message else "") + f"Reason: {self.stop_reason}."
         if self.units is not None and self.units.scale != 1.0:
             eigenvalues, residual_norms = eigenvalues * self.units.scale, residual_norms * self.units.scale
+        if status is SolveStatus.MAX_ITER and " pairs " not in message:
+            message = (self._progress(eigenvalues, residual_norms, converged) + " " + message).strip()
         result = EigenResult(
             eigenvalues=eigenvalues.detach(), eigenvectors=eigenvectors.detach(),
             residual_norms=residual_norms.detach(), converged=converged.detach().to(torch.bool),

@@ -273,3 +273,20 @@ def test_a_run_that_hits_max_iter_says_how_far_it_got(solver: str) -> None:
     result = spec.fn(problems.laplacian_1d(200).operator, 3, which=spec.which[0], tol=1e-12, seed=0, max_iter=30)
     if result.status is SolveStatus.MAX_ITER:
         assert f"{int(result.converged.sum())} of 3 pairs" in result.message
+
+
+@pytest.mark.parametrize("solver", sorted(SOLVERS))
+@pytest.mark.parametrize("exponent", [600, -600])
+def test_only_the_directions_of_X0_matter(solver: str, exponent: int) -> None:
+    """X0 and 2^e X0 give the same run. Before, power iteration stopped with "A x = 0" at a
+    1e200-sized start (the norm overflowed) and the randomized method let the start set the
+    units of its first product and reported wrong values as CONVERGED (error 0.31)."""
+    spec = SOLVERS[solver]
+    A = problems.laplacian_1d(60).operator
+    X0 = torch.randn(60, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    kwargs = dict(which=spec.which[0], seed=0, tol=1e-6)
+    reference = spec.fn(A, 3, X0=X0, **kwargs)
+    scaled = spec.fn(A, 3, X0=X0 * math.ldexp(1.0, exponent), **kwargs)
+    assert scaled.status is reference.status and (scaled.n_iter, scaled.n_matvec) == (reference.n_iter,
+                                                                                       reference.n_matvec)
+    assert torch.equal(scaled.eigenvalues, reference.eigenvalues)

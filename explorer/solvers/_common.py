@@ -211,7 +211,13 @@ def validate_common(
             raise ValueError(f"`X0` must have shape ({n},) or ({n}, b), got {tuple(torch.as_tensor(X0).shape)}")
         if not bool(torch.isfinite(X0_t).all()):
             raise ValueError("`X0` contains NaN or Inf; pass a finite starting block or None")
-        X0_t = X0_t.to(device=op.device, dtype=op.dtype)
+        # Only the directions of X0 matter: unit columns (zero ones stay zero), scaled through
+        # column_norms, so a start of size 1e200 neither overflows a norm (power iteration
+        # stopped with "A x = 0") nor sets the units of the first product (the randomized
+        # method then reported wrong values as CONVERGED).
+        X0_t = X0_t.to(dtype=torch.float64)
+        norms = column_norms(X0_t)
+        X0_t = (X0_t / torch.where(norms > 0, norms, torch.ones_like(norms))).to(device=op.device, dtype=op.dtype)
     return Validated(CountedOperator(op), k, which, float(tol), int(max_iter), B_op, X0_t)
 
 

@@ -198,3 +198,25 @@ def test_records_are_packed_into_few_blocks_not_one_heap_allocation_each() -> No
     # the tracker sees the same values; each record keeps its own values
     assert torch.equal(history.records[10].ritz_values, result.history[10].ritz_values)
     assert not torch.equal(result.history[0].residual_norms, result.history[-1].residual_norms)
+
+
+def test_json_export_is_strict_json_even_with_nan_and_inf() -> None:
+    """A record can hold NaN / Inf (a residual after a breakdown, a loss not measured); the
+    JSON download writes them as null, since NaN / Infinity tokens are not JSON (a browser's
+    JSON.parse and jq reject the file)."""
+
+    from explorer.tracking.records import IterationRecord
+
+    history = HistoryTracker()
+    history.on_iteration(IterationRecord(
+        solver="lanczos", iteration=1, ritz_values=torch.tensor([1.0, float("nan")]),
+        residual_norms=torch.tensor([float("inf"), 0.5]), residuals_estimated=False,
+        orthogonality_loss=float("nan"), n_converged=0, n_matvec=1, elapsed_s=0.1))
+
+    def refuse(token: str) -> None:
+        raise ValueError(f"not JSON: {token}")
+
+    payload = json.loads(history.to_json(), parse_constant=refuse)
+    record = payload["records"][0]
+    assert record["ritz_values"] == [1.0, None] and record["residual_norms"] == [None, 0.5]
+    assert record["orthogonality_loss"] is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
@@ -110,7 +111,19 @@ class HistoryTracker(NullTracker):
                 for record in self.records
             ],
         }
-        text = json.dumps(payload, indent=1, default=str)
+        text = json.dumps(_finite_or_null(payload), indent=1, default=str, allow_nan=False)
         if path is not None:
             Path(path).write_text(text)
         return text
+
+
+def _finite_or_null(value: Any) -> Any:
+    """NaN / Inf (a residual after a breakdown, a loss not measured) as JSON null: Python's
+    default NaN / Infinity tokens are not JSON, and browsers' JSON.parse or jq reject them."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(item) for item in value]
+    return value

@@ -6,7 +6,6 @@ Pure (pandas/numpy). The app keeps a list of these in ``st.session_state`` (see
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
@@ -15,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from explorer.results import EigenResult
-from explorer.tracking import IterationRecord, history_frame
+from explorer.tracking import IterationRecord, finite_or_null, history_frame
 
 __all__ = ["RunRecord", "run_from_view", "runs_frame", "final_errors", "history_csv", "history_json"]
 
@@ -161,18 +160,13 @@ def history_json(records: Iterable[IterationRecord], *, meta: Mapping[str, Any] 
     """JSON: ``{"meta": {...}, "records": [{iteration, n_matvec, ..., ritz_values, residual_norms}]}``."""
     import json
 
-    def clean(value: Any) -> Any:
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
-        return value
-
     payload = {
-        "meta": {key: clean(value) for key, value in dict(meta or {}).items()},
+        "meta": dict(meta or {}),
         "records": [
-            {**{key: clean(value) for key, value in record.as_row().items()},
-             "ritz_values": [clean(v) for v in record.ritz_values.double().tolist()],
-             "residual_norms": [clean(v) for v in record.residual_norms.double().tolist()]}
+            {**record.as_row(),
+             "ritz_values": record.ritz_values.double().tolist(),
+             "residual_norms": record.residual_norms.double().tolist()}
             for record in records
         ],
     }
-    return json.dumps(payload, indent=1, default=str)
+    return json.dumps(finite_or_null(payload), indent=1, default=str, allow_nan=False)

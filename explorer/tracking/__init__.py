@@ -1,6 +1,6 @@
 """Tracking: per-iteration records, the tracker protocol, history tables."""
 
-from explorer.tracking.history import HistoryTracker, history_frame, summary_frame
+from explorer.tracking.history import HistoryTracker, finite_or_null, history_frame, summary_frame
 from explorer.tracking.protocol import (
     CallbackTracker,
     CompositeTracker,
@@ -21,6 +21,7 @@ __all__ = [
     "StopFlagTracker",
     "StopSolve",
     "Tracker",
+    "finite_or_null",
     "history_frame",
     "summary_frame",
 ]

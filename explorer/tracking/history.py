@@ -16,7 +16,7 @@ from explorer.tracking.records import IterationRecord, SolveStart
 if TYPE_CHECKING:  # pragma: no cover
     from explorer.results import EigenResult
 
-__all__ = ["HistoryTracker", "history_frame", "summary_frame"]
+__all__ = ["HistoryTracker", "history_frame", "summary_frame", "finite_or_null"]
 
 _TIDY_COLUMNS = [
     "solver", "iteration", "index", "ritz_value", "residual_norm", "residual_estimated",
@@ -111,19 +111,19 @@ class HistoryTracker(NullTracker):
                 for record in self.records
             ],
         }
-        text = json.dumps(_finite_or_null(payload), indent=1, default=str, allow_nan=False)
+        text = json.dumps(finite_or_null(payload), indent=1, default=str, allow_nan=False)
         if path is not None:
             Path(path).write_text(text)
         return text
 
 
-def _finite_or_null(value: Any) -> Any:
-    """NaN / Inf (a residual after a breakdown, a loss not measured) as JSON null: Python's
+def finite_or_null(value: Any) -> Any:
+    """A JSON-ready copy of ``value`` (dicts, lists, floats) with NaN / Inf (a residual after a breakdown, a loss not measured) as JSON null: Python's
     default NaN / Infinity tokens are not JSON, and browsers' JSON.parse or jq reject them."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {key: _finite_or_null(item) for key, item in value.items()}
+        return {key: finite_or_null(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite_or_null(item) for item in value]
+        return [finite_or_null(item) for item in value]
     return value

@@ -118,8 +118,9 @@ class HistoryTracker(NullTracker):
 
 
 def finite_or_null(value: Any) -> Any:
-    """A JSON-ready copy of ``value`` (dicts, lists, floats) with NaN / Inf (a residual after a breakdown, a loss not measured) as JSON null: Python's
-    default NaN / Infinity tokens are not JSON, and browsers' JSON.parse or jq reject them."""
+    """A JSON-ready copy of ``value`` (dicts, lists, floats) with NaN / Inf (a residual after a
+    breakdown, a loss not measured) as null: Python's default NaN / Infinity tokens are not
+    JSON, and browsers' JSON.parse or jq reject them."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):

@@ -187,6 +187,8 @@ class CallableOperator(LinearOperator):
             shared = shared or y.base is not None
             y = torch.from_numpy(y)
         elif isinstance(y, torch.Tensor):
+            if y.layout != torch.strided:  # a sparse result: densify (a fresh tensor)
+                y, shared = y.to_dense(), False
             shared = shared or y._base is not None or (y.numel() > 0 and y.data_ptr() == x.data_ptr())
         else:
             raise TypeError(f"the {which} function of this matrix-free operator must return a torch.Tensor or a "

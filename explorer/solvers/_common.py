@@ -215,7 +215,7 @@ def validate_common(
         # column_norms, so a start of size 1e200 neither overflows a norm (power iteration
         # stopped with "A x = 0") nor sets the units of the first product (the randomized
         # method then reported wrong values as CONVERGED).
-        X0_t = X0_t.to(dtype=torch.float64)
+        X0_t = X0_t.to(device="cpu", dtype=torch.float64)  # (on the CPU: MPS has no float64)
         norms = column_norms(X0_t)
         X0_t = (X0_t / torch.where(norms > 0, norms, torch.ones_like(norms))).to(device=op.device, dtype=op.dtype)
     return Validated(CountedOperator(op), k, which, float(tol), int(max_iter), B_op, X0_t)

@@ -428,8 +428,8 @@ class Monitor:
         done, k = int(converged.sum()), int(converged.numel())
         text = f"{done} of {k} pairs met tol = {self.tol:g} within max_iter = {self.max_iter}"
         if k:
-            relative = (residual_norms.detach().double().cpu()
-                        / eigenvalues.detach().double().cpu().abs().clamp_min(torch.finfo(torch.float64).tiny))
+            relative = (residual_norms.detach().cpu().double()
+                        / eigenvalues.detach().cpu().double().abs().clamp_min(torch.finfo(torch.float64).tiny))
             worst = float(relative.max())
             text += f" (worst ||r|| / |theta|: {worst:.1e}; raise `max_iter`, loosen `tol` or try another solver)"
         return text + "."

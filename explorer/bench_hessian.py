@@ -162,7 +162,7 @@ def run_benchmark(k: int = 5, tol: float = 1e-6, seeds: tuple[int, ...] = (0, 1,
 
     def record(peer: str, seed: int, counter: CountingHVP, wall: float, cpu: float, values: torch.Tensor,
                vectors: torch.Tensor, claimed: torch.Tensor, note: str = "", attempts: list[int] | None = None) -> None:
-        values = values.detach().double().cpu()
+        values = values.detach().cpu().double()
         err, ghosts, missed = _match(values, spectrum, reference, claimed)
         res = _true_residuals(H, values, vectors.detach().double())
         row = PeerRun(peer, seed, counter.count, wall, cpu, [float(x) for x in values], int(claimed.sum()), err,

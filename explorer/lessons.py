@@ -571,7 +571,7 @@ def _condition_tA(problem: Any, jacobi: bool) -> float | None:
     n = problem.operator.shape[0]
     if n > 2500:
         return None
-    A = problem.operator.to_dense().double().cpu()
+    A = problem.operator.to_dense().cpu().double()
     if jacobi:
         d = torch.diagonal(A).abs().clamp_min(np.finfo(float).tiny).rsqrt()
         A = d.unsqueeze(1) * A * d.unsqueeze(0)

@@ -182,12 +182,12 @@ class SpectralDensity:
             (grid, density), float64 CPU tensors.
         """
         nodes, weights = self._flat()
-        nodes, weights = nodes.double().cpu(), weights.double().cpu()
+        nodes, weights = nodes.cpu().double(), weights.cpu().double()
         sigma = self.default_sigma() if sigma is None else float(sigma)
         if grid is None:
             low, high = self.support
             grid = torch.linspace(low - 5 * sigma, high + 5 * sigma, n_points, dtype=torch.float64)
-        grid = grid.double().cpu()
+        grid = grid.cpu().double()
         z = (grid.unsqueeze(1) - nodes.unsqueeze(0)) / sigma
         values = (weights.unsqueeze(0) * torch.exp(-0.5 * z * z)).sum(1) / (sigma * math.sqrt(2 * math.pi))
         return grid, values
@@ -195,8 +195,8 @@ class SpectralDensity:
     def cumulative(self, grid: torch.Tensor) -> torch.Tensor:
         """Estimated fraction of eigenvalues <= t (no smoothing parameter)."""
         nodes, weights = self._flat()
-        grid = grid.double().cpu()
-        return ((nodes.double().cpu().unsqueeze(0) <= grid.unsqueeze(1)) * weights.double().cpu()).sum(1)
+        grid = grid.cpu().double()
+        return ((nodes.cpu().double().unsqueeze(0) <= grid.unsqueeze(1)) * weights.cpu().double()).sum(1)
 
     def to_frame(self) -> "Any":
         """One row per (probe, node): probe, node, weight."""
@@ -261,11 +261,11 @@ class _Progress:
 
     def record(self, iteration: int, values: torch.Tensor, errors: torch.Tensor, n_matvec: int,
                extras: dict[str, float], all_values: torch.Tensor | None = None, n_converged: int = 0) -> bool:
-        record = IterationRecord(solver=self.name, iteration=iteration, ritz_values=values.detach().double().cpu(),
-                                 residual_norms=errors.detach().double().cpu(), residuals_estimated=True,
+        record = IterationRecord(solver=self.name, iteration=iteration, ritz_values=values.detach().cpu().double(),
+                                 residual_norms=errors.detach().cpu().double(), residuals_estimated=True,
                                  orthogonality_loss=None, n_converged=n_converged, n_matvec=n_matvec,
                                  elapsed_s=self.elapsed, extras=extras,
-                                 all_ritz_values=None if all_values is None else all_values.detach().double().cpu())
+                                 all_ritz_values=None if all_values is None else all_values.detach().cpu().double())
         self.history.append(record)
         try:
             self.tracker.on_iteration(record)
@@ -319,9 +319,9 @@ def spectral_density(operator: LinearOperator, *, n_probes: int = 8, n_steps: in
     for probe in range(int(n_probes)):
         z = rademacher(n, generator, dtype=operator.dtype, device=operator.device)
         alpha, beta, beta_last = lanczos_tridiagonal(counted, z, m)
-        T = torch.diag(alpha.double().cpu())
+        T = torch.diag(alpha.cpu().double())
         if beta.numel():
-            off = beta.double().cpu()
+            off = beta.cpu().double()
             T += torch.diag(off, 1) + torch.diag(off, -1)
         theta, U = torch.linalg.eigh(T)
         steps = theta.numel()
@@ -390,7 +390,7 @@ def hutchinson_trace(operator: LinearOperator, *, n_probes: int = 100, seed: int
         b = min(max(1, int(block)), int(n_probes) - len(samples))
         Z = torch.stack([rademacher(n, generator, dtype=operator.dtype, device=operator.device) for _ in range(b)], 1)
         AZ = counted.matmat(Z) if b > 1 else counted.matvec(Z[:, 0]).unsqueeze(1)
-        for value in (Z * AZ).sum(0).double().cpu().tolist():
+        for value in (Z * AZ).sum(0).cpu().double().tolist():
             samples.append(value)
             mean, err = _mean_se(samples)
             met = rtol is not None and len(samples) >= max(2, min_probes) and err <= rtol * abs(mean)

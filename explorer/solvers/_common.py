@@ -116,21 +116,18 @@ class UnitsOperator(LinearOperator):
         super().__init__(base.shape, base.dtype, base.device, is_symmetric=base.is_symmetric)
         self.base, self.units = base, units
 
-    def _apply(self, Y: torch.Tensor) -> torch.Tensor:
-        return self.units(Y)
-
     def _matmat(self, X: torch.Tensor) -> torch.Tensor:
-        return self._apply(self.base.matmat(X))
+        return self.units(self.base.matmat(X))
 
     def _matvec(self, x: torch.Tensor) -> torch.Tensor:
-        return self._apply(self.base.matvec(x))
+        return self.units(self.base.matvec(x))
 
     def _rmatmat(self, X: torch.Tensor) -> torch.Tensor:
-        return self._apply(self.base.rmatmat(X))
+        return self.units(self.base.rmatmat(X))
 
     def diagonal(self) -> torch.Tensor | None:
         d = self.base.diagonal()
-        return None if d is None else self._apply(d)
+        return None if d is None else self.units(d)
 
     def _to(self, device: torch.device, dtype: torch.dtype) -> "UnitsOperator":
         return UnitsOperator(self.base.to(device, dtype), self.units)
@@ -138,6 +135,12 @@ class UnitsOperator(LinearOperator):
     @property
     def kind(self) -> str:
         return self.base.kind
+
+
+def nonfinite_message(where: str, n_matvec: int, kept: str) -> str:
+    """The BREAKDOWN message of every solver when the operator returned NaN or Inf."""
+    return (f"The operator returned NaN or Inf ({where}, after {n_matvec} matvecs; an HVP that overflowed, a "
+            f"function that divides by zero?); the result is {kept}.")
 
 
 def is_real_number(value: Any) -> bool:
@@ -435,13 +438,16 @@ class Monitor:
         return text + "."
 
     def finish(self, *, eigenvalues: torch.Tensor, eigenvectors: torch.Tensor, residual_norms: torch.Tensor,
-               converged: torch.Tensor, n_iter: int, status: SolveStatus, message: str = "") -> EigenResult:
+               converged: torch.Tensor, n_iter: int, status: SolveStatus, message: str = "",
+               counts_in_message: bool = False) -> EigenResult:
+        """The result; a MAX_ITER message gets how far the run got (``_progress``) unless the
+        solver's own ``message`` already counts the pairs (``counts_in_message``)."""
         if self.stop_reason is not None:
             status = SolveStatus.STOPPED
             message = (message + " " if message else "") + f"Reason: {self.stop_reason}."
         if self.units is not None and self.units.scale != 1.0:
             eigenvalues, residual_norms = eigenvalues * self.units.scale, residual_norms * self.units.scale
-        if status is SolveStatus.MAX_ITER and " pairs " not in message:
+        if status is SolveStatus.MAX_ITER and not counts_in_message:
             message = (self._progress(eigenvalues, residual_norms, converged) + " " + message).strip()
         result = EigenResult(
             eigenvalues=eigenvalues.detach(), eigenvectors=eigenvectors.detach(),

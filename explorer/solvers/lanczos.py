@@ -168,8 +168,10 @@ from explorer.solvers._common import (
     WHICH,
     Monitor,
     ProductUnits,
+    UnitsOperator,
     check_int,
     make_generator,
+    nonfinite_message,
     random_block,
     residual_threshold,
     validate_common,
@@ -405,7 +407,11 @@ class _Lanczos:
     def __init__(self, v: Any, monitor: Monitor, *, mode: str, m: int, b: int,
                  generator: torch.Generator, store_products: bool = False) -> None:
         self.v = v
-        self.op = v.operator
+        # Products are divided by 2^e (exact) when the first one is so large or so small that
+        # squares of its entries would overflow or underflow (ProductUnits); the monitor reports
+        # values and residuals back in A's units.
+        self.units = monitor.units = ProductUnits(v.operator.dtype)
+        self.op = UnitsOperator(v.operator, self.units)
         self.monitor = monitor
         self.mode = mode
         self.k, self.which, self.tol = v.k, v.which, v.tol
@@ -450,12 +456,6 @@ class _Lanczos:
         # than single-column products on one thread (csr_matvecs), so sparse CPU operators are
         # applied column by column; every other operator gets the block (one GEMM / HVP batch).
         self.columnwise = _sparse_on_cpu(self.op)
-        # Products are divided by 2^e (exact) when the first one is so large or so small that
-        # squares of its entries would overflow or underflow (ProductUnits); the values and
-        # residuals are reported back in A's units by the monitor.
-        self.units = ProductUnits(self.dtype)
-        self.nonfinite = False  # the operator returned NaN / Inf (run() stops with BREAKDOWN)
-        monitor.units = self.units
 
     # -- operator -------------------------------------------------------------------------
     def apply(self, X: torch.Tensor) -> torch.Tensor:
@@ -464,8 +464,8 @@ class _Lanczos:
             out = X.new_empty(X.shape)
             for i in range(X.shape[0]):
                 out[i] = self.op.matvec(X[i])
-            return self.units(out)
-        return self.units(self.op.matmat(X.T).T.contiguous())
+            return out
+        return self.op.matmat(X.T).T.contiguous()
 
     # -- orthonormalization of a new block ------------------------------------------------
     def breakdown_floor(self, scale: float | None = None) -> float:
@@ -684,10 +684,9 @@ class _Lanczos:
                 # NaN or Inf from the operator (an HVP that blew up, a bad callable): the rows
                 # before this block and their projected matrix are still exact; report those.
                 status = SolveStatus.BREAKDOWN
-                message = (f"The operator returned NaN or Inf (Lanczos step {iteration}, after "
-                           f"{self.monitor.n_matvec} matvecs); the result is the Rayleigh-Ritz approximation "
-                           "from the basis built before it, with true residuals.")
-                self.nonfinite = True
+                message = nonfinite_message(f"Lanczos step {iteration}", self.monitor.n_matvec,
+                                            "the Rayleigh-Ritz approximation from the basis built before it, "
+                                            "with true residuals")
                 iteration -= 1  # this step was not completed (and not recorded)
                 p = j
                 theta, S = _eigh(self.H[:p, :p]) if p else (np.zeros(0), np.zeros((0, 0)))
@@ -770,7 +769,7 @@ class _Lanczos:
         H, Vt = self.H, self.Vt
         p = j + 1
         q = Vt[j]
-        w = self.units(self.op.matvec(q))
+        w = self.op.matvec(q)
         if self.AVt is not None:
             self.AVt[j].copy_(w)
         w_norm0 = float(torch.linalg.vector_norm(w)) if (iteration == 1 or self.mode == "none") else 0.0

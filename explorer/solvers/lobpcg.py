@@ -174,6 +174,7 @@ from explorer.solvers._common import (
     ProductUnits,
     UnitsOperator,
     Validated,
+    nonfinite_message,
     make_generator,
     orthogonality_loss,
     random_block,
@@ -479,8 +480,7 @@ class _State:
         return self.XPt.shape[0] - self.m
 
 
-_NONFINITE = ("The operator returned NaN or Inf ({where}, after {n} matvecs; an HVP that overflowed, a function "
-              "that divides by zero?); the result is the last iterate before it, with true residuals.")
+_KEPT = "the last iterate before it, with true residuals"
 
 
 class _Engine:
@@ -864,7 +864,7 @@ class _Engine:
         """
         m, p = self.m, s.p
         if self.recompute_AX:
-            quotients = (s.Xt * s.AXt).sum(1) / (s.Xt * s.BXt).sum(1)
+            quotients = (s.Xt * s.AXt).sum(1) / (s.Xt * s.BXt).sum(1)  # x^T A x / x^T B x
             # a difference at the rounding level of a Rayleigh quotient is not drift (and a tol
             # below it, which cannot be met anyway, must not trigger a recomputation each audit)
             allowed = torch.clamp(threshold, min=self.ortho_tol * self.norm_estimate)
@@ -946,7 +946,7 @@ class _Engine:
             X = torch.linalg.qr(self.X_start).Q[:, :k]
             return monitor.finish(eigenvalues=nan, eigenvectors=X, residual_norms=nan.clone(),
                                   converged=torch.zeros(k, dtype=torch.bool), n_iter=0, status=SolveStatus.BREAKDOWN,
-                                  message=_NONFINITE.format(where="in the first products", n=monitor.n_matvec))
+                                  message=nonfinite_message("in the first products", monitor.n_matvec, _KEPT))
         Rt, res = self._residuals(s)
         threshold = self._threshold(s.theta)
         status = SolveStatus.MAX_ITER
@@ -958,7 +958,7 @@ class _Engine:
                 step = self._step(s, res, Rt, it, threshold)
             except torch.linalg.LinAlgError:  # eigh of a projected matrix with NaN / Inf from the operator
                 status = SolveStatus.BREAKDOWN
-                message = _NONFINITE.format(where=f"at iteration {it + 1}", n=monitor.n_matvec)
+                message = nonfinite_message(f"at iteration {it + 1}", monitor.n_matvec, _KEPT)
                 break
             step, active = step
             if step is None:
@@ -1371,7 +1371,7 @@ def _single_vector(v: Validated, monitor: Monitor, *, largest: bool, T: LinearOp
                 message = ("The new search direction is linearly dependent on the current basis (stagnation at "
                            "the rounding level); `tol` is probably below the attainable accuracy.")
             else:
-                message = _NONFINITE.format(where=f"at iteration {it + 1}", n=monitor.n_matvec)
+                message = nonfinite_message(f"at iteration {it + 1}", monitor.n_matvec, _KEPT)
             break
         w.mul_(1.0 / after)
         b.Aw.copy_(A.matvec(w))
@@ -1386,7 +1386,7 @@ def _single_vector(v: Validated, monitor: Monitor, *, largest: bool, T: LinearOp
             ev, U = torch.linalg.eigh(H)
         except torch.linalg.LinAlgError:  # NaN or Inf in H
             status = SolveStatus.BREAKDOWN
-            message = _NONFINITE.format(where=f"at iteration {it + 1}", n=monitor.n_matvec)
+            message = nonfinite_message(f"at iteration {it + 1}", monitor.n_matvec, _KEPT)
             break
         values = ev.flip(0) if largest else ev
         evl = ev.tolist()

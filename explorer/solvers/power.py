@@ -74,7 +74,9 @@ from explorer.results import EigenResult, SolveStatus
 from explorer.solvers._common import (
     Monitor,
     ProductUnits,
+    UnitsOperator,
     is_real_number,
+    nonfinite_message,
     make_generator,
     random_block,
     residual_threshold,
@@ -90,8 +92,7 @@ _NORM_STEPS = 20  # power steps for the ||A|| estimate behind the LA / SA shift
 _SHIFT_MARGIN = 1.1
 
 
-_NONFINITE = ("The operator returned NaN or Inf (iteration {it}, after {n} matvecs; an HVP that overflowed, a "
-              "function that divides by zero?); the result is the last iterate before it, with true residuals.")
+_KEPT = "the last iterate before it, with true residuals"  # (nonfinite_message)
 
 
 def power_iteration(
@@ -136,13 +137,13 @@ def power_iteration(
     if not is_real_number(momentum) or not 0.0 <= momentum < 1.0:
         raise ValueError(f"`momentum` must be a number in [0, 1) (the expected ratio |lambda_2 / lambda_1|), "
                          f"got momentum={momentum!r}; use 0 for plain power iteration")
-    op, n, dtype, device = v.operator, v.operator.shape[0], v.operator.dtype, v.operator.device
+    n, dtype, device = v.operator.shape[0], v.operator.dtype, v.operator.device
     generator = make_generator(seed)
     monitor = Monitor("power_iteration", v, tracker, extras={"momentum": float(momentum),
                                                               "deflation": "orthogonal projection"})
-
-    units = ProductUnits(dtype)  # A / 2^e when A's scale would over/underflow norms
-    monitor.units = units  # reports values and residuals back in A's units
+    # A / 2^e when A's scale would over/underflow norms; the monitor reports back in A's units
+    units = monitor.units = ProductUnits(dtype)
+    op = UnitsOperator(v.operator, units)
 
     def start_vector(j: int) -> torch.Tensor:
         if v.X0 is not None and j < v.X0.shape[1]:
@@ -158,7 +159,7 @@ def power_iteration(
         x = start_vector(v.X0.shape[1] if v.X0 is not None else 0)
         for _ in range(_NORM_STEPS):
             x = x / torch.linalg.vector_norm(x)
-            x = units(op.matvec(x))
+            x = op.matvec(x)
         norm_estimate = float(torch.linalg.vector_norm(x))
         sigma = _SHIFT_MARGIN * norm_estimate
     sign = -1.0 if v.which == "SA" else 1.0  # iterate with sign * A + sigma I
@@ -176,7 +177,7 @@ def power_iteration(
     theta_prev: float | None = None
     current: tuple[torch.Tensor, torch.Tensor] | None = None
     while it < v.max_iter:
-        Ax = units(op.matvec(x))
+        Ax = op.matvec(x)
         it += 1
         theta = float(x @ Ax)
         r = Ax - theta * x
@@ -188,7 +189,7 @@ def power_iteration(
         deflated = residual if not V.shape[1] else float(torch.linalg.vector_norm(r - V @ (V.T @ r)))
         if not (math.isfinite(theta) and math.isfinite(residual)):
             it -= 1  # not completed (and not recorded); `current` keeps the iterate before it
-            status, message = SolveStatus.BREAKDOWN, _NONFINITE.format(it=it + 1, n=op.n_matvec)
+            status, message = SolveStatus.BREAKDOWN, nonfinite_message(f"iteration {it + 1}", monitor.n_matvec, _KEPT)
             break
         norm_estimate = max(norm_estimate, abs(theta))
         current = (x, Ax)
@@ -232,7 +233,7 @@ def power_iteration(
             y = y - beta * x_prev
         norm = float(torch.linalg.vector_norm(y))
         if not math.isfinite(norm):
-            status, message = SolveStatus.BREAKDOWN, _NONFINITE.format(it=it + 1, n=op.n_matvec)
+            status, message = SolveStatus.BREAKDOWN, nonfinite_message(f"iteration {it + 1}", monitor.n_matvec, _KEPT)
             break
         if not norm > 0:
             status = SolveStatus.BREAKDOWN
@@ -266,11 +267,13 @@ def power_iteration(
         status = SolveStatus.MAX_ITER
         message = ("Every pair met tol in the deflated space, but after the final Rayleigh-Ritz some true "
                    "residuals exceed it; lower `tol` or use lobpcg/lanczos.")
-    if status is SolveStatus.MAX_ITER and not message:
+    counted = status is SolveStatus.MAX_ITER and not message
+    if counted:
         message = (f"{n_locked} of {v.k} pairs converged within max_iter={v.max_iter} iterations "
                    f"(the gap |lambda_(j+1) / lambda_j| decides the speed; try `momentum` or lobpcg/lanczos).")
     return monitor.finish(eigenvalues=values_t[order], eigenvectors=X[:, order], residual_norms=residuals_t[order],
-                          converged=converged_t[order.cpu()], n_iter=it, status=status, message=message)
+                          converged=converged_t[order.cpu()], n_iter=it, status=status, message=message,
+                          counts_in_message=counted)
 
 
 def _normalized_start(x: torch.Tensor, V: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

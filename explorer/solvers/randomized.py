@@ -72,9 +72,11 @@ from explorer.results import EigenResult, SolveStatus, SVDResult
 from explorer.solvers._common import (
     Monitor,
     ProductUnits,
+    UnitsOperator,
     Validated,
     check_int,
     is_real_number,
+    nonfinite_message,
     make_generator,
     orthogonality_loss,
     random_block,
@@ -174,8 +176,7 @@ def _validate_rectangular(operator: Any, k: Any, tol: Any, max_iter: Any, n_over
     return v, n_oversamples, n_power_iter, n_probes
 
 
-_NONFINITE = ("The operator returned NaN or Inf (pass {passes}, after {n} matvecs; an HVP that overflowed, a "
-              "function that divides by zero?); the result is the one from the pass before it.")
+_KEPT = "the one from the pass before it"  # (nonfinite_message)
 
 
 def _error_estimate(op: CountedOperator, Q: torch.Tensor, AW: torch.Tensor) -> float:
@@ -229,9 +230,11 @@ def randomized_svd(
     generator = make_generator(seed)
     monitor = Monitor("randomized_svd", v, tracker, extras={"n_oversamples": p, "n_power_iter": q,
                                                              "n_probes": r, "shape": f"{m}x{n}"})
-    units = ProductUnits(dtype)  # A / 2^e when A's scale would over/underflow norms
-    monitor.units = units  # reports values and residuals back in A's units (the SVDResult is built here)
-    Q = _orth(units(op.matmat(random_block(n, l, generator, dtype=dtype, device=device))))  # HMT Alg. 4.1
+    # A / 2^e when A's scale would over/underflow norms; the monitor reports back in A's units (the
+    # SVDResult, built here, too)
+    units = monitor.units = ProductUnits(dtype)
+    op = UnitsOperator(v.operator, units)
+    Q = _orth(op.matmat(random_block(n, l, generator, dtype=dtype, device=device)))  # HMT Alg. 4.1
     status = SolveStatus.MAX_ITER if tol is not None else SolveStatus.CONVERGED
     message = ""
     passes = 0
@@ -239,9 +242,9 @@ def randomized_svd(
     estimate = float("nan")
     while True:
         passes += 1
-        Z = units(op.rmatmat(Q))  # (n, l) = (Q^T A)^T: B = Z^T
+        Z = op.rmatmat(Q)  # (n, l) = (Q^T A)^T: B = Z^T
         if not bool(torch.isfinite(Z).all()):  # (l columns: cheap next to the product)
-            status, message = SolveStatus.BREAKDOWN, _NONFINITE.format(passes=passes, n=op.n_matvec)
+            status, message = SolveStatus.BREAKDOWN, nonfinite_message(f"pass {passes}", monitor.n_matvec, _KEPT)
             passes -= 1  # not completed (and not recorded)
             if U is None:  # nothing before it: NaN values (and no right vectors to speak of)
                 S = torch.full((k,), math.nan, dtype=dtype, device=device)
@@ -250,7 +253,7 @@ def randomized_svd(
         Ub, S_all, Vh_all = torch.linalg.svd(Z.T, full_matrices=False)  # HMT Alg. 5.1
         U, S, Vh = Q @ Ub[:, :k], S_all[:k], Vh_all[:k]
         probes = random_block(n, r, generator, dtype=dtype, device=device)
-        products = units(op.matmat(torch.cat([Vh.T, probes], 1)))  # A v_i and A w_i in one block product
+        products = op.matmat(torch.cat([Vh.T, probes], 1))  # A v_i and A w_i in one block product
         residuals = torch.linalg.vector_norm(products[:, :k] - U * S.unsqueeze(0), dim=0)
         range_estimate = _error_estimate(op, Q, products[:, k:])
         # ||A - U_k S_k V_k^T|| <= ||(I - QQ^T) A|| + sigma_{k+1}(B): the range error plus what
@@ -276,7 +279,7 @@ def randomized_svd(
                 message = (f"After {q} power iterations the residuals still exceed tol={tol:g}; raise "
                            "`n_power_iter` (the spectrum may decay too slowly for a randomized method).")
             break
-        Q = _orth(units(op.matmat(_orth(Z))))  # HMT Alg. 4.4: one power iteration, re-orthonormalized
+        Q = _orth(op.matmat(_orth(Z)))  # HMT Alg. 4.4: one power iteration, re-orthonormalized
     if monitor.stop_reason is not None:
         status = SolveStatus.STOPPED
         message = (message + " " if message else "") + f"Reason: {monitor.stop_reason}."
@@ -285,7 +288,7 @@ def randomized_svd(
     assert U is not None and S is not None and Vh is not None
     result = SVDResult(U=U.detach(), S=(S * units.scale).detach(), Vh=Vh.detach(),
                        error_estimate=estimate * units.scale, n_iter=passes,
-                       n_matvec=op.n_matvec, elapsed_s=monitor.elapsed, status=status, message=message,
+                       n_matvec=monitor.n_matvec, elapsed_s=monitor.elapsed, status=status, message=message,
                        history=tuple(monitor.history))
     try:
         monitor.tracker.on_finish(result)  # type: ignore[arg-type]
@@ -348,17 +351,17 @@ def randomized_eigh(
         Omega[:, :b] = v.X0
     monitor = Monitor("randomized_svd", v, tracker, extras={"n_oversamples": n_oversamples,
                                                              "n_power_iter": n_power_iter})
-    units = ProductUnits(op.dtype)  # as in randomized_svd
-    monitor.units = units
-    Q = _orth(units(op.matmat(Omega)))
+    op = UnitsOperator(op, ProductUnits(op.dtype))  # as in randomized_svd
+    monitor.units = op.units
+    Q = _orth(op.matmat(Omega))
     status, message = SolveStatus.MAX_ITER, ""
     norm_estimate = 0.0
     passes = 0
     while True:
         passes += 1
-        Z = units(op.matmat(Q))
+        Z = op.matmat(Q)
         if not bool(torch.isfinite(Z).all()):
-            status, message = SolveStatus.BREAKDOWN, _NONFINITE.format(passes=passes, n=op.n_matvec)
+            status, message = SolveStatus.BREAKDOWN, nonfinite_message(f"pass {passes}", monitor.n_matvec, _KEPT)
             passes -= 1  # not completed (and not recorded)
             if passes == 0:  # nothing before it: NaN values, the range basis as vectors
                 theta = torch.full((v.k,), math.nan, dtype=op.dtype, device=op.device)
@@ -387,7 +390,8 @@ def randomized_eigh(
             break
         Q = _orth(Z)
     return monitor.finish(eigenvalues=theta, eigenvectors=X, residual_norms=residuals, converged=converged.cpu(),
-                          n_iter=passes, status=status, message=message)
+                          n_iter=passes, status=status, message=message,
+                          counts_in_message=True)  # (MAX_ITER only with the message above)
 
 
 register_solver(SolverSpec(

@@ -200,6 +200,42 @@ def test_records_are_packed_into_few_blocks_not_one_heap_allocation_each() -> No
     assert not torch.equal(result.history[0].residual_norms, result.history[-1].residual_norms)
 
 
+def test_record_fields_from_numpy_or_torch_become_independent_cpu_tensors() -> None:
+    """Monitor.record takes numpy arrays (Lanczos's small work is in numpy) or tensors: either
+    way a record holds CPU tensors of the same dtype and values, which later writes to the
+    solver's arrays do not change, also across the arena's 1 MiB block boundaries."""
+    import numpy as np
+
+    from explorer.solvers._common import Monitor, validate_common
+
+    v = validate_common("lanczos", torch.eye(4, dtype=torch.float64), 1, which="LA", tol=1e-6, max_iter=10,
+                        default_max_iter=10, supported_which=("LA",))
+    monitor = Monitor("lanczos", v, None)
+    rng = np.random.default_rng(0)
+    sources = []
+    for it in range(1, 3001):  # 3000 x 70 float64 values: about 1.6 MiB, so two blocks
+        theta = rng.standard_normal(60)
+        est = rng.random(5).astype(np.float32)
+        ghost = rng.random(5) < 0.5
+        as_torch = it % 2 == 0
+        monitor.record(it, torch.from_numpy(theta[:5]) if as_torch else theta[:5],
+                       torch.from_numpy(est) if as_torch else est, estimated=True, n_converged=0,
+                       all_ritz_values=theta, ghost_mask=torch.from_numpy(ghost) if as_torch else ghost)
+        sources.append((theta.copy(), est.copy(), ghost.copy()))
+        theta[:] = np.nan  # the solver reuses its arrays
+        est[:] = np.nan
+    for record, (theta, est, ghost) in zip(monitor.history, sources):
+        assert record.ritz_values.dtype == torch.float64 and record.residual_norms.dtype == torch.float32
+        assert record.ghost_mask is not None and record.ghost_mask.dtype == torch.bool
+        assert record.all_ritz_values is not None and record.all_ritz_values.device.type == "cpu"
+        assert np.array_equal(record.ritz_values.numpy(), theta[:5])
+        assert np.array_equal(record.all_ritz_values.numpy(), theta)
+        assert np.array_equal(record.residual_norms.numpy(), est)
+        assert np.array_equal(record.ghost_mask.numpy(), ghost)
+    storages = {r.all_ritz_values.untyped_storage().data_ptr() for r in monitor.history}  # type: ignore[union-attr]
+    assert 2 <= len(storages) <= 3
+
+
 def test_json_export_is_strict_json_even_with_nan_and_inf() -> None:
     """A record can hold NaN / Inf (a residual after a breakdown, a loss not measured); the
     JSON download writes them as null, since NaN / Infinity tokens are not JSON (a browser's

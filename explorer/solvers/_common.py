@@ -313,6 +313,11 @@ def orthogonality_loss(V: torch.Tensor, BV: torch.Tensor | None = None) -> float
     return float(gram.abs().max())
 
 
+_TORCH_DTYPE_OF = {np.float64: torch.float64, np.float32: torch.float32, np.float16: torch.float16,
+                   np.bool_: torch.bool, np.int64: torch.int64, np.int32: torch.int32}
+_NUMPY_SAFE = frozenset(_TORCH_DTYPE_OF.values())
+
+
 class _RecordArena:
     """CPU copies of the small per-iteration tensors, carved out of 1 MiB blocks.
 
@@ -328,40 +333,47 @@ class _RecordArena:
     BLOCK_BYTES = 1 << 20
 
     def __init__(self) -> None:
-        self._blocks: dict[torch.dtype, tuple[torch.Tensor, int]] = {}
+        # dtype -> (block, its numpy view or None, entries used)
+        self._blocks: dict[torch.dtype, tuple[torch.Tensor, np.ndarray | None, int]] = {}
 
-    def copy(self, *tensors: torch.Tensor | None) -> list[torch.Tensor | None]:
-        """Detached CPU copies of ``tensors`` (None stays None), packed per dtype into the
-        current block with one ``cat`` and returned as views by one ``split``.
+    def copy(self, *tensors: torch.Tensor | np.ndarray | None) -> list[torch.Tensor | None]:
+        """Detached CPU copies of ``tensors`` (torch tensors or numpy arrays; None stays None),
+        each written into the current block of its dtype through the block's numpy view and
+        returned as a torch view of that block.
 
-        Cost per Lanczos record (4 fields): ~25 us, against ~10 us for four plain
-        ``.to("cpu", copy=True)`` (fragmenting, above) and ~40 us copying field by field. Numpy
-        blocks with ``torch.from_numpy`` views were as cheap as plain copies but fragmented the
-        heap just the same (each view brings its own malloc'd storage object): 2.1 GB again.
+        Cost per Lanczos record (4 fields, numpy inputs): ~8 us, against ~45 us when the
+        fields were packed with one torch ``cat`` and unpacked with ``split`` (torch's
+        per-call overhead), and ~10 us for four plain ``.to("cpu", copy=True)`` (fragmenting,
+        above). Numpy blocks with ``torch.from_numpy`` views per record were as cheap but
+        fragmented the heap just the same (each view brings its own malloc'd storage object):
+        2.1 GB again; here every record's tensor is a view of one long-lived block tensor.
         """
-        out: list[torch.Tensor | None] = [None] * len(tensors)
-        groups: dict[torch.dtype, list[tuple[int, torch.Tensor]]] = {}
-        for i, t in enumerate(tensors):
-            if t is not None:
-                groups.setdefault(t.dtype, []).append((i, t.detach().cpu().reshape(-1)))
-        for dtype, members in groups.items():
-            sizes = [flat.numel() for _, flat in members]
-            total = sum(sizes)
-            block, used = self._blocks.get(dtype, (None, 0))
-            if block is None or used + total > block.numel():
-                itemsize = torch.empty(0, dtype=dtype).element_size()
-                block, used = torch.empty(max(self.BLOCK_BYTES // itemsize, total), dtype=dtype), 0
-            dest = block[used:used + total]
-            self._blocks[dtype] = (block, used + total)
-            if len(members) == 1:
-                dest.copy_(members[0][1])
-                parts: Sequence[torch.Tensor] = (dest,)
+        out: list[torch.Tensor | None] = []
+        for t in tensors:
+            if t is None:
+                out.append(None)
+                continue
+            if isinstance(t, torch.Tensor):
+                t = t.detach()
+                if t.device.type != "cpu":
+                    t = t.cpu()
+                dtype, size = t.dtype, t.numel()
             else:
-                torch.cat([flat for _, flat in members], out=dest)
-                parts = dest.split(sizes)
-            for (i, _), part in zip(members, parts):
-                shape = tensors[i].shape  # type: ignore[union-attr]
-                out[i] = part if len(shape) == 1 else part.view(shape)
+                t = np.asarray(t)
+                dtype, size = _TORCH_DTYPE_OF[t.dtype.type], t.size
+            entry = self._blocks.get(dtype)
+            if entry is None or entry[2] + size > entry[0].numel():
+                itemsize = torch.empty(0, dtype=dtype).element_size()
+                block = torch.empty(max(self.BLOCK_BYTES // itemsize, size), dtype=dtype)
+                entry = (block, block.numpy() if dtype in _NUMPY_SAFE else None, 0)
+            block, view, used = entry
+            self._blocks[dtype] = (block, view, used + size)
+            dest = block[used:used + size]
+            if view is not None:
+                view[used:used + size] = (t.numpy() if isinstance(t, torch.Tensor) else t).reshape(-1)
+            else:
+                dest.copy_(torch.as_tensor(t).reshape(-1))
+            out.append(dest if t.ndim == 1 else dest.view(tuple(t.shape)))
         return out
 
 
@@ -398,12 +410,15 @@ class Monitor:
     def stopped(self) -> bool:
         return self.stop_reason is not None
 
-    def record(self, iteration: int, ritz_values: torch.Tensor, residual_norms: torch.Tensor, *,
-               estimated: bool, n_converged: int, orthogonality_loss: float | None = None,
-               all_ritz_values: torch.Tensor | None = None, ghost_mask: torch.Tensor | None = None,
+    def record(self, iteration: int, ritz_values: torch.Tensor | np.ndarray, residual_norms: torch.Tensor | np.ndarray,
+               *, estimated: bool, n_converged: int, orthogonality_loss: float | None = None,
+               all_ritz_values: torch.Tensor | np.ndarray | None = None,
+               ghost_mask: torch.Tensor | np.ndarray | None = None,
                extras: Mapping[str, float] | None = None) -> bool:
         """Emit one record; returns True when the tracker asked to stop. Values and residuals
-        are in the solver's units: with ``units`` set they are reported in A's."""
+        are in the solver's units: with ``units`` set they are reported in A's. The fields may be
+        torch tensors (any device) or numpy arrays (a solver whose small work is in numpy saves
+        the conversions); the record always holds CPU torch tensors."""
         if self.units is not None and self.units.scale != 1.0:
             ritz_values, residual_norms = ritz_values * self.units.scale, residual_norms * self.units.scale
             if all_ritz_values is not None:

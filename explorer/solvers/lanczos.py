@@ -717,9 +717,9 @@ class _Lanczos:
                                       / (max(self.anorm, self.tiny) * p))
             shown = order[:k]
             stop = monitor.record(
-                iteration, torch.from_numpy(theta[shown]), torch.from_numpy(est_all[shown]), estimated=True,
+                iteration, theta[shown], est_all[shown], estimated=True,
                 n_converged=int(conv_w.sum()), orthogonality_loss=self.loss,
-                all_ritz_values=torch.from_numpy(theta), ghost_mask=torch.from_numpy(ghost[shown]),
+                all_ritz_values=theta, ghost_mask=ghost[shown],
             )
             if stop:
                 status, message = SolveStatus.STOPPED, ""

@@ -369,12 +369,15 @@ def test_as_operator_passes_operators_through() -> None:
     assert as_operator(op) is op
 
 
-@pytest.mark.parametrize("kind", ["reused torch buffer", "reused numpy buffer", "a view", "(n, 1)", "float32 result"])
+@pytest.mark.parametrize("kind", ["reused torch buffer", "reused numpy buffer", "a view", "(n, 1)", "float32 result",
+                                  "writes into its input", "numpy, writes into its input"])
 def test_a_matrix_free_function_may_reuse_its_output_buffer(kind: str) -> None:
     """A function writing into one preallocated ``out`` (or returning a view of it, a column,
     another dtype) is as good as one returning fresh tensors: every solver stores products,
     so before this the stored ones all turned into the last (dense eigh of diag(1..30) via
-    to_dense gave [97.2, 0.0]; Lanczos broke down, power iteration missed)."""
+    to_dense gave [97.2, 0.0]; Lanczos broke down, power iteration missed). A function that
+    computes in place on its input gets a private copy: solvers pass rows of their basis, and
+    before this Lanczos returned [321662, -57317] as CONVERGED, LOBPCG broke down."""
     from explorer.solvers import SOLVERS
 
     d = torch.arange(1.0, 31.0, dtype=torch.float64)
@@ -385,8 +388,14 @@ def test_a_matrix_free_function_may_reuse_its_output_buffer(kind: str) -> None:
         "a view": lambda x: torch.mul(d, x, out=buffer)[:],
         "(n, 1)": lambda x: (d * x).unsqueeze(1),
         "float32 result": lambda x: (d * x).float(),
+        "writes into its input": lambda x: x.mul_(d),
+        "numpy, writes into its input": lambda x: np.multiply(x.numpy(), d.numpy(), out=x.numpy()),
     }
     op = CallableOperator(functions[kind], 30, dtype=torch.float64)
+    x = torch.ones(30, dtype=torch.float64)
+    torch.testing.assert_close(op.matvec(x), d)
+    torch.testing.assert_close(op.matmat(torch.ones(30, 2, dtype=torch.float64)), torch.stack([d, d], dim=1))
+    assert torch.equal(x, torch.ones(30, dtype=torch.float64))  # the caller's vector is untouched
     for name, spec in SOLVERS.items():
         which = "LA" if "LA" in spec.which else spec.which[0]
         result = spec.fn(op, 2, which=which, tol=1e-8, seed=0, max_iter=5000)
@@ -397,6 +406,19 @@ def test_a_matrix_free_function_may_reuse_its_output_buffer(kind: str) -> None:
         # float32 results: the operator is exact to ~eps_32 ||A||
         tol = 1e-5 if kind == "float32 result" else 1e-7
         torch.testing.assert_close(result.eigenvalues, expected, rtol=tol, atol=0.0, msg=name)
+
+
+def test_a_block_function_that_writes_into_its_input_gets_a_private_copy() -> None:
+    from explorer.solvers import lobpcg
+
+    d = torch.arange(1.0, 31.0, dtype=torch.float64)
+    op = CallableOperator(lambda x: d * x, 30, matmat=lambda X: X.mul_(d.unsqueeze(1)))
+    X = torch.ones(30, 3, dtype=torch.float64)
+    torch.testing.assert_close(op.matmat(X), d.unsqueeze(1).expand(30, 3))
+    assert torch.equal(X, torch.ones(30, 3, dtype=torch.float64))
+    result = lobpcg(op, 2, which="LA", tol=1e-8, seed=0)
+    torch.testing.assert_close(result.eigenvalues, torch.tensor([30.0, 29.0], dtype=torch.float64),
+                               rtol=1e-7, atol=0.0)
 
 
 @pytest.mark.parametrize(("function", "error", "match"), [

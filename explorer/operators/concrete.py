@@ -155,6 +155,10 @@ class CallableOperator(LinearOperator):
     function writing into a preallocated ``out`` gave every stored product the value of the
     last one (measured: dense eigh of diag(1..30) returned [97.2, 0.0]; Lanczos, LOBPCG and
     power iteration returned wrong values or broke down). A fresh result is used as it is.
+    The function gets a private copy of its input, so it may also compute in place
+    (``lambda v: v.mul_(d)``): solvers pass rows of their basis, and a function that wrote
+    into them corrupted the basis (Lanczos returned wrong values as CONVERGED). The copy
+    costs one pass over the vector, nothing next to a Hessian-vector product.
     """
 
     def __init__(self, matvec: Callable[[torch.Tensor], torch.Tensor], n: int, *,
@@ -167,20 +171,24 @@ class CallableOperator(LinearOperator):
         self.name = name
 
     def _matvec(self, x: torch.Tensor) -> torch.Tensor:
-        y = self._fn(x)
-        return self._own(y, x, (self.shape[0],), sys.getrefcount(y), "matvec")
+        arg = x.clone()  # the function may write into its input; x is often a row of the solver's basis
+        y = self._fn(arg)
+        return self._own(y, arg, (self.shape[0],), sys.getrefcount(y) - (y is arg), "matvec")
 
     def _matmat(self, X: torch.Tensor) -> torch.Tensor:
         if self._fn_block is not None:
-            Y = self._fn_block(X)
-            return self._own(Y, X, (self.shape[0], X.shape[1]), sys.getrefcount(Y), "matmat")
+            arg = X.clone()
+            Y = self._fn_block(arg)
+            return self._own(Y, arg, (self.shape[0], X.shape[1]), sys.getrefcount(Y) - (Y is arg), "matmat")
         return torch.stack([self._matvec(X[:, j]) for j in range(X.shape[1])], dim=1)
 
-    def _own(self, y: Any, x: torch.Tensor, shape: tuple[int, ...], refs: int, which: str) -> torch.Tensor:
+    def _own(self, y: Any, arg: torch.Tensor, shape: tuple[int, ...], refs: int, which: str) -> torch.Tensor:
         """The function's result as a tensor of ``shape`` that nothing else references.
 
-        ``refs`` is ``sys.getrefcount(y)`` taken in the caller, where a fresh result has
-        exactly two references (the caller's variable and getrefcount's argument).
+        ``arg`` is the private copy of the input the function was given (so returning it,
+        e.g. after ``v.mul_(d)``, needs no further copy); ``refs`` is ``sys.getrefcount(y)``
+        taken in the caller, less the caller's ``arg`` variable when ``y is arg``: a fresh
+        result has exactly two references (the caller's variable and getrefcount's argument).
         """
         shared = refs > 2
         if isinstance(y, np.ndarray):
@@ -189,14 +197,16 @@ class CallableOperator(LinearOperator):
         elif isinstance(y, torch.Tensor):
             if y.layout != torch.strided:  # a sparse result: densify (a fresh tensor)
                 y, shared = y.to_dense(), False
-            shared = shared or y._base is not None or (y.numel() > 0 and y.data_ptr() == x.data_ptr())
+            shared = shared or y._base is not None
+            if y is not arg and y.numel() > 0 and y.data_ptr() == arg.data_ptr():
+                shared = True  # another tensor over the private input: copy rather than alias it
         else:
             raise TypeError(f"the {which} function of this matrix-free operator must return a torch.Tensor or a "
                             f"numpy array of shape {shape}, got {type(y).__name__}")
         if y.shape != shape:
             if y.numel() != math.prod(shape):
                 raise ValueError(f"the {which} function of this matrix-free operator must return shape {shape} "
-                                 f"for an input of shape {tuple(x.shape)}, got {tuple(y.shape)}")
+                                 f"for an input of shape {tuple(arg.shape)}, got {tuple(y.shape)}")
             y = y.reshape(shape)
         if y.dtype != self.dtype or y.device != self.device:
             return y.to(device=self.device, dtype=self.dtype)  # a copy

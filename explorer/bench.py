@@ -43,7 +43,12 @@ What is measured (the method of ../shared/PEERS.md, section 3):
   (``--timeout``, default ``3 cap + 6 overhead_max_s + 60`` s) backs up the CPU cap for
   work outside the counted matvecs: past it the child is killed and the row reads
   ``CAP(wall ...)``. CPU and wall time are measured inside the child around the solve
-  only (problem construction is in the parent, before the fork). The progress line of
+  only (problem construction is in the parent, before the fork). A run under 0.5 s CPU is
+  repeated in the same child (up to 5 runs and 1.5 s; ``runs``) and the fastest counts, as
+  ``timeit`` does: the first run of a 4-60 ms solve in a fresh child took up to 1.8x as long
+  as the next ones. The row is the fastest run (its matvecs and its answer); every runner is
+  seeded, so the runs are the same run, except PRIMME's, whose matvec count varies from call
+  to call in one process. The progress line of
   each run shows its peak RSS (``peak=``: the child's ``ru_maxrss``, which includes the
   pages it shares with the parent, and the growth over the start). ``--no-isolate`` (or
   ``run_benchmark(..., isolate=False)``) runs everything in one process, without limits.
@@ -104,8 +109,16 @@ QUICK_KEYS = ("laplace2d_N100", "dense_geometric_n1000", "dense_smallgap_n1000",
 # Rows: our registry solvers (those registered), then the peers.
 OURS = ("lanczos", "lanczos_full", "lanczos_b1", "lobpcg", "power_iteration")
 PEERS = ("arpack", "primme", "scipy_lobpcg", "torch_lobpcg")
-COLUMNS = ["problem", "n", "k", "which", "solver", "status", "ok", "matvecs", "wall_s", "cpu_s", "eig_err",
+COLUMNS = ["problem", "n", "k", "which", "solver", "status", "ok", "matvecs", "wall_s", "cpu_s", "runs", "eig_err",
            "resid", "mv/arpack", "wall/arpack", "tracker_%", "record_%", "note"]
+# A run faster than REPEAT_BELOW_S CPU seconds is repeated (at most REPEAT_MAX runs in all, and
+# no new run once REPEAT_BUDGET_S CPU seconds are spent), and the fastest counts: the first run of
+# a 4-60 ms solve in a fresh child took 1.1-1.8x as long as the runs after it (measured on
+# dense n = 1000, k = 10: Lanczos 27 / 18 ms, LOBPCG 33 / 22 ms, ARPACK 6.4 / 3.5 ms; first calls
+# into LAPACK and first touches of fresh memory), ~1.1x for 0.1 s solves.
+REPEAT_BELOW_S = 0.5
+REPEAT_MAX = 5
+REPEAT_BUDGET_S = 1.5
 
 
 # ----------------------------------------------------------------------------------------
@@ -645,11 +658,23 @@ def _run_case(problem: BenchProblem, solver: str, k: int, which: str, cap_s: flo
     """One (solver, problem, case) run: the row's measured fields (runs in the child when isolated)."""
     runner = RUNNERS[solver]
     out, budget, wall, cpu, failure = _timed(runner, problem, k, which, cap_s, seed)
-    update: dict[str, Any] = {"matvecs": budget.count, "wall_s": wall, "cpu_s": cpu}
+    update: dict[str, Any] = {"matvecs": budget.count, "wall_s": wall, "cpu_s": cpu, "runs": 1}
     if failure is not None:
         status = "CAP" if failure.startswith("CAP") else "MEM" if failure.startswith("MEM") else "FAIL"
         update.update(status=status, note=failure)
         return update
+    spent = cpu
+    while cpu < REPEAT_BELOW_S and update["runs"] < REPEAT_MAX and spent < REPEAT_BUDGET_S:
+        out_i, budget_i, wall_i, cpu_i, failure_i = _timed(runner, problem, k, which, cap_s, seed)
+        if failure_i is not None:
+            break
+        update["runs"] += 1
+        spent += cpu_i
+        if cpu_i < cpu:  # the fastest run is the row: its time, its matvecs, its answer
+            out, wall, cpu = out_i, wall_i, cpu_i
+            update["matvecs"] = budget_i.count
+        del out_i
+    update.update(wall_s=wall, cpu_s=cpu)
     values, vectors, note = out
     del out
     eig_err, resid = _errors(problem, k, which, np.asarray(values), np.asarray(vectors))
@@ -717,6 +742,7 @@ def run_benchmark(problems: Sequence[BenchProblem], solvers: Sequence[str] = OUR
             for solver in solvers:
                 row: dict[str, Any] = {"problem": problem.key, "n": problem.n, "k": k, "which": which,
                                        "solver": solver, "matvecs": math.nan, "wall_s": math.nan, "cpu_s": math.nan,
+                                       "runs": 0,
                                        "eig_err": math.nan, "resid": math.nan, "tracker_%": math.nan,
                                        "record_%": math.nan, "ok": False, "note": ""}
                 ok, why = available(solver)

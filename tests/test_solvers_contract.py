@@ -265,6 +265,21 @@ def test_status_converged_exactly_when_every_pair_converged(solver: str, tol: fl
         assert result.message
 
 
+def test_eigh_measures_its_threshold_floor_on_the_whole_spectrum() -> None:
+    """The floor of ``residual_threshold`` is sqrt(eps) ||A||. eigh took ||A|| from the k values
+    it returned: for the smallest values of a geometric spectrum (1 ... 0.9^299 ~ 2e-14) in
+    float32 the floor vanished, and residuals of 1.8e-7 (eigh's rounding level, below the
+    floor with ||A|| = 1) were reported as BREAKDOWN, "loosen tol"."""
+    from explorer.solvers import eigh
+
+    op = problems.prescribed_spectrum(300, "geometric", seed=1, decay=0.9).operator.to(dtype=torch.float32)
+    tol = 10 * math.sqrt(torch.finfo(torch.float32).eps)
+    result = eigh(op, 6, which="SA", tol=tol)
+    floor = tol * math.sqrt(torch.finfo(torch.float32).eps) * 1.0  # ||A|| = 1
+    assert float(result.residual_norms.max()) <= floor
+    assert result.status is SolveStatus.CONVERGED, result.message
+
+
 @pytest.mark.parametrize("solver", sorted(SOLVERS))
 def test_a_run_that_hits_max_iter_says_how_far_it_got(solver: str) -> None:
     """An engineer debugging a solve that does not converge gets the count of pairs that met

@@ -35,7 +35,8 @@ the residual, so it applies A to about 4 m vectors per iteration (PEERS.md: 3.6-
 matvecs of scipy's lobpcg). We keep the products and update them with the same small
 coefficient matrices as the vectors (``products="stored"``): one application of A to the
 *active* part of W per iteration, at most m columns. The Gram block [X, P]^T A [X, P] is
-carried over as Y^T G Y as well (audited every ``_REFRESH`` steps). For cheap sparse
+carried over as Y^T G Y as well (audited every ``_REFRESH`` steps; in float32 with A X
+recomputed its X rows are rebuilt from the fresh A X every step, see ``_carried_gram``). For cheap sparse
 operators updating A X, A P costs more than applying A to X again, so
 ``products="auto"`` recomputes A X there (2 m matvecs per iteration, still half of
 torch's; the residuals are then exactly the true ones). With stored products the residual

@@ -541,3 +541,32 @@ def test_scaling_the_matrix_by_a_power_of_two_changes_nothing_but_the_values(
     for mine, theirs in ((scaled.history[-1], reference.history[-1]), (scaled.history[0], reference.history[0])):
         assert torch.equal(mine.ritz_values / scale, theirs.ritz_values)  # the records are in A's units
         assert torch.equal(mine.residual_norms / scale, theirs.residual_norms)
+
+
+def test_float32_residuals_stalled_at_rounding_end_the_run_with_a_reason() -> None:
+    """float32, 2-D Laplacian (n = 900), SA, tol 1e-6: thresholds of ~2e-8 lie below what a
+    float32 Krylov relation can certify (a few eps ||A|| ~ 3e-6). The estimates met tol, the
+    true residuals did not, and the run asked for 10x smaller estimates after every check until
+    the checks stopped happening: 10000 steps (8 s at n = 10^4) ending in a generic MAX_ITER.
+    It now ends after three checks that do not halve the true residuals, with a BREAKDOWN that
+    says they sit at the rounding level of float32."""
+    from explorer.solvers._common import ROUNDING_LEVEL
+
+    op = problems.laplacian_2d(30).operator.to(dtype=torch.float32)
+    result = lanczos(op, 3, which="SA", tol=1e-6, seed=0)
+    assert result.status is SolveStatus.BREAKDOWN
+    assert "near the rounding level" in result.message and "float64" in result.message, result.message
+    assert result.n_matvec <= 2000  # measured 807; before: 20009 (max_iter)
+    eps = torch.finfo(torch.float32).eps
+    assert float(result.residual_norms.max()) <= ROUNDING_LEVEL * eps * 8.0  # ||A|| < 8
+
+
+def test_a_max_iter_message_says_when_the_residuals_are_at_the_rounding_level() -> None:
+    op = problems.laplacian_2d(30).operator
+    far = lanczos(op, 3, which="SA", tol=1e-6, seed=0, max_iter=5)
+    assert far.status is SolveStatus.MAX_ITER and "rounding level" not in far.message
+    from explorer.solvers import lobpcg
+
+    near = lobpcg(op.to(dtype=torch.float32), 3, which="SA", tol=1e-6, seed=0, max_iter=200)
+    assert near.status is SolveStatus.MAX_ITER
+    assert "near the rounding level" in near.message and "solve in float64" in near.message, near.message

@@ -304,6 +304,26 @@ def column_norms(R: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(R / safe, dim=0) * safe
 
 
+# A residual within this many eps ||A|| of zero is near the rounding level of its dtype: products
+# of A carry ~eps ||A|| of rounding each, and a solver's recurrences and updates add tens of them
+# (measured in float32 on the 2-D Laplacian: Lanczos stalled at 15, LOBPCG at 10-20 eps ||A||).
+ROUNDING_LEVEL = 100
+
+
+def rounding_note(residual: float, norm_estimate: float, dtype: torch.dtype) -> str:
+    """A sentence for a user whose run missed tol with ``residual`` (absolute, the worst missed
+    pair, in A's units like ``norm_estimate``) already within ``ROUNDING_LEVEL`` eps ||A|| of
+    zero, else ""."""
+    eps = torch.finfo(dtype).eps
+    if not (norm_estimate > 0 and math.isfinite(residual)) or residual > ROUNDING_LEVEL * eps * norm_estimate:
+        return ""
+    name = str(dtype).replace("torch.", "")
+    level = residual / (eps * norm_estimate)
+    return (f"The residuals that miss it are down to {level:.2g} eps ||A|| (||A|| ~ {norm_estimate:.3g}, eps = "
+            f"{eps:.1e} in {name}), near the rounding level, where further progress is unlikely: loosen `tol`"
+            + (" or solve in float64." if dtype == torch.float32 else "."))
+
+
 def orthogonality_loss(V: torch.Tensor, BV: torch.Tensor | None = None) -> float:
     """``max |V^T B V - I|`` (entrywise max)."""
     if V.shape[1] == 0:
@@ -441,7 +461,8 @@ class Monitor:
             return True
         return False
 
-    def _progress(self, eigenvalues: torch.Tensor, residual_norms: torch.Tensor, converged: torch.Tensor) -> str:
+    def _progress(self, eigenvalues: torch.Tensor, residual_norms: torch.Tensor, converged: torch.Tensor,
+                  norm_estimate: float | None = None) -> str:
         """What a MAX_ITER run reached, for a user deciding what to change."""
         done, k = int(converged.sum()), int(converged.numel())
         text = f"{done} of {k} pairs met tol = {self.tol:g} within max_iter = {self.max_iter}"
@@ -450,20 +471,31 @@ class Monitor:
                         / eigenvalues.detach().cpu().double().abs().clamp_min(torch.finfo(torch.float64).tiny))
             worst = float(relative.max())
             text += f" (worst ||r|| / |theta|: {worst:.1e}; raise `max_iter`, loosen `tol` or try another solver)"
-        return text + "."
+        text += "."
+        missed = ~converged.detach().cpu().to(torch.bool)
+        if k and norm_estimate and bool(missed.any()):
+            floor = rounding_note(float(residual_norms.detach().cpu().double()[missed].max()), norm_estimate,
+                                  eigenvalues.dtype)
+            if floor:
+                text += " " + floor
+        return text
 
     def finish(self, *, eigenvalues: torch.Tensor, eigenvectors: torch.Tensor, residual_norms: torch.Tensor,
                converged: torch.Tensor, n_iter: int, status: SolveStatus, message: str = "",
-               counts_in_message: bool = False) -> EigenResult:
+               counts_in_message: bool = False, norm_estimate: float | None = None) -> EigenResult:
         """The result; a MAX_ITER message gets how far the run got (``_progress``) unless the
-        solver's own ``message`` already counts the pairs (``counts_in_message``)."""
+        solver's own ``message`` already counts the pairs (``counts_in_message``).
+        ``norm_estimate``: the solver's estimate of ||A|| (in its units), so that the message can
+        say when the residuals that missed tol are already at the rounding level (``rounding_note``)."""
         if self.stop_reason is not None:
             status = SolveStatus.STOPPED
             message = (message + " " if message else "") + f"Reason: {self.stop_reason}."
         if self.units is not None and self.units.scale != 1.0:
             eigenvalues, residual_norms = eigenvalues * self.units.scale, residual_norms * self.units.scale
+            norm_estimate = None if norm_estimate is None else norm_estimate * self.units.scale
         if status is SolveStatus.MAX_ITER and not counts_in_message:
-            message = (self._progress(eigenvalues, residual_norms, converged) + " " + message).strip()
+            message = (self._progress(eigenvalues, residual_norms, converged, norm_estimate) + " " + message).strip()
+
         result = EigenResult(
             eigenvalues=eigenvalues.detach(), eigenvectors=eigenvectors.detach(),
             residual_norms=residual_norms.detach(), converged=converged.detach().to(torch.bool),

@@ -1046,7 +1046,8 @@ class _Engine:
         if notes:
             message = (message + " " if message else "") + "Notes: " + "; ".join(notes) + "."
         return monitor.finish(eigenvalues=theta, eigenvectors=X, residual_norms=residuals,
-                              converged=converged, n_iter=it, status=status, message=message)
+                              converged=converged, n_iter=it, status=status, message=message,
+                              norm_estimate=self.norm_estimate)
 
 
 # ---------------------------------------------------------------------------------
@@ -1484,7 +1485,7 @@ def _single_vector(v: Validated, monitor: Monitor, *, largest: bool, T: LinearOp
     if status is SolveStatus.MAX_ITER and bool(converged.all()):
         status = SolveStatus.CONVERGED
     return monitor.finish(eigenvalues=theta_t, eigenvectors=X, residual_norms=residuals, converged=converged,
-                          n_iter=it, status=status, message=message)
+                          n_iter=it, status=status, message=message, norm_estimate=norm_estimate)
 
 
 def _cheap_sparse(op: LinearOperator, m: int) -> bool:

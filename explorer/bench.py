@@ -284,6 +284,14 @@ class _CountingOperator(LinearOperator):
     def kind(self) -> str:
         return self.base.kind
 
+    @property
+    def rows_kernel(self) -> bool:
+        return self.base.rows_kernel
+
+    def _matvecs_into(self, Xt: torch.Tensor, out: torch.Tensor) -> None:
+        self.budget.charge(Xt.shape[0])
+        self.base._matvecs_into(Xt, out)
+
 
 # ----------------------------------------------------------------------------------------
 # Runners: each returns (values (<=k,), vectors (n, <=k)) as numpy, or raises CapReached

@@ -428,3 +428,37 @@ def test_a_block_function_that_writes_into_its_input_gets_a_private_copy() -> No
 def test_a_matrix_free_function_returning_the_wrong_thing_is_named(function, error, match) -> None:  # noqa: ANN001
     with pytest.raises(error, match=match):
         CallableOperator(function, 30).matvec(torch.ones(30, dtype=torch.float64))
+
+
+def test_matvecs_into_writes_the_rows_of_a_sparse_product_bit_for_bit_and_counts_them() -> None:
+    """Vectors stored as rows (LOBPCG's blocks, Lanczos's basis) go through scipy's CSR kernel
+    row by row into the caller's buffer: the same numbers as ``matmat`` (the same kernel), the
+    same count; operators without such a kernel say so and count nothing."""
+    from explorer.solvers._common import ProductUnits, UnitsOperator
+
+    rng = np.random.default_rng(0)
+    M = sp.random(300, 300, density=0.05, random_state=1, format="csr")
+    M = (M + M.T).tocsr()
+    op = SparseOperator(M)
+    Xt = torch.from_numpy(rng.standard_normal((7, 300)))
+    expected = op.matmat(Xt.T).T
+    counted = CountedOperator(op)
+    out = torch.full_like(Xt, float("nan"))  # the kernel accumulates: the buffer must be cleared first
+    assert counted.rows_kernel and counted.matvecs_into(Xt, out)
+    assert torch.equal(out, expected) and counted.n_matvec == 7
+    # a slice of rows that is not contiguous, and a float32 block for a float64 matrix: still right
+    strided = torch.from_numpy(rng.standard_normal((7, 600)))[:, ::2]
+    out2 = torch.empty(7, 300, dtype=torch.float64)
+    assert op.matvecs_into(strided, out2)
+    torch.testing.assert_close(out2, op.matmat(strided.T.contiguous()).T, rtol=1e-14, atol=0.0)
+    # in a solver's units (ProductUnits): 2^-e A once the first product is large
+    units = ProductUnits(torch.float64)
+    big = UnitsOperator(CountedOperator(SparseOperator(M * 2.0**600)), units)
+    out3 = torch.empty_like(Xt)
+    assert big.matvecs_into(Xt, out3) and units.scale > 2.0**500
+    torch.testing.assert_close(out3 * units.scale, expected * 2.0**600, rtol=1e-15, atol=0.0)
+    # no kernel: dense and matrix-free operators decline and count nothing
+    for other in (CountedOperator(DenseOperator(torch.from_numpy(M.toarray()))),
+                  CountedOperator(CallableOperator(lambda v: v * 2.0, 300))):
+        assert not other.rows_kernel and not other.matvecs_into(Xt, torch.empty_like(Xt))
+        assert other.n_matvec == 0

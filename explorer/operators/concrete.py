@@ -13,6 +13,11 @@ import torch
 
 from explorer.operators.base import LinearOperator
 
+try:  # scipy's CSR SpMV that accumulates into a given output (what ``A @ x`` runs); private API
+    from scipy.sparse._sparsetools import csr_matvec as _csr_matvec
+except ImportError:  # pragma: no cover - a scipy without it: SparseOperator.matvecs_into is then off
+    _csr_matvec = None
+
 __all__ = [
     "DenseOperator",
     "SparseOperator",
@@ -108,6 +113,25 @@ class SparseOperator(LinearOperator):
         if self._scipy is not None:
             return torch.from_numpy(np.asarray(self._scipy.T @ X.numpy()))
         return self.matrix.t() @ X
+
+    @property
+    def rows_kernel(self) -> bool:
+        return self._scipy is not None and _csr_matvec is not None
+
+    def _matvecs_into(self, Xt: torch.Tensor, out: torch.Tensor) -> None:
+        """scipy's single-vector CSR kernel on each row, accumulating into ``out``'s rows in place
+        (the kernel ``A @ x`` runs: the same numbers, without the allocation and the copies)."""
+        A = self._scipy
+        assert A is not None and _csr_matvec is not None
+        X = Xt.numpy()
+        if X.dtype != A.dtype or not (out.is_contiguous() and X.flags.c_contiguous):
+            out.copy_(torch.from_numpy(np.asarray(A @ X.T)).T)
+            return
+        Y = out.numpy()
+        Y.fill(0.0)
+        rows, cols = A.shape
+        for i in range(X.shape[0]):
+            _csr_matvec(rows, cols, A.indptr, A.indices, A.data, X[i], Y[i])
 
     def _to(self, device: torch.device, dtype: torch.dtype) -> "SparseOperator":
         return SparseOperator(self.matrix.to(device=device, dtype=dtype), is_symmetric=self.is_symmetric)
@@ -299,3 +323,10 @@ class CountedOperator(LinearOperator):
     @property
     def kind(self) -> str:
         return self.base.kind
+
+    @property
+    def rows_kernel(self) -> bool:
+        return self.base.rows_kernel
+
+    def _matvecs_into(self, Xt: torch.Tensor, out: torch.Tensor) -> None:
+        self.base.matvecs_into(Xt, out)

@@ -119,6 +119,16 @@ class UnitsOperator(LinearOperator):
     def _matmat(self, X: torch.Tensor) -> torch.Tensor:
         return self.units(self.base.matmat(X))
 
+    @property
+    def rows_kernel(self) -> bool:
+        return self.base.rows_kernel
+
+    def _matvecs_into(self, Xt: torch.Tensor, out: torch.Tensor) -> None:
+        self.base.matvecs_into(Xt, out)
+        scaled = self.units(out)
+        if scaled is not out:
+            out.copy_(scaled)
+
     def _matvec(self, x: torch.Tensor) -> torch.Tensor:
         return self.units(self.base.matvec(x))
 

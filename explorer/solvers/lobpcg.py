@@ -314,7 +314,12 @@ def _sym_eigh(G: torch.Tensor, largest: bool) -> tuple[torch.Tensor, torch.Tenso
 def _rows(op: LinearOperator, Yt: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """(op @ Yt^T)^T as a contiguous (b, n) tensor (written into ``out`` when given).
 
-    A sparse matrix is applied row by row (one SpMV per contiguous vector) when the block is
+    A scipy CSR matrix on the CPU (``op.rows_kernel``) runs its SpMV kernel on each row, writing
+    straight into ``out`` (``LinearOperator.matvecs_into``): no transposing copies, the same
+    numbers (n = 10^4, 13 rows: 372 us against 536 us for the block product below; k = 10 on
+    the 2-D Laplacian n = 10^4: 0.62-0.73 s against 0.78-0.84 s LA, 1.06-1.09 against
+    1.29-1.59 s SA, same iterations). Otherwise
+    a sparse matrix is applied row by row (one SpMV per contiguous vector) when the block is
     large: measured on the 2-D Laplacian, n = 1e5, 13 vectors, that is 1.5x faster than one
     block product plus the two transposition copies it needs in this layout. A block of at
     most ``_SPARSE_BLOCK_MAX`` entries (it fits in cache: n = 1e4, 13 vectors) is applied in
@@ -324,6 +329,11 @@ def _rows(op: LinearOperator, Yt: torch.Tensor, out: torch.Tensor | None = None)
     input C-ordered: scipy's CSR kernel copies an F-ordered (n, b) view itself, more slowly
     (measured, n = 1e4, b = 13: 437 us per product before, ~350 us now).
     """
+    if op.rows_kernel:  # scipy's CSR kernel row by row, into ``out``: no transposing copies
+        if out is None:
+            out = torch.empty_like(Yt)
+        if op.matvecs_into(Yt, out):
+            return out
     if op.kind == "sparse" and Yt.numel() > _SPARSE_BLOCK_MAX:
         if out is None:
             out = torch.empty_like(Yt)

@@ -774,13 +774,14 @@ class _Engine:
         accumulates from step to step. In float64 the audit (``_refresh_products``) keeps that
         far below any threshold. In float32 it does not: thresholds are within 10-100x of
         eps ||A||, and on the float32 1-D Laplacian (n = 100, SA, k = 4, tol 10 sqrt(eps)) the
-        carried values sank below the smallest eigenvalue (relative -2e-3) while the residuals,
-        which contain that drift, stalled near the threshold: seeds 0..59 took 4017 iterations
-        in all, at most 440 (one run reached max_iter = 1000 before the first audit fix).
+        carried values sank below the smallest eigenvalue (down to -0.029 for a positive definite
+        matrix) while the residuals, which contain that drift, stalled near the threshold: seeds
+        0..59 took 5508 iterations in all, and one reached max_iter = 1000.
         So when A X is recomputed each step (``fresh_rows``: float32), the X rows of G are
         rebuilt from the fresh products, [X; P] (A X)^T (one (q, m) GEMM, a few % of a step),
         and the values become the fresh Rayleigh quotients x^T A x / x^T B x; only the
-        P^T A P block stays carried. Measured: 2984 iterations in all, at most 63.
+        P^T A P block stays carried. Measured: 2985 iterations in all, at most 60, no value
+        below lambda_1 beyond rounding.
         """
         m = self.m
         if not self.fresh_rows:

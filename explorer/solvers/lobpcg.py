@@ -1359,7 +1359,9 @@ def _single_vector(v: Validated, monitor: Monitor, *, largest: bool, T: LinearOp
     step (C H C^T, as in the engine; recomputed by one GEMM after a fresh A x and at each
     audit), so only w's row is new: one GEMV. The new [x; p] and [A x; A p] are one small GEMM
     each into the other pair of buffers, and the pairs swap. About 30 passes over n-vectors
-    per iteration and no n-vector allocation besides the operator's result (the first version
+    per iteration and no n-vector allocation besides the operator's result (none at all where
+    the operator writes A w into its row itself, ``matvecs_into``: one copy less; no
+    difference measurable in the noise of this host at n = 1e5) (the first version
     of this path made ~47 passes and allocated nearly every intermediate). Measured on the
     2-D Laplacian, n = 1e5 (one thread, a loaded machine): ~1.3-1.5 ms per iteration (the
     first version: ~1.9-2.3 ms in the same sessions), of which ~0.55 ms the sparse product
@@ -1415,7 +1417,8 @@ def _single_vector(v: Validated, monitor: Monitor, *, largest: bool, T: LinearOp
                 message = nonfinite_message(f"at iteration {it + 1}", monitor.n_matvec, _KEPT)
             break
         w.mul_(1.0 / after)
-        b.Aw.copy_(A.matvec(w))
+        if not A.matvecs_into(w.unsqueeze(0), b.Aw.unsqueeze(0)):  # (a kernel writes A w in place)
+            b.Aw.copy_(A.matvec(w))
         # Rayleigh-Ritz on H = S^T A S for the orthonormal basis S = [w, x, p].
         if G is None:  # first step, after a fresh A x, after an audit: all of H from the vectors
             H = torch.mm(b.head[q], b.Ahead[q].T).to(device="cpu", dtype=f64).tril()

@@ -110,11 +110,13 @@ on the shared 2-core host; ARPACK = ``scipy.sparse.linalg.eigsh``):
   4.0 s (ARPACK 1261 / 5.3 s); k = 1 SA 1262 / 2.7 / 5.6 s (ARPACK 3971 / 13.5 s); k = 10 LA
   2746 / 7.7 / 17.1 s (ARPACK 4860 / 16.2 s and a wrong set, PRIMME 2439 / 7.9 s and a wrong
   set); k = 10 SA 3532 / 11.7 / 23.4 s (ARPACK capped at 30 s, PRIMME 5713 / 11.9 s);
-* n = 10^4: 35 % fewer matvecs than ARPACK at k = 1 but 1.7-2.2x its time (0.06-0.10 s):
+* n = 10^4: 35 % fewer matvecs than ARPACK at k = 1 but 1.5-2.2x its time (0.06-0.15 s):
   with a 0.03 ms matvec, the per-iteration Python and Rayleigh-Ritz work (~0.4 ms, the price
   of a record with fresh Ritz values and residual estimates every step) dominates. At k = 10
-  LA the block needs 758 matvecs against ARPACK's 704 (which returns the wrong set), 3.4x
-  its time; k = 10 SA 0.25x its matvecs, 0.7-0.8x its time;
+  LA the block needs 758 matvecs against ARPACK's 704 (which returns the wrong set), 2.5-3.4x
+  its time; k = 10 SA 0.25x its matvecs, 0.6-0.8x its time. (A prototype that solved the
+  projected problem only every 8th step reached ARPACK's time at k = 1, not at k = 10 LA,
+  at the price of the record per step; not adopted.)
 * dense n = 1000 / 4000, k = 10 LA (stored products: no verification matvecs): 28 / 136 / 60
   and 28 / 138 / 62 matvecs on the geometric / small-gap / cluster spectra against ARPACK's
   22 / 103 / 56 and 28 / 115 / 56 (the block of 2; with ``block_size=1`` 22 / 95 / 54 at

@@ -129,13 +129,21 @@ Defaults and why
   measurements behind it). Larger bases need fewer matvecs but each step costs O(n m);
   for expensive operators (Hessian-vector products) raise it.
 * ``block_size``: 1 for k = 1, else 2 (above).
-* ``reorthogonalization="partial"``: the same matvecs as "full" (the estimates and the
-  true-residual checks decide convergence either way) in about half the time where the
-  passes over the basis dominate (2-D Laplacian n = 10^5: k = 10 LA 7.7 s against 17.1 s,
-  k = 1 SA 2.7 s against 5.6 s); with the switch to "full" when semi-orthogonality limits
-  the accuracy (above), a sweep of small dense problems (n = 3..41, k 1-3, LA/SA, b 1-3,
-  tol 1e-6 and 1e-10) had no failure. At n = 10^4, k = 1, "full" is ~10-15 % faster (Simon's
-  O(m^2) estimate per step costs more than one pass over a short basis there).
+* ``reorthogonalization="auto"``: "partial" in float64, "full" in float32.
+
+  - float64, "partial": the same matvecs as "full" (the estimates and the true-residual
+    checks decide convergence either way) in about half the time where the passes over the
+    basis dominate (2-D Laplacian n = 10^5: k = 10 LA 7.7 s against 17.1 s, k = 1 SA 2.7 s
+    against 5.6 s); with the switch to "full" when semi-orthogonality limits the accuracy
+    (above), a sweep of small dense problems (n = 3..41, k 1-3, LA/SA, b 1-3, tol 1e-6 and
+    1e-10) had no failure. At n = 10^4, k = 1, "full" is ~10-15 % faster (Simon's O(m^2)
+    estimate per step costs more than one pass over a short basis there).
+  - float32, "full": semi-orthogonality there is sqrt(eps) = 3e-4, so "partial" often has to
+    switch, and on small eigenvalues it then stalls at the rounding level where "full" does
+    not. Measured (2-D Laplacian, float32, seed 0): n = 10^4, k = 1 SA, tol 1e-3: "partial"
+    BREAKDOWN after 555 matvecs, "full" CONVERGED with 261; n = 10^5, k = 1 SA: 1713 against
+    913 matvecs (4.6 s against 2.9 s); n = 10^5 LA, k = 1 and 10: the same matvecs and time
+    (1.0 / 5.5 s) in both modes; 1-D Laplacian n = 500, SA, 8 seeds: 5016 against 4062 matvecs.
 * ``products="auto"``: stored except for sparse CPU matrices (``products``).
 * ``max_iter = 10000`` Lanczos steps; one step applies A to one block (b matvecs).
 
@@ -185,7 +193,7 @@ from explorer.tracking import Tracker
 
 __all__ = ["lanczos", "default_block_size", "default_max_basis"]
 
-REORTHOGONALIZATION = ("full", "partial", "none")
+REORTHOGONALIZATION = ("auto", "full", "partial", "none")
 PRODUCTS = ("auto", "stored", "recomputed")
 # products="auto" keeps A V only while that buffer stays below this size.
 _STORE_LIMIT_BYTES = 1 << 30
@@ -1395,7 +1403,7 @@ def lanczos(
     seed: int | None = None,
     tracker: Tracker | None = None,
     B: Any = None,
-    reorthogonalization: str = "partial",
+    reorthogonalization: str = "auto",
     max_basis: int | None = None,
     block_size: int | None = None,
     products: str = "auto",
@@ -1419,7 +1427,8 @@ def lanczos(
         tracker: receives one record per Lanczos step (estimated residuals).
         B: accepted for the shared signature; a generalized problem is refused with a
             ValueError that points to ``lobpcg`` or ``eigh``.
-        reorthogonalization: "partial" (default), "full" or "none" (module docstring).
+        reorthogonalization: "partial", "full" or "none" (module docstring); "auto" (default):
+            "partial" in float64, "full" in float32 (see "Defaults and why").
         max_basis: most basis vectors kept (memory O(n * max_basis)); default
             ``max(40, 6 k + 10 block_size)``, capped at n except for "none". Must be at least
             ``k + block_size``.
@@ -1452,9 +1461,11 @@ def lanczos(
                         default_max_iter=DEFAULT_MAX_ITER, supported_which=WHICH, X0=X0, B=B)
     if not isinstance(reorthogonalization, str) or reorthogonalization not in REORTHOGONALIZATION:
         raise ValueError(
-            f"`reorthogonalization` must be one of 'full', 'partial', 'none', got {reorthogonalization!r}; "
-            "'partial' is the default, 'full' the most conservative, 'none' shows the ghost eigenvalues of "
-            "plain Lanczos")
+            f"`reorthogonalization` must be one of 'auto', 'full', 'partial', 'none', got {reorthogonalization!r}; "
+            "'auto' (the default) is 'partial' in float64 and 'full' in float32, 'full' the most conservative, "
+            "'none' shows the ghost eigenvalues of plain Lanczos")
+    if reorthogonalization == "auto":
+        reorthogonalization = "full" if v.operator.dtype == torch.float32 else "partial"
     n = v.operator.shape[0]
     b = default_block_size(v.k) if block_size is None else check_int(
         "block_size", block_size, hint="use 1 for a single-vector Lanczos or 2-4 to see repeated eigenvalues")
@@ -1497,8 +1508,9 @@ register_solver(SolverSpec(
              "eigenvalues. Needs only matvecs, typically far fewer than LOBPCG or power iteration."),
     which=("LA", "SA", "LM", "BE"),
     params=(
-        ParamSpec("reorthogonalization", "choice", "partial",
-                  "How the basis is kept orthonormal. 'partial' (default) only estimates the overlaps of each "
+        ParamSpec("reorthogonalization", "choice", "auto",
+                  "How the basis is kept orthonormal. 'auto' (default): 'partial' in float64, 'full' in float32. "
+                  "'partial' only estimates the overlaps of each "
                   "new vector with the basis and cleans when they pass sqrt(eps); it switches to 'full' by "
                   "itself if that limits the accuracy. 'full' checks every new vector against the whole "
                   "basis and removes what rounding left (one or two passes over the basis per step: slower "

@@ -40,11 +40,12 @@ What is measured (the method of ../shared/PEERS.md, section 3):
   memory") and the row reads ``MEM`` with the cap and the peak RSS growth in ``note``
   (``MEM(cap 4 GB, peak RSS +3.98 GB): MemoryError: ...``); a child that dies of a signal
   reads ``FAIL`` (``MEM`` if it had grown to 80 % of the cap). A wall-clock limit
-  (``--timeout``, default ``3 cap + 6 overhead_max_s + 60`` s) backs up the CPU cap for
+  (``--timeout``, default ``3 cap + 6 overhead_max_s + 3 repeat_below + 60`` s) backs up the CPU cap for
   work outside the counted matvecs: past it the child is killed and the row reads
   ``CAP(wall ...)``. CPU and wall time are measured inside the child around the solve
-  only (problem construction is in the parent, before the fork). A run under 2 s CPU is
-  repeated in the same child (up to 5 runs, no new one after 4 s; ``runs``) and the fastest
+  only (problem construction is in the parent, before the fork). A run under 2 s CPU
+  (``--repeat-below``) is repeated in the same child (up to 5 runs, no new one after twice
+  that; ``runs``) and the fastest
   counts, as ``timeit`` does: the first run of a 4-60 ms solve in a fresh child took up to
   1.8x as long as the next ones, and one process timed the same 0.8 s LOBPCG solve at 0.80 to
   1.23 s on the shared host. The row is the fastest run (its matvecs and its answer); every runner is
@@ -113,15 +114,14 @@ PEERS = ("arpack", "primme", "scipy_lobpcg", "torch_lobpcg")
 COLUMNS = ["problem", "n", "k", "which", "solver", "status", "ok", "matvecs", "wall_s", "cpu_s", "runs", "eig_err",
            "resid", "mv/arpack", "wall/arpack", "tracker_%", "record_%", "note"]
 # A run faster than REPEAT_BELOW_S CPU seconds is repeated (at most REPEAT_MAX runs in all, and
-# no new run once REPEAT_BUDGET_S CPU seconds are spent), and the fastest counts: the first run of
+# no new run once twice that is spent), and the fastest counts: the first run of
 # a 4-60 ms solve in a fresh child took 1.1-1.8x as long as the runs after it (measured on
 # dense n = 1000, k = 10: Lanczos 27 / 18 ms, LOBPCG 33 / 22 ms, ARPACK 6.4 / 3.5 ms; first calls
 # into LAPACK and first touches of fresh memory), ~1.1x for 0.1 s solves; and the host is shared:
 # four runs of one 0.8 s LOBPCG solve in one process took 0.96, 0.80, 0.93 and 1.23 s.
 # (--quick: 1.5 min with runs under 0.5 s repeated, 2 min with runs under 2 s.)
-REPEAT_BELOW_S = 2.0
+REPEAT_BELOW_S = 2.0  # --repeat-below; no new run once twice that is spent
 REPEAT_MAX = 5
-REPEAT_BUDGET_S = 4.0
 
 
 # ----------------------------------------------------------------------------------------
@@ -665,7 +665,7 @@ def _gb(nbytes: float) -> str:
 
 
 def _run_case(problem: BenchProblem, solver: str, k: int, which: str, cap_s: float, seed: int,
-              overhead_max_s: float) -> dict[str, Any]:
+              overhead_max_s: float, repeat_below_s: float = REPEAT_BELOW_S) -> dict[str, Any]:
     """One (solver, problem, case) run: the row's measured fields (runs in the child when isolated)."""
     runner = RUNNERS[solver]
     out, budget, wall, cpu, failure = _timed(runner, problem, k, which, cap_s, seed)
@@ -675,7 +675,7 @@ def _run_case(problem: BenchProblem, solver: str, k: int, which: str, cap_s: flo
         update.update(status=status, note=failure)
         return update
     spent = cpu
-    while cpu < REPEAT_BELOW_S and update["runs"] < REPEAT_MAX and spent < REPEAT_BUDGET_S:
+    while cpu < repeat_below_s and update["runs"] < REPEAT_MAX and spent < 2.0 * repeat_below_s:
         out_i, budget_i, wall_i, cpu_i, failure_i = _timed(runner, problem, k, which, cap_s, seed)
         if failure_i is not None:
             break
@@ -697,10 +697,12 @@ def _run_case(problem: BenchProblem, solver: str, k: int, which: str, cap_s: flo
 
 
 def _isolated_case(problem: BenchProblem, solver: str, k: int, which: str, cap_s: float, seed: int,
-                   overhead_max_s: float, mem_gb: float | None, timeout_s: float) -> dict[str, Any]:
+                   overhead_max_s: float, mem_gb: float | None, timeout_s: float,
+                   repeat_below_s: float = REPEAT_BELOW_S) -> dict[str, Any]:
     """:func:`_run_case` in a child process; a child that ran out of memory or time becomes a row, too."""
     mem_bytes = int(mem_gb * 2**30) if mem_gb else None
-    outcome = _run_in_child(lambda: _run_case(problem, solver, k, which, cap_s, seed, overhead_max_s),
+    outcome = _run_in_child(lambda: _run_case(problem, solver, k, which, cap_s, seed, overhead_max_s,
+                                              repeat_below_s),
                             mem_bytes, timeout_s)
     grown = max(outcome.peak_rss - outcome.start_rss, 0)
     mem_text = f"MEM(cap {mem_gb:g} GB, peak RSS +{_gb(grown)})"
@@ -729,6 +731,7 @@ def _isolated_case(problem: BenchProblem, solver: str, k: int, which: str, cap_s
 
 def run_benchmark(problems: Sequence[BenchProblem], solvers: Sequence[str] = OURS + PEERS, *, cap_s: float = 30.0,
                   seed: int = 0, overhead_max_s: float = 2.0, log: Callable[[str], None] | None = None,
+                  repeat_below_s: float = REPEAT_BELOW_S,
                   mem_gb: float | None = None, timeout_s: float | None = None, isolate: bool | None = None,
                   skips: _SkipBook | None = None) -> pd.DataFrame:
     """Run every solver on every (problem, k, which) case; one row each (see the module docstring).
@@ -736,7 +739,8 @@ def run_benchmark(problems: Sequence[BenchProblem], solvers: Sequence[str] = OUR
     Each run goes to its own forked child process (``isolate``; default: where the OS allows
     it) with ``mem_gb`` GB of address space on top of what it started with (default
     :func:`default_mem_gb`; 0 = no limit) and ``timeout_s`` seconds of wall clock (default
-    ``3 cap_s + 6 overhead_max_s + 60``). ``isolate=False`` runs everything in this process,
+    ``3 cap_s + 6 overhead_max_s + 3 repeat_below_s + 60``; ``repeat_below_s``: runs faster
+    than that are repeated, the fastest counts). ``isolate=False`` runs everything in this process,
     without either limit. ``log`` gets each row as a line as soon as it is finished.
     ``skips`` carries the skip rule across calls (one call per problem in :func:`main`).
     """
@@ -744,7 +748,8 @@ def run_benchmark(problems: Sequence[BenchProblem], solvers: Sequence[str] = OUR
     if isolate and not can_isolate():
         raise RuntimeError("isolated runs need os.fork and the resource module (POSIX); use isolate=False")
     mem_gb = default_mem_gb() if mem_gb is None else mem_gb
-    timeout_s = 3.0 * cap_s + 6.0 * overhead_max_s + 60.0 if timeout_s is None else timeout_s
+    timeout_s = (3.0 * cap_s + 6.0 * overhead_max_s + 3.0 * repeat_below_s + 60.0 if timeout_s is None
+                 else timeout_s)
     rows: list[dict[str, Any]] = []
     skips = _SkipBook() if skips is None else skips
     for problem in problems:
@@ -764,9 +769,9 @@ def run_benchmark(problems: Sequence[BenchProblem], solvers: Sequence[str] = OUR
                     row.update(status="skip", note=skip)
                 elif isolate:
                     row.update(_isolated_case(problem, solver, k, which, cap_s, seed, overhead_max_s, mem_gb,
-                                              timeout_s))
+                                              timeout_s, repeat_below_s))
                 else:
-                    row.update(_run_case(problem, solver, k, which, cap_s, seed, overhead_max_s))
+                    row.update(_run_case(problem, solver, k, which, cap_s, seed, overhead_max_s, repeat_below_s))
                 if row["status"] in ("CAP", "MEM"):
                     what = "memory cap" if row["status"] == "MEM" else \
                         ("wall-clock cap" if row["note"].startswith("CAP(wall") else "cap")
@@ -835,7 +840,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              f"(default {default_mem_gb():g} here: 4 GB or a quarter of physical memory; 0 = none)")
     parser.add_argument("--timeout", type=float, default=None,
                         help="wall-clock seconds per run before its process is killed (default 3 cap + 6 x the "
-                             "tracker-overhead limit + 60)")
+                             "tracker-overhead limit + 3 x --repeat-below + 60)")
+    parser.add_argument("--repeat-below", type=float, default=REPEAT_BELOW_S,
+                        help=f"repeat runs faster than this many CPU seconds (up to {REPEAT_MAX} runs, no new one "
+                             f"after twice as long) and keep the fastest (default {REPEAT_BELOW_S:g}; 0 = run once)")
     parser.add_argument("--no-isolate", action="store_true",
                         help="run everything in this process (no memory cap, no wall-clock limit)")
     parser.add_argument("--csv", help="also write the table to this CSV file")
@@ -846,7 +854,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.cap = args.cap if args.cap is not None else (5.0 if args.quick else 30.0)
     args.mem_gb = default_mem_gb() if args.mem_gb is None else args.mem_gb
     args.overhead_max_s = 1.0 if args.quick else 2.0
-    args.timeout = args.timeout if args.timeout is not None else 3.0 * args.cap + 6.0 * args.overhead_max_s + 60.0
+    args.timeout = (args.timeout if args.timeout is not None
+                    else 3.0 * args.cap + 6.0 * args.overhead_max_s + 3.0 * args.repeat_below + 60.0)
     args.solvers = tuple(args.solvers or OURS + PEERS)
     args.isolate = not args.no_isolate and can_isolate()
     return args
@@ -875,6 +884,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         problem = make_problems([key])[0]
         print(f"# built {key} (n = {problem.n:,}) in {time.perf_counter() - t:.1f} s", flush=True)
         frames.append(run_benchmark([problem], solvers, cap_s=cap, overhead_max_s=args.overhead_max_s,
+                                    repeat_below_s=args.repeat_below,
                                     log=lambda line: print("  " + line, flush=True), mem_gb=args.mem_gb,
                                     timeout_s=args.timeout, isolate=args.isolate, skips=skips))
         del problem

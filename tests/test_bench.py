@@ -50,6 +50,10 @@ def test_short_runs_are_repeated_and_the_fastest_counts(tiny_table) -> None:  # 
     capped = bench.run_benchmark(bench.make_problems(["laplace2d_N12"], cases=[(2, "LA")]), ("lanczos",),
                                  cap_s=-1.0, isolate=False)
     assert capped.iloc[0]["runs"] == 1
+    once = bench.run_benchmark(bench.make_problems(["laplace2d_N12"], cases=[(2, "LA")]), ("lanczos",),
+                               cap_s=20.0, overhead_max_s=0.0, isolate=False, repeat_below_s=0.0)
+    assert once.iloc[0]["runs"] == 1 and once.iloc[0]["status"] == "done"
+    assert bench.parse_args(["--quick", "--repeat-below", "8"]).repeat_below == 8.0
 
 
 def test_the_laplacian_reference_is_the_closed_form() -> None:
@@ -153,7 +157,8 @@ def test_in_process_mode_gives_the_same_rows() -> None:
 def test_quick_and_problem_arguments() -> None:
     quick = bench.parse_args(["--quick"])
     assert quick.keys == bench.QUICK_KEYS and quick.cap == 5.0 and quick.overhead_max_s == 1.0
-    assert quick.mem_gb == bench.default_mem_gb() > 0 and quick.timeout == 3 * 5.0 + 6 * 1.0 + 60.0
+    assert quick.mem_gb == bench.default_mem_gb() > 0
+    assert quick.timeout == 3 * 5.0 + 6 * 1.0 + 3 * bench.REPEAT_BELOW_S + 60.0
     assert quick.solvers == bench.OURS + bench.PEERS
     full = bench.parse_args([])
     assert full.keys == bench.PROBLEM_KEYS and full.cap == 30.0

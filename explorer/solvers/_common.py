@@ -322,15 +322,23 @@ def column_norms(R: torch.Tensor) -> torch.Tensor:
 ROUNDING_LEVEL = 100
 
 
+def rounding_level(residual: float, norm_estimate: float, dtype: torch.dtype) -> float:
+    """``residual`` in units of eps ||A|| (any consistent units for both; inf when unknown):
+    at most ``ROUNDING_LEVEL`` means near the rounding level of ``dtype``."""
+    if not (norm_estimate > 0 and math.isfinite(residual)):
+        return math.inf
+    return residual / (torch.finfo(dtype).eps * norm_estimate)
+
+
 def rounding_note(residual: float, norm_estimate: float, dtype: torch.dtype) -> str:
     """A sentence for a user whose run missed tol with ``residual`` (absolute, the worst missed
     pair, in A's units like ``norm_estimate``) already within ``ROUNDING_LEVEL`` eps ||A|| of
     zero, else ""."""
-    eps = torch.finfo(dtype).eps
-    if not (norm_estimate > 0 and math.isfinite(residual)) or residual > ROUNDING_LEVEL * eps * norm_estimate:
+    level = rounding_level(residual, norm_estimate, dtype)
+    if level > ROUNDING_LEVEL:
         return ""
+    eps = torch.finfo(dtype).eps
     name = str(dtype).replace("torch.", "")
-    level = residual / (eps * norm_estimate)
     return (f"The residuals that miss it are down to {level:.2g} eps ||A|| (||A|| ~ {norm_estimate:.3g}, eps = "
             f"{eps:.1e} in {name}), near the rounding level, where further progress is unlikely: loosen `tol`"
             + (" or solve in float64." if dtype == torch.float32 else "."))

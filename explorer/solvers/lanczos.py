@@ -185,6 +185,7 @@ from explorer.solvers._common import (
     nonfinite_message,
     random_block,
     residual_threshold,
+    rounding_level,
     rounding_note,
     validate_common,
 )
@@ -924,7 +925,8 @@ class _Lanczos:
         worst = float(res.detach().cpu()[missed].max())
         previous = self._stall_worst
         self._stall_worst = worst
-        if worst > ROUNDING_LEVEL * self.eps * max(self.anorm, self.tiny) or previous is None or worst < 0.5 * previous:
+        if (rounding_level(worst, self.anorm, self.dtype) > ROUNDING_LEVEL or previous is None
+                or worst < 0.5 * previous):
             self._stall_checks = 0
             return ""
         self._stall_checks += 1

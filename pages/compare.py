@@ -5,12 +5,12 @@ from typing import Sequence
 import numpy as np
 import streamlit as st
 
-from explorer.compare import RunOutcome, angle_frame, reference_for, summary_frame
-from explorer.jobs import friendly_error
-from explorer.plots import live_figure
+from explorer.analysis.compare import RunOutcome, angle_frame, reference_for, summary_frame
+from explorer.runs.jobs import friendly_error
+from explorer.plots.figures import live_figure
 from explorer.ui import compare_form, entry, live, problem
 from explorer.ui.charts import show
-from explorer.ui.compare_charts import SEVERITY_ICONS, orthogonality_figure, overlay_figure, pairs_figure
+from explorer.plots.compare import SEVERITY_ICONS, orthogonality_figure, overlay_figure, pairs_figure
 from explorer.ui.compare_live import comparison_panel, start_comparison
 from explorer.ui.state import ensure
 

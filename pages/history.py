@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from explorer.runs import runs_frame
+from explorer.runs.record import runs_frame
 from explorer.ui import charts, entry, live, results, state
 
 entry.require_frame()  # run alone (a fresh server's legacy pages/ mode): app.py takes over

@@ -4,14 +4,14 @@ from typing import Sequence
 
 import streamlit as st
 
-from explorer.compare import RunOutcome
-from explorer.jobs import friendly_error
-from explorer.lessons import LESSON_RUNS, LESSONS
+from explorer.analysis.compare import RunOutcome
+from explorer.runs.jobs import friendly_error
+from explorer.teaching.lessons import LESSON_RUNS, LESSONS
 from explorer.solvers import SOLVERS
 from explorer.ui import entry, live
 from explorer.ui.charts import show
 from explorer.ui.compare_live import comparison_panel, start_comparison
-from explorer.ui.learn_charts import chart_figure, pretty
+from explorer.plots.lessons import chart_figure, pretty
 from explorer.ui.state import ensure_choice
 from explorer.ui.widgets import param_form
 

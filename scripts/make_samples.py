@@ -1,6 +1,6 @@
 """Write the sample problems into sample_data/ (matrix files, manifest.json, README.md).
 
-Deterministic (fixed seeds, no timestamps); rerun after changing ``explorer.samples.SAMPLES``
+Deterministic (fixed seeds, no timestamps); rerun after changing ``explorer.problems.samples.SAMPLES``
 and commit the result. Usage::
 
     .venv/bin/python scripts/make_samples.py [--out DIR]
@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT))
 
-from explorer.samples import SAMPLE_DIR, write_samples  # noqa: E402
+from explorer.problems.samples import SAMPLE_DIR, write_samples  # noqa: E402
 
 #: The samples ship with the repository; keep them small.
 SIZE_BUDGET_BYTES = 2_000_000

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from explorer import bench
+from explorer.bench import matrix as bench
 
 
 @pytest.fixture(scope="module")

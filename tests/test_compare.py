@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from explorer import problems
-from explorer.compare import (
+from explorer.analysis.compare import (
     CompareSettings,
     ComparisonCollector,
     MatvecBudget,

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import explorer
-from explorer.devices import available_devices, parse_device, parse_dtype
+from explorer.operators.devices import available_devices, parse_device, parse_dtype
 
 
 def _core_modules() -> list[str]:

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from explorer import problems
-from explorer.compare import MatvecBudget
-from explorer.diagnosis import ATTAINABLE_FACTOR, RULES, Finding, diagnose
-from explorer.results import EigenResult, SolveStatus
+from explorer.analysis.compare import MatvecBudget
+from explorer.analysis.diagnosis import ATTAINABLE_FACTOR, RULES, Finding, diagnose
+from explorer.solvers.results import EigenResult, SolveStatus
 from explorer.solvers import SOLVERS, solve
 from explorer.tracking import IterationRecord
 

@@ -19,7 +19,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from explorer.io import SUPPORTED_SUFFIXES, LoadedMatrix, LoadError, load_matrix, load_operator, save_matrix
+from explorer.problems.files import SUPPORTED_SUFFIXES, LoadedMatrix, LoadError, load_matrix, load_operator, save_matrix
 from explorer.operators import DenseOperator, NotSymmetricError, SparseOperator, SymmetrizedOperator
 
 pytestmark = [

@@ -8,9 +8,9 @@ import time
 import pytest
 import torch
 
-from explorer.jobs import JobState, SolveJob, running_jobs
+from explorer.runs.jobs import JobState, SolveJob, running_jobs
 from explorer.operators import as_operator
-from explorer.results import EigenResult, SolveStatus
+from explorer.solvers.results import EigenResult, SolveStatus
 from explorer.solvers._common import Monitor, validate_common
 from explorer.tracking import HistoryTracker
 

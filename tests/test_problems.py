@@ -17,6 +17,7 @@ import scipy.sparse as sp
 import torch
 
 from explorer import problems
+from explorer.problems import generators
 from explorer.operators import DenseOperator, SparseOperator, check_symmetric
 from explorer.problems import GENERATORS, Problem, generate
 from explorer.solvers._common import select_order
@@ -141,7 +142,7 @@ def test_prescribed_is_exactly_symmetric_dense_and_seeded() -> None:
 
 
 def test_haar_orthogonal_is_orthogonal_with_positive_r() -> None:
-    Q = problems._haar_orthogonal(50, torch.Generator().manual_seed(0))
+    Q = generators._haar_orthogonal(50, torch.Generator().manual_seed(0))
     torch.testing.assert_close(Q.T @ Q, torch.eye(50, dtype=torch.float64), rtol=0, atol=1e-13)
 
 
@@ -183,7 +184,7 @@ def test_graph_laplacian_structure() -> None:
 
 def test_upper_pairs_enumerates_the_strict_upper_triangle() -> None:
     for n in (2, 3, 10, 101):
-        rows, cols = problems._upper_pairs(np.arange(n * (n - 1) // 2), n)
+        rows, cols = generators._upper_pairs(np.arange(n * (n - 1) // 2), n)
         expected_rows, expected_cols = np.triu_indices(n, k=1)
         assert np.array_equal(rows, expected_rows) and np.array_equal(cols, expected_cols)
 

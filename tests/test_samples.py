@@ -17,9 +17,9 @@ import scipy.linalg
 import scipy.sparse as sp
 import torch
 
-from explorer.io import load_matrix
+from explorer.problems.files import load_matrix
 from explorer.operators import SparseOperator
-from explorer.samples import MANIFEST_NAME, SAMPLE_DIR, SAMPLES, get_sample, list_samples, load_sample
+from explorer.problems.samples import MANIFEST_NAME, SAMPLE_DIR, SAMPLES, get_sample, list_samples, load_sample
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta:UserWarning"),

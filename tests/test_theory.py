@@ -1,4 +1,4 @@
-"""The bound formulas of explorer.theory: exact values, and measured errors staying under them.
+"""The bound formulas of explorer.analysis.theory: exact values, and measured errors staying under them.
 
 Each bound is checked twice where possible: against a tiny independent numpy kernel
 written here (so a bug in a project solver cannot hide a wrong formula), and against
@@ -16,7 +16,8 @@ import pytest
 import torch
 from numpy.polynomial import chebyshev as npcheb
 
-from explorer import problems, theory
+from explorer import problems
+from explorer.analysis import theory
 from explorer.solvers import SOLVERS, solve
 
 EPS = float(np.finfo(np.float64).eps)

@@ -10,17 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from explorer.jobs import SolveJob
+from explorer.runs.jobs import SolveJob
 from explorer.operators import as_operator
-from explorer.plots import (compare_figure, convergence_curve, decimate_indices, live_figure, matrix_figure,
+from explorer.plots.figures import (compare_figure, convergence_curve, decimate_indices, live_figure, matrix_figure,
                             spectrum_figure, wanted_reference)
-from explorer.preview import block_abs, describe
+from explorer.problems.preview import block_abs, describe
 from explorer.problems import generate
-from explorer.runconfig import SolveConfig, default_solver, make_target
-from explorer.runs import history_csv, history_json, run_from_view, runs_frame
-from explorer.snippets import solve_snippet
+from explorer.runs.config import SolveConfig, default_solver, make_target
+from explorer.runs.record import history_csv, history_json, run_from_view, runs_frame
+from explorer.runs.snippet import solve_snippet
 from explorer.solvers import SOLVERS, solve
-from explorer.sources import ProblemSource, load_problem, reference_spectrum
+from explorer.problems.sources import ProblemSource, load_problem, reference_spectrum
 
 
 def _records(steps: int = 1000, k: int = 3):
@@ -124,7 +124,7 @@ def test_snippet_runs_and_reproduces_the_app_solve(source):
 
 
 def test_snippet_for_an_upload(tmp_path, monkeypatch):
-    from explorer.io import save_matrix
+    from explorer.problems.files import save_matrix
 
     A = generate("laplacian_1d", n=40)
     save_matrix(tmp_path / "lap.mtx", A.operator)

@@ -10,7 +10,7 @@ Dtype policy (decided here, implemented by ``as_operator`` / ``validate_common``
   since we cannot convert a matrix-free operator behind its back.
 
 Devices: solvers run where the operator lives and take no device argument; device names
-are validated where the app turns text into a device (``explorer.devices.parse_device``).
+are validated where the app turns text into a device (``explorer.operators.devices.parse_device``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-from explorer.devices import parse_device
+from explorer.operators.devices import parse_device
 from explorer.operators import CallableOperator, NotSymmetricError
 from explorer.solvers import SOLVERS, solve
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from explorer.operators import SUPPORTED_DTYPES, CountedOperator, LinearOperator, as_operator
-from explorer.results import EigenResult, SolveStatus
+from explorer.solvers.results import EigenResult, SolveStatus
 from explorer.tracking import IterationRecord, NullTracker, SolveStart, StopSolve, Tracker
 
 __all__ = [
@@ -317,7 +317,7 @@ def column_norms(R: torch.Tensor) -> torch.Tensor:
 # A residual within this many eps ||A|| of zero is near the rounding level of its dtype: products
 # of A carry ~eps ||A|| of rounding each, and a solver's recurrences and updates add tens of them
 # (measured in float32 on the 2-D Laplacian: Lanczos stalled at 3-30, LOBPCG at 1-20 eps ||A||).
-# explorer.diagnosis flags a *tolerance* below ATTAINABLE_FACTOR = 10 eps ||A|| as unattainable;
+# explorer.analysis.diagnosis flags a *tolerance* below ATTAINABLE_FACTOR = 10 eps ||A|| as unattainable;
 # this wider band is for residuals that missed tol and stopped improving.
 ROUNDING_LEVEL = 100
 

@@ -17,5 +17,5 @@ Reusable entry points for pages:
 * ``explorer.ui.results``: ``render_run``: status, eigenpair table, spectrum plot, downloads, snippet.
 * ``explorer.ui.state``: session keys, ``init_session`` (called by app.py), ``ensure`` /
   ``ensure_choice`` / ``keep`` (settings that survive page switches), ``runs`` / ``add_run``.
-* ``explorer.ui.charts``: ``show(fig, key)`` and the figure builders of ``explorer.plots``.
+* ``explorer.ui.charts``: ``show(fig, key)`` and the figure builders of ``explorer.plots.figures``.
 """

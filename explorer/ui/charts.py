@@ -1,6 +1,6 @@
-"""Showing figures: ``show(fig, key)`` plus the pure builders of ``explorer.plots`` re-exported.
+"""Showing figures: ``show(fig, key)`` plus the pure builders of ``explorer.plots.figures`` re-exported.
 
-The builders live in ``explorer.plots`` (plotly only, importable without Streamlit) so
+The builders live in ``explorer.plots.figures`` (plotly only, importable without Streamlit) so
 notebooks, tests and other pages reuse them; this module only adds the Streamlit call.
 """
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import streamlit as st
 
-from explorer.plots import (  # noqa: F401 - re-exported for pages
+from explorer.plots.figures import (  # noqa: F401 - re-exported for pages
     compare_figure,
     convergence_curve,
     live_figure,

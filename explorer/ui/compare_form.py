@@ -13,7 +13,7 @@ from typing import Any
 
 import streamlit as st
 
-from explorer.compare import MAX_CONFIGS, MIN_CONFIGS, CompareSettings, RunConfig
+from explorer.analysis.compare import MAX_CONFIGS, MIN_CONFIGS, CompareSettings, RunConfig
 from explorer.solvers import COMMON_PARAMS, SOLVERS
 from explorer.solvers.registry import ParamSpec
 from explorer.ui.state import ensure, ensure_choice

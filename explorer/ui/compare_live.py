@@ -1,8 +1,8 @@
 """Several runs in one background job, watched live: the Compare and Learn pages' panel.
 
 Built on ``explorer.ui.live`` (the app's run / stop / heartbeat machinery) and
-``explorer.compare`` (the runner): ``start_comparison`` starts one ``SolveJob`` under
-``key`` whose target is ``explorer.compare.run_comparison``; the runs stream their
+``explorer.analysis.compare`` (the runner): ``start_comparison`` starts one ``SolveJob`` under
+``key`` whose target is ``explorer.analysis.compare.run_comparison``; the runs stream their
 records into a ``ComparisonCollector`` kept in the job's ``meta``. ``comparison_panel``
 is ``live.live_panel`` (heartbeat, Stop, one full rerun when the job ends) with hooks:
 it draws the collector's snapshot through a page-supplied ``render(outcomes, running)``,
@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 
 import streamlit as st
 
-from explorer.compare import (
+from explorer.analysis.compare import (
     MAX_CONFIGS,
     MIN_CONFIGS,
     CompareSettings,
@@ -27,8 +27,8 @@ from explorer.compare import (
     run_comparison,
     wanted_reference,
 )
-from explorer.jobs import JobView, SolveJob
-from explorer.runs import run_from_view
+from explorer.runs.jobs import JobView, SolveJob
+from explorer.runs.record import run_from_view
 from explorer.tracking import Tracker
 from explorer.ui import live
 from explorer.ui.state import add_run, next_run_id

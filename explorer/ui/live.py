@@ -1,6 +1,6 @@
 """Run a solve in the background and watch it live: the reusable run / stop / fragment machinery.
 
-Pattern (b) of ../shared/LIVE.md: the solver runs in an ``explorer.jobs.SolveJob``
+Pattern (b) of ../shared/LIVE.md: the solver runs in an ``explorer.runs.jobs.SolveJob``
 thread and never touches Streamlit; one top-level ``@st.fragment(run_every=...)``
 redraws the progress line, the Stop button and the live chart while it runs, and
 sends a heartbeat (``job.touch()``); when the job ends the fragment records it and
@@ -42,8 +42,8 @@ from typing import Any, Callable, Mapping
 
 import streamlit as st
 
-from explorer.jobs import JobState, JobView, SolveJob, max_concurrent_jobs, running_jobs
-from explorer.plots import live_figure
+from explorer.runs.jobs import JobState, JobView, SolveJob, max_concurrent_jobs, running_jobs
+from explorer.plots.figures import live_figure
 from explorer.tracking import Tracker
 
 __all__ = [

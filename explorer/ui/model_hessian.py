@@ -24,17 +24,17 @@ import numpy as np
 import streamlit as st
 import torch
 
-from explorer.devices import DTYPES, parse_device, parse_dtype
-from explorer.jobs import JobView, SolveJob, friendly_error
+from explorer.operators.devices import DTYPES, parse_device, parse_dtype
+from explorer.runs.jobs import JobView, SolveJob, friendly_error
 from explorer.models import GGNOperator, HessianOperator, ModelInputError, dense_hessian, select_parameters
 from explorer.models.analysis import hutchinson_trace, spectral_density
-from explorer.plots import wanted_reference
-from explorer.runs import run_from_view
+from explorer.plots.figures import wanted_reference
+from explorer.runs.record import run_from_view
 from explorer.solvers import solve
 from explorer.tracking import Tracker
 from explorer.ui import live, results, solver
 from explorer.ui.charts import show
-from explorer.ui.model_charts import density_figure, layer_share_figure, trace_figure
+from explorer.plots.models import density_figure, layer_share_figure, trace_figure
 from explorer.ui.model_source import ModelInputs
 from explorer.ui.state import add_run, ensure, get_run, next_run_id
 

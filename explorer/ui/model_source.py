@@ -18,7 +18,7 @@ from typing import Any
 import streamlit as st
 import torch
 
-from explorer.jobs import friendly_error
+from explorer.runs.jobs import friendly_error
 from explorer.models import Dataset, ExportedModel, load_dataset, load_exported_model, load_state_dict
 from explorer.models.samples import MODEL_SAMPLE_DIR, MODEL_SAMPLES, ModelSample, read_manifest
 from explorer.ui.state import ensure

@@ -16,7 +16,7 @@ import numpy as np
 import streamlit as st
 import torch
 
-from explorer.jobs import JobView, SolveJob, friendly_error
+from explorer.runs.jobs import JobView, SolveJob, friendly_error
 from explorer.models.weights import (
     FULL_SPECTRUM_MAX,
     SingularValueTracker,
@@ -32,7 +32,7 @@ from explorer.solvers import SOLVERS
 from explorer.tracking import Tracker
 from explorer.ui import live
 from explorer.ui.charts import show
-from explorer.ui.model_charts import esd_figure, singular_spectrum_figure
+from explorer.plots.models import esd_figure, singular_spectrum_figure
 from explorer.ui.model_source import ModelInputs
 from explorer.ui.state import ensure, ensure_choice
 

@@ -1,7 +1,7 @@
 """Choosing, loading (cached) and previewing the problem: Samples, Generate, Upload.
 
 The problem in use is ``st.session_state["problem_source"]`` (an
-``explorer.sources.ProblemSource``); it changes only when a new choice loads
+``explorer.problems.sources.ProblemSource``); it changes only when a new choice loads
 successfully, so a bad upload or generator setting leaves the previous problem in
 place. Loaded problems are shared read-only through ``st.cache_resource`` keyed by
 the source (an upload by the SHA-256 of its bytes).
@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from explorer.jobs import friendly_error
-from explorer.plots import matrix_figure
-from explorer.preview import MatrixFacts, block_abs, describe
-from explorer.sources import REFERENCE_MAX_N, ProblemSource, load_problem, reference_spectrum
+from explorer.runs.jobs import friendly_error
+from explorer.plots.figures import matrix_figure
+from explorer.problems.preview import MatrixFacts, block_abs, describe
+from explorer.problems.sources import REFERENCE_MAX_N, ProblemSource, load_problem, reference_spectrum
 from explorer.ui.state import ACTIVE_SOURCE, ensure, ensure_choice
 from explorer.ui.widgets import param_form
 
@@ -50,7 +50,7 @@ MODES = ("Sample", "Generate", "Upload")
 # -- catalogue -----------------------------------------------------------------------
 def _samples_module() -> Any:
     try:
-        from explorer import samples
+        from explorer.problems import samples
     except ImportError:
         return None
     return samples
@@ -190,7 +190,7 @@ def _symmetrize_now() -> None:
 
 
 def _upload_section(box: Any) -> None:
-    from explorer.io import SUPPORTED_SUFFIXES
+    from explorer.problems.files import SUPPORTED_SUFFIXES
 
     limit = upload_limit_mb()
     types = sorted({suffix.lstrip(".").split(".")[-1] for suffix in SUPPORTED_SUFFIXES})

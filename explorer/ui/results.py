@@ -14,8 +14,8 @@ import numpy as np
 import streamlit as st
 import torch
 
-from explorer.plots import spectrum_figure
-from explorer.runs import RunRecord, history_csv, history_json
+from explorer.plots.figures import spectrum_figure
+from explorer.runs.record import RunRecord, history_csv, history_json
 
 __all__ = ["render_status", "render_run", "eigen_table"]
 

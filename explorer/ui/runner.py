@@ -14,11 +14,11 @@ from typing import Any
 
 import streamlit as st
 
-from explorer.jobs import JobView, SolveJob, friendly_error
-from explorer.plots import wanted_reference
-from explorer.runconfig import make_target
-from explorer.runs import RunRecord, run_from_view
-from explorer.snippets import solve_snippet
+from explorer.runs.jobs import JobView, SolveJob, friendly_error
+from explorer.plots.figures import wanted_reference
+from explorer.runs.config import make_target
+from explorer.runs.record import RunRecord, run_from_view
+from explorer.runs.snippet import solve_snippet
 from explorer.ui import live
 from explorer.ui.problem import active_problem, cached_reference
 from explorer.ui.solver import solver_config

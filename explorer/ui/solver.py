@@ -3,7 +3,7 @@
 ``solver_sidebar(prefix="")`` draws the widgets (keys ``f"{prefix}solver"``,
 ``f"{prefix}k"``, ``which``, ``tol``, ``max_iter``, ``seed``, ``device``, ``dtype`` and
 ``f"{prefix}p_<solver>_<param>"`` for the extras) and returns a
-``explorer.runconfig.SolveConfig``. Changing a widget never starts a solve; the page's
+``explorer.runs.config.SolveConfig``. Changing a widget never starts a solve; the page's
 Run button does. Other pages pass their own ``prefix`` (e.g. "model_") to keep
 separate settings.
 """
@@ -14,8 +14,8 @@ from typing import Any
 
 import streamlit as st
 
-from explorer.devices import DTYPES, available_devices, device_label
-from explorer.runconfig import SolveConfig, default_solver
+from explorer.operators.devices import DTYPES, available_devices, device_label
+from explorer.runs.config import SolveConfig, default_solver
 from explorer.solvers import COMMON_PARAMS, SOLVERS
 from explorer.solvers.registry import ParamSpec
 from explorer.ui.state import ensure, ensure_choice
@@ -83,7 +83,7 @@ def solver_sidebar(prefix: str = "", container: Any = None, *, n: int | None = N
     devices = available_devices()
     ensure_choice(f"{prefix}device", devices)
     box.selectbox("device", devices, key=f"{prefix}device", format_func=device_label, disabled=disabled,
-                 help="Where the operator and the solver's vectors live (explorer.devices.available_devices).")
+                 help="Where the operator and the solver's vectors live (explorer.operators.devices.available_devices).")
     ensure(f"{prefix}dtype", "float64")
     c3.selectbox("dtype", list(DTYPES), key=f"{prefix}dtype", disabled=disabled,
                  help="float32 is faster on GPUs but cannot reach tolerances much below 1e-6.")

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import streamlit as st
 
-from explorer.runs import RunRecord
+from explorer.runs.record import RunRecord
 
 __all__ = [
     "RUNS", "ACTIVE_SOURCE", "PERSIST_KEYS", "PERSIST_PREFIXES", "init_session", "persist", "keep", "ensure",

@@ -11,9 +11,9 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from explorer.io import save_matrix
+from explorer.problems.files import save_matrix
 from explorer.solvers import SOLVERS
-from explorer.sources import ProblemSource
+from explorer.problems.sources import ProblemSource
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +57,7 @@ def _iterative_solver() -> str:
 def test_explore_opens_with_the_first_sample_ready(apptest):
     at = apptest()
     _no_trouble(at)
-    from explorer.samples import list_samples
+    from explorer.problems.samples import list_samples
 
     first = list_samples()[0].name
     assert at.selectbox(key="sample").value == first
@@ -259,7 +259,7 @@ def test_invalid_settings_give_the_core_message_not_a_traceback(apptest, wait_jo
 
 def test_generalized_problem_with_a_solver_without_B(apptest, wait_job):
     no_b = next((s.name for s in SOLVERS.values() if not s.supports_B), None)
-    from explorer.samples import list_samples
+    from explorer.problems.samples import list_samples
 
     generalized = next((s.name for s in list_samples() if s.b_file), None)
     if no_b is None or generalized is None:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from explorer.lessons import LESSONS
+from explorer.teaching.lessons import LESSONS
 from explorer.solvers import SOLVERS
 
 pytestmark = pytest.mark.slow

@@ -105,7 +105,7 @@ def test_stop_ends_the_run_and_keeps_the_history(ui):
 
 
 def test_upload_mtx_solve_download_and_history(ui, tmp_path):
-    from explorer.io import save_matrix
+    from explorer.problems.files import save_matrix
     from explorer.problems import generate
 
     page = ui.page

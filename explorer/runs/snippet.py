@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from explorer.sources import ProblemSource
+from explorer.problems.sources import ProblemSource
 
 __all__ = ["solve_snippet", "COMMON_KEYS"]
 
@@ -25,14 +25,14 @@ def _py(value: Any) -> str:
 
 def _problem_lines(source: ProblemSource) -> list[str]:
     if source.kind == "sample":
-        return ["from explorer.samples import load_sample", "",
+        return ["from explorer.problems.samples import load_sample", "",
                 f"problem = load_sample({_py(source.name)})"]
     if source.kind == "generate":
         args = "".join(f", {key}={_py(value)}" for key, value in source.params)
         return ["from explorer.problems import generate", "",
                 f"problem = generate({_py(source.name)}{args})"]
     if source.kind == "upload":
-        lines = ["from pathlib import Path", "from explorer.sources import ProblemSource, load_problem", "",
+        lines = ["from pathlib import Path", "from explorer.problems.sources import ProblemSource, load_problem", "",
                  f"# The file(s) you uploaded, next to this script.",
                  f"data = Path({_py(source.name)}).read_bytes()"]
         b_args = ""

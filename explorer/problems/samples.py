@@ -10,7 +10,7 @@ from the file.
 
 Example::
 
-    from explorer.samples import list_samples, load_sample
+    from explorer.problems.samples import list_samples, load_sample
     problem = load_sample(list_samples()[0].name)   # the 30 x 30 Laplacian
 """
 
@@ -25,7 +25,7 @@ from typing import Any, Mapping
 import scipy.sparse as sp
 import torch
 
-from explorer.io import load_matrix, load_operator, save_matrix
+from explorer.problems.files import load_matrix, load_operator, save_matrix
 from explorer.problems import Problem, generate
 
 __all__ = [
@@ -40,7 +40,7 @@ __all__ = [
     "write_samples",
 ]
 
-SAMPLE_DIR = Path(__file__).resolve().parent.parent / "sample_data"
+SAMPLE_DIR = Path(__file__).resolve().parents[2] / "sample_data"
 MANIFEST_NAME = "manifest.json"
 #: How many eigenvalues of each end the manifest records.
 N_RECORDED = 10
@@ -193,7 +193,7 @@ def load_sample(name: str, *, dtype: torch.dtype = torch.float64, device: torch.
 
     Raises:
         ValueError: unknown sample.
-        explorer.io.LoadError: a sample file is missing or damaged.
+        explorer.problems.files.LoadError: a sample file is missing or damaged.
     """
     info = get_sample(name, directory)
     operator = load_operator(info.path, dtype=dtype, device=device)
@@ -251,7 +251,7 @@ def write_samples(directory: str | Path = SAMPLE_DIR) -> list[dict[str, Any]]:
             "source": {"generator": spec.generator, "params": dict(spec.params)},
         })
     manifest = {
-        "about": "Small sample problems written by scripts/make_samples.py (explorer.samples.write_samples). "
+        "about": "Small sample problems written by scripts/make_samples.py (explorer.problems.samples.write_samples). "
                  "Eigenvalues are exact: closed form, prescribed, or float64 dense eigh for random matrices.",
         "samples": entries,
     }
@@ -266,7 +266,7 @@ def _readme(entries: list[dict[str, Any]], directory: Path) -> str:
         "",
         "Written by `python scripts/make_samples.py` (deterministic; do not edit by hand).",
         "`manifest.json` has the full record: generator, parameters, and the top and bottom ten exact",
-        "eigenvalues. Load one with `explorer.samples.load_sample(name)` or `explorer.io.load_matrix(path)`.",
+        "eigenvalues. Load one with `explorer.problems.samples.load_sample(name)` or `explorer.problems.files.load_matrix(path)`.",
         "",
         "| name | file | n | nnz | format | largest eigenvalues | source |",
         "|---|---|---|---|---|---|---|",

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from explorer.devices import parse_device, parse_dtype
-from explorer.results import EigenResult
+from explorer.operators.devices import parse_device, parse_dtype
+from explorer.solvers.results import EigenResult
 from explorer.solvers import SOLVERS, solve
 from explorer.tracking import Tracker
 

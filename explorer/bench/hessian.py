@@ -2,7 +2,7 @@
 
 Run::
 
-    .venv/bin/python -m explorer.bench_hessian [--k 5] [--tol 1e-6] [--seeds 3] [--json out.json]
+    .venv/bin/python -m explorer.bench.hessian [--k 5] [--tol 1e-6] [--seeds 3] [--json out.json]
 
 Peers (all on the *same* operator: ``HessianOperator`` of ``sample_data/models/mlp.pt2``
 over its 256 samples, float64, cached double-backward HVPs, one torch thread):

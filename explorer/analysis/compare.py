@@ -16,7 +16,7 @@ reports the true count.
 After the runs: :func:`summary_frame` (matvecs and time to reach tol, final error,
 converged count, status), :func:`angle_frame` (principal angles between the
 eigenvector subspaces the runs found, Bjorck & Golub 1973 via
-``scipy.linalg.subspace_angles``) and per-run :func:`explorer.diagnosis.diagnose`
+``scipy.linalg.subspace_angles``) and per-run :func:`explorer.analysis.diagnosis.diagnose`
 findings.
 """
 
@@ -35,9 +35,9 @@ import pandas as pd
 import scipy.linalg
 import torch
 
-from explorer.devices import parse_dtype
-from explorer.diagnosis import Finding, diagnose
-from explorer.jobs import friendly_error
+from explorer.operators.devices import parse_dtype
+from explorer.analysis.diagnosis import Finding, diagnose
+from explorer.runs.jobs import friendly_error
 from explorer.solvers import get_solver, solve
 from explorer.solvers._common import select_order
 from explorer.tracking import IterationRecord, NullTracker, SolveStart, StopSolve, Tracker

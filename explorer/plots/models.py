@@ -1,6 +1,6 @@
 """Figures of the Model page: spectral density, trace samples, layer shares, singular spectra.
 
-Pure builders (plotly + numpy, no Streamlit), like ``explorer.plots``; they take the
+Pure builders (plotly + numpy, no Streamlit), like ``explorer.plots.figures``; they take the
 core's result objects (``SpectralDensity``, ``TraceEstimate``, data frames) and return a
 ``plotly.graph_objects.Figure``.
 """
@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from explorer.plots import PALETTE
+from explorer.plots.figures import PALETTE
 
 __all__ = ["density_figure", "trace_figure", "layer_share_figure", "singular_spectrum_figure", "esd_figure"]
 

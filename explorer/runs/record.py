@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from explorer.results import EigenResult
+from explorer.solvers.results import EigenResult
 from explorer.tracking import IterationRecord, finite_or_null, history_frame
 
 __all__ = ["RunRecord", "run_from_view", "runs_frame", "final_errors", "history_csv", "history_json"]
@@ -119,7 +119,7 @@ def final_errors(result: EigenResult | None, reference: Any) -> np.ndarray | Non
 def run_from_view(run_id: int, view: Any, *, solver: str, problem: str, n: int, params: Mapping[str, Any],
                   reference: Any = None, page: str = "explore", started_at: float | None = None,
                   extra: Mapping[str, Any] | None = None) -> RunRecord:
-    """A RunRecord from a finished ``explorer.jobs.JobView`` (done or failed)."""
+    """A RunRecord from a finished ``explorer.runs.jobs.JobView`` (done or failed)."""
     result = view.result if isinstance(view.result, EigenResult) else None
     records = list(view.records)
     if result is not None:

@@ -1,8 +1,8 @@
-"""Figures and panels of the Compare page, on top of ``explorer.plots``.
+"""Figures and panels of the Compare page, on top of ``explorer.plots.figures``.
 
 The error / residual overlays are ``explorer.plots.compare_figure`` (the app's builder);
 this module adds what it lacks: the orthogonality-loss overlay, the plotting of the
-Learn page's :class:`explorer.lessons.Chart` s, and the Streamlit rendering of the
+Learn page's :class:`explorer.teaching.lessons.Chart` s, and the Streamlit rendering of the
 diagnosis findings. The figure builders use plotly only (no Streamlit).
 """
 
@@ -13,8 +13,8 @@ from typing import Any, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from explorer.compare import RunOutcome, reference_for
-from explorer.plots import PALETTE, compare_figure, decimate_indices, records_matrix, relative_residuals
+from explorer.analysis.compare import RunOutcome, reference_for
+from explorer.plots.figures import PALETTE, compare_figure, decimate_indices, records_matrix, relative_residuals
 
 __all__ = ["plot_runs", "overlay_figure", "pairs_figure", "orthogonality_figure", "SEVERITY_ICONS"]
 

@@ -15,7 +15,7 @@ Entry points other pages use:
 * :func:`compare_figure` / :func:`convergence_curve` - several runs overlaid
   (error or residual against matvecs, iterations or seconds).
 * :func:`matrix_figure` - a block-aggregated ``|A|`` heatmap (see
-  ``explorer.preview.block_abs``).
+  ``explorer.problems.preview.block_abs``).
 * :func:`wanted_reference` - the k exact eigenvalues a solve should find, in the
   solver's ``which`` order (so index i of a record compares with index i here).
 """
@@ -380,7 +380,7 @@ def compare_figure(runs: Sequence[Mapping[str, Any]], *, metric: str = "residual
 
 # -- matrix preview ------------------------------------------------------------------
 def matrix_figure(blocks: np.ndarray, n: int, *, title: str | None = None, height: int = 360) -> go.Figure:
-    """Heatmap of ``log10`` of block sums of ``|A|`` (``explorer.preview.block_abs``); zero blocks blank.
+    """Heatmap of ``log10`` of block sums of ``|A|`` (``explorer.problems.preview.block_abs``); zero blocks blank.
 
     Axis ticks are row/column indices of the full n x n matrix, so a 4 x 4 block
     grid of a 1000 x 1000 matrix still reads 0..999.

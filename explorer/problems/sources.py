@@ -2,7 +2,7 @@
 
 ``ProblemSource`` is the cache key of a loaded problem (uploads are keyed by the
 SHA-256 of their bytes), a label for tables, and the input of the reproduce-snippet
-generator (``explorer.snippets``). ``load_problem`` turns a source into an
+generator (``explorer.runs.snippet``). ``load_problem`` turns a source into an
 ``explorer.problems.Problem``; ``reference_spectrum`` gives every exact eigenvalue
 (analytic when the problem knows them, dense eigh for n <= 4000, else None).
 Pure: no Streamlit.
@@ -86,11 +86,11 @@ def load_problem(source: ProblemSource, data: bytes | None = None, b_data: bytes
                  max_bytes: int | None = None) -> Any:
     """Build the ``Problem`` for ``source`` (uploads need their bytes; ``max_bytes`` bounds them).
 
-    Raises ValueError (``explorer.io.LoadError`` for unreadable files, ``NotSymmetricError``
+    Raises ValueError (``explorer.problems.files.LoadError`` for unreadable files, ``NotSymmetricError``
     for a non-symmetric matrix without ``symmetrize``) or TypeError, each with a clear message.
     """
     if source.kind == "sample":
-        from explorer.samples import load_sample
+        from explorer.problems.samples import load_sample
 
         return load_sample(source.name)
     if source.kind == "generate":
@@ -105,7 +105,7 @@ def load_problem(source: ProblemSource, data: bytes | None = None, b_data: bytes
 
 
 def _load_upload(source: ProblemSource, data: bytes, b_data: bytes | None, max_bytes: int | None) -> Any:
-    from explorer import io as eio
+    from explorer.problems import files as eio
     from explorer.operators import as_operator
     from explorer.problems import Problem
 

@@ -3,14 +3,14 @@
 Pure: no Streamlit, no plotting library. A :class:`Lesson` declares its text and its
 parameters (``ParamSpec`` s, so the page builds widgets with the same helper as the
 solver forms). ``lesson.build(values)`` returns a :class:`LessonSetup`: the problem, the
-solver runs (``explorer.compare.RunConfig`` s, executed by the same
-``explorer.compare.run_comparison`` as the Compare page, so each run streams
+solver runs (``explorer.analysis.compare.RunConfig`` s, executed by the same
+``explorer.analysis.compare.run_comparison`` as the Compare page, so each run streams
 ``IterationRecord`` s to the same tracker machinery), and ``charts(outcomes)``, which turns
 the runs so far (live, partial or finished) into :class:`Chart` s of measured and theory
 :class:`Series`. ``notes(outcomes)`` gives a few sentences comparing measured and
 predicted rates once the runs have ended.
 
-Every theory curve comes from :mod:`explorer.theory` with the exact spectrum of the
+Every theory curve comes from :mod:`explorer.analysis.theory` with the exact spectrum of the
 lesson's problem and the exact start vector (the lessons pass ``X0`` so the angle of
 the start with the eigenvectors is known). Demos are small (n of a few hundred; one
 lesson's runs take a second or two on one core).
@@ -25,8 +25,9 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 import numpy as np
 import torch
 
-from explorer import problems, theory
-from explorer.compare import CompareSettings, ComparisonCollector, RunConfig, RunOutcome, run_comparison
+from explorer import problems
+from explorer.analysis import theory
+from explorer.analysis.compare import CompareSettings, ComparisonCollector, RunConfig, RunOutcome, run_comparison
 from explorer.tracking import Tracker
 from explorer.solvers.registry import ParamSpec
 

@@ -118,11 +118,12 @@ def chebyshev_filter(apply: Callable[[torch.Tensor], torch.Tensor], X: torch.Ten
     Needs ``scale_point < low < high``; ``degree >= 1``.
     """
     c, e, sigmas = _coefficients(degree, low, high, scale_point)
-    Y = (apply(X) - c * X) * (sigmas[0] / e)
+    Y = torch.sub(apply(X), X, alpha=c).mul_(sigmas[0] / e)
     previous = X
     for i in range(1, degree):
         s_new, s_old = sigmas[i], sigmas[i - 1]
-        Y_new = (apply(Y) - c * Y) * (2.0 * s_new / e) - (s_old * s_new) * previous
+        # a new tensor first (a product may be the operator's own storage), then in place
+        Y_new = torch.sub(apply(Y), Y, alpha=c).mul_(2.0 * s_new / e).sub_(previous, alpha=s_old * s_new)
         previous, Y = Y, Y_new
     return Y
 

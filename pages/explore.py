@@ -17,7 +17,8 @@ source, prob = problem.active_problem()
 running = live.is_running(KEY)
 with st.sidebar:
     st.subheader("2 \u00b7 Solver", divider="gray")
-    config = solver.solver_sidebar(n=prob.n)  # editable during a run; the next Run uses it
+    # editable during a run; the next Run uses it. A rectangular matrix: the SVD solvers only
+    config = solver.solver_sidebar(n=prob.k_max, kind=prob.kind)
     runner.run_button(KEY)
     live.server_caption()
 

@@ -171,7 +171,8 @@ def _check_shape(shape: tuple[int, ...], name: str) -> None:
     if shape[0] == 0 or shape[1] == 0:
         raise ValueError(f"`{name}` is empty (shape {tuple(shape)}); load a matrix with at least one row")
     if shape[0] != shape[1]:
-        raise ValueError(f"`{name}` must be square, got shape {tuple(shape)}; eigenvalues need an n x n matrix")
+        raise ValueError(f"`{name}` must be square, got shape {tuple(shape)}; eigenvalues need an n x n matrix "
+                         "(for the singular values of a rectangular matrix use an SVD solver, golub_kahan)")
 
 
 

@@ -379,20 +379,25 @@ def compare_figure(runs: Sequence[Mapping[str, Any]], *, metric: str = "residual
 
 
 # -- matrix preview ------------------------------------------------------------------
-def matrix_figure(blocks: np.ndarray, n: int, *, title: str | None = None, height: int = 360) -> go.Figure:
+def matrix_figure(blocks: np.ndarray, n: int, *, title: str | None = None, height: int = 360,
+                  m: int | None = None) -> go.Figure:
     """Heatmap of ``log10`` of block sums of ``|A|`` (``explorer.problems.preview.block_abs``); zero blocks blank.
 
-    Axis ticks are row/column indices of the full n x n matrix, so a 4 x 4 block
+    Axis ticks are row/column indices of the full n x n matrix (m x n with ``m``), so a 4 x 4 block
     grid of a 1000 x 1000 matrix still reads 0..999.
     """
     blocks = np.asarray(blocks, dtype=float)
-    cells = blocks.shape[0] if blocks.ndim == 2 else 0
-    step = n / max(cells, 1)
+    m = n if m is None else m
+    rows_cells = blocks.shape[0] if blocks.ndim == 2 else 0
+    cells = blocks.shape[1] if blocks.ndim == 2 else 0
+    step, row_step = n / max(cells, 1), m / max(rows_cells, 1)
     centers = (np.arange(cells) + 0.5) * step - 0.5
+    row_centers = (np.arange(rows_cells) + 0.5) * row_step - 0.5
     with np.errstate(divide="ignore"):
         z = np.where(blocks > 0, np.log10(np.where(blocks > 0, blocks, 1.0)), np.nan)
-    label = "|a\u1d62\u2c7c|" if step <= 1 else f"sum |a\u1d62\u2c7c| per {step:.3g}\u00d7{step:.3g} block"
-    heat = go.Heatmap(z=z, x=centers, y=centers, colorscale="Viridis", hoverongaps=False,
+    label = ("|a\u1d62\u2c7c|" if step <= 1 and row_step <= 1
+             else f"sum |a\u1d62\u2c7c| per {row_step:.3g}\u00d7{step:.3g} block")
+    heat = go.Heatmap(z=z, x=centers, y=row_centers, colorscale="Viridis", hoverongaps=False,
                       colorbar=dict(title=dict(text="log\u2081\u2080", side="right"), thickness=12),
                       hovertemplate="rows ~%{y:.0f}, cols ~%{x:.0f}<br>log\u2081\u2080 " + label
                       + " = %{z:.2f}<extra></extra>")
@@ -401,6 +406,6 @@ def matrix_figure(blocks: np.ndarray, n: int, *, title: str | None = None, heigh
         title=dict(text=title, x=0.0, font=dict(size=14)) if title else None,
         xaxis=dict(title="column", range=[-0.5, n - 0.5], showgrid=False, constrain="domain",
                    automargin=True),
-        yaxis=dict(title="row", range=[n - 0.5, -0.5], showgrid=False, scaleanchor="x", automargin=True),
+        yaxis=dict(title="row", range=[m - 0.5, -0.5], showgrid=False, scaleanchor="x", automargin=True),
     )
     return go.Figure(data=[heat], layout=layout)

@@ -193,3 +193,22 @@ def test_small_problem_block_spans_the_space() -> None:
     result = chebyshev(problem.operator, 3, which="SA", tol=1e-10, seed=0)  # block = min(n, 11) = 8 = n
     assert result.status is SolveStatus.CONVERGED
     torch.testing.assert_close(result.eigenvalues, problem.reference(3, "SA"), rtol=0, atol=1e-12)
+
+
+def test_the_live_chart_draws_the_cut_on_the_side_of_the_wanted_values() -> None:
+    from explorer.plots.figures import filter_cut, live_figure
+    from explorer.ui.live import extras_text
+
+    problem = problems.laplacian_1d(100)
+    lam = problem.eigenvalues
+    smallest = chebyshev(problem.operator, 3, which="SA", tol=1e-8, seed=0)
+    edge, degree = filter_cut(smallest.history)
+    assert np.all(edge >= float(lam[2]) - 1e-12) and np.all(degree == 20)
+    largest = chebyshev(problem.operator, 3, which="LA", tol=1e-8, seed=0)
+    edge, _ = filter_cut(largest.history)
+    assert np.all(edge <= float(lam[-3]) + 1e-12)
+    names = [trace.name for trace in live_figure(smallest.history).data]
+    assert "filter cut" in names
+    assert filter_cut(SOLVERS["lanczos"].fn(problem.operator, 2, tol=1e-8, seed=0).history) is None
+    text = extras_text(smallest.history[-1])
+    assert text.startswith("degree 20 \u00b7 filter low ") and "locked 3" in text

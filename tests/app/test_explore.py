@@ -250,6 +250,23 @@ def test_rectangular_upload_offers_the_svd_solvers_and_runs(apptest, wait_job, s
     assert any({"singular value \u03c3", "exact \u03c3"} <= c for c in columns), columns
 
 
+def test_the_chebyshev_run_shows_its_filter_degree_and_bounds(apptest, wait_job):
+    at = apptest()
+    at.selectbox(key="solver").set_value("chebyshev").run()
+    at.selectbox(key="which").set_value("SA").run()
+    at.number_input(key="k").set_value(3).run()
+    at.button(key="run").click().run()
+    wait_job(at, timeout=90)
+    _no_trouble(at)
+    run = at.session_state["runs"][-1]
+    assert run.status == "converged", run.message
+    np.testing.assert_allclose(run.result.eigenvalues.numpy(), run.reference, rtol=0, atol=1e-5)
+    captions = " ".join(_texts(at.caption))
+    assert "degree" in captions and "filter low" in captions and "filter high" in captions
+    names = [trace.get("name") for trace in _live_spec(at)["data"]]
+    assert "filter cut" in names
+
+
 def test_back_to_a_square_problem_restores_the_eigensolvers(apptest):
     at = apptest()
     at.radio(key="problem_mode").set_value("Upload").run()

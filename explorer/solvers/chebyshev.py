@@ -33,14 +33,16 @@ it. The first ``cut`` is the middle of ``[theta_min, upper]`` (a weak but safe f
 only the upper half); a ``cut`` passed by the caller stays fixed (the filter then amplifies
 everything below it: the eigenvalues of the interval ``[lambda_min, cut]``).
 
-**Degree.** ``degree`` (default 20: Zhou et al. use 8-20; a degree-m filter costs m matvecs per
-vector, and its damping per matvec, ``acosh`` of the distance below ``cut``, hardly depends on m
-beyond that) is the most per iteration. It is lowered when the filter would spread the active
-wanted directions further apart than the dtype can hold: the last wanted Ritz vector is
-recomputed from a block whose largest amplification ``p_m(a0) = 1`` exceeds its own ``p_m(theta_t)``
-by ``R``, so rounding leaves it an error of ~``eps R ||A||``; the degree is capped so that ``R <=
-0.1 tol max(|theta_t|, sqrt(eps) ||A||) / (eps ||A||)`` (``T_m(x0) / T_m(xt) ~ exp(m (acosh|x0| -
-acosh|xt|))``). In float64 this rarely binds; in float32 it is what lets the run reach ``tol``.
+**Degree.** ``degree`` (default 20; Zhou et al. use 8-20) is the most per iteration. A degree-m
+filter costs m matvecs per vector, plus one for the Rayleigh-Ritz step; ``T_m`` grows like
+``exp(m acosh|x|) / 2`` only once ``m acosh|x|`` is large, so the matvecs of a whole run fall as the
+degree grows and level off at a few tens (docs/benchmarks.md). The degree is lowered where the
+filter would spread the active wanted directions further apart than the dtype can hold: the last
+wanted Ritz vector is recomputed from a block whose largest amplification ``p_m(a0) = 1`` exceeds
+its own ``p_m(theta_t)`` by ``R``, so rounding leaves it an error of ~``eps R ||A||``; the degree is
+capped so that ``R <= 0.1 tol max(|theta_t|, sqrt(eps) ||A||) / (eps ||A||)`` (``T_m(x0) / T_m(xt) ~
+exp(m (acosh|x0| - acosh|xt|))``). In float64 this rarely binds; in float32 it is what lets the run
+reach ``tol``.
 
 Records: one per iteration with the k current values in ``which`` order (locked and active),
 their true residuals, the orthogonality of the whole block, and ``extras``: the ``degree`` used,

@@ -99,7 +99,8 @@ from explorer.solvers import _common as solver_common
 from explorer.solvers.lanczos import default_block_size
 from explorer.tracking import HistoryTracker
 
-__all__ = ["BenchProblem", "PROBLEM_KEYS", "QUICK_KEYS", "PEERS", "make_problems", "run_benchmark", "main"]
+__all__ = ["BenchProblem", "PROBLEM_KEYS", "QUICK_KEYS", "PEERS", "make_problems", "run_benchmark", "main",
+           "SVDBenchProblem", "SVD_KEYS", "SVD_QUICK_KEYS", "SVD_OURS", "SVD_PEERS"]
 
 TOL = 1e-6
 CORRECT_ERR = 1e-5
@@ -207,10 +208,12 @@ def make_problems(keys: Sequence[str], *, cases: Sequence[tuple[int, str]] | Non
 
     ``cases`` overrides the default (k, which) pairs (tests use small ones).
     """
-    out = []
+    out: list[BenchProblem] = []
     for key in keys:
         parts = key.split("_")
-        if parts[0] == "laplace2d" and len(parts) == 2 and parts[1].startswith("N"):
+        if parts[0] == "svd":
+            out.append(_svd_problem(key, cases))
+        elif parts[0] == "laplace2d" and len(parts) == 2 and parts[1].startswith("N"):
             out.append(_laplacian(int(parts[1][1:]), cases or LAPLACE_CASES))
         elif parts[0] == "dense" and len(parts) == 3 and parts[2].startswith("n"):
             out.append(_dense(parts[1], int(parts[2][1:]), cases or DENSE_CASES))
@@ -384,7 +387,8 @@ RUNNERS: dict[str, Callable[..., tuple[np.ndarray, np.ndarray, str]]] = {
 
 def _registry_name(solver: str) -> str | None:
     return {"lanczos": "lanczos", "lanczos_full": "lanczos", "lanczos_b1": "lanczos", "lobpcg": "lobpcg",
-            "power_iteration": "power_iteration"}.get(solver)
+            "power_iteration": "power_iteration", "golub_kahan": "golub_kahan",
+            "golub_kahan_1s": "golub_kahan"}.get(solver)
 
 
 def available(solver: str) -> tuple[bool, str]:
@@ -403,10 +407,229 @@ def available(solver: str) -> tuple[bool, str]:
 
 
 # ----------------------------------------------------------------------------------------
+# Rectangular problems: singular values (opt-in: --svd or --problems svd_...; one small one in --quick)
+# ----------------------------------------------------------------------------------------
+# Keys: ``svd_dense_<geometric|smallgap|cluster>_m<m>_n<n>`` (U diag(s) V^T with Haar U, V and the
+# dense spectra above as singular values: both orientations work, m < n gives a wide matrix) and
+# ``svd_grad2d_N<nx>x<ny>`` (the discrete gradient of an nx x ny grid, sparse, tall; G^T G is the
+# 2-D Laplacian, so the singular values are sqrt of its closed-form eigenvalues; nx != ny avoids
+# the exact doubles of a square grid, which single-vector methods cannot resolve).
+# Rows: ours (golub_kahan with full and one-sided re-orthogonalization) and the peers
+# scipy.sparse.linalg.svds(solver="arpack") (eigsh on A^T A), svds(solver="propack") and
+# torch.svd_lowrank (q = k + 10, niter 2 = torch's default, and 8; the smallest singular values
+# are out of its reach). Tolerance: ours tol = 1e-6 on sqrt(||Av - s u||^2 + ||A^T u - s v||^2) / s;
+# svds squares its `tol` before handing it to ARPACK / PROPACK on A^T A, and
+# ||A^T A v - s^2 v|| <= 1e-6 s^2 is ||A^T u - s v|| <= 1e-6 s for u = A v / s, so svds gets
+# tol = sqrt(1e-6). PROPACK (no restart for the largest values) gets maxiter = its Krylov dimension
+# = min(min(m, n), 3000). torch.svd_lowrank has no tolerance: its matvecs are counted analytically,
+# q (2 niter + 2) (one product with A for the sketch, two per power iteration, one for Q^T A).
+# One column of a product with A or with A^T is one matvec. Accuracy is measured here for every
+# row alike: ``eig_err`` = max relative error of the sorted singular values, ``resid`` = max
+# sqrt(||A v - s u||^2 + ||A^T u - s v||^2) / s with the uncounted matrix.
+SVD_KEYS = ("svd_dense_smallgap_m1200_n400", "svd_dense_geometric_m4000_n1000", "svd_dense_smallgap_m4000_n1000",
+            "svd_dense_smallgap_m1000_n4000", "svd_grad2d_N100x99")
+SVD_QUICK_KEYS = ("svd_dense_smallgap_m1200_n400",)
+SVD_DENSE_CASES = ((10, "LA"),)
+SVD_GRAD_CASES = ((10, "LA"), (10, "SA"))
+SVD_OURS = ("golub_kahan", "golub_kahan_1s")
+SVD_PEERS = ("svds_arpack", "svds_propack", "torch_svd_lowrank", "torch_svd_lowrank_8")
+_SVD_ROWS = SVD_OURS + SVD_PEERS
+PROPACK_MAX_KRYLOV = 3000
+
+
+@dataclass
+class SVDBenchProblem(BenchProblem):
+    """A rectangular matrix with known singular values (``eigenvalues`` holds them, ascending)."""
+
+    kind: str = "svd"
+
+    @property
+    def n(self) -> int:
+        return int(self.operator.shape[1])
+
+    @property
+    def m(self) -> int:
+        return int(self.operator.shape[0])
+
+
+def _svd_dense(kind: str, m: int, n: int, cases: Sequence[tuple[int, str]], seed: int = 0) -> SVDBenchProblem:
+    r = min(m, n)
+    values = dense_spectrum(kind, r)  # descending
+    rng = np.random.default_rng(seed)
+    frames = []
+    for size in (m, n):
+        Q, R = np.linalg.qr(rng.standard_normal((size, r)))
+        frames.append(Q * np.sign(np.diag(R)))  # Haar on the Stiefel manifold (Mezzadri 2007)
+    A = (frames[0] * values) @ frames[1].T
+    tensor = torch.from_numpy(A)
+    return SVDBenchProblem(f"svd_dense_{kind}_m{m}_n{n}", DenseOperator(tensor, is_symmetric=False), A, tensor,
+                           np.sort(values), tuple(cases), "svd_dense",
+                           f"dense U diag(s) V^T, {kind} singular values, {m} x {n}")
+
+
+def _svd_grad(nx: int, ny: int, cases: Sequence[tuple[int, str]]) -> SVDBenchProblem:
+    from explorer import problems  # local: problems imports the solver registry
+
+    problem = problems.gradient_2d(nx, ny)
+    op = problem.operator
+    assert isinstance(op, SparseOperator) and problem.singular_values is not None
+    csr = op.to_scipy()
+    coo = csr.tocoo()
+    # (indices from a valid scipy matrix: torch's invariant check would repeat that work)
+    tensor = torch.sparse_coo_tensor(np.vstack([coo.row, coo.col]), coo.data, coo.shape,
+                                     check_invariants=False).coalesce()
+    return SVDBenchProblem(f"svd_grad2d_N{nx}x{ny}", op, csr, tensor, problem.singular_values.numpy(), tuple(cases),
+                           "svd_grad2d", problem.description)
+
+
+def _svd_problem(key: str, cases: Sequence[tuple[int, str]] | None) -> SVDBenchProblem:
+    parts = key.split("_")
+    if len(parts) == 5 and parts[1] == "dense" and parts[3].startswith("m") and parts[4].startswith("n"):
+        return _svd_dense(parts[2], int(parts[3][1:]), int(parts[4][1:]), cases or SVD_DENSE_CASES)
+    if len(parts) == 3 and parts[1] == "grad2d" and parts[2].startswith("N") and "x" in parts[2]:
+        nx, ny = parts[2][1:].split("x")
+        return _svd_grad(int(nx), int(ny), cases or SVD_GRAD_CASES)
+    raise ValueError(f"unknown SVD problem key {key!r}; use svd_dense_<geometric|smallgap|cluster>_m<m>_n<n> or "
+                     f"svd_grad2d_N<nx>x<ny> (e.g. {', '.join(SVD_KEYS)})")
+
+
+def _svd_not_applicable(solver: str, which: str) -> str | None:
+    """SVD rows that cannot run a case (a skip note), e.g. torch.svd_lowrank for the smallest values."""
+    if solver.startswith("torch_svd_lowrank") and which != "LA":
+        return "torch.svd_lowrank computes the largest singular values only"
+    return None
+
+
+def _applies(problem: BenchProblem, solver: str) -> bool:
+    """SVD rows run on the rectangular problems only, the eigen rows on the others."""
+    return (solver in _SVD_ROWS) == isinstance(problem, SVDBenchProblem)
+
+
+class _CountingScipyRect(sla.LinearOperator):
+    """scipy LinearOperator of an m x n matrix with A^T, charging a Budget for both products."""
+
+    def __init__(self, matrix: Any, budget: Budget) -> None:
+        super().__init__(dtype=np.float64, shape=matrix.shape)
+        self.matrix, self.budget = matrix, budget
+
+    def _matvec(self, x: np.ndarray) -> np.ndarray:
+        self.budget.charge(1)
+        return self.matrix @ x.reshape(-1)
+
+    def _matmat(self, X: np.ndarray) -> np.ndarray:
+        self.budget.charge(X.shape[1])
+        return self.matrix @ X
+
+    def _rmatvec(self, x: np.ndarray) -> np.ndarray:
+        self.budget.charge(1)
+        return self.matrix.T @ x.reshape(-1)
+
+    def _rmatmat(self, X: np.ndarray) -> np.ndarray:
+        self.budget.charge(X.shape[1])
+        return self.matrix.T @ X
+
+
+class _CountingRectOperator(LinearOperator):
+    """Our operator contract for an m x n operator (with A^T), charging a Budget for both products."""
+
+    def __init__(self, base: LinearOperator, budget: Budget) -> None:
+        super().__init__(base.shape, base.dtype, base.device, is_symmetric=False)
+        self.base, self.budget = base, budget
+
+    def _matvec(self, x: torch.Tensor) -> torch.Tensor:
+        self.budget.charge(1)
+        return self.base._matvec(x)
+
+    def _matmat(self, X: torch.Tensor) -> torch.Tensor:
+        self.budget.charge(X.shape[1])
+        return self.base._matmat(X)
+
+    def _rmatmat(self, X: torch.Tensor) -> torch.Tensor:
+        self.budget.charge(X.shape[1])
+        return self.base._rmatmat(X)
+
+    @property
+    def kind(self) -> str:
+        return self.base.kind
+
+
+def _run_golub_kahan(extras: dict[str, Any]) -> Callable[..., tuple[np.ndarray, Any, str]]:
+    def runner(problem: BenchProblem, k: int, which: str, budget: Budget, seed: int,
+               tracker: Any = None) -> tuple[np.ndarray, Any, str]:
+        op = _CountingRectOperator(problem.operator, budget)
+        result = solve("golub_kahan", op, k, which=which, tol=TOL, seed=seed, max_iter=10**6, tracker=tracker,
+                       **extras)
+        note = result.status.value if result.status.value != "converged" else ""
+        return (result.singular_values.double().numpy(),
+                (result.U.double().numpy(), result.V.double().numpy()), (note + " " + f"{result.n_iter} it").strip())
+    return runner
+
+
+def _run_svds(solver: str) -> Callable[..., tuple[np.ndarray, Any, str]]:
+    def runner(problem: BenchProblem, k: int, which: str, budget: Budget, seed: int,
+               tracker: Any = None) -> tuple[np.ndarray, Any, str]:
+        op = _CountingScipyRect(problem.matrix, budget)
+        m, n = problem.matrix.shape
+        kwargs: dict[str, Any] = {}
+        if solver == "propack":
+            kwargs["maxiter"] = min(min(m, n), PROPACK_MAX_KRYLOV)
+        U, s, Vh = sla.svds(op, k=k, which="LM" if which == "LA" else "SM", tol=math.sqrt(TOL), solver=solver,
+                            random_state=np.random.default_rng(seed), **kwargs)
+        return s, (U, Vh.T), f"tol = sqrt(1e-6) (squared inside){'; maxiter = ' + str(kwargs['maxiter']) if kwargs else ''}"
+    return runner
+
+
+def _run_svd_lowrank(niter: int) -> Callable[..., tuple[np.ndarray, Any, str]]:
+    def runner(problem: BenchProblem, k: int, which: str, budget: Budget, seed: int,
+               tracker: Any = None) -> tuple[np.ndarray, Any, str]:
+        if which != "LA":
+            raise ValueError("torch.svd_lowrank computes the largest singular values only")
+        q = min(k + 10, min(problem.matrix.shape))
+        torch.manual_seed(seed)  # svd_lowrank draws from the global generator (this is the run's own process)
+        U, S, V = torch.svd_lowrank(problem.tensor, q=q, niter=niter)
+        budget.charge(q * (2 * niter + 2))  # (counted analytically: see the block comment)
+        return S[:k].numpy(), (U[:, :k].numpy(), V[:, :k].numpy()), f"q = {q}, niter = {niter}; matvecs analytic"
+    return runner
+
+
+SVD_RUNNERS: dict[str, Callable[..., tuple[np.ndarray, Any, str]]] = {
+    "golub_kahan": _run_golub_kahan({}),
+    "golub_kahan_1s": _run_golub_kahan({"reorthogonalization": "one-sided"}),
+    "svds_arpack": _run_svds("arpack"),
+    "svds_propack": _run_svds("propack"),
+    "torch_svd_lowrank": _run_svd_lowrank(2),
+    "torch_svd_lowrank_8": _run_svd_lowrank(8),
+}
+RUNNERS.update(SVD_RUNNERS)
+
+
+def _svd_errors(problem: BenchProblem, k: int, which: str, values: Any, vectors: Any) -> tuple[float, float]:
+    """(max relative singular-value error, max relative residual) of an SVD row (see the block comment)."""
+    values = np.asarray(values, dtype=float)
+    ref = problem.reference(k, which)
+    if values.size < k or not np.all(np.isfinite(values)):
+        return math.inf, math.inf
+    U, V = (np.asarray(x, dtype=float) for x in vectors)
+    order = np.argsort(-values) if which == "LA" else np.argsort(values)
+    got = values[order][:k]
+    U, V = U[:, order][:, :k], V[:, order][:, :k]
+    U = U / np.linalg.norm(U, axis=0)
+    V = V / np.linalg.norm(V, axis=0)
+    err = float(np.max(np.abs(got - ref) / np.maximum(np.abs(ref), 1e-300)))
+    A = problem.matrix
+    res = np.sqrt(np.linalg.norm(np.asarray(A @ V) - U * got, axis=0) ** 2
+                  + np.linalg.norm(np.asarray(A.T @ U) - V * got, axis=0) ** 2) / np.maximum(np.abs(got), 1e-300)
+    return err, float(np.max(res))
+
+
+# ----------------------------------------------------------------------------------------
 # Measurement
 # ----------------------------------------------------------------------------------------
 def _errors(problem: BenchProblem, k: int, which: str, values: np.ndarray,
             vectors: np.ndarray) -> tuple[float, float]:
+    if isinstance(problem, SVDBenchProblem):
+        return _svd_errors(problem, k, which, values, vectors)
+    values, vectors = np.asarray(values), np.asarray(vectors)
     ref = problem.reference(k, which)
     if values.size < k or not np.all(np.isfinite(values)):
         return math.inf, math.inf
@@ -688,7 +911,7 @@ def _run_case(problem: BenchProblem, solver: str, k: int, which: str, cap_s: flo
     update.update(wall_s=wall, cpu_s=cpu)
     values, vectors, note = out
     del out
-    eig_err, resid = _errors(problem, k, which, np.asarray(values), np.asarray(vectors))
+    eig_err, resid = _errors(problem, k, which, values, vectors)
     del values, vectors
     update.update(status="done", eig_err=eig_err, resid=resid, note=note, ok=bool(eig_err <= CORRECT_ERR))
     if solver == "lanczos" and cpu <= overhead_max_s:
@@ -729,7 +952,8 @@ def _isolated_case(problem: BenchProblem, solver: str, k: int, which: str, cap_s
     return update
 
 
-def run_benchmark(problems: Sequence[BenchProblem], solvers: Sequence[str] = OURS + PEERS, *, cap_s: float = 30.0,
+def run_benchmark(problems: Sequence[BenchProblem], solvers: Sequence[str] = OURS + PEERS + SVD_OURS + SVD_PEERS, *,
+                  cap_s: float = 30.0,
                   seed: int = 0, overhead_max_s: float = 2.0, log: Callable[[str], None] | None = None,
                   repeat_below_s: float = REPEAT_BELOW_S,
                   mem_gb: float | None = None, timeout_s: float | None = None, isolate: bool | None = None,
@@ -756,6 +980,8 @@ def run_benchmark(problems: Sequence[BenchProblem], solvers: Sequence[str] = OUR
         for k, which in problem.cases:
             case_rows = []
             for solver in solvers:
+                if not _applies(problem, solver):  # SVD rows on rectangular problems only, and vice versa
+                    continue
                 row: dict[str, Any] = {"problem": problem.key, "n": problem.n, "k": k, "which": which,
                                        "solver": solver, "matvecs": math.nan, "wall_s": math.nan, "cpu_s": math.nan,
                                        "runs": 0,
@@ -764,7 +990,8 @@ def run_benchmark(problems: Sequence[BenchProblem], solvers: Sequence[str] = OUR
                 ok, why = available(solver)
                 skip = None if ok else why
                 family = problem.key.rsplit("_", 1)[0]  # the key without its size
-                skip = skip or skips.reason(family, solver, k, which, problem.n) or _same_as_default(solver, k)
+                skip = (skip or skips.reason(family, solver, k, which, problem.n) or _same_as_default(solver, k)
+                        or _svd_not_applicable(solver, which))
                 if skip:
                     row.update(status="skip", note=skip)
                 elif isolate:
@@ -779,7 +1006,8 @@ def run_benchmark(problems: Sequence[BenchProblem], solvers: Sequence[str] = OUR
                 case_rows.append(row)
                 if log is not None:
                     log(_format_row(row))
-            ref = next((r for r in case_rows if r["solver"] == "arpack" and r["status"] == "done"), None)
+            ref = next((r for r in case_rows if r["solver"] in ("arpack", "svds_arpack") and r["status"] == "done"),
+                       None)
             for r in case_rows:
                 r["mv/arpack"] = r["matvecs"] / ref["matvecs"] if ref and r["status"] == "done" else math.nan
                 r["wall/arpack"] = r["wall_s"] / ref["wall_s"] if ref and r["status"] == "done" else math.nan
@@ -833,7 +1061,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m explorer.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="n = 10^4 Laplacian and n = 1000 dense only, 5 s cap")
     parser.add_argument("--problems", nargs="+", help=f"problem keys (default: all of {', '.join(PROBLEM_KEYS)})")
-    parser.add_argument("--solvers", nargs="+", choices=OURS + PEERS, help="rows to run (default: all)")
+    parser.add_argument("--solvers", nargs="+", choices=OURS + PEERS + SVD_OURS + SVD_PEERS,
+                        help="rows to run (default: all)")
+    parser.add_argument("--svd", action="store_true",
+                        help=f"also run the rectangular SVD problems ({', '.join(SVD_KEYS)}): golub_kahan against "
+                             "scipy svds (arpack, propack) and torch.svd_lowrank; --quick runs the small one anyway")
     parser.add_argument("--cap", type=float, default=None, help="CPU seconds per run (default 30, quick 5)")
     parser.add_argument("--mem-gb", type=float, default=None,
                         help=f"memory cap per run in GB of address space on top of what the run starts with "
@@ -850,13 +1082,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.mem_gb is not None and args.mem_gb < 0:
         parser.error("--mem-gb must be >= 0 (0 = no memory cap)")
-    args.keys = tuple(args.problems or (QUICK_KEYS if args.quick else PROBLEM_KEYS))
+    args.keys = tuple(args.problems or ((QUICK_KEYS + SVD_QUICK_KEYS) if args.quick else PROBLEM_KEYS))
+    if args.svd and not args.problems:
+        args.keys += tuple(key for key in SVD_KEYS if key not in args.keys)
     args.cap = args.cap if args.cap is not None else (5.0 if args.quick else 30.0)
     args.mem_gb = default_mem_gb() if args.mem_gb is None else args.mem_gb
     args.overhead_max_s = 1.0 if args.quick else 2.0
     args.timeout = (args.timeout if args.timeout is not None
                     else 3.0 * args.cap + 6.0 * args.overhead_max_s + 3.0 * args.repeat_below + 60.0)
-    args.solvers = tuple(args.solvers or OURS + PEERS)
+    args.solvers = tuple(args.solvers or OURS + PEERS + SVD_OURS + SVD_PEERS)
     args.isolate = not args.no_isolate and can_isolate()
     return args
 
@@ -882,7 +1116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for key in keys:
         t = time.perf_counter()
         problem = make_problems([key])[0]
-        print(f"# built {key} (n = {problem.n:,}) in {time.perf_counter() - t:.1f} s", flush=True)
+        m, n = problem.operator.shape
+        size = f"n = {n:,}" if m == n else f"{m:,} x {n:,}"
+        print(f"# built {key} ({size}) in {time.perf_counter() - t:.1f} s", flush=True)
         frames.append(run_benchmark([problem], solvers, cap_s=cap, overhead_max_s=args.overhead_max_s,
                                     repeat_below_s=args.repeat_below,
                                     log=lambda line: print("  " + line, flush=True), mem_gb=args.mem_gb,

@@ -167,18 +167,24 @@ class _Bidiagonalization:
         return _BREAKDOWN * self.eps * max(self.norm, torch.finfo(self.dtype).tiny)
 
     def _orthogonalize(self, w: torch.Tensor, basis: torch.Tensor) -> tuple[torch.Tensor, float, float]:
-        """CGS against the rows of ``basis``, a second pass when the first removed more than
-        half of w (DGKS); returns (w, ||w||, rounding bound of the remaining overlap)."""
+        """CGS against the rows of ``basis``: skipped when the measured overlap ``basis @ w`` is already
+        below 64 eps ||w|| (the correction would move w by its own rounding), else one pass and a
+        second when the first removed more than half of w (DGKS). Returns (w, ||w||, the measured
+        overlap when no pass was needed, else the rounding bound ``j eps ||w_before|| / ||w_after||``).
+        A non-finite w comes back with a non-finite norm (the caller's NaN / Inf check)."""
         before = float(torch.linalg.vector_norm(w))
-        if basis.shape[0] == 0:
+        if basis.shape[0] == 0 or not math.isfinite(before) or before == 0.0:
             return w, before, 0.0
-        w = w - basis.T @ (basis @ w)
+        c = basis @ w
+        overlap = float(c.abs().max()) / before
+        if overlap <= 64 * self.eps:
+            return w, before, overlap
+        w = torch.sub(w, basis.T @ c)  # (a new tensor: w may be the operator's own output)
         after = float(torch.linalg.vector_norm(w))
         if after < before / math.sqrt(2.0):
-            before2 = after
-            w = w - basis.T @ (basis @ w)
+            before = after
+            w.sub_(basis.T @ (basis @ w))
             after = float(torch.linalg.vector_norm(w))
-            before = before2 if after >= before2 / math.sqrt(2.0) else before
         bound = basis.shape[0] * self.eps * before / after if after > 0 else math.inf
         return w, after, bound
 
@@ -196,6 +202,7 @@ class _Bidiagonalization:
         raise RuntimeError("no direction orthogonal to the basis was found")  # pragma: no cover - basis spans
 
     def _finite(self, w: torch.Tensor, where: str) -> bool:
+        """True for a finite w; else False, with the BREAKDOWN message kept for the result."""
         if bool(torch.isfinite(w).all()):
             return True
         self.nonfinite = nonfinite_message(where, self.monitor.n_matvec, "the one of the last complete step")
@@ -218,18 +225,19 @@ class _Bidiagonalization:
         while True:
             # --- one step: q_j, alpha_j, then p_(j+1), beta_j --------------------------
             w = self._A(self.P[j])
-            if not self._finite(w, f"step {steps + 1}"):
-                status = SolveStatus.BREAKDOWN
-                break
             if rho is not None:  # first step after a restart: couple to the kept left vectors
                 w = w - self.Q[:kept].T @ torch.as_tensor(rho, dtype=self.dtype, device=self.device)
             elif j > 0:
-                w = w - self.beta * self.Q[j - 1]
+                w = torch.sub(w, self.Q[j - 1], alpha=self.beta)
             loss_q = 0.0
             if self.mode == "full":
                 w, alpha, loss_q = self._orthogonalize(w, self.Q[:j])
             else:
                 alpha = float(torch.linalg.vector_norm(w))
+            if not math.isfinite(alpha):  # NaN / Inf from the operator reach the norm
+                self._finite(w, f"step {steps + 1}")
+                status = SolveStatus.BREAKDOWN
+                break
             if alpha <= self._rounding():
                 self.breakdowns += 1
                 q = self._random_orthogonal(self.Q[:j], self.long)
@@ -245,12 +253,12 @@ class _Bidiagonalization:
                 rho = None
             elif j > 0:
                 self.B[j - 1, j] = self.beta
-            r = self._At(q)
-            if not self._finite(r, f"step {steps + 1}"):
+            r = torch.sub(self._At(q), self.P[j], alpha=alpha)
+            r, beta, loss_p = self._orthogonalize(r, self.P[: j + 1])
+            if not math.isfinite(beta):
+                self._finite(r, f"step {steps + 1}")
                 status = SolveStatus.BREAKDOWN
                 break
-            r = r - alpha * self.P[j]
-            r, beta, loss_p = self._orthogonalize(r, self.P[: j + 1])
             self.norm = max(self.norm, alpha, beta)
             j += 1
             steps += 1

@@ -20,7 +20,9 @@ What is measured (the method of ../shared/PEERS.md, section 3):
   every k, like ARPACK and PRIMME: fewer matvecs on distinct eigenvalues, but it cannot see
   the second copy of a double eigenvalue, so it returns the wrong set on the Laplacian; the
   row shows what the default block of 2 costs and buys; not run for k = 1, where it is the
-  default), ``lobpcg``, ``power_iteration``, then the peers.
+  default), ``lobpcg``, ``power_iteration``, then the peers. Opt-in: ``chebyshev`` (``--solvers
+  chebyshev ...``), and the rectangular SVD problems (``--svd``; ``golub_kahan`` against scipy's
+  ``svds`` and ``torch.svd_lowrank``, see the comment of that section; one small one is in ``--quick``).
 * **Counting.** Every solver gets a counting operator: a scipy ``LinearOperator`` (ARPACK,
   PRIMME, scipy LOBPCG), an explorer ``LinearOperator`` (our solvers) or, for
   ``torch.lobpcg``, which only accepts a tensor, a temporary wrapper around
@@ -387,7 +389,7 @@ RUNNERS: dict[str, Callable[..., tuple[np.ndarray, np.ndarray, str]]] = {
 
 def _registry_name(solver: str) -> str | None:
     return {"lanczos": "lanczos", "lanczos_full": "lanczos", "lanczos_b1": "lanczos", "lobpcg": "lobpcg",
-            "power_iteration": "power_iteration", "golub_kahan": "golub_kahan",
+            "power_iteration": "power_iteration", "chebyshev": "chebyshev", "golub_kahan": "golub_kahan",
             "golub_kahan_1s": "golub_kahan"}.get(solver)
 
 
@@ -591,6 +593,10 @@ def _run_svd_lowrank(niter: int) -> Callable[..., tuple[np.ndarray, Any, str]]:
         return S[:k].numpy(), (U[:, :k].numpy(), V[:, :k].numpy()), f"q = {q}, niter = {niter}; matvecs analytic"
     return runner
 
+
+#: Opt-in rows of our other solvers (``--solvers chebyshev ...``), not run by default.
+EXTRA_OURS = ("chebyshev",)
+RUNNERS["chebyshev"] = _run_ours("chebyshev", {})
 
 SVD_RUNNERS: dict[str, Callable[..., tuple[np.ndarray, Any, str]]] = {
     "golub_kahan": _run_golub_kahan({}),
@@ -1061,8 +1067,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m explorer.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="n = 10^4 Laplacian and n = 1000 dense only, 5 s cap")
     parser.add_argument("--problems", nargs="+", help=f"problem keys (default: all of {', '.join(PROBLEM_KEYS)})")
-    parser.add_argument("--solvers", nargs="+", choices=OURS + PEERS + SVD_OURS + SVD_PEERS,
-                        help="rows to run (default: all)")
+    parser.add_argument("--solvers", nargs="+", choices=OURS + PEERS + SVD_OURS + SVD_PEERS + EXTRA_OURS,
+                        help=f"rows to run (default: all but the opt-in {', '.join(EXTRA_OURS)})")
     parser.add_argument("--svd", action="store_true",
                         help=f"also run the rectangular SVD problems ({', '.join(SVD_KEYS)}): golub_kahan against "
                              "scipy svds (arpack, propack) and torch.svd_lowrank; --quick runs the small one anyway")

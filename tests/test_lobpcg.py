@@ -15,7 +15,7 @@ import torch
 
 from explorer import problems
 from explorer.operators import CallableOperator, DenseOperator
-from explorer.solvers.results import SolveStatus
+from explorer.tracking.results import SolveStatus
 from explorer.solvers import lobpcg
 from explorer.tracking import CallbackTracker, StopSolve
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from explorer.operators import SUPPORTED_DTYPES, CountedOperator, LinearOperator, as_operator
-from explorer.solvers.results import EigenResult, SolveStatus
+from explorer.tracking.results import EigenResult, SolveStatus
 from explorer.tracking import IterationRecord, NullTracker, SolveStart, StopSolve, Tracker
 
 __all__ = [

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from explorer.operators import LinearOperator
-from explorer.solvers.results import EigenResult, SolveStatus
+from explorer.tracking.results import EigenResult, SolveStatus
 from explorer.solvers._common import Monitor, select_order, true_residual_norms, validate_common, residual_threshold
 from explorer.solvers.registry import ParamSpec, SolverSpec, register_solver
 from explorer.tracking import Tracker

@@ -173,7 +173,7 @@ import numpy as np
 import torch
 from scipy.linalg import lapack as _lapack
 
-from explorer.solvers.results import EigenResult, SolveStatus
+from explorer.tracking.results import EigenResult, SolveStatus
 from explorer.solvers._common import (
     ROUNDING_LEVEL,
     WHICH,

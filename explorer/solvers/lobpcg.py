@@ -169,7 +169,7 @@ import numpy as np
 import torch
 
 from explorer.operators import CountedOperator, LinearOperator, as_operator
-from explorer.solvers.results import EigenResult, SolveStatus
+from explorer.tracking.results import EigenResult, SolveStatus
 from explorer.solvers._common import (
     Monitor,
     ProductUnits,

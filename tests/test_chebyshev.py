@@ -16,7 +16,7 @@ import torch
 from explorer import problems, solve
 from explorer.solvers import SOLVERS, chebyshev
 from explorer.solvers.chebyshev import chebyshev_filter, filter_values, lanczos_upper_bound
-from explorer.solvers.results import SolveStatus
+from explorer.tracking.results import SolveStatus
 from explorer.tracking import HistoryTracker
 
 chebyshev_module = __import__("explorer.solvers.chebyshev", fromlist=["chebyshev"])

@@ -23,7 +23,7 @@ from explorer.problems.sources import ProblemSource, load_problem, reference_spe
 from explorer.runs.config import SolveConfig, check_solver_fits, default_solver, make_target, solvers_for
 from explorer.runs.snippet import solve_snippet
 from explorer.solvers import SOLVERS
-from explorer.solvers.results import SingularResult, SolveStatus
+from explorer.tracking.results import SingularResult, SolveStatus
 from explorer.tracking import NullTracker
 
 

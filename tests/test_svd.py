@@ -16,7 +16,7 @@ import torch
 
 from explorer import problems, solve
 from explorer.solvers import SOLVERS, golub_kahan
-from explorer.solvers.results import SingularResult, SolveStatus
+from explorer.tracking.results import SingularResult, SolveStatus
 from explorer.tracking import HistoryTracker, NullTracker, StopSolve
 
 

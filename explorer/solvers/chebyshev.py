@@ -85,7 +85,7 @@ from explorer.solvers._common import (
     validate_common,
 )
 from explorer.solvers.registry import ParamSpec, SolverSpec, register_solver
-from explorer.solvers.results import EigenResult, SolveStatus
+from explorer.tracking.results import EigenResult, SolveStatus
 from explorer.tracking import Tracker
 
 __all__ = ["chebyshev", "chebyshev_filter", "filter_values", "lanczos_upper_bound", "default_block_size",

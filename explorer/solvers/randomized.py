@@ -66,7 +66,7 @@ from typing import Any
 import torch
 
 from explorer.operators import CountedOperator, as_rectangular_operator
-from explorer.solvers.results import EigenResult, SolveStatus, SVDResult
+from explorer.tracking.results import EigenResult, SolveStatus, SVDResult
 from explorer.solvers._common import (
     Monitor,
     ProductUnits,

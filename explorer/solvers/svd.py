@@ -106,7 +106,7 @@ from explorer.solvers._common import (
     validate_common,
 )
 from explorer.solvers.registry import ParamSpec, SolverSpec, register_solver
-from explorer.solvers.results import SingularResult, SolveStatus
+from explorer.tracking.results import SingularResult, SolveStatus
 from explorer.tracking import StopSolve, Tracker
 
 __all__ = ["golub_kahan", "default_max_basis", "REORTHOGONALIZATION", "DEFAULT_MAX_ITER"]

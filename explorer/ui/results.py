@@ -16,7 +16,7 @@ import torch
 
 from explorer.plots.figures import spectrum_figure
 from explorer.runs.record import RunRecord, history_csv, history_json
-from explorer.solvers.results import SingularResult
+from explorer.tracking.results import SingularResult
 
 __all__ = ["render_status", "render_run", "eigen_table"]
 

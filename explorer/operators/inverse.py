@@ -117,13 +117,15 @@ class Inertia:
 class SingularShiftError(ValueError):
     """``A - sigma B`` is singular to rounding: sigma is (numerically) an eigenvalue."""
 
-    def __init__(self, sigma: float, detail: str, scale: float) -> None:
+    def __init__(self, sigma: float, detail: str, scale: float, suggestion: str | None = None) -> None:
         step = max(abs(sigma), scale) * 1e-6
+        if suggestion is None:
+            suggestion = (f"Move sigma a little, e.g. sigma = {sigma + step:.10g}: the eigenvalue at the old sigma is "
+                          "then the first one found.")
         super().__init__(
             f"sigma = {sigma:.17g} is an eigenvalue of the problem to rounding: A - sigma B is singular "
-            f"({detail}), so its inverse is not defined. Move sigma a little, e.g. sigma = {sigma + step:.10g}: "
-            "the eigenvalue at the old sigma is then the first one found.")
-        self.sigma = sigma
+            f"({detail}), so its inverse is not defined. {suggestion}")
+        self.sigma, self.scale, self.detail, self.step = sigma, scale, detail, step
 
 
 # ----------------------------------------------------------------------------------------
@@ -250,6 +252,11 @@ class ShiftedInverse:
 
     def describe(self) -> str:
         return self.description
+
+    @property
+    def stable(self) -> bool:
+        """Whether the solves (and the inertia) can be trusted; see ``_SuperLUInverse.stable``."""
+        return True
 
 
 class _SuperLUInverse(ShiftedInverse):

@@ -21,8 +21,10 @@
    within half its width of sigma and every other one farther, so the c nearest *are* the
    interval's. The factorization at sigma is reused for the solves and its inertia splits the
    interval when fewer than c converged pairs came back (a cluster the block did not see):
-   each half that is complete is kept, the others are solved again, with Lanczos's block size
-   doubled (``block_size``), down to ``MAX_DEPTH`` levels.
+   each half that is complete is kept, the others are solved again with a Lanczos block as large
+   as their count (``block_size``, at most ``MAX_BLOCK``: the copies of a multiple eigenvalue),
+   down to ``MAX_DEPTH`` levels. An interval too narrow to split (``CLUSTER_WIDTH``) that still
+   holds more than ``max_per_shift`` eigenvalues is a cluster: it is solved whole, with such a block.
 3. **Check.** A closing Rayleigh-Ritz step on the pencil over all the vectors found (one
    product with A and with B per vector) makes them B-orthonormal and gives true residuals;
    the run is CONVERGED only when the number of converged pairs in [lower, upper) equals the
@@ -57,6 +59,8 @@ __all__ = ["IntervalCount", "interval_count", "spectrum_slice", "MAX_PER_SHIFT",
 MAX_PER_SHIFT = 20
 MAX_COUNT = 500  # refuse larger intervals unless max_count says otherwise (n x count vectors)
 MAX_DEPTH = 12
+MAX_BLOCK = 64  # largest Lanczos block tried on a cluster
+CLUSTER_WIDTH = 1e-8  # intervals narrower than this (relative) are solved whole, not split
 
 
 @dataclass(frozen=True)
@@ -113,11 +117,14 @@ def _factor(operator: LinearOperator, s: float, B: LinearOperator | None, seed: 
         try:
             inverse = shifted_inverse(operator, s_try, B, method="ldl", seed=seed)
         except SingularShiftError as err:
+            if nudge == 0.0 and end is not None:
+                first_error = err  # an end at an eigenvalue: which side it belongs to is the user's call
+                break
             first_error = first_error or err
             continue
         if inverse.inertia is not None and inverse.stable:
             return inverse, s_try
-    if n <= DENSE_INERTIA_MAX_N and not isinstance(assembled_matrix(operator), torch.Tensor):
+    if first_error is None and n <= DENSE_INERTIA_MAX_N and not isinstance(assembled_matrix(operator), torch.Tensor):
         A = assembled_matrix(operator)
         dense = as_operator(torch.from_numpy(A.toarray()).to(operator.dtype), check_symmetry=False)
         Bd = None if B is None else as_operator(torch.from_numpy(assembled_matrix(B).toarray()).to(operator.dtype),
@@ -286,10 +293,12 @@ def spectrum_slice(
                     raise
         monitor.factorizations.append(f_mid)
         assert f_mid.inertia is not None
-        if c > max_per_shift:
-            queue.append((lo, mid, f_lo, f_mid, depth, block))
-            queue.append((mid, hi, f_mid, f_hi, depth, block))
+        if c > max_per_shift and hi - lo > CLUSTER_WIDTH * max(abs(lo), abs(hi), 1.0) and depth < MAX_DEPTH:
+            queue.append((lo, mid, f_lo, f_mid, depth + 1, block))
+            queue.append((mid, hi, f_mid, f_hi, depth + 1, block))
             continue
+        if c > max_per_shift and block is None and inner == "lanczos":
+            block = min(c, MAX_BLOCK)  # a cluster no split separates: a block that sees all of it
         shifts += 1
         kwargs = dict(extras)
         if block is not None and inner == "lanczos":
@@ -322,8 +331,8 @@ def spectrum_slice(
                 status = SolveStatus.MAX_ITER
                 notes.append(f"[{s_lo:g}, {s_hi:g}): {int(in_half.sum())} of {c_half} found after {MAX_DEPTH} splits")
             else:
-                current = block if block is not None else (1 if c_half == 1 else 2)
-                queue.append((s_lo, s_hi, g_lo, g_hi, depth + 1, min(max(2 * current, 2), max(c_half, 2))))
+                # missed copies of a multiple eigenvalue: a block as large as the count sees them all
+                queue.append((s_lo, s_hi, g_lo, g_hi, depth + 1, min(max(c_half, 2), MAX_BLOCK)))
         del below_mid
 
     X = torch.cat(found, dim=1) if found else torch.zeros(n, 0, dtype=dtype, device=device)

@@ -12,7 +12,7 @@ import scipy.sparse as sp
 import torch
 
 from explorer.operators import as_operator
-from explorer.solvers.results import SolveStatus
+from explorer.tracking.results import SolveStatus
 from explorer.solvers import SOLVERS, solve
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]

@@ -11,7 +11,7 @@ import torch
 
 from explorer import problems
 from explorer.operators import DenseOperator
-from explorer.solvers.results import SolveStatus, SVDResult
+from explorer.tracking.results import SolveStatus, SVDResult
 from explorer.solvers import randomized_eigh, randomized_svd
 from explorer.solvers.randomized import error_estimate_constant
 from explorer.tracking import HistoryTracker

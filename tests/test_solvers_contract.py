@@ -41,7 +41,7 @@ import pytest
 import torch
 
 from explorer import problems
-from explorer.solvers.results import SolveStatus
+from explorer.tracking.results import SolveStatus
 from explorer.solvers import SOLVERS
 
 # Solver tolerance per dtype: 10 sqrt(eps). The shared criterion is ||r|| <= tol max(|theta|,

@@ -15,7 +15,7 @@ import torch
 import torch._lobpcg as torch_lobpcg
 
 from explorer import problems
-from explorer.solvers.results import SolveStatus
+from explorer.tracking.results import SolveStatus
 from explorer.solvers import SOLVERS, lobpcg, power_iteration
 from explorer.tracking import CallbackTracker, CompositeTracker, HistoryTracker, StopFlagTracker, StopSolve
 

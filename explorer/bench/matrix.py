@@ -3,7 +3,7 @@
 Run ``python -m explorer.bench`` (the full set: 2-D Laplacians n = 10^4 and 10^5, dense
 prescribed spectra n = 1000 and 4000; long, over an hour on a loaded 2-core host) or
 ``python -m explorer.bench --quick`` (n = 10^4 Laplacian and n = 1000 dense; one to two
-minutes: 69 s measured on a 2-core host). ``--problems`` picks problem keys (e.g.
+minutes on a 2-core host). ``--problems`` picks problem keys (e.g.
 ``--problems laplace2d_N316`` runs the n = 10^5 Laplacian alone), ``--solvers`` picks rows,
 ``--csv`` writes the table, ``--mem-gb`` / ``--timeout`` set the per-run limits below.
 Each row is printed (flushed) as soon as its run ends; the full table follows at the end.
@@ -46,9 +46,8 @@ What is measured (the method of ../shared/PEERS.md, section 3):
   only (problem construction is in the parent, before the fork). A run under 2 s CPU
   (``--repeat-below``) is repeated in the same child (up to 5 runs, no new one after twice
   that; ``runs``) and the fastest
-  counts, as ``timeit`` does: the first run of a 4-60 ms solve in a fresh child took up to
-  1.8x as long as the next ones, and one process timed the same 0.8 s LOBPCG solve at 0.80 to
-  1.23 s on the shared host. The row is the fastest run (its matvecs and its answer); every runner is
+  counts, as ``timeit`` does: the first run of a short solve in a fresh child is slower than
+  the next ones, and a shared host adds noise (docs/benchmarks.md). The row is the fastest run (its matvecs and its answer); every runner is
   seeded, so the runs are the same run, except PRIMME's, whose matvec count varies from call
   to call in one process. The progress line of
   each run shows its peak RSS (``peak=``: the child's ``ru_maxrss``, which includes the
@@ -114,12 +113,9 @@ PEERS = ("arpack", "primme", "scipy_lobpcg", "torch_lobpcg")
 COLUMNS = ["problem", "n", "k", "which", "solver", "status", "ok", "matvecs", "wall_s", "cpu_s", "runs", "eig_err",
            "resid", "mv/arpack", "wall/arpack", "tracker_%", "record_%", "note"]
 # A run faster than REPEAT_BELOW_S CPU seconds is repeated (at most REPEAT_MAX runs in all, and
-# no new run once twice that is spent), and the fastest counts: the first run of
-# a 4-60 ms solve in a fresh child took 1.1-1.8x as long as the runs after it (measured on
-# dense n = 1000, k = 10: Lanczos 27 / 18 ms, LOBPCG 33 / 22 ms, ARPACK 6.4 / 3.5 ms; first calls
-# into LAPACK and first touches of fresh memory), ~1.1x for 0.1 s solves; and the host is shared:
-# four runs of one 0.8 s LOBPCG solve in one process took 0.96, 0.80, 0.93 and 1.23 s.
-# (--quick: 1.5 min with runs under 0.5 s repeated, 2 min with runs under 2 s.)
+# no new run once twice that is spent), and the fastest counts: the first run of a short solve
+# in a fresh child is slower than the runs after it (first calls into LAPACK, first touches of
+# fresh memory), and the host is shared (docs/benchmarks.md has the figures).
 REPEAT_BELOW_S = 2.0  # --repeat-below; no new run once twice that is spent
 REPEAT_MAX = 5
 

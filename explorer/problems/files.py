@@ -312,7 +312,7 @@ def _gunzip(data: bytes, filename: str, max_bytes: int | None) -> bytes:
 # reports an earlier crash of the same reader). An upload must not be able to kill the app,
 # so the text is first checked against the format: the banner line, comment lines and the
 # size line, then a body made only of the bytes numbers and whitespace use (a byte-class
-# check at C speed: a token-by-token regex measured ~80x slower than the reader itself). Fuzzing with
+# check at C speed: a token-by-token regex is far slower than the reader itself). Fuzzing with
 # this check in place (tests/test_io.py::test_mtx_fuzz) finds no crash.
 _MM_BANNER = re.compile(
     rb"%%MatrixMarket[ \t]+matrix[ \t]+(?:coordinate|array)[ \t]+(?:real|double|integer|pattern|complex)"

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from explorer.operators.devices import parse_device, parse_dtype
-from explorer.solvers.results import EigenResult
+from explorer.tracking.results import EigenResult
 from explorer.solvers import SOLVERS, solve
 from explorer.tracking import Tracker
 

@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from explorer.solvers.results import EigenResult
+from explorer.tracking.results import EigenResult
 from explorer.tracking import IterationRecord, finite_or_null, history_frame
 
 __all__ = ["RunRecord", "run_from_view", "runs_frame", "final_errors", "history_csv", "history_json"]

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from explorer.operators import SUPPORTED_DTYPES, CountedOperator, LinearOperator, as_operator
-from explorer.solvers.results import EigenResult, SolveStatus
+from explorer.tracking.results import EigenResult, SolveStatus
 from explorer.tracking import IterationRecord, NullTracker, SolveStart, StopSolve, Tracker
 
 __all__ = [
@@ -82,9 +82,8 @@ class ProductUnits:
 
     Norms are square roots of sums of squares: with entries past ~2^±500 (float64) or
     ~2^±60 (float32) the squares overflow or underflow, and a vector of norm 1e-200 "is"
-    zero (measured: Lanczos on 1e-200 M saw an invariant subspace at every step and came
-    back CONVERGED with the Rayleigh quotients of random vectors; power iteration stopped
-    with "A x = 0"). When the first product's largest entry lies outside
+    zero (a Krylov solver would see an invariant subspace at every step, power iteration
+    "A x = 0"). When the first product's largest entry lies outside
     ``2^±SAFE_EXPONENT[dtype]`` the solver works with ``A / scale`` instead (every test in
     it is relative); give the ``Monitor`` the same object (``Monitor.units``) and it reports
     values and residuals back in A's units. Otherwise ``scale`` stays 1 and products pass
@@ -316,7 +315,7 @@ def column_norms(R: torch.Tensor) -> torch.Tensor:
 
 # A residual within this many eps ||A|| of zero is near the rounding level of its dtype: products
 # of A carry ~eps ||A|| of rounding each, and a solver's recurrences and updates add tens of them
-# (measured in float32 on the 2-D Laplacian: Lanczos stalled at 3-30, LOBPCG at 1-20 eps ||A||).
+# (where Lanczos and LOBPCG stall on the float32 2-D Laplacian: docs/benchmarks.md).
 # explorer.analysis.diagnosis flags a *tolerance* below ATTAINABLE_FACTOR = 10 eps ||A|| as unattainable;
 # this wider band is for residuals that missed tol and stopped improving.
 ROUNDING_LEVEL = 100
@@ -364,8 +363,8 @@ class _RecordArena:
     Why not ``t.to("cpu", copy=True)``: every iteration also allocates and frees a few
     n-vectors (80 KB at n = 10^4, below glibc's 128 KB mmap threshold, so on the heap), and
     the tiny record tensors kept in between pin the freed space; glibc cannot reuse it and
-    the heap grew by ~127 KB per iteration while ~700 B were kept (measured: power iteration
-    at n = 10^4, 33k iterations, 3.1 GB peak). Blocks of 1 MiB are mmap'd and packed
+    the heap grows by about an n-vector per iteration while a few hundred bytes are kept
+    (docs/benchmarks.md). Blocks of 1 MiB are mmap'd and packed
     densely: the same run stays near its working set. A record's tensors are views into a
     block (pickling one copies its block: use ``.clone()`` to keep a single record apart).
     """

@@ -68,7 +68,7 @@ import scipy.sparse as sp
 import torch
 
 from explorer.operators import SUPPORTED_DTYPES, CountedOperator, DenseOperator, LinearOperator, SparseOperator
-from explorer.solvers.results import EigenResult, SolveStatus, SVDResult
+from explorer.tracking.results import EigenResult, SolveStatus, SVDResult
 from explorer.solvers._common import (
     Monitor,
     ProductUnits,

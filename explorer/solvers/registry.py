@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Sequence
 
-from explorer.solvers.results import EigenResult
+from explorer.tracking.results import EigenResult
 from explorer.solvers._common import check_int, is_real_number
 
 __all__ = ["ParamSpec", "SolverSpec", "SOLVERS", "COMMON_PARAMS", "register_solver", "get_solver", "solve"]

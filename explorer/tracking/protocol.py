@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from explorer.tracking.records import IterationRecord, SolveStart
 
 if TYPE_CHECKING:  # pragma: no cover
-    from explorer.solvers.results import EigenResult
+    from explorer.tracking.results import EigenResult
 
 __all__ = [
     "StopSolve",

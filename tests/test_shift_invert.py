@@ -19,7 +19,7 @@ import torch
 from explorer import problems
 from explorer.operators import CallableOperator, as_operator
 from explorer.operators.inverse import Inertia, SingularShiftError, ShiftInvertOperator, shifted_inverse
-from explorer.solvers.results import SolveStatus
+from explorer.tracking.results import SolveStatus
 from explorer.solvers.shift_invert import nearest_order, shift_invert
 from explorer.solvers.slicing import interval_count, spectrum_slice
 from explorer.tracking import HistoryTracker, NullTracker, StopSolve

@@ -74,7 +74,7 @@ from explorer.operators.inverse import (
     symmetric_factor,
 )
 from explorer.solvers._common import Monitor, residual_threshold, true_residual_norms, validate_common
-from explorer.solvers.results import EigenResult, SolveStatus
+from explorer.tracking.results import EigenResult, SolveStatus
 from explorer.tracking import IterationRecord, NullTracker, StopSolve, Tracker
 
 __all__ = ["SIGMA_WHICH", "REFINE_ROUNDS", "shift_invert", "nearest_order", "sigma_param_help"]
@@ -347,3 +347,42 @@ def shift_invert(
         status = SolveStatus.MAX_ITER
     return monitor.finish(eigenvalues=values, eigenvectors=vectors, residual_norms=residuals, converged=converged,
                           n_iter=n_iter, status=status, message=message, norm_estimate=norm_A)
+
+
+SPECTRAL_PARAMS_HELP = {
+    "sigma": sigma_param_help,
+    "factorization": ("How (A - sigma B)^-1 is applied with sigma or an interval: 'auto' = sparse LDL^T (SuperLU, "
+                      "which also counts eigenvalues), dense Cholesky or LDL^T (torch, any device), MINRES for "
+                      "matrix-free operators; or 'ldl', 'lu', 'cholesky' (dense), 'minres', 'cg'."),
+    "lower": ("Spectrum slicing: with `upper`, every eigenvalue in [lower, upper), counted by Sylvester's law of "
+              "inertia (LDL^T at both ends) so that none is missed; k is then the most accepted. Needs an "
+              "assembled (sparse or dense) matrix. Empty = off."),
+    "upper": "The upper end of the spectrum-slicing interval (see `lower`). Empty = off.",
+}
+
+
+def spectral_entry(inner: str, operator: Any, k: int, *, which: str | None, sigma: float | None,
+                   lower: float | None, upper: float | None, factorization: str, **kwargs: Any) -> EigenResult:
+    """What ``lanczos`` / ``lobpcg`` run when given ``sigma`` or an interval: shift-invert
+    (``which`` defaults to LM, the k nearest sigma) or spectrum slicing (every eigenvalue in
+    [lower, upper), at most k of them)."""
+    if (lower is None) != (upper is None):
+        raise ValueError("spectrum slicing needs both ends: pass `lower` and `upper` (or neither)")
+    if lower is not None:
+        if sigma is not None:
+            raise ValueError("pass either `sigma` (the k eigenvalues nearest it) or an interval `lower`, `upper` "
+                             "(every eigenvalue in it), not both")
+        from explorer.solvers.slicing import spectrum_slice
+
+        for unused in ("X0",):
+            if kwargs.pop(unused, None) is not None:
+                raise ValueError(f"`{unused}` does not apply to spectrum slicing (each shift starts afresh)")
+        if which not in (None, "SA", "LA"):
+            raise ValueError(f"spectrum slicing returns the eigenvalues of the interval in ascending order; `which` "
+                             f"has no meaning there (got {which!r}): leave it out, or pass 'SA' or 'LA'")
+        if factorization not in ("auto", "ldl"):
+            raise ValueError("spectrum slicing counts with the inertia of an LDL^T: `factorization` must be 'auto' "
+                             f"or 'ldl', got {factorization!r}")
+        return spectrum_slice(operator, lower, upper, inner=inner, max_count=k, max_count_name="k", **kwargs)
+    return shift_invert(inner, operator, k, sigma=sigma, which="LM" if which is None else which,
+                        factorization=factorization, **kwargs)

@@ -48,7 +48,7 @@ import torch
 from explorer.operators import LinearOperator, as_operator
 from explorer.operators.inverse import ShiftedInverse, SingularShiftError, assembled_matrix, shifted_inverse
 from explorer.solvers._common import Monitor, is_real_number, residual_threshold, true_residual_norms, validate_common
-from explorer.solvers.results import EigenResult, SolveStatus
+from explorer.tracking.results import EigenResult, SolveStatus
 from explorer.solvers.shift_invert import INNER_SOLVERS, _rayleigh_ritz, shift_invert
 from explorer.tracking import IterationRecord, NullTracker, StopSolve, Tracker
 
@@ -212,6 +212,7 @@ def spectrum_slice(
     tracker: Tracker | None = None,
     max_per_shift: int = MAX_PER_SHIFT,
     max_count: int = MAX_COUNT,
+    max_count_name: str = "max_count",
     **extras: Any,
 ) -> EigenResult:
     """All eigenpairs with ``lower <= lambda < upper`` (module docstring), ascending.
@@ -224,7 +225,8 @@ def spectrum_slice(
         max_iter, seed, **extras: passed to each shift-invert solve.
         tracker: receives the records of every solve, numbered on.
         max_per_shift: most eigenvalues asked of one shift (larger intervals are split first).
-        max_count: refuse intervals holding more (the result keeps n x count numbers).
+        max_count: refuse intervals holding more (the result keeps n x count numbers);
+            ``max_count_name`` names it in that message (the solver entries pass k as "k").
 
     Returns:
         EigenResult with every eigenpair found in the interval, ascending (``which="SA"``);
@@ -250,8 +252,9 @@ def spectrum_slice(
     count = ends[1].inertia.negative - ends[0].inertia.negative
     omega = max(f.backward_error or 0.0 for f in ends)
     if count > max_count:
-        raise ValueError(f"[{lower:g}, {upper:g}) holds {count} eigenvalues (inertia count), more than max_count = "
-                         f"{max_count}; narrow the interval or raise `max_count` (the result keeps n x count numbers)")
+        raise ValueError(f"[{lower:g}, {upper:g}) holds {count} eigenvalues (inertia count), more than "
+                         f"{max_count_name} = {max_count}; narrow the interval or raise `{max_count_name}` to {count} "
+                         "(the result keeps n x count numbers)")
     monitor = _SliceMonitor(inner, dataclasses.replace(v, k=count), tracker,
                             extras={"lower": lower, "upper": upper, "inertia_count": count,
                                     "factorization": ends[0].method})

@@ -300,3 +300,49 @@ def test_dense_shift_invert_on_the_gpu(inner: str) -> None:
     assert result.status is SolveStatus.CONVERGED, result.status_message
     assert float((result.eigenvalues.cpu().double() - exact).abs().max()) <= _bound(1e-8, torch.float64, 400, 8.0)
     assert "on cuda" in result.message
+
+
+# ----------------------------------------------------------------------------------------
+# The solver entries and the registry
+# ----------------------------------------------------------------------------------------
+def test_sigma_and_interval_through_the_registered_solvers() -> None:
+    from explorer.solvers import SOLVERS, lanczos, lobpcg, solve
+
+    problem = problems.laplacian_2d(25)
+    exact = _nearest(problem.eigenvalues, 3.71, 4)
+    for fn in (lanczos, lobpcg):
+        result = fn(problem.operator, 4, sigma=3.71, tol=1e-8, seed=0)  # which defaults to LM: the nearest
+        _check(result, problem, exact, 1e-8, torch.float64)
+    without = lanczos(problem.operator, 2, seed=0)  # no sigma: LA as before
+    assert torch.allclose(without.eigenvalues, problem.reference(2, "LA"), atol=1e-5)
+    ev = problem.eigenvalues
+    inside = ev[(ev >= 1.0) & (ev < 1.3)]
+    sliced = solve("lanczos", problem.operator, 40, lower=1.0, upper=1.3, tol=1e-8, seed=0)
+    assert sliced.status is SolveStatus.CONVERGED and torch.allclose(sliced.eigenvalues, inside, atol=1e-7)
+    with pytest.raises(ValueError, match=rf"more than k = 3; .*raise `k` to {inside.numel()}"):
+        solve("lanczos", problem.operator, 3, lower=1.0, upper=1.3)
+    with pytest.raises(ValueError, match="both ends"):
+        solve("lobpcg", problem.operator, 3, lower=1.0)
+    with pytest.raises(ValueError, match="not both"):
+        solve("lanczos", problem.operator, 3, sigma=1.1, lower=1.0, upper=1.3)
+    for name in ("lanczos", "lobpcg"):
+        names = {p.name for p in SOLVERS[name].params}
+        assert {"sigma", "factorization", "lower", "upper"} <= names
+        assert SOLVERS[name].param("sigma").optional and SOLVERS[name].param("lower").optional
+
+
+def test_bench_shift_invert_rows() -> None:
+    from explorer.bench.matrix import SHIFT_INVERT_ROWS, make_problems, run_benchmark
+
+    problem = make_problems(["laplace2d_si_N30"], cases=((4, "SI0"), (4, "SImid")))[0]
+    frame = run_benchmark([problem], ("lanczos", "arpack") + SHIFT_INVERT_ROWS, cap_s=20, isolate=False,
+                          repeat_below_s=0)
+    # only the shift-invert rows run on these cases; LOBPCG + LU only on the smallest
+    assert set(frame["solver"]) == set(SHIFT_INVERT_ROWS)
+    assert list(frame[frame["which"] == "SImid"]["solver"]) == ["lanczos_si", "lobpcg_si", "arpack_si"]
+    # ours find the doubles of the square grid (the block); single-vector ARPACK may miss a copy here
+    ours = frame[frame["solver"].isin(["lanczos_si", "lobpcg_si", "scipy_lobpcg_lu"])]
+    assert bool(ours["ok"].all()), ours[["solver", "which", "status", "eig_err", "note"]]
+    assert bool((frame["status"] == "done").all())
+    assert bool((frame["matvecs"] > 0).all())
+    assert frame.loc[frame["solver"] == "arpack_si", "mv/arpack"].eq(1.0).all()

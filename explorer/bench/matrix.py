@@ -21,6 +21,14 @@ What is measured (the method of ../shared/PEERS.md, section 3):
   the second copy of a double eigenvalue, so it returns the wrong set on the Laplacian; the
   row shows what the default block of 2 costs and buys; not run for k = 1, where it is the
   default), ``lobpcg``, ``power_iteration``, then the peers.
+* **Shift-invert** (opt-in: ``--problems laplace2d_si_N316``): the same Laplacian, k = 10
+  nearest sigma, cases ``SI0`` (sigma = 0: the 10 smallest) and ``SImid`` (``middle_shift``: near
+  4, where the nearest 10 are well defined). Rows ``lanczos_si`` / ``lobpcg_si`` (our solvers with
+  ``sigma``), ``arpack_si`` (``eigsh(sigma=..., which="LM")`` with ``OPinv`` = ``splu(A - sigma I)``,
+  factored inside the timed region) and ``scipy_lobpcg_lu`` (scipy's LOBPCG with the LU of A as
+  preconditioner; SI0 only). These rows run only on these cases, the others never. Matvecs are
+  solves with the factorization plus products with A (PEERS.md's convention); the ratios are
+  against ``arpack_si``.
 * **Counting.** Every solver gets a counting operator: a scipy ``LinearOperator`` (ARPACK,
   PRIMME, scipy LOBPCG), an explorer ``LinearOperator`` (our solvers) or, for
   ``torch.lobpcg``, which only accepts a tensor, a temporary wrapper around

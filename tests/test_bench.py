@@ -159,7 +159,7 @@ def test_quick_and_problem_arguments() -> None:
     assert quick.keys == bench.QUICK_KEYS and quick.cap == 5.0 and quick.overhead_max_s == 1.0
     assert quick.mem_gb == bench.default_mem_gb() > 0
     assert quick.timeout == 3 * 5.0 + 6 * 1.0 + 3 * bench.REPEAT_BELOW_S + 60.0
-    assert quick.solvers == bench.OURS + bench.PEERS
+    assert quick.solvers == bench.OURS + bench.PEERS + bench.SHIFT_INVERT_ROWS  # the SI rows run only on SI cases
     full = bench.parse_args([])
     assert full.keys == bench.PROBLEM_KEYS and full.cap == 30.0
     one = bench.parse_args(["--problems", "laplace2d_N316", "--solvers", "arpack", "lanczos", "--cap", "2",

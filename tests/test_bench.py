@@ -159,7 +159,7 @@ def test_quick_and_problem_arguments() -> None:
     assert quick.keys == bench.QUICK_KEYS + bench.SVD_QUICK_KEYS and quick.cap == 5.0 and quick.overhead_max_s == 1.0
     assert quick.mem_gb == bench.default_mem_gb() > 0
     assert quick.timeout == 3 * 5.0 + 6 * 1.0 + 3 * bench.REPEAT_BELOW_S + 60.0
-    assert quick.solvers == bench.OURS + bench.PEERS + bench.SVD_OURS + bench.SVD_PEERS
+    assert quick.solvers == bench.OURS + bench.PEERS + bench.SVD_OURS + bench.SVD_PEERS + bench.SHIFT_INVERT_ROWS
     full = bench.parse_args([])
     assert full.keys == bench.PROBLEM_KEYS and full.cap == 30.0  # the SVD problems are opt-in
     with_svd = bench.parse_args(["--svd"])

@@ -23,6 +23,14 @@ What is measured (the method of ../shared/PEERS.md, section 3):
   default), ``lobpcg``, ``power_iteration``, then the peers. Opt-in: ``chebyshev`` (``--solvers
   chebyshev ...``), and the rectangular SVD problems (``--svd``; ``golub_kahan`` against scipy's
   ``svds`` and ``torch.svd_lowrank``, see the comment of that section; one small one is in ``--quick``).
+* **Shift-invert** (opt-in: ``--problems laplace2d_si_N316``): the same Laplacian, k = 10
+  nearest sigma, cases ``SI0`` (sigma = 0: the 10 smallest) and ``SImid`` (``middle_shift``: near
+  4, where the nearest 10 are well defined). Rows ``lanczos_si`` / ``lobpcg_si`` (our solvers with
+  ``sigma``), ``arpack_si`` (``eigsh(sigma=..., which="LM")`` with ``OPinv`` = ``splu(A - sigma I)``,
+  factored inside the timed region) and ``scipy_lobpcg_lu`` (scipy's LOBPCG with the LU of A as
+  preconditioner; SI0 only). These rows run only on these cases, the others never. Matvecs are
+  solves with the factorization plus products with A (PEERS.md's convention); the ratios are
+  against ``arpack_si``.
 * **Counting.** Every solver gets a counting operator: a scipy ``LinearOperator`` (ARPACK,
   PRIMME, scipy LOBPCG), an explorer ``LinearOperator`` (our solvers) or, for
   ``torch.lobpcg``, which only accepts a tensor, a temporary wrapper around
@@ -94,7 +102,7 @@ import pandas as pd
 import scipy.sparse.linalg as sla
 import torch
 
-from explorer.operators import DenseOperator, LinearOperator, SparseOperator
+from explorer.operators import CountedOperator, DenseOperator, LinearOperator, SparseOperator
 from explorer.solvers import SOLVERS, solve
 from explorer.solvers import _common as solver_common
 from explorer.solvers.lanczos import default_block_size
@@ -110,9 +118,16 @@ DENSE_CASES = ((10, "LA"),)
 PROBLEM_KEYS = ("laplace2d_N100", "laplace2d_N316", "dense_geometric_n1000", "dense_smallgap_n1000",
                 "dense_cluster_n1000", "dense_geometric_n4000", "dense_smallgap_n4000", "dense_cluster_n4000")
 QUICK_KEYS = ("laplace2d_N100", "dense_geometric_n1000", "dense_smallgap_n1000", "dense_cluster_n1000")
+# Shift-invert problems (opt-in: --problems laplace2d_si_N316): the 2-D Laplacian, k = 10 nearest sigma,
+# case "SI0" (sigma = 0: the 10 smallest) and "SImid" (sigma near the middle of the spectrum, 4).
+SHIFT_INVERT_KEYS = ("laplace2d_si_N100", "laplace2d_si_N316")
+SHIFT_INVERT_CASES = ((10, "SI0"), (10, "SImid"))
 # Rows: our registry solvers (those registered), then the peers.
 OURS = ("lanczos", "lanczos_full", "lanczos_b1", "lobpcg", "power_iteration")
 PEERS = ("arpack", "primme", "scipy_lobpcg", "torch_lobpcg")
+# Rows of the shift-invert cases only (and only they run there): ours with sigma, ARPACK's mode 3 with
+# SuperLU, scipy LOBPCG with the LU of A as preconditioner (SI0 only: LOBPCG finds extreme values).
+SHIFT_INVERT_ROWS = ("lanczos_si", "lobpcg_si", "arpack_si", "scipy_lobpcg_lu")
 COLUMNS = ["problem", "n", "k", "which", "solver", "status", "ok", "matvecs", "wall_s", "cpu_s", "runs", "eig_err",
            "resid", "mv/arpack", "wall/arpack", "tracker_%", "record_%", "note"]
 # A run faster than REPEAT_BELOW_S CPU seconds is repeated (at most REPEAT_MAX runs in all, and
@@ -149,6 +164,7 @@ class BenchProblem:
     cases: tuple[tuple[int, str], ...]
     family: str
     description: str = ""
+    sigmas: dict[str, float] = field(default_factory=dict)  # shift-invert cases: "SI0" -> 0.0, ...
 
     @property
     def n(self) -> int:
@@ -156,6 +172,8 @@ class BenchProblem:
 
     def reference(self, k: int, which: str) -> np.ndarray:
         ev = self.eigenvalues
+        if which in self.sigmas:  # the k nearest sigma, nearest first
+            return ev[np.argsort(np.abs(ev - self.sigmas[which]), kind="stable")][:k].copy()
         return ev[::-1][:k].copy() if which == "LA" else ev[:k].copy()
 
 
@@ -168,6 +186,26 @@ def _laplacian(N: int, cases: Sequence[tuple[int, str]]) -> BenchProblem:
     assert problem.eigenvalues is not None
     return BenchProblem(f"laplace2d_N{N}", op, op.to_scipy(), op.matrix, problem.eigenvalues.numpy(),
                         tuple(cases), "laplace2d", problem.description)
+
+
+def middle_shift(eigenvalues: np.ndarray, k: int, centre: float = 4.0) -> float:
+    """A shift near ``centre`` (the middle of the Laplacian's spectrum, itself an N-fold eigenvalue)
+    whose k nearest eigenvalues are well defined: a gap of at least 1e-6 after the k-th distance,
+    and no eigenvalue within 1e-3 of the shift (so the reference set is not a matter of rounding)."""
+    for step in range(1, 2000):
+        sigma = centre - 0.37e-3 * step
+        d = np.sort(np.abs(eigenvalues - sigma))
+        if d[0] > 1e-5 and d[k] - d[k - 1] > 1e-6:
+            return float(sigma)
+    raise ValueError("no shift with a well-defined nearest set found near the centre")
+
+
+def _laplacian_si(N: int, cases: Sequence[tuple[int, str]]) -> BenchProblem:
+    problem = _laplacian(N, cases)
+    k = max(c[0] for c in cases)
+    problem.key, problem.family = f"laplace2d_si_N{N}", "laplace2d_si"
+    problem.sigmas = {"SI0": 0.0, "SImid": middle_shift(problem.eigenvalues, k)}
+    return problem
 
 
 def dense_spectrum(kind: str, n: int) -> np.ndarray:
@@ -211,12 +249,15 @@ def make_problems(keys: Sequence[str], *, cases: Sequence[tuple[int, str]] | Non
         parts = key.split("_")
         if parts[0] == "svd":
             out.append(_svd_problem(key, cases))
+        elif parts[0] == "laplace2d" and len(parts) == 3 and parts[1] == "si" and parts[2].startswith("N"):
+            out.append(_laplacian_si(int(parts[2][1:]), cases or SHIFT_INVERT_CASES))
         elif parts[0] == "laplace2d" and len(parts) == 2 and parts[1].startswith("N"):
             out.append(_laplacian(int(parts[1][1:]), cases or LAPLACE_CASES))
         elif parts[0] == "dense" and len(parts) == 3 and parts[2].startswith("n"):
             out.append(_dense(parts[1], int(parts[2][1:]), cases or DENSE_CASES))
         else:
-            raise ValueError(f"unknown problem key {key!r}; use laplace2d_N<N> or dense_<geometric|smallgap|cluster>_n<n>"
+            raise ValueError(f"unknown problem key {key!r}; use laplace2d_N<N>, laplace2d_si_N<N> (shift-invert) or "
+                             f"dense_<geometric|smallgap|cluster>_n<n>"
                              f" (defaults: {', '.join(PROBLEM_KEYS)})")
     return out
 
@@ -263,12 +304,13 @@ class _CountingScipy(sla.LinearOperator):
         return self._matvec(x)
 
 
-class _CountingOperator(LinearOperator):
-    """Our operator contract around the problem's operator, charging a :class:`Budget`."""
+class _CountingOperator(CountedOperator):
+    """Our operator contract around the problem's operator, charging a :class:`Budget`. A
+    ``CountedOperator`` (a view that keeps the matrix), so that shift-invert can factor it."""
 
     def __init__(self, base: LinearOperator, budget: Budget) -> None:
-        super().__init__(base.shape, base.dtype, base.device, is_symmetric=True)
-        self.base, self.budget = base, budget
+        super().__init__(base)
+        self.budget = budget
 
     def _matvec(self, x: torch.Tensor) -> torch.Tensor:
         self.budget.charge(1)
@@ -370,6 +412,60 @@ def _run_torch_lobpcg(problem: BenchProblem, k: int, which: str, budget: Budget,
     return values.numpy(), vectors.numpy(), "method=ortho"
 
 
+def _run_ours_si(name: str) -> Callable[..., tuple[np.ndarray, np.ndarray, str]]:
+    def runner(problem: BenchProblem, k: int, which: str, budget: Budget, seed: int,
+               tracker: Any = None) -> tuple[np.ndarray, np.ndarray, str]:
+        op = _CountingOperator(problem.operator, budget)
+        result = solve(name, op, k, which="LM", sigma=problem.sigmas[which], tol=TOL, seed=seed, tracker=tracker)
+        budget.count = result.n_matvec  # solves with the factorization + products with A (counted there too)
+        budget.charge(0)
+        note = result.status.value if result.status.value != "converged" else ""
+        return (result.eigenvalues.double().numpy(), result.eigenvectors.double().numpy(),
+                (note + f" {result.n_iter} it; matvecs = solves + A products").strip())
+    return runner
+
+
+class _CountingSolve(sla.LinearOperator):
+    """``x -> M^-1 x`` through a SuperLU factorization, one solve per column charged to a Budget."""
+
+    def __init__(self, lu: Any, n: int, budget: Budget) -> None:
+        super().__init__(dtype=np.float64, shape=(n, n))
+        self.lu, self.budget = lu, budget
+
+    def _matvec(self, x: np.ndarray) -> np.ndarray:
+        self.budget.charge(1)
+        return self.lu.solve(np.asarray(x, dtype=np.float64).reshape(-1))
+
+    def _matmat(self, X: np.ndarray) -> np.ndarray:
+        self.budget.charge(X.shape[1])
+        return self.lu.solve(np.asarray(X, dtype=np.float64))
+
+
+def _run_arpack_si(problem: BenchProblem, k: int, which: str, budget: Budget, seed: int,
+                   tracker: Any = None) -> tuple[np.ndarray, np.ndarray, str]:
+    import scipy.sparse as sp
+
+    sigma = problem.sigmas[which]
+    A = sp.csc_matrix(problem.matrix)
+    lu = sla.splu((A - sigma * sp.identity(problem.n, format="csc")).tocsc())  # what eigsh does, in the timed region
+    values, vectors = sla.eigsh(A, k=k, sigma=sigma, which="LM", tol=TOL, v0=_start(problem.n, 1, seed),
+                                OPinv=_CountingSolve(lu, problem.n, budget))
+    return values, vectors, "mode 3, OPinv = splu(A - sigma I); matvecs = solves"
+
+
+def _run_scipy_lobpcg_lu(problem: BenchProblem, k: int, which: str, budget: Budget, seed: int,
+                         tracker: Any = None) -> tuple[np.ndarray, np.ndarray, str]:
+    import scipy.sparse as sp
+
+    lu = sla.splu(sp.csc_matrix(problem.matrix))
+    op = _CountingScipy(problem.matrix, budget)
+    scale = float(np.min(np.abs(problem.reference(k, which))))
+    X = np.random.default_rng(seed).standard_normal((problem.n, k))
+    values, vectors = sla.lobpcg(op, X, M=_CountingSolve(lu, problem.n, budget), tol=TOL * scale, maxiter=10**6,
+                                 largest=False)
+    return values, vectors, "M = splu(A) solve; matvecs = A products + solves"
+
+
 RUNNERS: dict[str, Callable[..., tuple[np.ndarray, np.ndarray, str]]] = {
     "lanczos": _run_ours("lanczos", {}),
     "lanczos_full": _run_ours("lanczos", {"reorthogonalization": "full"}),
@@ -380,13 +476,25 @@ RUNNERS: dict[str, Callable[..., tuple[np.ndarray, np.ndarray, str]]] = {
     "primme": _run_primme,
     "scipy_lobpcg": _run_scipy_lobpcg,
     "torch_lobpcg": _run_torch_lobpcg,
+    "lanczos_si": _run_ours_si("lanczos"),
+    "lobpcg_si": _run_ours_si("lobpcg"),
+    "arpack_si": _run_arpack_si,
+    "scipy_lobpcg_lu": _run_scipy_lobpcg_lu,
 }
 
 
 def _registry_name(solver: str) -> str | None:
     return {"lanczos": "lanczos", "lanczos_full": "lanczos", "lanczos_b1": "lanczos", "lobpcg": "lobpcg",
             "power_iteration": "power_iteration", "chebyshev": "chebyshev", "golub_kahan": "golub_kahan",
-            "golub_kahan_1s": "golub_kahan"}.get(solver)
+            "golub_kahan_1s": "golub_kahan", "lanczos_si": "lanczos", "lobpcg_si": "lobpcg"}.get(solver)
+
+
+def applies(solver: str, which: str) -> bool:
+    """Shift-invert rows run on the shift-invert cases ("SI..."), the others on the rest; scipy's
+    LOBPCG with an LU preconditioner only on SI0 (it finds extreme eigenvalues)."""
+    if which.startswith("SI"):
+        return solver in SHIFT_INVERT_ROWS and (solver != "scipy_lobpcg_lu" or which == "SI0")
+    return solver not in SHIFT_INVERT_ROWS
 
 
 def available(solver: str) -> tuple[bool, str]:
@@ -635,7 +743,10 @@ def _errors(problem: BenchProblem, k: int, which: str, values: np.ndarray,
     ref = problem.reference(k, which)
     if values.size < k or not np.all(np.isfinite(values)):
         return math.inf, math.inf
-    order = np.argsort(-values) if which == "LA" else np.argsort(values)
+    if which in problem.sigmas:
+        order = np.argsort(np.abs(values - problem.sigmas[which]), kind="stable")
+    else:
+        order = np.argsort(-values) if which == "LA" else np.argsort(values)
     got = values[order][:k]
     eig_err = float(np.max(np.abs(got - ref) / np.maximum(np.abs(ref), 1e-300)))
     V = vectors[:, order][:, :k]
@@ -954,7 +1065,8 @@ def _isolated_case(problem: BenchProblem, solver: str, k: int, which: str, cap_s
     return update
 
 
-def run_benchmark(problems: Sequence[BenchProblem], solvers: Sequence[str] = OURS + PEERS + SVD_OURS + SVD_PEERS, *,
+def run_benchmark(problems: Sequence[BenchProblem], solvers: Sequence[str] = OURS + PEERS + SVD_OURS + SVD_PEERS
+                  + SHIFT_INVERT_ROWS, *,
                   cap_s: float = 30.0,
                   seed: int = 0, overhead_max_s: float = 2.0, log: Callable[[str], None] | None = None,
                   repeat_below_s: float = REPEAT_BELOW_S,
@@ -982,7 +1094,7 @@ def run_benchmark(problems: Sequence[BenchProblem], solvers: Sequence[str] = OUR
         for k, which in problem.cases:
             case_rows = []
             for solver in solvers:
-                if not _applies(problem, solver):  # SVD rows on rectangular problems only, and vice versa
+                if not (_applies(problem, solver) and applies(solver, which)):  # SVD rows on rectangular problems only; SI rows on SI cases only
                     continue
                 row: dict[str, Any] = {"problem": problem.key, "n": problem.n, "k": k, "which": which,
                                        "solver": solver, "matvecs": math.nan, "wall_s": math.nan, "cpu_s": math.nan,
@@ -1008,7 +1120,8 @@ def run_benchmark(problems: Sequence[BenchProblem], solvers: Sequence[str] = OUR
                 case_rows.append(row)
                 if log is not None:
                     log(_format_row(row))
-            ref = next((r for r in case_rows if r["solver"] in ("arpack", "svds_arpack") and r["status"] == "done"),
+            arpack = "arpack_si" if which.startswith("SI") else "arpack"
+            ref = next((r for r in case_rows if r["solver"] in (arpack, "svds_arpack") and r["status"] == "done"),
                        None)
             for r in case_rows:
                 r["mv/arpack"] = r["matvecs"] / ref["matvecs"] if ref and r["status"] == "done" else math.nan
@@ -1063,8 +1176,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m explorer.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="n = 10^4 Laplacian and n = 1000 dense only, 5 s cap")
     parser.add_argument("--problems", nargs="+", help=f"problem keys (default: all of {', '.join(PROBLEM_KEYS)})")
-    parser.add_argument("--solvers", nargs="+", choices=OURS + PEERS + SVD_OURS + SVD_PEERS + EXTRA_OURS,
-                        help=f"rows to run (default: all but the opt-in {', '.join(EXTRA_OURS)})")
+    parser.add_argument("--solvers", nargs="+", choices=OURS + PEERS + SVD_OURS + SVD_PEERS + SHIFT_INVERT_ROWS
+                        + EXTRA_OURS,
+                        help=f"rows to run (default: all but the opt-in {', '.join(EXTRA_OURS)}; the shift-invert "
+                             "rows run only on laplace2d_si_N<N>)")
     parser.add_argument("--svd", action="store_true",
                         help=f"also run the rectangular SVD problems ({', '.join(SVD_KEYS)}): golub_kahan against "
                              "scipy svds (arpack, propack) and torch.svd_lowrank; --quick runs the small one anyway")
@@ -1092,7 +1207,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.overhead_max_s = 1.0 if args.quick else 2.0
     args.timeout = (args.timeout if args.timeout is not None
                     else 3.0 * args.cap + 6.0 * args.overhead_max_s + 3.0 * args.repeat_below + 60.0)
-    args.solvers = tuple(args.solvers or OURS + PEERS + SVD_OURS + SVD_PEERS)
+    args.solvers = tuple(args.solvers or OURS + PEERS + SVD_OURS + SVD_PEERS + SHIFT_INVERT_ROWS)
     args.isolate = not args.no_isolate and can_isolate()
     return args
 

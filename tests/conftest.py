@@ -46,6 +46,15 @@ APPTEST_TIMEOUT = 60.0
 CHROMIUM = os.environ.get("EXPLORER_CHROMIUM", "/usr/bin/chromium")
 
 
+@pytest.fixture(autouse=True)
+def _run_store_in_tmp(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own run store (``$EXPLORER_STORE``) in a temporary folder: no test
+    writes into the user's data directory, and no test sees another's runs."""
+    path = tmp_path_factory.mktemp("store") / "runs.sqlite"
+    monkeypatch.setenv("EXPLORER_STORE", str(path))
+    return path
+
+
 # -- AppTest -------------------------------------------------------------------------
 def wait_for_job(at: Any, key: str = "explore", timeout: float = 60.0, poll: float = 0.1) -> Any:
     """Rerun ``at`` until the job under ``key`` has ended (and once more to render the result)."""

@@ -10,6 +10,8 @@
 
 * ``store``: ``RunStore`` (open, migrate, read, write, delete), ``RunInfo``, ``StoredResult``.
 * ``tracker``: ``StoreTracker`` (batched, live writes from any solver of the registry).
+* ``adapters``: ``TorchLobpcgTracker`` (``torch.lobpcg(..., tracker=...)``) and
+  ``ScipyLobpcgTracker`` (``with ...: scipy.sparse.linalg.lobpcg(...)``) for the user's own calls.
 * ``schema``: the SQLite layout, its version and migrations.
 * ``writer``: writer identity and liveness (how interrupted runs are found).
 * ``paths``: ``default_store_path()`` (``$EXPLORER_STORE`` or the per-user data directory).
@@ -18,6 +20,7 @@ Nothing here imports streamlit. The store sits above ``explorer.solvers`` (it re
 records and results) and below ``problems``/``runs``/``ui``, which use it.
 """
 
+from explorer.store.adapters import ScipyLobpcgTracker, TorchLobpcgTracker
 from explorer.store.errors import StoreError, StoreUnavailableError, StoreVersionError
 from explorer.store.paths import ENV_VAR, default_store_path
 from explorer.store.store import RUN_COLUMNS, RunInfo, RunNotFoundError, RunStore, StoredResult
@@ -29,10 +32,12 @@ __all__ = [
     "RunInfo",
     "RunNotFoundError",
     "RunStore",
+    "ScipyLobpcgTracker",
     "StoreError",
     "StoreTracker",
     "StoreUnavailableError",
     "StoreVersionError",
     "StoredResult",
+    "TorchLobpcgTracker",
     "default_store_path",
 ]

@@ -27,6 +27,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from explorer.cli.args import build_parser
     from explorer.cli.commands import runs_command, samples_command, solve_command
 
+    import warnings
+
+    warnings.formatwarning = lambda message, category, *rest, **kw: f"warning: {message}\n"  # one line, no source
     parser = build_parser({"solve": solve_command, "runs": runs_command, "samples": samples_command})
     args = parser.parse_args(None if argv is None else list(argv))
     try:

@@ -20,8 +20,9 @@ def error(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
 
 
-def open_store(path: str | None, *, quiet: bool = False) -> Any:
-    """The RunStore at ``path`` (default: $EXPLORER_STORE / per-user), or None with a warning on stderr."""
+def open_store(path: str | None, *, quiet: bool = False, for_writing: bool = False) -> Any:
+    """The RunStore at ``path`` (default: $EXPLORER_STORE / per-user), or None with a warning on stderr
+    (also when ``for_writing`` and the store is read-only)."""
     from explorer.store import RunStore, StoreError
 
     with warnings.catch_warnings():
@@ -33,6 +34,9 @@ def open_store(path: str | None, *, quiet: bool = False) -> Any:
             return None
     if store.notice and not quiet:
         print(f"warning: {store.notice}", file=sys.stderr)
+    if for_writing and not store.writable:
+        print(f"warning: {store.read_only_reason}", file=sys.stderr)
+        return None
     return store
 
 
@@ -67,7 +71,7 @@ def solve_command(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     problem = loaded.problem
     reference = _reference(problem, config.k, config.which)
-    store = None if args.no_store else open_store(args.store)
+    store = None if args.no_store else open_store(args.store, for_writing=True)
     stop = StopFlagTracker()
     store_tracker = None
     if store is not None:

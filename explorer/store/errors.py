@@ -33,6 +33,10 @@ def describe(err: BaseException, path: Path | str) -> StoreError:
     if "full" in lower or "no space" in lower or "too large" in lower:
         return StoreUnavailableError(f"the disk holding the run store {path} is full ({text}); runs are kept in "
                                      "memory only. Free some space, or set EXPLORER_STORE to another disk")
+    if "disk i/o error" in lower:
+        return StoreUnavailableError(f"the run store {path} could not be written ({text}: a full disk, a file size "
+                                     "limit or quota, or a failing drive); runs are kept in memory only. Free some "
+                                     "space, or set EXPLORER_STORE to another disk")
     if isinstance(err, OSError) and err.errno == errno.ENOSPC:
         return StoreUnavailableError(f"the disk holding the run store {path} is full ({text}); runs are kept in "
                                      "memory only. Free some space, or set EXPLORER_STORE to another disk")

@@ -23,6 +23,11 @@ def default_store_path() -> Path:
     value = os.environ.get(ENV_VAR, "").strip()
     if value:
         return Path(value).expanduser()
-    import platformdirs
+    try:
+        import platformdirs
+    except ImportError:  # a requirement (requirements.txt); say how to go on without it
+        from explorer.store.errors import StoreUnavailableError
 
+        raise StoreUnavailableError("the per-user location of the run store needs the platformdirs package "
+                                    "(pip install platformdirs); or set EXPLORER_STORE to a file path") from None
     return platformdirs.user_data_path(APP_NAME, appauthor=False) / FILE_NAME

@@ -14,6 +14,8 @@ Versions:
    and converged flags and the wanted exact eigenvalues when known, as JSON)
    and ``records`` (one row per iteration: the fields of ``IterationRecord``, vectors as
    little-endian float64 / uint8 blobs), keyed by (run, sequence number).
+2. The writer of each run (host, pid, process start, boot id) and its heartbeat, for
+   telling interrupted runs from live ones (``explorer.store.writer``).
 """
 
 from __future__ import annotations
@@ -77,6 +79,18 @@ _V1 = (
     "CREATE INDEX runs_by_status ON runs(status)",
 )
 
+# 2: who writes a run (host, pid, process start time, boot id) and its heartbeat, so that a
+# store can tell a run whose process died (SIGKILL, power loss) from one still going
+# (explorer.store.writer). Runs of a version-1 file have no writer: one still "running" is
+# marked interrupted by the first sweep.
+_V2 = (
+    "ALTER TABLE runs ADD COLUMN writer_host TEXT",
+    "ALTER TABLE runs ADD COLUMN writer_pid INTEGER",
+    "ALTER TABLE runs ADD COLUMN writer_start INTEGER",
+    "ALTER TABLE runs ADD COLUMN writer_boot TEXT",
+    "ALTER TABLE runs ADD COLUMN heartbeat REAL",
+)
+
 
 def _statements(*sql: str) -> Callable[[sqlite3.Connection], None]:
     def step(conn: sqlite3.Connection) -> None:
@@ -89,6 +103,7 @@ def _statements(*sql: str) -> Callable[[sqlite3.Connection], None]:
 #: MIGRATIONS[v] turns schema version v into v + 1 (0: an empty file).
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _statements(*_V1),
+    _statements(*_V2),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

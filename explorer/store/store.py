@@ -12,8 +12,10 @@ Opening a store (``RunStore(path)``) checks what is at the path first
 migrated (``schema.migrate``), and a file that is not a store (not SQLite, damaged, or
 another program's database) is moved aside, next to it, as ``NAME.corrupt-STAMP`` or
 ``NAME.foreign-STAMP`` (with ``recover=True``, the default) and a fresh store is started;
-``notice`` then says so. Any failure to open or write raises a ``StoreError`` whose
-message names the file and the cause (read-only, full disk, locked, ...).
+``notice`` then says so. A store that can be read but not written (a read-only file) opens
+with ``writable = False`` and ``read_only_reason``: its runs can be listed, writes raise.
+Any failure to open or write raises a ``StoreError`` whose message names the file and the
+cause (read-only, full disk, locked, ...).
 
 WAL needs a local file system (not NFS/SMB: SQLite's shared-memory locking does not work
 there).
@@ -37,13 +39,15 @@ import pandas as pd
 import torch
 
 from explorer.store import codec, schema
-from explorer.store.errors import StoreError, describe
+from explorer.store.errors import StoreError, StoreUnavailableError, describe
 from explorer.store.paths import default_store_path
+from explorer.store.writer import STALE_AFTER_S, this_writer, writer_alive
 from explorer.tracking import IterationRecord, history_frame
 
 __all__ = ["RunStore", "RunInfo", "StoredResult", "RunNotFoundError", "RUNNING", "INTERRUPTED", "FAILED",
            "RUN_COLUMNS"]
 
+SWEEP_EVERY_S = 1.0  # listing or reading a run looks for dead writers at most this often
 RUNNING = "running"
 INTERRUPTED = "interrupted"
 FAILED = "failed"
@@ -186,6 +190,7 @@ class RunStore:
         recover: move a file that is not a usable store aside and start a fresh one
             (else raise ``StoreError``).
         busy_timeout: seconds a write waits for another process's transaction.
+        stale_after: a run of another host whose heartbeat is older than this is interrupted.
 
     Reading: ``runs()`` (a DataFrame), ``run(id)`` (``RunInfo``), ``history(id)`` (the
     tidy frame of ``HistoryTracker.to_frame()``), ``records(id, after=seq)``,
@@ -194,11 +199,16 @@ class RunStore:
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, recover: bool = True,
-                 busy_timeout: float = 30.0) -> None:
+                 busy_timeout: float = 30.0, stale_after: float = STALE_AFTER_S) -> None:
         self.path = Path(path).expanduser() if path is not None else default_store_path()
         self.path = self.path.absolute()
         self.busy_timeout = float(busy_timeout)
+        self.stale_after = float(stale_after)
+        self._swept = -math.inf
+        self._pid = os.getpid()
         self.notice: str | None = None  # set when a bad file was moved aside
+        self.writable = True  # False: the file can be read but not written (read_only_reason says why)
+        self.read_only_reason: str | None = None
         self.migrated_from: int | None = None
         self._local = threading.local()
         self._open(recover)
@@ -234,9 +244,24 @@ class RunStore:
         except sqlite3.DatabaseError as err:
             self.close()
             raise describe(err, self.path) from err
+        self._probe_writable(conn)
         self.sweep()
 
+    def _probe_writable(self, conn: sqlite3.Connection) -> None:
+        """Find out now whether writes will work (a read-only file opens, and reads, without error)."""
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(f"PRAGMA user_version = {schema.SCHEMA_VERSION}")  # dirties page 1; rolled back
+            finally:
+                conn.execute("ROLLBACK")
+        except sqlite3.Error as err:
+            self.writable = False
+            self.read_only_reason = str(describe(err, self.path))
+
     def _conn(self) -> sqlite3.Connection:
+        if os.getpid() != self._pid:  # a forked child must not use its parent's connections
+            self._local, self._pid = threading.local(), os.getpid()
         conn = getattr(self._local, "conn", None)
         if conn is None:
             try:
@@ -258,8 +283,18 @@ class RunStore:
     def __repr__(self) -> str:
         return f"RunStore({str(self.path)!r})"
 
+    def __getstate__(self) -> dict[str, Any]:  # picklable (e.g. to a worker process): the path, not connections
+        return {"path": self.path, "busy_timeout": self.busy_timeout, "stale_after": self.stale_after,
+                "notice": self.notice, "migrated_from": self.migrated_from}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._local, self._pid, self._swept = threading.local(), os.getpid(), -math.inf
+
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
+        if not self.writable:
+            raise StoreUnavailableError(self.read_only_reason or f"the run store {self.path} is read-only")
         conn = self._conn()
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -299,12 +334,16 @@ class RunStore:
                     problem: str | None, n: int | None, k: int | None, which: str | None, tol: float | None,
                     max_iter: int | None, params: Mapping[str, Any] | None, device: str | None, dtype: str | None,
                     reference: Any, status: str, message: str, started_at: float | None) -> int:
+        me = this_writer()
+        now = time.time()
         cursor = conn.execute(
             "INSERT INTO runs (name, source, solver, problem, n, k, which, tol, max_iter, params, device, dtype, "
-            "status, message, started_at, reference) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "status, message, started_at, reference, writer_host, writer_pid, writer_start, writer_boot, heartbeat) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (name, source, solver, problem, _int(n), _int(k), which, _float(tol), _int(max_iter),
              codec.to_json(dict(params or {})), device, dtype, status, message,
-             time.time() if started_at is None else float(started_at), codec.vector_json(reference)))
+             now if started_at is None else float(started_at), codec.vector_json(reference),
+             me.host, me.pid, me.start, me.boot, now))
         return int(cursor.lastrowid)
 
     def append_records(self, run_id: int, records: Iterable[IterationRecord], *, first_seq: int | None = None) -> int:
@@ -382,7 +421,11 @@ class RunStore:
         return run_id
 
     def _heartbeat(self, conn: sqlite3.Connection, run_id: int) -> None:
-        """Refresh the writer's heartbeat of an open run (schema v2)."""
+        """Refresh the heartbeat of an open run; a run another host's store had given up for lost
+        (a heartbeat late by more than ``STALE_AFTER_S``, e.g. a suspended machine) runs again."""
+        conn.execute("UPDATE runs SET heartbeat = ?, status = CASE WHEN status = ? THEN ? ELSE status END, "
+                     "ended_at = CASE WHEN status = ? THEN NULL ELSE ended_at END WHERE id = ?",
+                     (time.time(), INTERRUPTED, RUNNING, INTERRUPTED, run_id))
 
     def delete(self, run_id: int) -> None:
         """Delete a run and its records (RunNotFoundError if there is none)."""
@@ -392,8 +435,31 @@ class RunStore:
                 raise self._missing(run_id)
 
     def sweep(self) -> list[int]:
-        """Mark runs whose writer is gone as interrupted; return their ids (none before schema v2)."""
-        return []
+        """Mark the runs still "running" whose writer is gone as interrupted; return their ids.
+
+        See ``explorer.store.writer``: on the writer's host its pid (and start time) must
+        still exist; from another host its heartbeat must be younger than ``stale_after``.
+        A run of this very process is never marked.
+        """
+        self._swept = time.monotonic()
+        rows = self._query("SELECT id, writer_host, writer_pid, writer_start, writer_boot, heartbeat, started_at "
+                           "FROM runs WHERE status = ?", (RUNNING,))
+        now = time.time()
+        dead = [row for row in rows
+                if not writer_alive(row[1], row[2], row[3], row[4], row[5], now, stale_after=self.stale_after)]
+        if not dead or not self.writable:
+            return []
+        with self._write() as conn:
+            for run_id, host, pid, _, _, heartbeat, started in dead:
+                who = f"pid {pid} on {host}" if pid is not None else "an older version of the store"
+                conn.execute("UPDATE runs SET status = ?, message = ?, ended_at = ? WHERE id = ? AND status = ?",
+                             (INTERRUPTED, f"Interrupted: the process that ran it ({who}) ended before the solve "
+                              "finished; every record it committed is kept.", heartbeat or started, run_id, RUNNING))
+        return [row[0] for row in dead]
+
+    def _maybe_sweep(self) -> None:
+        if time.monotonic() - self._swept >= SWEEP_EVERY_S:
+            self.sweep()
 
     # -- reading -------------------------------------------------------------------
     def _missing(self, run_id: Any) -> RunNotFoundError:
@@ -405,6 +471,7 @@ class RunStore:
 
     def run(self, run_id: int) -> RunInfo:
         """The run ``run_id`` (RunNotFoundError if there is none)."""
+        self._maybe_sweep()
         infos = self._infos("WHERE id = ?", (int(run_id),))
         if not infos:
             raise self._missing(run_id)
@@ -412,7 +479,7 @@ class RunStore:
 
     def run_infos(self, *, status: str | None = None) -> list[RunInfo]:
         """Every run (oldest first), or those with ``status``."""
-        self.sweep()
+        self._maybe_sweep()
         return self._infos("WHERE status = ?", (status,)) if status else self._infos()
 
     def runs(self, *, status: str | None = None) -> pd.DataFrame:

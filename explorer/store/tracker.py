@@ -187,6 +187,9 @@ class StoreTracker(NullTracker):
         except (StoreError, OSError) as err:
             self.store = None
             self._set_error(err)
+            return
+        if not self.store.writable:
+            self._set_error(self.store.read_only_reason or f"the run store {self.store.path} is read-only")
 
     # -- state ---------------------------------------------------------------------
     @property

@@ -125,7 +125,7 @@ def test_delete_removes_the_run_and_its_records(store):
     store.delete(run_id)
     assert store.runs().empty
     conn = sqlite3.connect(store.path)
-    assert conn.execute("SELECT COUNT(*) FROM records").fetchone()[0] == 0
+    assert conn.execute("SELECT COALESCE(SUM(count), 0) FROM records").fetchone()[0] == 0
     with pytest.raises(RunNotFoundError, match=f"no run {run_id} in the store"):
         store.delete(run_id)
     with pytest.raises(KeyError):

@@ -12,8 +12,9 @@ Versions:
 1. ``runs`` (one row per solve: name, origin, solver, problem, parameters, device, dtype,
    status and message, start/end times, progress counters, final eigenvalues, residuals
    and converged flags and the wanted exact eigenvalues when known, as JSON)
-   and ``records`` (one row per iteration: the fields of ``IterationRecord``, vectors as
-   little-endian float64 / uint8 blobs), keyed by (run, sequence number).
+   and ``records`` (the fields of ``IterationRecord``, in chunks: one row per commit of
+   ``count`` consecutive records from sequence number ``first_seq``, each field a packed
+   array; ``explorer.store.codec``), keyed by (run, first sequence number).
 2. The writer of each run (host, pid, process start, boot id) and its heartbeat, for
    telling interrupted runs from live ones (``explorer.store.writer``).
 """
@@ -62,19 +63,25 @@ _V1 = (
     )""",
     """CREATE TABLE records (
         run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
-        seq INTEGER NOT NULL,
-        iteration INTEGER NOT NULL,
+        first_seq INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        iteration BLOB NOT NULL,
+        n_converged BLOB NOT NULL,
+        n_matvec BLOB NOT NULL,
+        elapsed_s BLOB NOT NULL,
+        orthogonality_loss BLOB NOT NULL,
+        loss_known BLOB NOT NULL,
+        residuals_estimated BLOB NOT NULL,
+        ritz_len BLOB NOT NULL,
         ritz_values BLOB NOT NULL,
+        residual_len BLOB NOT NULL,
         residual_norms BLOB NOT NULL,
-        residuals_estimated INTEGER NOT NULL,
-        orthogonality_loss REAL,
-        n_converged INTEGER NOT NULL,
-        n_matvec INTEGER NOT NULL,
-        elapsed_s REAL NOT NULL,
-        all_ritz_values BLOB,
-        ghost_mask BLOB,
+        all_len BLOB NOT NULL,
+        all_ritz_values BLOB NOT NULL,
+        ghost_len BLOB NOT NULL,
+        ghost_mask BLOB NOT NULL,
         extras TEXT,
-        PRIMARY KEY (run_id, seq)
+        PRIMARY KEY (run_id, first_seq)
     ) WITHOUT ROWID""",
     "CREATE INDEX runs_by_status ON runs(status)",
 )

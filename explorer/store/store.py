@@ -137,6 +137,20 @@ class StoredResult:
     which: str | None
     tol: float | None
 
+    @classmethod
+    def from_info(cls, info: RunInfo) -> "StoredResult | None":
+        """The final values kept in a ``RunInfo`` (None when the run has none)."""
+        if info.eigenvalues is None:
+            return None
+        values = torch.tensor([math.nan if v is None else v for v in info.eigenvalues], dtype=torch.float64)
+        k = values.numel()
+        residuals = torch.tensor([math.nan if v is None else v for v in (info.residual_norms or [math.nan] * k)],
+                                 dtype=torch.float64)
+        converged = torch.tensor(info.converged if info.converged is not None else [False] * k, dtype=torch.bool)
+        return cls(eigenvalues=values, residual_norms=residuals, converged=converged, n_iter=int(info.n_iter or 0),
+                   n_matvec=int(info.n_matvec or 0), elapsed_s=float(info.elapsed_s or 0.0), status=info.status,
+                   message=info.message, solver=info.solver, which=info.which, tol=info.tol)
+
     @property
     def k(self) -> int:
         return int(self.eigenvalues.numel())
@@ -348,23 +362,30 @@ class RunStore:
 
     def append_records(self, run_id: int, records: Iterable[IterationRecord], *, first_seq: int | None = None) -> int:
         """Append records to a run (sequence numbers continue from the last one); return how many."""
+        records = list(records)
         with self._write() as conn:
             if first_seq is None:
-                first_seq = int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM records WHERE run_id = ?",
-                                             (run_id,)).fetchone()[0]) + 1
-            rows = [codec.record_row(first_seq + i, record) for i, record in enumerate(records)]
-            self._insert_rows(conn, run_id, rows)
-        return len(rows)
+                first_seq = self._next_seq(conn, run_id)
+            self._insert_chunk(conn, run_id, first_seq, records)
+        return len(records)
 
-    def _insert_rows(self, conn: sqlite3.Connection, run_id: int, rows: Sequence[tuple[Any, ...]]) -> None:
-        if not rows:
+    @staticmethod
+    def _next_seq(conn: sqlite3.Connection, run_id: int) -> int:
+        return int(conn.execute("SELECT COALESCE(MAX(first_seq + count), 1) FROM records WHERE run_id = ?",
+                                (run_id,)).fetchone()[0])
+
+    def _insert_chunk(self, conn: sqlite3.Connection, run_id: int, first_seq: int,
+                      records: Sequence[IterationRecord]) -> None:
+        """One ``records`` row for ``records`` (numbered from ``first_seq``) and the run's progress counters."""
+        if not records:
             return
-        conn.executemany(
-            f"INSERT INTO records (run_id, {', '.join(codec.RECORD_COLUMNS)}) VALUES (?{', ?' * len(codec.RECORD_COLUMNS)})",
-            [(run_id, *row) for row in rows])
-        last = rows[-1]
+        row = codec.chunk_row(first_seq, list(records))
+        conn.execute(f"INSERT INTO records (run_id, {', '.join(codec.CHUNK_COLUMNS)}) "
+                     f"VALUES (?{', ?' * len(codec.CHUNK_COLUMNS)})", (run_id, *row))
+        last = records[-1]
         conn.execute("UPDATE runs SET n_records = n_records + ?, n_iter = ?, n_converged = ?, n_matvec = ?, "
-                     "elapsed_s = ? WHERE id = ?", (len(rows), last[1], last[6], last[7], last[8], run_id))
+                     "elapsed_s = ? WHERE id = ?", (len(records), int(last.iteration), int(last.n_converged),
+                                                    int(last.n_matvec), float(last.elapsed_s), run_id))
 
     def finish_run(self, run_id: int, *, status: str, message: str = "", result: Any = None,
                    n_iter: int | None = None, n_matvec: int | None = None, elapsed_s: float | None = None) -> None:
@@ -414,7 +435,7 @@ class RunStore:
                                                                           "max_iter", "params", "device", "dtype",
                                                                           "reference", "started_at")},
                                       source=fields.get("source") or "python")
-            self._insert_rows(conn, run_id, [codec.record_row(i + 1, r) for i, r in enumerate(records)])
+            self._insert_chunk(conn, run_id, 1, list(records))
             self._finish(conn, run_id, status=status, message=message, result=result,
                          n_iter=fields.get("n_iter"), n_matvec=fields.get("n_matvec"),
                          elapsed_s=fields.get("elapsed_s"))
@@ -497,9 +518,14 @@ class RunStore:
         return self._records(info, after)
 
     def _records(self, info: RunInfo, after: int = 0) -> list[IterationRecord]:
-        rows = self._query(f"SELECT {', '.join(codec.RECORD_COLUMNS)} FROM records WHERE run_id = ? AND seq > ? "
-                           "ORDER BY seq", (info.id, int(after)))
-        return [codec.row_record(info.solver, row) for row in rows]
+        rows = self._query(f"SELECT {', '.join(codec.CHUNK_COLUMNS)} FROM records WHERE run_id = ? "
+                           "AND first_seq + count - 1 > ? ORDER BY first_seq", (info.id, int(after)))
+        records: list[IterationRecord] = []
+        for row in rows:
+            chunk = codec.chunk_records(info.solver, row)
+            skip = max(0, int(after) - int(row[0]) + 1)  # records of the first chunk at or below ``after``
+            records.extend(chunk[skip:])
+        return records
 
     def history(self, run_id: int) -> pd.DataFrame:
         """The tidy table of ``HistoryTracker.to_frame()`` for a stored run (one row per iteration and pair)."""
@@ -507,18 +533,7 @@ class RunStore:
 
     def result(self, run_id: int) -> StoredResult | None:
         """The final values of a run, or None while it runs or when it ended without any."""
-        info = self.run(run_id)
-        if info.eigenvalues is None:
-            return None
-        values = torch.tensor([math.nan if v is None else v for v in info.eigenvalues], dtype=torch.float64)
-        k = values.numel()
-        residuals = torch.tensor([math.nan if v is None else v for v in (info.residual_norms or [math.nan] * k)],
-                                 dtype=torch.float64)
-        converged = torch.tensor(info.converged if info.converged is not None else [False] * k, dtype=torch.bool)
-        return StoredResult(eigenvalues=values, residual_norms=residuals, converged=converged,
-                            n_iter=int(info.n_iter or 0), n_matvec=int(info.n_matvec or 0),
-                            elapsed_s=float(info.elapsed_s or 0.0), status=info.status, message=info.message,
-                            solver=info.solver, which=info.which, tol=info.tol)
+        return StoredResult.from_info(self.run(run_id))
 
 
 def _int(value: Any) -> int | None:

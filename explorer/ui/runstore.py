@@ -27,7 +27,7 @@ import streamlit as st
 
 from explorer.plots.figures import live_figure
 from explorer.runs.record import RunRecord, run_from_store
-from explorer.store import RunStore, StoreError, StoreTracker, default_store_path
+from explorer.store import RunStore, StoreError, StoredResult, StoreTracker, default_store_path
 
 __all__ = ["StoreHandle", "app_store", "tracker", "finish_job_run", "save_run", "all_runs", "records_of",
            "follow_panel", "store_caption", "store_warning", "FOLLOW_REFRESH_S"]
@@ -179,11 +179,7 @@ def all_runs(session_runs: list[RunRecord]) -> list[RunRecord]:
             if mine is not None and not info.running:
                 listed.append(mine)
                 continue
-            try:
-                result = handle.store.result(info.id)
-            except (StoreError, OSError):
-                result = None
-            run = run_from_store(info, result)
+            run = run_from_store(info, StoredResult.from_info(info))
             if mine is not None:  # still running in this session: follow the store
                 run.extra.update(snippet=mine.extra.get("snippet"), spectrum=mine.extra.get("spectrum"))
             listed.append(run)

@@ -124,25 +124,32 @@ def _healthy(url: str) -> bool:
         return False
 
 
+_TEST_FLAGS = ("--server.headless", "true", "--server.address", "127.0.0.1", "--server.fileWatcherType", "none",
+               "--browser.gatherUsageStats", "false")
+
+
 @contextlib.contextmanager
-def streamlit_server(log: Path, app: Path = APP, store: Path | None = None) -> Iterator[str]:
+def streamlit_server(log: Path, app: Path = APP, store: Path | None = None, *, default_flags: bool = False,
+                     env: dict[str, str] | None = None) -> Iterator[str]:
     """``python -m streamlit run <app>`` on a free port; yields the base URL once /_stcore/health says ok.
 
     Stops the process it started (by handle) on exit. Each server is a fresh Streamlit
     process, as after a deploy (e.g. the legacy ``pages/`` mode before any session ran).
-    Its run store (``$EXPLORER_STORE``) is ``store``, default ``runs.sqlite`` next to ``log``.
+    Its run store (``$EXPLORER_STORE``) is ``store``, default ``runs.sqlite`` next to ``log``;
+    ``env`` replaces the environment's variables (without EXPLORER_STORE: the default one).
+    ``default_flags``: only ``--server.port``, as the README's ``streamlit run app.py``.
     """
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1",
-           "EXPLORER_STORE": str(store if store is not None else log.parent / "runs.sqlite")}
+    if env is None:
+        env = {**os.environ, "EXPLORER_STORE": str(store if store is not None else log.parent / "runs.sqlite")}
+    env = {**env, "PYTHONUNBUFFERED": "1"}
+    flags = () if default_flags else _TEST_FLAGS
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(app), "--server.headless", "true",
-             "--server.address", "127.0.0.1", "--server.port", str(port), "--server.fileWatcherType", "none",
-             "--browser.gatherUsageStats", "false"],
-            cwd=str(app.parent), stdout=out, stderr=subprocess.STDOUT, env=env,
+            [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(port), *flags],
+            cwd=str(app.parent), stdout=out, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL,
         )
     try:
         deadline = time.monotonic() + 90

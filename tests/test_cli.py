@@ -199,3 +199,18 @@ def test_ctrl_c_stops_the_solve_and_keeps_the_partial_run(tmp_path):
     assert payload["status"] == "stopped" and len(payload["eigenvalues"]) == 8
     run = RunStore(store).run(payload["run_id"])
     assert run.status == "stopped" and "Ctrl-C" in run.message and run.n_records >= 3
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+def test_solve_on_the_gpu_is_stored_like_any_other(capsys, tmp_path):
+    store = tmp_path / "gpu.sqlite"
+    code, out, err = _run(capsys, "solve", "laplacian_2d:100", "--solver", "lanczos", "-k", "6", "--tol", "1e-8",
+                          "--device", "cuda", "--store", str(store), "--json", "-q")
+    assert code == EXIT_OK, err
+    payload = json.loads(out)
+    exact = problems.laplacian_2d(100).reference(6, "LA").numpy()
+    assert np.allclose(payload["eigenvalues"], exact, atol=2e-8 * exact[0])
+    info = RunStore(store).run(payload["run_id"])
+    assert info.device.startswith("cuda") and info.n_records > 0
+    assert len(RunStore(store).history(info.id)) == 6 * info.n_records

@@ -188,3 +188,28 @@ def test_scipy_adapter_restores_the_previous_trace_function():
         assert any("paused" in str(w.message) for w in caught)
     finally:
         sys.settrace(None)
+
+
+def test_the_readme_example_runs_and_stores_three_runs(tmp_path, monkeypatch):
+    """The README's Python block (StoreTracker and both adapters) as written, on small problems."""
+    import os
+    import re
+    from pathlib import Path
+
+    import scipy
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "TorchLobpcgTracker" in b)
+    problem = problems.laplacian_2d(20)
+    A_scipy = problem.operator.to_scipy().tocsr()
+    namespace = {"solve": __import__("explorer").solve, "problem": problem, "torch": torch, "scipy": scipy,
+                 "A": torch.tensor(A_scipy.toarray()), "A_scipy": A_scipy,
+                 "X0": np.random.default_rng(0).standard_normal((400, 10))}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # scipy: maxiter reached
+        exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - our own README
+    frame = namespace["store"].runs()
+    assert namespace["store"].path == Path(os.environ["EXPLORER_STORE"])
+    assert list(frame["source"]) == ["python", "torch.lobpcg", "scipy.lobpcg"]
+    assert list(frame["name"]) == ["my run", "my torch solve", "my scipy solve"]
+    assert (frame["n_records"] > 0).all()

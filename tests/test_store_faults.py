@@ -207,6 +207,21 @@ def test_a_foreign_database_is_moved_aside(tmp_path):
     assert "customers" in store.notice and store.runs().empty
 
 
+def test_a_directory_at_the_store_path_is_refused_not_moved(tmp_path):
+    folder = tmp_path / "runs.sqlite"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("mine")
+    with pytest.raises(StoreUnavailableError, match="is a directory"):
+        RunStore(folder)
+    assert (folder / "keep.txt").read_text() == "mine"
+
+
+def test_a_path_with_uri_characters_works(tmp_path):
+    odd = tmp_path / "a dir?with #odd chars" / "runs.sqlite"
+    _fill(RunStore(odd), 1)
+    assert len(RunStore(odd).runs()) == 1 and not list(odd.parent.glob("runs.sqlite.*-*"))
+
+
 def test_without_recover_a_bad_file_raises_and_stays(tmp_path):
     path = tmp_path / "runs.sqlite"
     path.write_text("hello")

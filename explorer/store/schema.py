@@ -122,6 +122,7 @@ class FileState:
     STORE = "store"  # one of ours (any version)
     CORRUPT = "corrupt"  # not an SQLite database, or a damaged one
     FOREIGN = "foreign"  # an SQLite database of some other program
+    DIRECTORY = "directory"  # a folder: never moved, the path must name a file
 
 
 def inspect_file(path: Path, *, quick_check_bytes: int = 64 << 20) -> tuple[str, str]:
@@ -137,7 +138,7 @@ def inspect_file(path: Path, *, quick_check_bytes: int = 64 << 20) -> tuple[str,
     except FileNotFoundError:
         return FileState.MISSING, "no file yet"
     if path.is_dir():
-        return FileState.FOREIGN, "it is a directory"
+        return FileState.DIRECTORY, "it is a directory"
     if size == 0:
         return FileState.MISSING, "an empty file"
     with open(path, "rb") as handle:
@@ -145,7 +146,7 @@ def inspect_file(path: Path, *, quick_check_bytes: int = 64 << 20) -> tuple[str,
     if head != SQLITE_MAGIC:
         return FileState.CORRUPT, "it is not an SQLite database (its first bytes are not the SQLite header)"
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=30)
         try:
             app_id = conn.execute("PRAGMA application_id").fetchone()[0]
             tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}

@@ -234,6 +234,9 @@ class RunStore:
         except OSError as err:
             raise describe(err, self.path) from err
         state, detail = schema.inspect_file(self.path)
+        if state == schema.FileState.DIRECTORY:
+            raise StoreUnavailableError(f"the run store path {self.path} is a directory; runs are kept in memory "
+                                        f"only. Set EXPLORER_STORE to a file, e.g. {self.path / 'runs.sqlite'}")
         if state in (schema.FileState.CORRUPT, schema.FileState.FOREIGN):
             if not recover:
                 raise StoreError(f"{self.path} is not a run store: {detail}. Move it away, or set EXPLORER_STORE to "

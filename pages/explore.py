@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from explorer.ui import entry, live, problem, results, runner, solver
+from explorer.ui import entry, live, problem, results, runner, runstore, solver
 
 entry.require_frame()  # run alone (a fresh server's legacy pages/ mode): app.py takes over
 
@@ -21,6 +21,7 @@ with st.sidebar:
     config = solver.solver_sidebar(n=prob.k_max, kind=prob.kind)
     runner.run_button(KEY)
     live.server_caption()
+    runstore.store_warning(container=st.sidebar)  # only when runs are not kept (or a bad file was moved aside)
 
 st.title("Eigensolver Explorer")
 st.markdown(f"**Problem:** {source.label} \u2014 {prob.description}")

@@ -1011,15 +1011,19 @@ GENERATORS: dict[str, GeneratorSpec] = {
 
 
 def generate(name: str, *, dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu",
-             **params: Any) -> Problem:
+             menu_defaults: bool = True, **params: Any) -> Problem:
     """Build the problem ``name`` from the registry, validating every parameter.
 
-    Parameters not given take the menu defaults (``GENERATORS[name].defaults()``).
+    Parameters not given take the menu defaults (``GENERATORS[name].defaults()``), or with
+    ``menu_defaults=False`` the generator function's own defaults where it has one (so
+    ``generate("laplacian_2d", nx=300, menu_defaults=False)`` is ``laplacian_2d(300)``, the
+    300 x 300 grid, as the command line's ``laplacian_2d:300`` means).
 
     Args:
         name: a key of ``GENERATORS``.
         dtype: float32 or float64.
         device: where the operator lives.
+        menu_defaults: fill missing parameters from the menu (True) or the function.
         **params: the generator's parameters (see ``GENERATORS[name].params``).
 
     Returns:
@@ -1037,6 +1041,12 @@ def generate(name: str, *, dtype: torch.dtype = torch.float64, device: torch.dev
     if unknown:
         raise TypeError(f"generator {name!r} got unexpected parameter(s) {unknown}; it accepts {sorted(known)}")
     values = spec.defaults()
+    if not menu_defaults:
+        import inspect
+
+        signature = inspect.signature(spec.fn).parameters
+        values = {key: value for key, value in values.items()
+                  if key not in signature or signature[key].default is inspect.Parameter.empty}
     for key, value in params.items():
         values[key] = spec.param(key).validate(value)
     return spec.fn(**values, dtype=dtype, device=device)

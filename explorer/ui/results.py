@@ -21,16 +21,19 @@ from explorer.tracking.results import SingularResult
 __all__ = ["render_status", "render_run", "eigen_table"]
 
 _ICONS = {"converged": ":material/check_circle:", "max_iter reached": ":material/hourglass_bottom:",
-          "stopped": ":material/stop_circle:", "breakdown": ":material/warning:", "failed": ":material/error:"}
+          "stopped": ":material/stop_circle:", "breakdown": ":material/warning:", "failed": ":material/error:",
+          "interrupted": ":material/link_off:", "running": ":material/sensors:"}
 
 
 def render_status(run: RunRecord) -> None:
     """st.success / st.warning / st.error with the status and the core's message."""
     text = f"**Run #{run.run_id} ({run.solver}): {run.status}.** {run.message}"
+    if run.page not in ("explore", "compare", "model", "learn"):
+        text += f" *(from {run.page})*"
     icon = _ICONS.get(run.status)
     if run.status == "converged":
         st.success(text, icon=icon)
-    elif run.status == "failed":
+    elif run.status in ("failed", "interrupted"):
         st.error(text, icon=icon)
     else:
         st.warning(text, icon=icon)
@@ -126,17 +129,21 @@ def render_run(run: RunRecord, *, spectrum: Any = None, snippet: str | None = No
                          mime="application/octet-stream",
                          key=f"{key}_dl_values", on_click="ignore", icon=":material/download:", disabled=not has_result)
     if svd:
-        d[3].download_button("U and V (.npz)", data=(lambda: _npz(U=result.U, V=result.V)) if has_result else b"",
+        has_vectors = has_result and getattr(result, "U", None) is not None
+        d[3].download_button("U and V (.npz)", data=(lambda: _npz(U=result.U, V=result.V)) if has_vectors else b"",
                              file_name=f"{base}_singular_vectors.npz", mime="application/octet-stream",
                              key=f"{key}_dl_vectors", on_click="ignore", icon=":material/download:",
-                             disabled=not has_result, help="np.load(...)['U'] (m x k) and ['V'] (n x k): "
+                             disabled=not has_vectors, help="np.load(...)['U'] (m x k) and ['V'] (n x k): "
                              "A v_i = sigma_i u_i, one triplet per column.")
     else:
+        has_vectors = has_result and getattr(result, "eigenvectors", None) is not None
         d[3].download_button("Eigenvectors (.npy)",
-                             data=(lambda: _npy(result.eigenvectors.detach().cpu().numpy())) if has_result else b"",
+                             data=(lambda: _npy(result.eigenvectors.detach().cpu().numpy())) if has_vectors else b"",
                              file_name=f"{base}_eigenvectors.npy", mime="application/octet-stream",
                              key=f"{key}_dl_vectors", on_click="ignore", icon=":material/download:",
-                             disabled=not has_result, help="n x k array, one eigenvector per column.")
+                             disabled=not has_vectors,
+                             help="n x k array, one eigenvector per column." if has_vectors or not has_result else
+                             "The run store keeps eigenvalues and residuals, not eigenvectors (n x k).")
     if snippet:
         with st.expander("Reproduce this solve in Python", icon=":material/code:"):
             st.code(snippet, language="python")

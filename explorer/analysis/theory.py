@@ -19,6 +19,9 @@ Bounds and where they come from:
 * Lanczos (:func:`kps_bound`): Kaniel-Paige-Saad, Saad, *Numerical Methods for Large
   Eigenvalue Problems*, 2nd ed. (SIAM 2011), Thm 6.4; Golub & Van Loan 4th ed. 10.1.5
   (Kaniel-Paige convergence theory).
+* Shift-invert Lanczos (:func:`shift_invert_spectrum`, :func:`shift_invert_bound_curve`): the same
+  theorem on the transformed spectrum ``1 / (lambda - sigma)`` (Ericsson & Ruhe, Math. Comp. 35
+  (1980); Saad 2011, 4.1.3), mapped back to the original eigenvalue.
 * Loss of orthogonality in Lanczos (:func:`paige_orthogonality_level`): Paige 1976/1980;
   Parlett, *The Symmetric Eigenvalue Problem*, ch. 13.
 * LOBPCG / preconditioned steepest descent (:func:`pinvit_sigma`): Knyazev & Neymeyr,
@@ -52,7 +55,11 @@ __all__ = [
     "optimal_momentum",
     "kps_gamma",
     "kps_bound",
+    "kps_rate",
     "lanczos_bound_curve",
+    "shift_invert_spectrum",
+    "shift_invert_target",
+    "shift_invert_bound_curve",
     "paige_orthogonality_level",
     "pinvit_sigma",
     "optimal_gamma",
@@ -353,6 +360,69 @@ def lanczos_bound_curve(spectrum: ArrayLike, tan_start: float, ms: ArrayLike, *,
             ritz = np.sort(sign * _asarray(ritz_values[j]))[::-1]
         out.append(kps_bound(descending, int(m), i, tan_start, ritz))
     return np.asarray(out)
+
+
+def kps_rate(descending: ArrayLike, i: int = 1) -> float:
+    """The factor by which the KPS bound on ``tan`` shrinks per step: ``1 / (gamma_i + sqrt(gamma_i^2 - 1))``.
+
+    ``T_j(gamma) ~ (gamma + sqrt(gamma^2 - 1))^j / 2``, so the eigenvalue-error bound (a square) shrinks by
+    the square of this per Lanczos step; for a small relative gap ``g = (lambda_i - lambda_(i+1)) /
+    (lambda_(i+1) - lambda_n)`` it is about ``1 - 2 sqrt(g)`` (Saad 2011, Thm 6.4 and the remark after it).
+    """
+    gamma = kps_gamma(descending, i)
+    if math.isinf(gamma):
+        return 0.0
+    return float(1.0 / (gamma + math.sqrt(max(gamma * gamma - 1.0, 0.0))))
+
+
+# --------------------------------------------------------------------------------------
+# Shift-invert Lanczos: the same theorem on 1 / (lambda - sigma)
+# --------------------------------------------------------------------------------------
+def shift_invert_spectrum(spectrum: ArrayLike, sigma: float) -> np.ndarray:
+    """``theta_j = 1 / (lambda_j - sigma)``: the eigenvalues of ``(A - sigma I)^-1`` (same eigenvectors).
+
+    The eigenvalues nearest sigma become the largest in magnitude, and their gaps are stretched:
+    ``theta_1 / theta_2 = (lambda_2 - sigma) / (lambda_1 - sigma)`` where the original relative gap
+    was tiny. Raises ValueError when sigma is an eigenvalue (the inverse does not exist).
+    """
+    values = _asarray(spectrum)
+    distance = values - float(sigma)
+    if np.any(distance == 0.0):
+        raise ValueError(f"sigma = {sigma:g} is an eigenvalue: (A - sigma I)^-1 does not exist; move sigma a little")
+    return 1.0 / distance
+
+
+def shift_invert_target(spectrum: ArrayLike, sigma: float) -> tuple[float, str]:
+    """(the eigenvalue nearest sigma, the end of the transformed spectrum that holds it): "LA" when it lies
+    above sigma (the largest theta), "SA" when below (the most negative theta)."""
+    values = _asarray(spectrum)
+    nearest = float(values[np.argmin(np.abs(values - float(sigma)))])
+    return nearest, ("LA" if nearest > sigma else "SA")
+
+
+def shift_invert_bound_curve(spectrum: ArrayLike, sigma: float, tan_start: float, ms: ArrayLike) -> np.ndarray:
+    """Bound on ``|lambda~ - lambda_*|`` after m steps of Lanczos on ``(A - sigma I)^-1``, for the eigenvalue
+    ``lambda_*`` nearest sigma, in the original units.
+
+    Lanczos on the transform is Lanczos on a matrix with the spectrum ``theta_j = 1 / (lambda_j - sigma)``
+    (:func:`shift_invert_spectrum`), and ``theta_* = 1 / (lambda_* - sigma)`` is its largest (lambda_*
+    above sigma) or smallest (below) eigenvalue, so Kaniel-Paige-Saad (:func:`kps_bound`, i = 1, on that
+    end) bounds the extreme Ritz value ``theta~`` of ``T_m``: ``|theta_* - theta~| <= b_m``, with
+    ``theta~`` on the inner side. The Ritz value reported in the original units is ``lambda~ = sigma +
+    1 / theta~``, so ``|lambda~ - lambda_*| = |theta_* - theta~| / (|theta~| |theta_*|) <= b_m /
+    (|theta_*| (|theta_*| - b_m))`` while ``b_m < |theta_*|`` (``inf`` before). ``tan_start``: the tangent of
+    the start vector's angle with the eigenvector of lambda_* (shared by A and the transform).
+
+    References:
+        Ericsson & Ruhe, Math. Comp. 35 (1980) 1251-1268; Saad 2011, Thm 6.4.
+    """
+    theta = shift_invert_spectrum(spectrum, sigma)
+    _, end = shift_invert_target(spectrum, sigma)
+    bound = lanczos_bound_curve(theta, tan_start, ms, i=1, which=end)
+    top = float(np.max(theta)) if end == "LA" else float(-np.min(theta))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mapped = bound / (top * (top - bound))
+    return np.where(bound < top, mapped, np.inf)
 
 
 def paige_orthogonality_level(residual_estimates: ArrayLike, norm_a: float, eps: float) -> float:

@@ -214,3 +214,99 @@ def test_the_test_process_uses_one_torch_thread():
     worker.start()
     worker.join()
     assert seen == [1]
+
+
+# -- shift-invert and spectrum slicing in the app's core: references, errors, B with lanczos, snippets --
+def _closed_form_1d(n: int) -> np.ndarray:
+    return 4.0 * np.sin(np.arange(1, n + 1) * np.pi / (2 * (n + 1))) ** 2
+
+
+@pytest.mark.parametrize("which", ["LM", "LA", "SA"])
+def test_wanted_reference_with_sigma_is_the_nearest_in_the_solver_order(which):
+    from explorer.analysis.compare import wanted_reference as compare_reference
+
+    lam = _closed_form_1d(50)
+    sigma = 1.05
+    if which == "LM":
+        expected = lam[np.argsort(np.abs(lam - sigma))[:3]]
+    elif which == "LA":
+        expected = np.sort(lam[lam >= sigma])[:3]
+    else:
+        expected = np.sort(lam[lam <= sigma])[::-1][:3]
+    for reference in (wanted_reference, compare_reference):
+        np.testing.assert_allclose(reference(torch.from_numpy(lam[::-1].copy()), 3, which, sigma=sigma), expected)
+
+
+def test_wanted_reference_of_an_interval_is_all_of_it_whatever_k():
+    lam = _closed_form_1d(50)
+    inside = lam[(lam >= 1.0) & (lam < 2.0)]
+    assert inside.size > 4
+    for k in (1, 4, 200):
+        np.testing.assert_allclose(wanted_reference(lam[::-1], k, "SA", lower=1.0, upper=2.0), inside)
+    assert wanted_reference(lam, 4, "SA", lower=10.0, upper=11.0).size == 0
+    assert wanted_reference(None, 4, "SA", lower=1.0, upper=2.0) is None
+
+
+def test_ritz_errors_pair_by_index_or_with_the_nearest():
+    from explorer.plots.figures import reference_match, ritz_errors
+
+    ritz = np.array([[1.1, 2.9], [2.05, 0.98]])
+    np.testing.assert_allclose(ritz_errors(ritz, [1.0, 3.0]), [[0.1, 0.1], [1.05, 2.02]])
+    np.testing.assert_allclose(ritz_errors(ritz, [1.0, 3.0, 2.0], "nearest"), [[0.1, 0.1], [0.05, 0.02]])
+    assert np.isnan(ritz_errors(ritz, [1.0])[:, 1]).all()
+    assert reference_match({"sigma": 1.0}) == reference_match({"lower": 0, "upper": 1}) == "nearest"
+    assert reference_match({"sigma": None, "lower": None}) == reference_match(None) == "index"
+
+
+def test_an_interval_run_is_judged_against_the_interval():
+    problem = generate("laplacian_1d", n=80)
+    lam = _closed_form_1d(80)
+    inside = lam[(lam >= 0.5) & (lam < 0.9)]
+    config = SolveConfig(solver="lanczos", k=200, which="SA", tol=1e-10, max_iter=1000,
+                         extras={"lower": 0.5, "upper": 0.9})
+    job = SolveJob(make_target(problem, config), params=config.params()).start()
+    assert job.wait(60)
+    reference = wanted_reference(problem.eigenvalues, config.k, config.which, **config.spectral())
+    run = run_from_view(1, job.view(), solver="lanczos", problem="p", n=80, params=config.params(), reference=reference)
+    assert run.status == "converged" and run.result.k == inside.size != config.k
+    assert run.max_error <= float(run.result.residual_norms.max()) + 1e-14  # |theta - lambda| <= ||r||
+    assert f"so {inside.size} eigenvalues lie in [0.5, 0.9)" in run.message and "none was missed" in run.message
+    assert runs_frame([run])["converged"].iloc[0] == f"{inside.size}/{inside.size}"
+    # the live error panel pairs each Ritz value with the nearest wanted eigenvalue
+    figure = live_figure(run.records, reference=reference, tol=1e-10, match="nearest")
+    assert any(trace.name.startswith("err") for trace in figure.data)
+
+
+def test_lanczos_with_sigma_solves_a_generalized_problem_and_says_when_it_cannot():
+    pair = generate("mikota_pair", n=40)  # K x = lambda M x with lambda = i^2
+    spec = SOLVERS["lanczos"]
+    assert not spec.supports_B and spec.accepts_B({"sigma": 3.0}) and spec.accepts_B({"lower": 1, "upper": 2})
+    assert not spec.accepts_B({"sigma": None}) and SOLVERS["lobpcg"].accepts_B({})
+    assert "sigma" in spec.param("sigma").help and "generalized" in spec.param("sigma").help
+    config = SolveConfig(solver="lanczos", k=3, which="LM", tol=1e-10, max_iter=500, extras={"sigma": 10.0})
+    result = make_target(pair, config)(None)
+    assert result.status.value == "converged"
+    np.testing.assert_allclose(sorted(result.eigenvalues.tolist()), [4.0, 9.0, 16.0], rtol=1e-9)
+    sliced = make_target(pair, SolveConfig(solver="lanczos", k=50, which="SA", tol=1e-10, max_iter=500,
+                                           extras={"lower": 2.0, "upper": 40.0}))(None)
+    np.testing.assert_allclose(sliced.eigenvalues.numpy(), [4.0, 9.0, 16.0, 25.0, 36.0], rtol=1e-9)
+    with pytest.raises(ValueError, match="lanczos solves a generalized problem A x = .* B x only with sigma or an "
+                                         "interval"):
+        make_target(pair, SolveConfig(solver="lanczos", k=3, which="LA", tol=1e-8, max_iter=50))(None)
+    with pytest.raises(ValueError, match="power_iteration does not solve generalized problems.*lanczos with sigma"):
+        make_target(pair, SolveConfig(solver="power_iteration", k=1, which="LM", tol=1e-8, max_iter=50))(None)
+
+
+def test_snippet_of_a_shift_invert_run_compares_with_the_nearest_eigenvalues():
+    source = ProblemSource.generated("mikota_pair", {"n": 20})
+    params = {"k": 2, "which": "LM", "tol": 1e-10, "max_iter": 500, "seed": 0, **SOLVERS["lanczos"].defaults(),
+              "sigma": 9.5}
+    code = solve_snippet(source, "lanczos", params, generalized=True)
+    assert "sigma=9.5" in code and "spectral_reference" in code
+    out = io.StringIO()
+    scope: dict = {}
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "<snippet>", "exec"), scope)  # noqa: S102
+    np.testing.assert_allclose(scope["exact"], [9.0, 4.0])
+    frame = scope["result"].to_frame(torch.as_tensor(scope["exact"]))
+    assert frame["abs_error"].max() < 1e-8

@@ -40,6 +40,7 @@ from explorer.analysis.diagnosis import Finding, diagnose
 from explorer.runs.jobs import friendly_error
 from explorer.solvers import SOLVERS, get_solver, solve
 from explorer.solvers._common import select_order
+from explorer.solvers.shift_invert import spectral_reference
 from explorer.tracking import IterationRecord, NullTracker, SolveStart, StopSolve, Tracker
 
 __all__ = [
@@ -394,14 +395,19 @@ def run_comparison(problem: Any, configs: Sequence[RunConfig], settings: Compare
 # --------------------------------------------------------------------------------------
 # Metrics and tables
 # --------------------------------------------------------------------------------------
-def wanted_reference(eigenvalues: Any, k: int, which: str) -> np.ndarray | None:
+def wanted_reference(eigenvalues: Any, k: int, which: str, *, sigma: float | None = None,
+                     lower: float | None = None, upper: float | None = None) -> np.ndarray | None:
     """The k exact eigenvalues a solve with ``which`` should find, in its order (None if unknown).
 
     The solvers' own ordering (``select_order``), so index i compares with a record's
-    ``ritz_values[i]``.
+    ``ritz_values[i]``. With ``sigma`` or an interval ``lower``, ``upper``: the eigenvalues that
+    shift-invert or spectrum slicing returns, in its order
+    (``explorer.solvers.shift_invert.spectral_reference``).
     """
     if eigenvalues is None:
         return None
+    if sigma is not None or (lower is not None and upper is not None):
+        return spectral_reference(eigenvalues, k, which=which, sigma=sigma, lower=lower, upper=upper)
     values = torch.as_tensor(np.asarray(eigenvalues.detach().cpu() if isinstance(eigenvalues, torch.Tensor)
                                         else eigenvalues, dtype=np.float64)).ravel()
     if values.numel() == 0:
@@ -430,7 +436,9 @@ def reference_for(outcome: RunOutcome, eigenvalues: Any, k: int, which: str) -> 
         values = np.sort(np.abs(np.asarray(eigenvalues.detach().cpu() if isinstance(eigenvalues, torch.Tensor)
                                            else eigenvalues, dtype=float).ravel()))[::-1]
         return values[:k] if values.size else None
-    return wanted_reference(eigenvalues, k, str(outcome.config.params.get("which", which)))
+    params = outcome.config.params
+    return wanted_reference(eigenvalues, k, str(params.get("which", which)), sigma=params.get("sigma"),
+                            lower=params.get("lower"), upper=params.get("upper"))
 
 
 def result_values(result: Any) -> np.ndarray:

@@ -37,6 +37,8 @@ __all__ = [
     "records_matrix",
     "wanted_reference",
     "relative_residuals",
+    "reference_match",
+    "ritz_errors",
     "live_figure",
     "spectrum_figure",
     "convergence_curve",
@@ -70,15 +72,24 @@ def records_matrix(records: Sequence[IterationRecord], field: str = "ritz_values
     return out
 
 
-def wanted_reference(eigenvalues: Any, k: int, which: str) -> np.ndarray | None:
+def wanted_reference(eigenvalues: Any, k: int, which: str, *, sigma: float | None = None,
+                     lower: float | None = None, upper: float | None = None) -> np.ndarray | None:
     """The ``k`` exact eigenvalues a solve with ``which`` converges to, in the solver's order.
 
     ``eigenvalues``: every eigenvalue (any order; array or tensor), or None.
     LA: descending; SA: ascending; LM: by descending magnitude; BE: largest, smallest,
     second largest, ... (the order of ``explorer.solvers._common.select_order``).
+    With ``sigma`` (shift-invert): the k nearest sigma in the solver's order (``which`` LM / LA / SA:
+    nearest, nearest above, nearest below); with ``lower`` and ``upper`` (spectrum slicing): every
+    eigenvalue in [lower, upper), ascending, whatever k is
+    (``explorer.solvers.shift_invert.spectral_reference``).
     """
     if eigenvalues is None:
         return None
+    if sigma is not None or (lower is not None and upper is not None):
+        from explorer.solvers.shift_invert import spectral_reference
+
+        return spectral_reference(eigenvalues, k, which=which, sigma=sigma, lower=lower, upper=upper)
     values = np.sort(np.asarray(getattr(eigenvalues, "numpy", lambda: eigenvalues)(), dtype=float).ravel())
     if values.size == 0:
         return None
@@ -118,6 +129,35 @@ def relative_residuals(residuals: np.ndarray, ritz: np.ndarray, *, norm_estimate
         return np.asarray(residuals, dtype=float) / np.maximum(ritz, floor)
 
 
+def reference_match(params: Mapping[str, Any] | None) -> str:
+    """How a run's Ritz values pair with its reference (:func:`wanted_reference`): "index" (value i
+    with reference i: the solvers' order) or, for a shift-invert or spectrum-slicing run (``sigma``,
+    ``lower`` / ``upper`` among ``params``), "nearest" (each value with the nearest wanted eigenvalue:
+    their records come from one or several shifts, the order of a record need not be the result's)."""
+    from explorer.solvers.shift_invert import is_spectral
+
+    return "nearest" if params is not None and is_spectral(params) else "index"
+
+
+def ritz_errors(ritz: np.ndarray, reference: Any, match: str = "index") -> np.ndarray:
+    """(T, k) ``|theta_i - lambda_i|`` of a :func:`records_matrix` against ``reference``: by index (NaN
+    past the reference's length) or, ``match="nearest"``, against the nearest reference value."""
+    ritz = np.asarray(ritz, dtype=float)
+    out = np.full(ritz.shape, np.nan)
+    ref = np.asarray(reference, dtype=float).ravel() if reference is not None else np.zeros(0)
+    if ref.size == 0 or ritz.size == 0:
+        return out
+    with np.errstate(invalid="ignore"):
+        if match == "nearest":
+            out = np.min(np.abs(ritz[:, :, None] - ref[None, None, :]), axis=2)
+        elif match == "index":
+            m = min(ref.size, ritz.shape[1])
+            out[:, :m] = np.abs(ritz[:, :m] - ref[None, :m])
+        else:
+            raise ValueError(f"unknown match {match!r}; use 'index' or 'nearest'")
+    return out
+
+
 def _positive(values: np.ndarray, floor: float = 1e-17) -> np.ndarray:
     """Values for a log axis: non-positive become ``floor`` (exact zero residual), NaN stays NaN."""
     out = np.asarray(values, dtype=float).copy()
@@ -154,7 +194,7 @@ def _axis(title: str, domain: tuple[float, float], anchor: str, *, log: bool = F
 def live_figure(records: Sequence[IterationRecord], *, reference: Any = None, tol: float | None = None,
                 spectrum: Any = None, x: str = "iteration", dtype: str = "float64",
                 norm_estimate: float | None = None, max_points: int = MAX_POINTS, height: int = 640,
-                title: str | None = None) -> go.Figure:
+                title: str | None = None, match: str = "index") -> go.Figure:
     """Convergence of one solve in four panels, from its iteration records.
 
     Args:
@@ -168,6 +208,8 @@ def live_figure(records: Sequence[IterationRecord], *, reference: Any = None, to
         x: "iteration", "n_matvec" or "elapsed_s" for the horizontal axes.
         dtype: the solve's dtype (sets the sqrt(eps) floor of the relative residual).
         norm_estimate: ||A|| estimate for that floor (default: largest |theta| seen).
+        match: how Ritz values pair with ``reference`` in the error panel (:func:`ritz_errors`):
+            "index", or "nearest" for shift-invert and spectrum-slicing runs (:func:`reference_match`).
 
     Panels: Ritz values (top left), relative residual ``||A x - theta x|| / |theta|``
     on a log axis with ``tol`` (top right), error against the reference on a log
@@ -185,6 +227,7 @@ def live_figure(records: Sequence[IterationRecord], *, reference: Any = None, to
         norm_estimate = float(np.nanmax(np.abs(ritz)))
     rel = relative_residuals(res, ritz, norm_estimate=norm_estimate, dtype=dtype) if k else res
     ref = None if reference is None else np.asarray(reference, dtype=float).ravel()
+    errors = ritz_errors(ritz, ref, match) if ref is not None else None
     estimated = bool(picked and picked[-1].residuals_estimated)
     x0, x1 = (float(xs[0]), float(xs[-1])) if xs.size else (0.0, 1.0)
     if x1 <= x0:
@@ -211,12 +254,14 @@ def live_figure(records: Sequence[IterationRecord], *, reference: Any = None, to
         traces.append(go.Scatter(x=xs, y=_positive(rel[:, i]), mode="lines", name=f"res {i}", legendgroup=group,
                                  showlegend=False, line=dict(color=color, width=1.4), xaxis="x2", yaxis="y2",
                                  hovertemplate=f"pair {i}: %{{y:.2e}}<extra></extra>"))
-        if ref is not None and i < ref.size:
-            err = np.abs(ritz[:, i] - ref[i])
-            traces.append(go.Scatter(x=xs, y=_positive(err, 1e-17 * max(1.0, abs(ref[i]))), mode="lines",
+        if errors is not None and np.isfinite(errors[:, i]).any():
+            scale = max(1.0, abs(ref[i])) if i < ref.size else max(1.0, float(np.max(np.abs(ref))))
+            traces.append(go.Scatter(x=xs, y=_positive(errors[:, i], 1e-17 * scale), mode="lines",
                                      name=f"err {i}", legendgroup=group, showlegend=False,
                                      line=dict(color=color, width=1.4), xaxis="x3", yaxis="y3",
-                                     hovertemplate=f"|\u03b8{i} - \u03bb{i}| = %{{y:.2e}}<extra></extra>"))
+                                     hovertemplate=(f"|\u03b8{i} - \u03bb{i}| = %{{y:.2e}}" if match == "index" else
+                                                    f"\u03b8{i} to the nearest wanted \u03bb: %{{y:.2e}}")
+                                     + "<extra></extra>"))
     cut = filter_cut(picked)
     if cut is not None:
         traces.append(go.Scatter(x=xs, y=cut[0], mode="lines", name="filter cut", customdata=cut[1],
@@ -335,11 +380,12 @@ def spectrum_figure(computed: Any, spectrum: Any = None, *, converged: Any = Non
 
 
 def convergence_curve(records: Sequence[IterationRecord], *, metric: str = "residual", x: str = "n_matvec",
-                      reference: Any = None, dtype: str = "float64") -> tuple[np.ndarray, np.ndarray]:
+                      reference: Any = None, dtype: str = "float64", match: str = "index") -> tuple[np.ndarray, np.ndarray]:
     """One curve per run: the worst pair's value per iteration.
 
     metric: "residual" (max relative residual over the wanted pairs) or "error"
-    (max ``|theta_i - lambda_i|``, needs ``reference`` in ``which`` order; NaN otherwise).
+    (max ``|theta_i - lambda_i|``, needs ``reference`` in ``which`` order; NaN otherwise;
+    ``match`` as in :func:`ritz_errors`).
     x: "n_matvec", "iteration" or "elapsed_s".
     """
     xs = np.asarray([float(getattr(r, x)) for r in records])
@@ -353,10 +399,12 @@ def convergence_curve(records: Sequence[IterationRecord], *, metric: str = "resi
     elif metric == "error":
         if reference is None:
             return xs, np.full(len(records), np.nan)
-        ref = np.asarray(reference, dtype=float).ravel()
-        m = min(ref.size, ritz.shape[1])
+        errors = ritz_errors(ritz, reference, match)
         with np.errstate(all="ignore"):
-            ys = np.nanmax(np.abs(ritz[:, :m] - ref[None, :m]), axis=1) if m else np.full(len(records), np.nan)
+            finite = np.isfinite(errors).any(axis=1)
+            ys = np.full(len(records), np.nan)
+            if finite.any():
+                ys[finite] = np.nanmax(errors[finite], axis=1)
     else:
         raise ValueError(f"unknown metric {metric!r}; use 'residual' or 'error'")
     return xs, ys
@@ -369,14 +417,15 @@ def compare_figure(runs: Sequence[Mapping[str, Any]], *, metric: str = "residual
 
     ``runs``: mappings with ``label`` and ``records`` (an IterationRecord list), and
     optionally ``reference`` (wanted exact eigenvalues in ``which`` order, needed for
-    metric "error") and ``dtype``. Curves are from :func:`convergence_curve`.
+    metric "error"), ``match`` (:func:`reference_match`) and ``dtype``. Curves are from
+    :func:`convergence_curve`.
     """
     traces = []
     for i, run in enumerate(runs):
         records = list(run.get("records") or [])
         idx = decimate_indices(len(records), max_points)
         xs, ys = convergence_curve([records[j] for j in idx], metric=metric, x=x, reference=run.get("reference"),
-                                   dtype=run.get("dtype", "float64"))
+                                   dtype=run.get("dtype", "float64"), match=run.get("match", "index"))
         traces.append(go.Scatter(x=xs, y=_positive(ys), mode="lines", name=str(run.get("label", f"run {i + 1}")),
                                  line=dict(color=PALETTE[i % len(PALETTE)], width=2),
                                  hovertemplate="%{x:g}: %{y:.2e}<extra>%{fullData.name}</extra>"))

@@ -55,6 +55,18 @@ def check_solver_fits(problem: Any, solver: str) -> None:
                      "rectangular matrix for it")
 
 
+def _with_text(names: tuple[str, ...]) -> str:
+    """``("sigma", "lower", "upper")`` -> "sigma or an interval (lower, upper)"."""
+    parts = [name for name in names if name not in ("lower", "upper")]
+    if "lower" in names and "upper" in names:
+        parts.append("an interval (lower, upper)")
+    return " or ".join(parts)
+
+
+def _or(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
 @dataclass(frozen=True)
 class SolveConfig:
     solver: str
@@ -72,6 +84,11 @@ class SolveConfig:
         return {"k": self.k, "which": self.which, "tol": self.tol, "max_iter": self.max_iter, "seed": self.seed,
                 **dict(self.extras), "device": self.device, "dtype": self.dtype}
 
+    def spectral(self) -> dict[str, Any]:
+        """``sigma``, ``lower``, ``upper`` of a shift-invert or spectrum-slicing solve (None where unset), e.g.
+        for ``explorer.plots.figures.wanted_reference(spectrum, k, which, **config.spectral())``."""
+        return {name: self.extras.get(name) for name in ("sigma", "lower", "upper")}
+
     def solver_kwargs(self) -> dict[str, Any]:
         return {"which": self.which, "tol": self.tol, "max_iter": self.max_iter, "seed": self.seed,
                 **dict(self.extras)}
@@ -87,10 +104,17 @@ def make_target(problem: Any, config: SolveConfig) -> Callable[[Tracker], EigenR
         operator = problem.operator.to(device=device, dtype=dtype)
         kwargs = config.solver_kwargs()
         if getattr(problem, "B", None) is not None:  # only generalized problems pass B
-            if not SOLVERS[config.solver].supports_B:
-                able = [name for name, spec in SOLVERS.items() if spec.supports_B]
+            spec = SOLVERS[config.solver]
+            if not spec.accepts_B(config.extras):
+                able = [name for name, s in SOLVERS.items() if s.supports_B]
+                if spec.supports_B_with:
+                    raise ValueError(f"{config.solver} solves a generalized problem A x = \u03bb B x only with "
+                                     f"{_with_text(spec.supports_B_with)}, through shift-invert: give one, or use "
+                                     f"{_or(able)}")
+                able += [f"{name} with {_with_text(s.supports_B_with)}" for name, s in SOLVERS.items()
+                         if not s.supports_B and s.supports_B_with]
                 raise ValueError(f"{config.solver} does not solve generalized problems A x = \u03bb B x; "
-                                 f"use {' or '.join(able)} for this problem")
+                                 f"use {_or(able)} for this problem")
             kwargs["B"] = problem.B.to(device=device, dtype=dtype)
         return solve(config.solver, operator, config.k, tracker=tracker, **kwargs)
 

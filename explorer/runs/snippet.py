@@ -57,6 +57,7 @@ def solve_snippet(source: ProblemSource, solver: str, params: Mapping[str, Any],
     params = dict(params)
     params.pop("device", None)
     params.pop("dtype", None)
+    spectral = {name: params.get(name) for name in ("sigma", "lower", "upper") if params.get(name) is not None}
     k = int(params.pop("k"))
     which = str(params.pop("which", "LA"))
     call = [f"k={k}", f"which={_py(which)}"]
@@ -73,9 +74,13 @@ def solve_snippet(source: ProblemSource, solver: str, params: Mapping[str, Any],
     if generalized:
         lines.append(f"B = problem.B.to(device={_py(device)}, dtype=torch.{dtype})")
         call.append("B=B")
-    lines += [
-        f"result = solve({_py(solver)}, A, " + ", ".join(call) + ")",
-        "print(result.status_message)",
-        f"print(result.to_frame(problem.reference({k}, {_py(which)})))",
-    ]
+    lines.append(f"result = solve({_py(solver)}, A, " + ", ".join(call) + ")")
+    lines.append("print(result.status_message)")
+    if spectral:  # compare with the eigenvalues nearest sigma / inside the interval, in the result's order
+        args = "".join(f", {key}={_py(value)}" for key, value in spectral.items())
+        lines.insert(1, "from explorer.solvers.shift_invert import spectral_reference")
+        lines.append(f"exact = spectral_reference(problem.spectrum, {k}, which={_py(which)}{args})")
+        lines.append("print(result.to_frame(None if exact is None else torch.as_tensor(exact)))")
+    else:
+        lines.append(f"print(result.to_frame(problem.reference({k}, {_py(which)})))")
     return "\n".join(lines) + "\n"

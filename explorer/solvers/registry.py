@@ -32,7 +32,9 @@ class ParamSpec:
     maximum: float | None = None
     choices: tuple[Any, ...] = ()
     log_scale: bool = False  # floats spanning decades (tolerances)
-    optional: bool = False  # None allowed (means "solver picks")
+    optional: bool = False  # None allowed (means "solver picks", or what ``placeholder`` says)
+    # What an empty (None) value means, as a form shows it in the empty field; None: "auto (solver picks)".
+    placeholder: str | None = None
 
     def validate(self, value: Any) -> Any:
         """Return the value normalized, or raise ValueError naming the parameter and the rule."""
@@ -101,6 +103,17 @@ class SolverSpec:
     # the SVD solvers alone for a rectangular matrix; the contract tests check each kind
     # against its own exact spectra.
     kind: Literal["eigen", "svd"] = "eigen"
+    # Parameters with which the solver accepts a B although ``supports_B`` is False: lanczos with
+    # ``sigma`` or an interval runs shift-invert on (A - sigma B)^-1 B (explorer.solvers.shift_invert),
+    # which handles a symmetric-definite pencil. ``accepts_B(params)`` is the check the app makes.
+    supports_B_with: tuple[str, ...] = ()
+
+    def accepts_B(self, params: Any = None) -> bool:
+        """True when the solver solves ``A x = lambda B x`` with these parameters (a mapping of its extras)."""
+        if self.supports_B:
+            return True
+        get = getattr(params, "get", None)
+        return get is not None and any(get(name) is not None for name in self.supports_B_with)
 
     def param(self, name: str) -> ParamSpec:
         for spec in self.params:

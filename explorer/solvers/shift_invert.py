@@ -74,10 +74,12 @@ from explorer.operators.inverse import (
     symmetric_factor,
 )
 from explorer.solvers._common import Monitor, residual_threshold, true_residual_norms, validate_common
+from explorer.solvers.registry import ParamSpec
 from explorer.tracking.results import EigenResult, SolveStatus
 from explorer.tracking import IterationRecord, NullTracker, StopSolve, Tracker
 
-__all__ = ["SIGMA_WHICH", "REFINE_ROUNDS", "shift_invert", "nearest_order", "sigma_param_help"]
+__all__ = ["SIGMA_WHICH", "REFINE_ROUNDS", "shift_invert", "nearest_order", "sigma_param_help", "spectral_reference",
+           "is_spectral", "SPECTRAL_PARAMS", "B_WITH"]
 
 SIGMA_WHICH = ("LM", "LA", "SA")
 INNER_SOLVERS = ("lanczos", "lobpcg")
@@ -92,7 +94,8 @@ sigma_param_help = (
     "Shift-invert: find the k eigenvalues nearest this value (ARPACK's mode 3, (A - sigma B)^-1 B). "
     "With sigma, `which` means LM = nearest on either side, LA = nearest above, SA = nearest below. "
     "Needs a factorization of A - sigma B (sparse or dense matrix) or an inner MINRES solve "
-    "(matrix-free). Empty = off.")
+    "(matrix-free). Solves a generalized problem A x = lambda B x too (also with lanczos, which takes no B "
+    "without sigma or an interval). Empty = off.")
 
 
 def nearest_order(values: torch.Tensor, sigma: float, which: str) -> torch.Tensor:
@@ -107,6 +110,43 @@ def nearest_order(values: torch.Tensor, sigma: float, which: str) -> torch.Tenso
         key = torch.where(d <= 0, -d, d + math.inf)
     # ties of the infinite keys: keep them ordered by distance
     return torch.from_numpy(np.lexsort((d.abs().cpu().numpy(), key.cpu().numpy()))).to(values.device)
+
+
+def is_spectral(params: Any) -> bool:
+    """True when solver parameters (a mapping) ask for shift-invert (``sigma``) or spectrum slicing
+    (``lower`` / ``upper``): the result then holds the eigenvalues nearest sigma, or those of the
+    interval, not an end of the spectrum."""
+    get = getattr(params, "get", None)
+    if get is None:
+        return False
+    return any(get(name) is not None for name in ("sigma", "lower", "upper"))
+
+
+def spectral_reference(eigenvalues: Any, k: int, *, which: str | None = None, sigma: float | None = None,
+                       lower: float | None = None, upper: float | None = None) -> np.ndarray | None:
+    """The exact eigenvalues a shift-invert or slicing solve returns, in the order of its result.
+
+    ``eigenvalues``: every exact eigenvalue (any order; array or tensor), or None (returns None).
+    With an interval (``lower``, ``upper``): every eigenvalue in [lower, upper), ascending, however many
+    (``spectrum_slice`` returns all of them, or refuses a count above k). With ``sigma``: the k nearest in
+    :func:`nearest_order` for ``which`` (LM, the default: nearest on either side; LA above; SA below).
+    Without either: None (use the plain ``which`` order, ``explorer.solvers._common.select_order``).
+    """
+    if eigenvalues is None:
+        return None
+    if isinstance(eigenvalues, torch.Tensor):
+        values = eigenvalues.detach().cpu().double().reshape(-1)
+    else:
+        values = torch.from_numpy(np.array(eigenvalues, dtype=np.float64).reshape(-1))  # a copy: any strides
+    if lower is not None and upper is not None:
+        values = torch.sort(values).values
+        return values[(values >= float(lower)) & (values < float(upper))].numpy()
+    if sigma is None or values.numel() == 0:
+        return None
+    side = "LM" if which is None else str(which).upper()
+    if side not in SIGMA_WHICH:
+        side = "LM"
+    return values[nearest_order(values, float(sigma), side)[: max(0, min(int(k), values.numel()))]].numpy()
 
 
 class _Relay(NullTracker):
@@ -359,6 +399,23 @@ SPECTRAL_PARAMS_HELP = {
               "assembled (sparse or dense) matrix. Empty = off."),
     "upper": "The upper end of the spectrum-slicing interval (see `lower`). Empty = off.",
 }
+
+
+#: Placeholder of an empty sigma / interval field (None = off: no shift, no interval).
+OFF = "off (empty = no shift)"
+
+#: The shift-invert and spectrum-slicing parameters of the solvers that take them (lanczos, lobpcg).
+SPECTRAL_PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec("sigma", "float", None, SPECTRAL_PARAMS_HELP["sigma"], optional=True, placeholder=OFF),
+    ParamSpec("factorization", "choice", "auto", SPECTRAL_PARAMS_HELP["factorization"],
+              choices=("auto", "ldl", "lu", "cholesky", "minres", "cg")),
+    ParamSpec("lower", "float", None, SPECTRAL_PARAMS_HELP["lower"], optional=True,
+              placeholder="off (empty = no interval)"),
+    ParamSpec("upper", "float", None, SPECTRAL_PARAMS_HELP["upper"], optional=True,
+              placeholder="off (empty = no interval)"),
+)
+#: With these set, a solver without B support of its own (lanczos) solves A x = lambda B x.
+B_WITH = ("sigma", "lower", "upper")
 
 
 def spectral_entry(inner: str, operator: Any, k: int, *, which: str | None, sigma: float | None,

@@ -104,7 +104,7 @@ from explorer.solvers._common import WHICH, Monitor, check_int, make_generator, 
 from explorer.solvers.lanczos.iteration import _Lanczos
 from explorer.solvers.lanczos.state import sparse_on_cpu
 from explorer.solvers.registry import ParamSpec, SolverSpec, register_solver
-from explorer.solvers.shift_invert import SPECTRAL_PARAMS_HELP, spectral_entry
+from explorer.solvers.shift_invert import B_WITH, SPECTRAL_PARAMS, spectral_entry
 from explorer.tracking.results import EigenResult
 from explorer.tracking import Tracker
 
@@ -290,13 +290,10 @@ register_solver(SolverSpec(
                   "to the k Ritz vectors at each check. 'auto' stores them unless the operator is a sparse "
                   "matrix on the CPU (cheap to apply) or the extra memory would pass 1 GiB.",
                   choices=PRODUCTS),
-        ParamSpec("sigma", "float", None, SPECTRAL_PARAMS_HELP["sigma"], optional=True),
-        ParamSpec("factorization", "choice", "auto", SPECTRAL_PARAMS_HELP["factorization"],
-                  choices=("auto", "ldl", "lu", "cholesky", "minres", "cg")),
-        ParamSpec("lower", "float", None, SPECTRAL_PARAMS_HELP["lower"], optional=True),
-        ParamSpec("upper", "float", None, SPECTRAL_PARAMS_HELP["upper"], optional=True),
+        *SPECTRAL_PARAMS,
     ),
     supports_B=False,
+    supports_B_with=B_WITH,  # with sigma or an interval: shift-invert on (A - sigma B)^-1 B
     matrix_free=True,
     default_tol=1e-6,
     default_max_iter=DEFAULT_MAX_ITER,

@@ -77,7 +77,7 @@ from explorer.solvers.lobpcg.preconditioner import preconditioner_operator
 from explorer.solvers.lobpcg.single import single_vector
 from explorer.solvers.lobpcg.torch_backend import run_torch
 from explorer.solvers.registry import ParamSpec, SolverSpec, register_solver
-from explorer.solvers.shift_invert import SPECTRAL_PARAMS_HELP, spectral_entry
+from explorer.solvers.shift_invert import B_WITH, SPECTRAL_PARAMS, spectral_entry
 from explorer.tracking.results import EigenResult
 from explorer.tracking import Tracker
 
@@ -288,11 +288,7 @@ register_solver(SolverSpec(
                   "operator is expensive); 'recomputed' applies A to X again (twice the applications, less "
                   "vector work: best for cheap sparse matrices); 'auto' decides from the operator.",
                   choices=_PRODUCTS),
-        ParamSpec("sigma", "float", None, SPECTRAL_PARAMS_HELP["sigma"], optional=True),
-        ParamSpec("factorization", "choice", "auto", SPECTRAL_PARAMS_HELP["factorization"],
-                  choices=("auto", "ldl", "lu", "cholesky", "minres", "cg")),
-        ParamSpec("lower", "float", None, SPECTRAL_PARAMS_HELP["lower"], optional=True),
-        ParamSpec("upper", "float", None, SPECTRAL_PARAMS_HELP["upper"], optional=True),
+        *SPECTRAL_PARAMS,
     ),
     supports_B=True,
     matrix_free=True,

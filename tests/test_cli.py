@@ -79,7 +79,13 @@ def test_a_matrix_file_and_a_generalized_pair(capsys, tmp_path):
     assert np.allclose(json.loads(out)["eigenvalues"], [1, 4, 9], rtol=1e-6)
     code, _, err = _run(capsys, "solve", str(tmp_path / "K.mtx"), "--B", str(tmp_path / "M.mtx"), "--solver",
                         "lanczos", "-q")
-    assert code == EXIT_USAGE and "does not solve generalized problems" in err
+    assert code == EXIT_USAGE and "solves a generalized problem A x = \u03bb B x only with sigma" in err
+    # with a shift, lanczos solves the pencil: the eigenvalues i^2 nearest 10 (9, then 4 and 16 tie, then 1)
+    code, out, err = _run(capsys, "solve", str(tmp_path / "K.mtx"), "--B", str(tmp_path / "M.mtx"), "--solver",
+                          "lanczos", "--sigma", "10", "-k", "4", "--tol", "1e-10", "--json", "-q")
+    assert code == EXIT_OK, err
+    values = json.loads(out)["eigenvalues"]
+    assert np.allclose(values[0], 9, rtol=1e-9) and np.allclose(sorted(values), [1, 4, 9, 16], rtol=1e-9)
 
 
 def _app_message(filename: str, data: bytes, **kwargs) -> str:
@@ -214,3 +220,103 @@ def test_solve_on_the_gpu_is_stored_like_any_other(capsys, tmp_path):
     info = RunStore(store).run(payload["run_id"])
     assert info.device.startswith("cuda") and info.n_records > 0
     assert len(RunStore(store).history(info.id)) == 6 * info.n_records
+
+
+# -- interior eigenvalues: --sigma, --lower/--upper, --factorization --------------------------------
+def test_sigma_gives_the_eigenvalues_nearest_it_and_stores_that_reference(capsys, tmp_path):
+    store = tmp_path / "si.sqlite"
+    code, out, err = _run(capsys, "solve", "laplacian_2d:20", "--sigma", "1.0", "--tol", "1e-9", "--store", str(store),
+                          "--json", "-q")
+    assert code == EXIT_OK, err
+    payload = json.loads(out)
+    assert payload["sigma"] == 1.0 and payload["status"] == "converged"
+    exact = problems.laplacian_2d(20).eigenvalues.numpy()
+    nearest = exact[np.argsort(np.abs(exact - 1.0), kind="stable")[:4]]  # which defaults to LM: the nearest
+    residuals = np.asarray(payload["residual_norms"])
+    # each residual bounds the distance to an eigenvalue, so the values match the closed form that closely
+    assert np.all(np.abs(np.asarray(payload["eigenvalues"]) - nearest) <= residuals + 1e-13)
+    run = RunStore(store).run(payload["run_id"])
+    assert run.which == "LM" and np.allclose(run.reference, nearest)
+    code, out, err = _run(capsys, "solve", "laplacian_2d:20", "--sigma", "1.0", "--which", "SA", "--factorization",
+                          "lu", "-k", "2", "--json", "-q", "--no-store")
+    assert code == EXIT_OK, err
+    below = np.sort(exact[exact < 1.0])[::-1][:2]
+    assert np.allclose(json.loads(out)["eigenvalues"], below, atol=1e-7)
+
+
+def test_an_interval_returns_every_eigenvalue_in_it_with_the_inertia_count(capsys, tmp_path):
+    store = tmp_path / "slice.sqlite"
+    exact = problems.laplacian_2d(20).eigenvalues.numpy()
+    inside = np.sort(exact[(exact >= 1.0) & (exact < 1.5)])
+    assert inside.size > 4  # more than the default k: the interval decides the count
+    code, out, err = _run(capsys, "solve", "laplacian_2d:20", "--lower", "1", "--upper", "1.5", "--tol", "1e-9",
+                          "--store", str(store), "--json", "-q")
+    assert code == EXIT_OK, err
+    payload = json.loads(out)
+    assert payload["interval"] == {"lower": 1.0, "upper": 1.5, "count": int(inside.size)}
+    assert np.allclose(payload["eigenvalues"], inside, atol=1e-8)
+    run = RunStore(store).run(payload["run_id"])
+    assert np.allclose(run.reference, inside) and run.n_converged == inside.size
+    code, out, err = _run(capsys, "solve", "laplacian_2d:20", "--lower", "1", "--upper", "1.5", "--no-store", "-q")
+    assert code == EXIT_OK and f"so {inside.size} eigenvalues lie in [1, 1.5)" in out and "none was missed" in out
+    # the text table compares with the interval's exact eigenvalues, not with the largest ones
+    assert f"{inside[0]:.10g}" in out and f"{exact.max():.10g}" not in out
+    code, _, err = _run(capsys, "solve", "laplacian_2d:20", "--lower", "1", "--upper", "1.5", "-k", "5", "-q",
+                        "--no-store")
+    assert code == EXIT_USAGE and f"holds {inside.size} eigenvalues" in err and f"raise `k` to {inside.size}" in err
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["--sigma", "4"], "is an eigenvalue of the problem to rounding"),  # lambda_i + lambda_(21-i) = 4 exactly
+    (["--lower", "1"], "needs both ends"),
+    (["--sigma", "1", "--lower", "1", "--upper", "2"], "not both"),
+    (["--sigma", "1", "--which", "BE"], "with --sigma, --which is LM"),
+    (["--lower", "1", "--upper", "2", "--which", "LM"], "has no meaning there"),
+    (["--lower", "2", "--upper", "1"], "lower < upper"),
+    (["--sigma", "1", "--solver", "power_iteration"], "--sigma applies to the solvers with shift-invert"),
+    (["--sigma", "1", "--factorization", "cholesky"], "'cholesky' is for dense matrices"),
+    (["--sigma", "1", "--param", "sigma=2"], "say different things"),
+])
+def test_bad_interior_settings_exit_2_with_a_clear_message(capsys, tmp_path, argv, fragment):
+    store = tmp_path / "bad.sqlite"
+    code, out, err = _run(capsys, "solve", "laplacian_2d:20", *argv, "--store", str(store), "-q", "--json")
+    assert code == EXIT_USAGE and fragment in err and err.startswith("error: ") and "Traceback" not in err
+    assert json.loads(out)["status"] == "failed" if out else True
+
+
+def test_a_singular_shift_suggests_a_shift_and_is_stored_as_failed(capsys, tmp_path):
+    store = tmp_path / "sing.sqlite"
+    code, out, err = _run(capsys, "solve", "laplacian_2d:20", "--sigma", "4", "--store", str(store), "--json", "-q")
+    assert code == EXIT_USAGE and "Move sigma a little, e.g. sigma = " in err
+    payload = json.loads(out)
+    assert payload["status"] == "failed" and payload["eigenvalues"] == []
+    assert RunStore(store).run(payload["run_id"]).status == "failed"
+
+
+def _known_svd(m: int, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    U, _ = np.linalg.qr(rng.standard_normal((m, min(m, n))))
+    V, _ = np.linalg.qr(rng.standard_normal((n, min(m, n))))
+    s = np.geomspace(10.0, 0.1, min(m, n))
+    return U @ np.diag(s) @ V.T, s
+
+
+def test_a_rectangular_file_is_solved_for_singular_values(capsys, tmp_path):
+    A, s = _known_svd(60, 35)
+    save_matrix(tmp_path / "tall.npy", A)
+    store = tmp_path / "svd.sqlite"
+    code, out, err = _run(capsys, "solve", str(tmp_path / "tall.npy"), "-k", "3", "--tol", "1e-10", "--store",
+                          str(store), "--json", "-q")
+    assert code == EXIT_OK, err
+    payload = json.loads(out)
+    assert "eigenvalues" not in payload and np.allclose(payload["singular_values"], s[:3], rtol=1e-9)
+    run = RunStore(store).run(payload["run_id"])
+    assert run.solver == "golub_kahan" and run.status == "converged" and run.n == 35
+    code, out, err = _run(capsys, "solve", str(tmp_path / "tall.npy"), "-k", "2", "--which", "SA", "--no-store", "-q")
+    assert code == EXIT_OK and "singular_value" in out and "golub_kahan on file" in out, err
+    code, out, err = _run(capsys, "solve", str(tmp_path / "tall.npy"), "--solver", "lanczos", "--json", "-q",
+                          "--no-store")
+    assert code == EXIT_USAGE and out == ""
+    assert "60 x 35 (singular values): use an SVD solver (golub_kahan)" in err and "--solver golub_kahan" in err
+    code, _, err = _run(capsys, "solve", str(tmp_path / "tall.npy"), "--sigma", "1", "-q", "--no-store")
+    assert code == EXIT_USAGE and "golub_kahan has no `sigma` (it computes singular values)" in err

@@ -52,12 +52,27 @@ def add_solver_arguments(parser: argparse.ArgumentParser) -> None:
     from explorer.runs.config import default_solver
     from explorer.solvers import SOLVERS
 
-    parser.add_argument("--solver", default=default_solver(), choices=sorted(SOLVERS),
-                        help="registered solver (default: %(default)s)")
-    parser.add_argument("-k", type=int, default=4, help="how many eigenpairs (default: %(default)s)")
+    parser.add_argument("--solver", default=None, choices=sorted(SOLVERS),
+                        help=f"registered solver (default: {default_solver()}; {default_solver('svd')} for a "
+                             "rectangular matrix, whose singular values it computes)")
+    parser.add_argument("-k", type=int, default=None,
+                        help="how many eigenpairs (default: 4); with --lower/--upper the most accepted (default: "
+                             "500), since the interval decides the count")
     parser.add_argument("--which", default=None, type=str.upper,
                         help="LA largest, SA smallest algebraic, LM largest magnitude, BE both ends "
-                             "(default: LA, or the solver's only choice)")
+                             "(default: LA, or the solver's only choice); with --sigma LM the nearest sigma "
+                             "(default), LA the nearest above, SA the nearest below")
+    spectral = parser.add_argument_group("interior eigenvalues (lanczos, lobpcg)")
+    spectral.add_argument("--sigma", type=float, default=None,
+                          help="shift-invert: the k eigenvalues nearest SIGMA, through a factorization of "
+                               "A - sigma B (a generalized problem works with lanczos too)")
+    spectral.add_argument("--lower", type=float, default=None,
+                          help="spectrum slicing, with --upper: every eigenvalue in [LOWER, UPPER), counted by "
+                               "Sylvester's law of inertia so that none is missed")
+    spectral.add_argument("--upper", type=float, default=None, help="the upper end of the --lower interval")
+    spectral.add_argument("--factorization", default=None, choices=("auto", "ldl", "lu", "cholesky", "minres", "cg"),
+                          help="how (A - sigma B)^-1 is applied (default: auto: sparse LDL^T, dense Cholesky or "
+                               "LDL^T, MINRES for matrix-free operators)")
     parser.add_argument("--tol", type=float, default=None,
                         help="relative residual tolerance (default: the solver's, usually 1e-6)")
     parser.add_argument("--max-iter", dest="max_iter", type=int, default=None,
@@ -83,7 +98,8 @@ def add_store_arguments(parser: argparse.ArgumentParser, *, writes: bool = True)
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true",
                         help='print {"run_id", "status", "eigenvalues", "residual_norms", "n_matvec", "elapsed"} '
-                             "on stdout")
+                             'on stdout ("singular_values" instead of "eigenvalues" for an SVD solver; with '
+                             '--sigma also "sigma", with an interval "interval": {"lower", "upper", "count"})')
     parser.add_argument("--name", default=None, help="a name for the run in the store")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress line on stderr")
 

@@ -9,9 +9,12 @@ import time
 import warnings
 from typing import Any
 
+import torch
+
 from explorer.cli.args import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NOT_CONVERGED, EXIT_OK, EXIT_USAGE
 from explorer.cli.output import ProgressLine, result_payload, result_text, runs_payload, runs_text
-from explorer.tracking import CompositeTracker, StopFlagTracker
+from explorer.solvers import get_solver
+from explorer.tracking import CompositeTracker, NullTracker, StopFlagTracker
 
 __all__ = ["solve_command", "runs_command", "samples_command", "open_store", "error"]
 
@@ -40,44 +43,69 @@ def open_store(path: str | None, *, quiet: bool = False, for_writing: bool = Fal
     return store
 
 
-def _reference(problem: Any, k: int, which: str) -> Any:
+def _reference(problem: Any, config: Any) -> Any:
+    """The exact values the solve should find, in its order (None when unknown): the k wanted ones, the k
+    nearest sigma, or every eigenvalue of the interval."""
+    spectral = config.spectral()
+    if any(value is not None for value in spectral.values()):
+        from explorer.solvers.shift_invert import spectral_reference
+
+        values = spectral_reference(problem.spectrum, config.k, which=config.which, **spectral)
+        return None if values is None else torch.as_tensor(values)
     try:
-        reference = problem.reference(k, which)
+        reference = problem.reference(config.k, config.which)
     except (ValueError, TypeError):
         return None
     return reference
+
+
+class _StartExtras(NullTracker):
+    """Keeps what the solver said when it started (``SolveStart.extras``: an interval's inertia count)."""
+
+    extras: dict[str, Any] = {}
+
+    def on_start(self, start: Any) -> None:
+        self.extras = dict(start.extras)
 
 
 def solve_command(args: argparse.Namespace) -> int:
     from explorer.cli.solving import ctrl_c_stops, run_solve, solve_config
     from explorer.cli.sources import load_source
     from explorer.problems.files import LoadError
+    from explorer.runs.config import check_solver_fits
     from explorer.runs.jobs import friendly_error
     from explorer.store import StoreTracker
 
     if args.threads is not None:
-        import torch
-
         if args.threads < 1:
             error(f"--threads must be at least 1, got {args.threads}")
             return EXIT_USAGE
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
     try:
-        config = solve_config(args)
+        config = solve_config(args)  # the arguments first: their messages come before any loading
         loaded = load_source(args.source, b=args.b, symmetrize=args.symmetrize)
+        kind = getattr(loaded.problem, "kind", "eigen")
+        if kind != "eigen":  # a rectangular matrix: the SVD solvers' defaults
+            config = solve_config(args, kind)
+        check_solver_fits(loaded.problem, config.solver)
     except (LoadError, ValueError, TypeError) as err:
-        error(friendly_error(err))
+        message = friendly_error(err)
+        if "use an SVD solver" in message:
+            message += " (--solver golub_kahan, or leave --solver out)"
+        error(message)
         return EXIT_USAGE
     problem = loaded.problem
-    reference = _reference(problem, config.k, config.which)
+    reference = _reference(problem, config)
     store = None if args.no_store else open_store(args.store, for_writing=True)
     stop = StopFlagTracker()
+    start = _StartExtras()
     store_tracker = None
     if store is not None:
         store_tracker = StoreTracker(store, args.name, problem=loaded.label, source="cli", reference=reference,
                                      params={"device": config.device, "dtype": config.dtype, "seed": config.seed})
-    trackers = [t for t in (store_tracker, None if args.quiet else ProgressLine(sys.stderr), stop) if t is not None]
+    trackers = [t for t in (store_tracker, None if args.quiet else ProgressLine(sys.stderr), stop, start)
+                if t is not None]
     try:
         with ctrl_c_stops(stop):
             result = run_solve(problem, config, CompositeTracker(*trackers))
@@ -96,11 +124,16 @@ def solve_command(args: argparse.Namespace) -> int:
         run_id = None
     status = result.status.value
     if args.json:
-        print(json.dumps(result_payload(run_id, status, result, elapsed=time.perf_counter() - started),
-                         allow_nan=False))
+        payload = result_payload(run_id, status, result, elapsed=time.perf_counter() - started,
+                                 svd=get_solver(config.solver).kind == "svd")
+        spectral = config.spectral()
+        if spectral["sigma"] is not None:
+            payload["sigma"] = spectral["sigma"]
+        if spectral["lower"] is not None:
+            payload["interval"] = {"lower": spectral["lower"], "upper": spectral["upper"],
+                                   "count": start.extras.get("inertia_count")}
+        print(json.dumps(payload, allow_nan=False))
     else:
-        import torch
-
         ref = None if reference is None else torch.as_tensor(reference)
         print(result_text(loaded.label, run_id, result, ref, store.path if store is not None else None))
     if status == "converged":
@@ -120,7 +153,8 @@ def _failed(args: argparse.Namespace, tracker: Any, config: Any, loaded: Any, pr
                               device=config.device, dtype=config.dtype,
                               params={**config.params()})
     if args.json:
-        print(json.dumps({"run_id": run_id, "status": status, "eigenvalues": [], "residual_norms": [],
+        values = "singular_values" if get_solver(config.solver).kind == "svd" else "eigenvalues"
+        print(json.dumps({"run_id": run_id, "status": status, values: [], "residual_norms": [],
                           "n_matvec": 0, "elapsed": time.perf_counter() - started}))
     return code
 

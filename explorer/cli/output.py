@@ -81,15 +81,19 @@ def _values(tensor: Any) -> list[float]:
     return [float(v) for v in tensor.detach().cpu().double().reshape(-1).tolist()]
 
 
-def result_payload(run_id: int | None, status: str, result: Any, *, elapsed: float) -> dict[str, Any]:
-    """``{"run_id", "status", "eigenvalues", "residual_norms", "n_matvec", "elapsed"}`` (NaN / Inf as null)."""
+def result_payload(run_id: int | None, status: str, result: Any, *, elapsed: float,
+                   svd: bool = False) -> dict[str, Any]:
+    """``{"run_id", "status", "eigenvalues", "residual_norms", "n_matvec", "elapsed"}`` (NaN / Inf as null);
+    for an SVD solver (``svd``, or a result with singular values) ``"singular_values"`` instead of
+    ``"eigenvalues"``."""
     eig = getattr(result, "eigenvalues", None)
     if eig is None:
         eig = getattr(result, "S", None)
+    svd = svd or hasattr(result, "singular_values") or getattr(result, "eigenvalues", None) is None
     return finite_or_null({
         "run_id": run_id,
         "status": status,
-        "eigenvalues": _values(eig),
+        "singular_values" if svd else "eigenvalues": _values(eig),
         "residual_norms": _values(getattr(result, "residual_norms", None)),
         "n_matvec": int(getattr(result, "n_matvec", 0) or 0),
         "elapsed": float(getattr(result, "elapsed_s", elapsed) or elapsed),

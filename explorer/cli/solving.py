@@ -15,8 +15,8 @@ import signal
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from explorer.runs.config import SolveConfig, make_target
-from explorer.solvers import COMMON_PARAMS, get_solver
+from explorer.runs.config import SolveConfig, default_solver, make_target
+from explorer.solvers import COMMON_PARAMS, SOLVERS, get_solver
 from explorer.tracking import StopFlagTracker, Tracker
 
 __all__ = ["solve_config", "run_solve", "ctrl_c_stops"]
@@ -50,23 +50,69 @@ def _extra_value(spec: Any, name: str, text: str) -> Any:
     return param.validate(value)
 
 
-def solve_config(args: argparse.Namespace) -> SolveConfig:
-    """A ``SolveConfig`` from ``solve``'s arguments; ValueError / TypeError name what is wrong."""
-    spec = get_solver(args.solver)
+_SPECTRAL_FLAGS = (("sigma", "--sigma"), ("lower", "--lower"), ("upper", "--upper"),
+                   ("factorization", "--factorization"))
+
+
+def solve_config(args: argparse.Namespace, kind: str = "eigen") -> SolveConfig:
+    """A ``SolveConfig`` from ``solve``'s arguments; ValueError / TypeError name what is wrong.
+
+    ``kind``: the problem's ("eigen", or "svd" for a rectangular matrix), which picks the default
+    solver when ``--solver`` is not given. ``--sigma``, ``--lower`` / ``--upper`` and
+    ``--factorization`` are the solver parameters of the same names (as ``--param sigma=...``);
+    with sigma, ``which`` defaults to LM (the nearest), with an interval to SA (ascending) and k to
+    the slicing's own cap (``explorer.solvers.slicing.MAX_COUNT``).
+    """
+    spec = get_solver(args.solver or default_solver(kind))
     common = {p.name: p for p in COMMON_PARAMS}
-    k = common["k"].validate(args.k)
-    which = args.which or ("LA" if "LA" in spec.which else spec.which[0])
-    if which not in spec.which:
-        raise ValueError(f"{spec.name} does not compute which={which!r}; it supports {', '.join(spec.which)}")
-    tol = common["tol"].validate(args.tol if args.tol is not None else spec.default_tol)
-    max_iter = common["max_iter"].validate(args.max_iter if args.max_iter is not None else spec.default_max_iter)
-    seed = common["seed"].validate(args.seed)
-    extras: dict[str, Any] = {}
     known = [p.name for p in spec.params]
+    extras: dict[str, Any] = {}
     for name, text in args.params:
         if name not in known:
             raise ValueError(f"{spec.name} has no parameter `{name}`; it has " + (", ".join(known) or "none"))
         extras[name] = _extra_value(spec, name, text)
+    for name, flag in _SPECTRAL_FLAGS:
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        if name not in known:
+            able = [s.name for s in SOLVERS.values() if any(p.name == name for p in s.params)]
+            raise ValueError(f"{flag} applies to the solvers with shift-invert and spectrum slicing ({', '.join(able)}); "
+                             f"{spec.name} has no `{name}`" + (" (it computes singular values)" if spec.kind == "svd"
+                                                              else ""))
+        if name in extras and extras[name] != value:
+            raise ValueError(f"{flag} and --param {name}= say different things; give one of them")
+        extras[name] = spec.param(name).validate(value)
+    interval = extras.get("lower") is not None or extras.get("upper") is not None
+    if interval and (extras.get("lower") is None or extras.get("upper") is None):
+        raise ValueError("spectrum slicing needs both ends: give --lower and --upper")
+    if interval and extras.get("sigma") is not None:
+        raise ValueError("give either --sigma (the k eigenvalues nearest it) or --lower/--upper (every eigenvalue "
+                         "in the interval), not both")
+    if interval:
+        from explorer.solvers.slicing import MAX_COUNT
+
+        k = common["k"].validate(MAX_COUNT if args.k is None else args.k)
+        which = args.which or "SA"
+        if which not in ("SA", "LA"):
+            raise ValueError(f"with --lower/--upper every eigenvalue of the interval comes back in ascending order; "
+                             f"--which {which} has no meaning there: leave it out")
+    elif extras.get("sigma") is not None:
+        from explorer.solvers.shift_invert import SIGMA_WHICH
+
+        k = common["k"].validate(4 if args.k is None else args.k)
+        which = args.which or "LM"
+        if which not in SIGMA_WHICH:
+            raise ValueError(f"with --sigma, --which is LM (the k nearest sigma), LA (the k nearest above) or SA "
+                             f"(the k nearest below), got {which!r}")
+    else:
+        k = common["k"].validate(4 if args.k is None else args.k)
+        which = args.which or ("LA" if "LA" in spec.which else spec.which[0])
+        if which not in spec.which:
+            raise ValueError(f"{spec.name} does not compute which={which!r}; it supports {', '.join(spec.which)}")
+    tol = common["tol"].validate(args.tol if args.tol is not None else spec.default_tol)
+    max_iter = common["max_iter"].validate(args.max_iter if args.max_iter is not None else spec.default_max_iter)
+    seed = common["seed"].validate(args.seed)
     from explorer.operators.devices import parse_device, parse_dtype
 
     parse_device(args.device)  # clear messages before any loading

@@ -15,12 +15,13 @@ from explorer.plots.figures import (  # noqa: F401 - re-exported for pages
     convergence_curve,
     live_figure,
     matrix_figure,
+    reference_match,
     spectrum_figure,
     wanted_reference,
 )
 
 __all__ = ["show", "PLOTLY_CONFIG", "compare_figure", "convergence_curve", "live_figure", "matrix_figure",
-           "spectrum_figure", "wanted_reference"]
+           "reference_match", "spectrum_figure", "wanted_reference"]
 
 PLOTLY_CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["lasso2d", "select2d"]}
 

@@ -30,7 +30,8 @@ worker thread). ``on_finish(job, view)`` runs exactly once per job, in the scrip
 thread, so it may write ``st.session_state`` (e.g. append an ``explorer.runs.RunRecord``
 with ``state.add_run``). ``meta`` holds what the chart needs: ``reference`` (the k wanted
 exact eigenvalues in ``which`` order, see ``explorer.plots.wanted_reference``), ``tol``,
-``spectrum`` (all exact eigenvalues, for faint neighbour lines) and ``dtype``.
+``spectrum`` (all exact eigenvalues, for faint neighbour lines), ``dtype`` and ``match`` (how the
+error panel pairs Ritz values with the reference, ``explorer.plots.figures.reference_match``).
 """
 
 from __future__ import annotations
@@ -218,7 +219,8 @@ def live_panel(key: str, *, reference: Any = None, tol: float | None = None, spe
         opts = dict(reference=meta.get("reference") if reference is None else reference,
                     tol=meta.get("tol") if tol is None else tol,
                     spectrum=meta.get("spectrum") if spectrum is None else spectrum,
-                    dtype=meta.get("dtype", "float64") if dtype is None else dtype)
+                    dtype=meta.get("dtype", "float64") if dtype is None else dtype,
+                    match=meta.get("match", "index"))
         render = partial(_draw_live_figure, key, opts, x, height)
     panel = _Panel(render=render, snapshot=snapshot, progress=progress or progress_text, caption=caption,
                    show_stop=show_stop, stop_key=stop_key or f"{key}_stop", on_finish=on_finish,
@@ -247,7 +249,7 @@ def _draw_live_figure(key: str, opts: dict[str, Any], x: str, height: int, view:
     """The default chart: one solve's Ritz values, residuals, errors and orthogonality (``live_figure``)."""
     if view.records:
         figure = live_figure(view.records, reference=opts["reference"], tol=opts["tol"], spectrum=opts["spectrum"],
-                             dtype=opts["dtype"], x=x, height=height)
+                             dtype=opts["dtype"], x=x, height=height, match=opts.get("match", "index"))
         st.plotly_chart(figure, key=f"{key}_live_chart", config={"displaylogo": False})
         extras = extras_text(view.records[-1])
         if extras:

@@ -16,6 +16,7 @@ import torch
 
 from explorer.plots.figures import spectrum_figure
 from explorer.runs.record import RunRecord, history_csv, history_json
+from explorer.solvers import SOLVERS
 from explorer.tracking.results import SingularResult
 
 __all__ = ["render_status", "render_run", "eigen_table"]
@@ -40,7 +41,12 @@ def render_status(run: RunRecord) -> None:
 
 
 def _is_svd(run: RunRecord) -> bool:
-    return isinstance(run.result, SingularResult)
+    """A singular-value run: a SingularResult in this session, or a run of an SVD solver read back from the
+    store (its ``StoredResult`` keeps values and residuals, not which kind they are)."""
+    if isinstance(run.result, SingularResult):
+        return True
+    spec = SOLVERS.get(run.solver)
+    return spec is not None and spec.kind == "svd"
 
 
 def eigen_table(run: RunRecord) -> Any:
@@ -52,7 +58,7 @@ def eigen_table(run: RunRecord) -> Any:
     frame = run.result.to_frame(reference)
     if _is_svd(run):
         return frame.rename(columns={
-            "singular_value": "singular value \u03c3", "residual_norm": "residual \u2016(Av\u2212\u03c3u, "
+            "singular_value": "singular value \u03c3", "eigenvalue": "singular value \u03c3", "residual_norm": "residual \u2016(Av\u2212\u03c3u, "
             "A\u1d40u\u2212\u03c3v)\u2016", "reference": "exact \u03c3", "abs_error": "error |\u03c3\u2212\u03c3*|",
             "rel_error": "relative error"}).set_index("index")
     frame = frame.rename(columns={"eigenvalue": "eigenvalue \u03b8", "residual_norm": "residual \u2016Ax\u2212\u03b8x\u2016",

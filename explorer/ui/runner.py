@@ -17,7 +17,7 @@ from typing import Any
 import streamlit as st
 
 from explorer.runs.jobs import JobView, SolveJob, friendly_error
-from explorer.plots.figures import wanted_reference
+from explorer.plots.figures import reference_match, wanted_reference
 from explorer.runs.config import make_target
 from explorer.runs.record import RunRecord, run_from_view
 from explorer.runs.snippet import solve_snippet
@@ -53,7 +53,8 @@ def start_solve(key: str = "explore", prefix: str = "") -> None:
         spectrum_np = None if spectrum is None else spectrum.numpy()
         reference = None
         if spectrum_np is not None and 1 <= config.k <= len(spectrum_np):
-            reference = wanted_reference(spectrum_np, config.k, config.which)
+            # with sigma: the k nearest it; with an interval: every eigenvalue inside it (ascending)
+            reference = wanted_reference(spectrum_np, config.k, config.which, **config.spectral())
         snippet = solve_snippet(source, config.solver, config.params(), device=config.device, dtype=config.dtype,
                                 generalized=problem.B is not None)
         started = time.time()
@@ -73,7 +74,7 @@ def start_solve(key: str = "explore", prefix: str = "") -> None:
         live.start_job(key, make_target(problem, config), label=f"{config.solver} on {source.label}",
                        params=params, on_finish=on_finish, extra_tracker=store_tracker,
                        meta={"reference": reference, "tol": config.tol, "spectrum": spectrum_np,
-                             "dtype": config.dtype, "source": source})
+                             "dtype": config.dtype, "source": source, "match": reference_match(params)})
     except Exception as error:  # noqa: BLE001 - shown next to the Run button; nothing else changes
         st.session_state[error_key(key)] = friendly_error(error)
 

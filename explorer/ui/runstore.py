@@ -25,7 +25,7 @@ from typing import Any, Mapping
 
 import streamlit as st
 
-from explorer.plots.figures import live_figure
+from explorer.plots.figures import live_figure, reference_match
 from explorer.runs.record import RunRecord, run_from_store
 from explorer.store import RunStore, StoreError, StoredResult, StoreTracker, default_store_path
 
@@ -253,7 +253,7 @@ def _follow_body(run_id: int, key: str, x: str, height: int) -> None:
     st.progress(fraction, text=("Running: " if info.running else "") + text)
     if records:
         figure = live_figure(records, reference=info.reference, tol=info.tol, dtype=info.dtype or "float64", x=x,
-                             height=height)
+                             height=height, match=reference_match(info.params))
         st.plotly_chart(figure, key=f"{key}_chart", config={"displaylogo": False})
     if not info.running:
         st.session_state.pop(f"_{key}", None)

@@ -21,9 +21,12 @@ from explorer.solvers.registry import ParamSpec
 from explorer.ui.state import ensure, ensure_choice
 from explorer.ui.widgets import param_widget
 
-__all__ = ["solver_sidebar", "solver_config"]
+__all__ = ["solver_sidebar", "solver_config", "spectral_mode"]
 
 _COMMON = {spec.name: spec for spec in COMMON_PARAMS}
+#: The default cap on an interval's count (the app's "at most" field; the solvers' k): large enough that a
+#: first interval rarely hits it, small enough that n x count numbers fit any problem the app loads.
+INTERVAL_K = 200
 
 
 def _on_solver(prefix: str) -> None:
@@ -43,11 +46,56 @@ def solver_config(prefix: str = "") -> SolveConfig:
     spec = SOLVERS[name]
     extras = {p.name: s.get(f"{prefix}p_{name}_{p.name}", p.default) for p in spec.params}
     seed = s.get(f"{prefix}seed", 0)
-    return SolveConfig(solver=name, k=int(s.get(f"{prefix}k", 4)), which=str(s.get(f"{prefix}which", spec.which[0])),
+    k = s.get(f"{prefix}interval_k", INTERVAL_K) if spectral_mode(prefix, name) == "interval" else s.get(f"{prefix}k", 4)
+    return SolveConfig(solver=name, k=int(k), which=str(s.get(f"{prefix}which", spec.which[0])),
                        tol=float(s.get(f"{prefix}tol", spec.default_tol)),
                        max_iter=int(s.get(f"{prefix}max_iter", spec.default_max_iter)),
                        seed=None if seed is None else int(seed), device=str(s.get(f"{prefix}device", "cpu")),
                        dtype=str(s.get(f"{prefix}dtype", "float64")), extras=extras)
+
+
+_WHICH_SIGMA = ParamSpec("which", "choice", "LM", "With sigma (shift-invert): LM the k eigenvalues nearest sigma, "
+                         "on either side; LA the k nearest above it; SA the k nearest below it.",
+                         choices=("LM", "LA", "SA"))
+_SIGMA_LABELS = {"LM": "LM: nearest sigma", "LA": "LA: nearest above sigma", "SA": "SA: nearest below sigma"}
+_WHICH_INTERVAL = ParamSpec("which", "choice", "SA", "With an interval (spectrum slicing) the solve returns every "
+                            "eigenvalue in [lower, upper), ascending: `which` has no meaning there.", choices=("SA",))
+
+
+def spectral_mode(prefix: str, solver: str) -> str:
+    """What the solver's options ask for: "interval" (``lower`` and ``upper`` set: spectrum slicing),
+    "sigma" (shift-invert) or "plain" (an end of the spectrum, ``which``)."""
+    s = st.session_state
+    names = {p.name for p in SOLVERS[solver].params}
+
+    def value(name: str) -> Any:
+        return s.get(f"{prefix}p_{solver}_{name}") if name in names else None
+
+    if value("lower") is not None and value("upper") is not None:
+        return "interval"
+    return "sigma" if value("sigma") is not None else "plain"
+
+
+def _follow_mode(prefix: str, solver: str) -> str:
+    """Set ``which`` when the mode changes: LM (the nearest) once sigma is given, SA (ascending) with an
+    interval, and back to the plain choice when both are cleared. Runs before the which widget is drawn."""
+    s = st.session_state
+    mode = spectral_mode(prefix, solver)
+    mode_key, which_key, plain_key = f"{prefix}_spectral_mode", f"{prefix}which", f"{prefix}_plain_which"
+    before = s.get(mode_key, "plain")
+    if mode != before:
+        if before == "plain":
+            s[plain_key] = s.get(which_key)
+        if mode == "sigma":
+            s[which_key] = "LM"
+        elif mode == "interval":
+            s[which_key] = "SA"
+        else:
+            plain = s.pop(plain_key, None)
+            which = SOLVERS[solver].which
+            s[which_key] = plain if plain in which else which[0]
+        s[mode_key] = mode
+    return mode
 
 
 _WHICH_SVD = ParamSpec("which", "choice", "LA", "Which singular values: LA the largest, SA the smallest (they "
@@ -86,10 +134,26 @@ def solver_sidebar(prefix: str = "", container: Any = None, *, n: int | None = N
         limit = f"min(m, n) = {n:,}" if kind == "svd" else f"n = {n:,}"
         k_spec = ParamSpec("k", "int", min(4, n), f"How many {what} to compute. At most {limit}.", minimum=1,
                            maximum=n)
+    mode = "plain" if kind == "svd" else _follow_mode(prefix, spec.name)
     c1, c2 = box.columns(2)
-    param_widget(k_spec, f"{prefix}k", container=c1, disabled=disabled, label=f"k ({what})")
-    which_spec = _WHICH_SVD if kind == "svd" else _COMMON["which"]
-    param_widget(which_spec, f"{prefix}which", container=c2, choices=spec.which, disabled=disabled)
+    if mode == "interval":  # its own field: the interval decides the count, this only caps it
+        cap = ParamSpec("k", "int", INTERVAL_K if n is None else min(INTERVAL_K, n), "With an interval, every "
+                        "eigenvalue in it is computed, however many: this is only the most accepted (a larger count "
+                        "is refused with the number; the result keeps n x count numbers).", minimum=1, maximum=n)
+        param_widget(cap, f"{prefix}interval_k", container=c1, disabled=disabled, label="at most (k)")
+    else:
+        param_widget(k_spec, f"{prefix}k", container=c1, disabled=disabled, label=f"k ({what})")
+    if mode == "sigma":
+        param_widget(_WHICH_SIGMA, f"{prefix}which", container=c2, disabled=disabled, label="which (near sigma)",
+                     format_func=_SIGMA_LABELS.get)
+    elif mode == "interval":
+        param_widget(_WHICH_INTERVAL, f"{prefix}which", container=c2, disabled=True, label="which",
+                     format_func=lambda _: "the interval, ascending")
+    else:
+        which_spec = _WHICH_SVD if kind == "svd" else _COMMON["which"]
+        param_widget(which_spec, f"{prefix}which", container=c2, choices=spec.which, disabled=disabled)
+    if mode != "plain":
+        box.caption(_mode_caption(prefix, spec.name, mode))
     c1, c2 = box.columns(2)
     param_widget(_COMMON["tol"], f"{prefix}tol", container=c1, default=spec.default_tol, disabled=disabled)
     param_widget(_COMMON["max_iter"], f"{prefix}max_iter", container=c2, default=spec.default_max_iter,
@@ -104,7 +168,36 @@ def solver_sidebar(prefix: str = "", container: Any = None, *, n: int | None = N
     c3.selectbox("dtype", list(DTYPES), key=f"{prefix}dtype", disabled=disabled,
                  help="float32 is faster on GPUs but cannot reach tolerances much below 1e-6.")
     if spec.params:
-        with box.expander(f"{spec.name} options", expanded=False):
+        with box.expander(f"{spec.name} options", expanded=mode != "plain"):
             for p in spec.params:
                 param_widget(p, f"{prefix}p_{spec.name}_{p.name}", disabled=disabled)
+            problem = _spectral_problem(prefix, spec.name)
+            if problem:
+                st.warning(problem, icon=":material/warning:")
     return solver_config(prefix)
+
+
+def _mode_caption(prefix: str, solver: str, mode: str) -> str:
+    s = st.session_state
+    if mode == "sigma":
+        return (f"Shift-invert at sigma = {s.get(f'{prefix}p_{solver}_sigma'):g}: the k eigenvalues nearest it, "
+                "through a factorization of A \u2212 \u03c3B (options below; clear sigma to switch it off).")
+    return (f"Spectrum slicing: every eigenvalue in [{s.get(f'{prefix}p_{solver}_lower'):g}, "
+            f"{s.get(f'{prefix}p_{solver}_upper'):g}), counted by Sylvester's law of inertia so that none is "
+            "missed (clear lower and upper to switch it off).")
+
+
+def _spectral_problem(prefix: str, solver: str) -> str | None:
+    """A line about sigma / interval settings the solver will refuse (both given, one end only), or None."""
+    s = st.session_state
+    names = {p.name for p in SOLVERS[solver].params}
+    if not {"sigma", "lower", "upper"} <= names:
+        return None
+    sigma, lower, upper = (s.get(f"{prefix}p_{solver}_{name}") for name in ("sigma", "lower", "upper"))
+    if (lower is None) != (upper is None):
+        return "Spectrum slicing needs both ends: set `lower` and `upper` (or clear both)."
+    if lower is not None and upper is not None and sigma is not None:
+        return "Both sigma and an interval are set, but a solve takes one or the other: clear sigma or the interval."
+    if lower is not None and upper is not None and not lower < upper:
+        return f"The interval needs lower < upper (got [{lower:g}, {upper:g}])."
+    return None

@@ -12,7 +12,7 @@ reruns and pages.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import streamlit as st
 
@@ -23,6 +23,9 @@ __all__ = ["param_widget", "param_form", "coerce", "pretty_name"]
 
 _NAMES = {"k": "k (eigenpairs)", "which": "which end", "tol": "tolerance tol", "max_iter": "max iterations",
           "seed": "random seed"}
+
+
+_AUTO = "auto (solver picks)"
 
 
 def pretty_name(name: str) -> str:
@@ -62,11 +65,14 @@ def _clip(spec: ParamSpec, value: Any) -> Any:
 
 
 def param_widget(spec: ParamSpec, key: str, *, label: str | None = None, default: Any = None,
-                 container: Any = None, disabled: bool = False, choices: Iterable[Any] | None = None) -> Any:
+                 container: Any = None, disabled: bool = False, choices: Iterable[Any] | None = None,
+                 format_func: Callable[[Any], str] | None = None, help: str | None = None) -> Any:
     """One widget for ``spec`` under ``key``; returns its current value.
 
     ``default`` overrides ``spec.default`` for the first render; ``choices`` narrows a
-    choice parameter's options (e.g. the ``which`` values a solver supports).
+    choice parameter's options (e.g. the ``which`` values a solver supports) and
+    ``format_func`` labels them; ``help`` replaces ``spec.help``. An empty optional number
+    shows ``spec.placeholder`` (what None means), by default "auto (solver picks)".
     """
     box = container if container is not None else st
     label = label or pretty_name(spec.name)
@@ -90,11 +96,15 @@ def param_widget(spec: ParamSpec, key: str, *, label: str | None = None, default
             st.session_state[key] = fixed
     elif spec.kind == "bool" and not isinstance(current, bool):
         st.session_state[key] = bool(initial)
-    help_text = spec.help
+    help_text = spec.help if help is None else help
+    empty = (spec.placeholder or _AUTO) if spec.optional else None
+    # An optional number's default must be None: a cleared field deserializes to the widget's default
+    # (number_input's own default is 0.0, so clearing sigma would have given sigma = 0).
+    none_default = {"value": None} if spec.optional else {}
     if spec.kind == "int":
         lo, hi = _bounds(spec)
         return box.number_input(label, min_value=lo, max_value=hi, step=1, format="%d", key=key, help=help_text,
-                                disabled=disabled, placeholder="auto (solver picks)" if spec.optional else None)
+                                disabled=disabled, placeholder=empty, **none_default)
     if spec.kind == "float":
         lo, hi = _bounds(spec)
         if spec.log_scale:
@@ -105,10 +115,10 @@ def param_widget(spec: ParamSpec, key: str, *, label: str | None = None, default
         span = (hi - lo) if lo is not None and hi is not None else None
         step = 0.1 if span is None or span >= 1 else 10.0 ** math.floor(math.log10(span / 10))
         return box.number_input(label, min_value=lo, max_value=hi, step=step, format="%g", key=key,
-                                help=help_text, disabled=disabled,
-                                placeholder="auto (solver picks)" if spec.optional else None)
+                                help=help_text, disabled=disabled, placeholder=empty, **none_default)
     if spec.kind == "choice":
-        return box.selectbox(label, options, key=key, help=help_text, disabled=disabled)
+        return box.selectbox(label, options, key=key, help=help_text, disabled=disabled,
+                             **({"format_func": format_func} if format_func is not None else {}))
     if spec.kind == "bool":
         return box.checkbox(label, key=key, help=help_text, disabled=disabled)
     raise ValueError(f"unknown parameter kind {spec.kind!r} for {spec.name}")

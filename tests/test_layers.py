@@ -18,12 +18,13 @@ ROOT = Path(__file__).resolve().parents[1] / "explorer"
 FLOORS: tuple[tuple[str, ...], ...] = (
     ("tracking", "operators"),  # what a solve reports; the operator contract
     ("solvers",),
+    ("store",),  # the run store: records and results on disk
     ("problems", "models"),  # where matrices and Hessians come from
     ("runs",),  # a solve as the app runs and keeps it
     ("analysis",),
     ("teaching",),
     ("plots",),
-    ("bench", "ui"),  # the tools and the app on top
+    ("bench", "ui", "cli"),  # the tools, the app and the command line on top
 )
 FLOOR_OF = {package: level for level, names in enumerate(FLOORS) for package in names}
 

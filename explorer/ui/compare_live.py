@@ -51,9 +51,10 @@ def log_runs(outcomes: Sequence[RunOutcome], settings: CompareSettings, *, probl
                   "budget": settings.budget, **outcome.config.extras(), "device": "cpu", "dtype": settings.dtype}
         view = SimpleNamespace(result=outcome.result, records=outcome.records, error=outcome.error,
                                stop_reason=None, elapsed_s=outcome.wall_s)
+        spectral = {name: outcome.config.params.get(name) for name in ("sigma", "lower", "upper")}
         add_run(run_from_view(next_run_id(), view, solver=outcome.config.solver, problem=problem_label, n=n,
                               params=params, reference=None if reference is None
-                              else wanted_reference(reference, settings.k, which),
+                              else wanted_reference(reference, settings.k, which, **spectral),
                               page=page, extra={"label": outcome.label, "findings": outcome.findings}))
 
 

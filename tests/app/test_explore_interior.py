@@ -32,9 +32,9 @@ def _exact_2d(n: int = 30) -> np.ndarray:
     return np.sort((one[:, None] + one[None, :]).ravel())
 
 
-def _lanczos(at):
+def _lanczos(at, solver: str = "lanczos"):
     at.selectbox(key="sample").set_value(SAMPLE).run()
-    at.selectbox(key="solver").set_value("lanczos").run()
+    at.selectbox(key="solver").set_value(solver).run()
     return at
 
 
@@ -60,9 +60,12 @@ def test_the_sigma_field_reads_off_and_which_follows_it(apptest):
     assert not any("Shift-invert at" in c for c in _texts(at.caption))
 
 
-def test_a_shift_invert_run_finds_the_eigenvalues_nearest_sigma(apptest, wait_job):
-    at = _lanczos(apptest())
-    at.number_input(key="p_lanczos_sigma").set_value(1.0).run()
+@pytest.mark.parametrize("solver", ["lanczos", "lobpcg"])
+def test_a_shift_invert_run_finds_the_eigenvalues_nearest_sigma(apptest, wait_job, solver):
+    at = _lanczos(apptest(), solver)
+    assert at.session_state["which"] == "LA"  # lobpcg alone has no LM; with sigma it has
+    at.number_input(key=f"p_{solver}_sigma").set_value(1.0).run()
+    assert at.session_state["which"] == "LM"
     at.number_input(key="tol").set_value(1e-9).run()
     at.button(key="run").click().run()
     wait_job(at, timeout=90)
@@ -70,6 +73,7 @@ def test_a_shift_invert_run_finds_the_eigenvalues_nearest_sigma(apptest, wait_jo
     assert not at.error, _texts(at.error)
     run = at.session_state["runs"][-1]
     assert run.status == "converged" and run.params["sigma"] == 1.0 and run.params["which"] == "LM"
+    assert run.solver == solver
     exact = _exact_2d()
     nearest = exact[np.argsort(np.abs(exact - 1.0), kind="stable")[:4]]
     np.testing.assert_allclose(run.reference, nearest, rtol=1e-13)
@@ -183,3 +187,19 @@ def test_history_shows_a_stored_svd_run_and_an_interval_run(apptest, wait_job):
     _no_trouble(fresh)
     spec = json.loads(fresh.get("plotly_chart")[0].proto.spec)
     assert [t["name"].split()[0] for t in spec["data"][:2]] == ["#1", "#2"]
+
+
+def test_a_compare_run_with_sigma_is_judged_against_the_nearest(apptest, wait_job):
+    at = apptest(page="pages/compare.py")
+    at.selectbox(key="cmp_solver_0").set_value("lanczos").run()
+    at.selectbox(key="cmp_solver_1").set_value("lanczos").run()
+    at.number_input(key="cmp1_lanczos_sigma").set_value(1.0).run()  # which stays LA: the nearest above sigma
+    at.number_input(key="cmp_k").set_value(2).run()
+    at.button(key="cmp_run").click().run()
+    wait_job(at, "compare", timeout=90, poll=0.5)
+    _no_trouble(at)
+    plain, shifted = [run for run in at.session_state["runs"] if run.page == "compare"]
+    exact = _exact_2d()
+    np.testing.assert_allclose(plain.reference, exact[::-1][:2])
+    np.testing.assert_allclose(shifted.reference, np.sort(exact[exact >= 1.0])[:2])
+    assert shifted.status == "converged" and shifted.max_error <= shifted.max_residual + 1e-14

@@ -90,12 +90,13 @@ def test_a_shift_invert_run_finds_the_eigenvalues_nearest_sigma(apptest, wait_jo
 
 def test_an_interval_run_says_how_many_and_finds_them_all(apptest, wait_job):
     at = _lanczos(apptest())
+    at.number_input(key="k").set_value(6).run()
     at.number_input(key="p_lanczos_lower").set_value(1.0).run()
     at.number_input(key="p_lanczos_upper").set_value(1.2).run()
     _no_trouble(at)
     exact = _exact_2d()
     inside = exact[(exact >= 1.0) & (exact < 1.2)]
-    assert inside.size == 16  # more than the default k = 4: the interval decides the count
+    assert inside.size == 16  # more than k = 6: the interval decides the count
     # which has no meaning for an interval; k is only a cap with its own field
     assert at.selectbox(key="which").disabled and at.session_state["which"] == "SA"
     cap = at.number_input(key="interval_k")
@@ -118,11 +119,11 @@ def test_an_interval_run_says_how_many_and_finds_them_all(apptest, wait_job):
     wait_job(at, timeout=90)
     assert at.session_state["runs"][-1].status == "failed"
     assert any("holds 16 eigenvalues" in e and "raise `k` to 16" in e for e in _texts(at.error))
-    # clearing the interval gives k and which back
+    # clearing the interval gives k and which back, as they were
     at.number_input(key="p_lanczos_lower").set_value(None).run()
     at.number_input(key="p_lanczos_upper").set_value(None).run()
     assert not at.selectbox(key="which").disabled and at.session_state["which"] == "LA"
-    assert at.number_input(key="k").value == 4
+    assert at.number_input(key="k").value == 6
 
 
 def test_settings_the_solver_will_refuse_are_flagged_in_the_form(apptest):

@@ -6,6 +6,12 @@
 ``explorer.runs.config.SolveConfig``. Changing a widget never starts a solve; the page's
 Run button does. Other pages pass their own ``prefix`` (e.g. "model_") to keep
 separate settings.
+
+Interior eigenvalues (``spectral_mode``): once the solver's ``sigma`` is set, ``which`` switches
+to LM and offers nearest / nearest above / nearest below sigma; once ``lower`` and ``upper`` are
+set (spectrum slicing), ``which`` is fixed (ascending) and k becomes the field
+``f"{prefix}interval_k"`` ("at most", default ``INTERVAL_K``), since the interval decides the
+count. Clearing them gives the earlier ``which`` and k back.
 """
 
 from __future__ import annotations

@@ -312,3 +312,80 @@ def test_cuda_without_a_gpu_is_refused_clearly(capsys: pytest.CaptureFixture[str
     problems = bench.make_problems(["laplace2d_N10"], cases=[(1, "LA")])
     with pytest.raises(RuntimeError, match="cannot be isolated"):
         bench.run_benchmark(problems, ("lanczos",), device="cuda", isolate=True)
+
+
+# -- the Hessian bench: generated transformer, torch.lobpcg peer, no dense reference -------------
+def test_hessian_bench_on_a_tiny_generated_transformer() -> None:
+    from explorer.bench import hessian as hbench
+
+    report = hbench.run_benchmark(k=3, tol=1e-6, seeds=(0,), verbose=False, model="transformer:2k",
+                                  peers=("lanczos", "eigsh", "torch_lobpcg"))
+    setup, summary = report["setup"], {s["peer"]: s for s in report["summary"]}
+    assert setup["n"] == 2040 and "GPT-like decoder, 2,040 parameters" in setup["model_description"]
+    assert report["reference"]["top"] is not None and len(report["reference"]["top"]) == 3
+    for label in ("explorer lanczos (defaults)", "scipy eigsh (ARPACK)", "torch.lobpcg (method='ortho')"):
+        row = summary[label]
+        # tol 1e-6 on the relative residual bounds |theta - lambda| <= 1e-6 |theta|; the top
+        # three are simple (gaps >= 1e-2), so errors sit far below that
+        assert row["status"] == "done" and row["max_rel_error"] <= 1e-6, (label, row)
+        assert row["max_rel_residual"] <= 1.1e-6 and row["ghosts_claimed_converged"] == 0 and row["missed"] == 0
+        assert math.isfinite(row["overhead_median"]) and row["overhead_median"] > 0
+    assert summary["torch.lobpcg (method='ortho')"]["hvps_median"] > summary["explorer lanczos (defaults)"]["hvps_median"]
+    table = hbench.format_table(report)
+    assert "torch.func.hessian" not in table and "| overhead |" in table
+
+
+def test_hessian_bench_without_a_dense_reference_reports_residuals_only() -> None:
+    import torch
+
+    from explorer.bench import hessian as hbench
+
+    report = hbench.run_benchmark(k=2, tol=1e-4, seeds=(0,), verbose=False, model="transformer:2k",
+                                  peers=("lanczos", "torch_lobpcg"), dtype=torch.float32, max_dense=0, cap_s=60.0)
+    assert report["reference"]["top"] is None and "true residuals only" in report["reference"]["method"]
+    for row in report["summary"]:
+        assert row["status"] == "done" and math.isnan(row["max_rel_error"]) and row["max_rel_residual"] <= 1.5e-4
+    run = next(r for r in report["runs"] if r["peer"].startswith("torch.lobpcg"))
+    assert "lambda_k from our lanczos row" in run["note"]
+    assert "dense reference: none" in hbench.format_table(report)
+    # a run past its cap is a row, not a crash
+    capped = hbench.run_benchmark(k=2, tol=1e-4, seeds=(0,), verbose=False, model="transformer:2k",
+                                  peers=("lanczos",), dtype=torch.float32, max_dense=0, cap_s=-1.0)
+    assert capped["summary"][0]["status"] == "CAP"
+
+
+def test_hessian_bench_arguments_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    from explorer.bench import hessian as hbench
+    from explorer.bench.models import parse_model_spec, transformer_config
+
+    assert parse_model_spec("transformer:100M") == ("transformer", 100_000_000)
+    assert parse_model_spec("MLP") == ("mlp", 0) and parse_model_spec("transformer:2.5k") == ("transformer", 2500)
+    config = transformer_config(100_000_000)
+    assert (config.width, config.layers, config.heads) == (768, 12, 12) and 9e7 < config.parameters < 1.1e8
+    with pytest.raises(SystemExit):
+        hbench.main(["--model", "resnet"])
+    assert "--model takes 'mlp'" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            hbench.main(["--device", "cuda"])
+        assert "--device 'cuda' is not available on this machine" in capsys.readouterr().err
+
+
+def test_the_generated_transformer_is_seeded_and_counts_its_parameters() -> None:
+    import torch
+
+    from explorer.bench.models import transformer
+
+    model, (tokens, targets) = transformer(30_000, batch=3, seed=4)
+    again, (tokens2, _) = transformer(30_000, batch=3, seed=4)
+    assert sum(p.numel() for p in model.parameters()) == model.config.parameters
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), again.parameters()))
+    assert torch.equal(tokens, tokens2) and torch.equal(targets[:, :-1], tokens[:, 1:])  # next-token targets
+    logits = model(tokens)
+    assert logits.shape == (3, model.config.seq, model.config.vocab)
+    # causal: the logits at position t do not depend on tokens after t
+    changed = tokens.clone()
+    changed[:, -1] = (changed[:, -1] + 1) % model.config.vocab
+    torch.testing.assert_close(model(changed)[:, :-1], logits[:, :-1], rtol=0, atol=0)

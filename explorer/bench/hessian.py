@@ -350,15 +350,18 @@ def run_benchmark(k: int = 5, tol: float = 1e-6, seeds: tuple[int, ...] = (0, 1,
     def attempt(peer: str, seed: int, fn: Callable[[CountingHVP], Any]) -> Any:
         counter = CountingHVP(H, cap_s, clock)
         counter.t0 = clock()
+        w0, c0 = time.perf_counter(), time.process_time()
         try:
             out, wall, cpu = _timed(lambda: fn(counter), device)
         except HVPCapReached as cap:
-            capped(peer, seed, counter, math.nan, math.nan, f"{cap} past the {cap_s:g} s cap")
+            capped(peer, seed, counter, time.perf_counter() - w0, time.process_time() - c0,
+                   f"{cap} past the {cap_s:g} s cap")
             return None
         except Exception as err:  # noqa: BLE001 - a peer failing (or running out of memory) is a result
             text = str(err).splitlines()[0][:160] if str(err) else ""
             oom = "out of memory" in str(err).lower() or isinstance(err, MemoryError)
-            capped(peer, seed, counter, math.nan, math.nan, f"{'MEM' if oom else 'FAIL'}: {type(err).__name__}: {text}")
+            capped(peer, seed, counter, time.perf_counter() - w0, time.process_time() - c0,
+                   f"{'MEM' if oom else 'FAIL'}: {type(err).__name__}: {text}")
             if device.type == "cuda":
                 torch.cuda.empty_cache()
             return None

@@ -208,7 +208,9 @@ class BenchProblem:
         Our operator and torch.lobpcg's tensor move to the device (torch sparse CSR on CUDA);
         the scipy peers' matrix stays on the CPU, cast to ``dtype``; ``exact`` stays float64.
         """
-        device = torch.device(device)
+        from explorer.operators.base import canonical_device
+
+        device = canonical_device(device)
         tol = default_tol(dtype) if tol is None else float(tol)
         if device == self.device and dtype == self.dtype and tol == self.tol:
             return self

@@ -4,8 +4,13 @@ Run ``python -m explorer.bench`` (the full set: 2-D Laplacians n = 10^4 and 10^5
 prescribed spectra n = 1000 and 4000; long, over an hour on a loaded 2-core host) or
 ``python -m explorer.bench --quick`` (n = 10^4 Laplacian and n = 1000 dense; one to two
 minutes on a 2-core host). ``--problems`` picks problem keys (e.g.
-``--problems laplace2d_N316`` runs the n = 10^5 Laplacian alone), ``--solvers`` picks rows,
-``--csv`` writes the table, ``--mem-gb`` / ``--timeout`` set the per-run limits below.
+``--problems laplace2d_N316`` runs the n = 10^5 Laplacian alone; ``laplace2d_N1000``, n = 10^6,
+is opt-in: named only, never in the default set or ``--quick``), ``--cases 10:LA 1:SA`` replaces
+every problem's (k, which) cases, ``--solvers`` picks rows, ``--csv`` writes the table,
+``--mem-gb`` / ``--timeout`` set the per-run limits below, ``--device cpu|cuda[:i]`` and
+``--dtype float64|float32`` say where and in what precision the solvers run, ``--tol`` sets
+the tolerance (default 1e-6 in float64, 1e-5 in float32). The n = 10^6 row of
+docs/benchmarks.md: ``--problems laplace2d_N1000 --cases 10:LA --solvers lanczos --cap 600``.
 Each row is printed (flushed) as soon as its run ends; the full table follows at the end.
 
 What is measured (the method of ../shared/PEERS.md, section 3):
@@ -14,7 +19,14 @@ What is measured (the method of ../shared/PEERS.md, section 3):
   and 10, LA and SA; reference analytic (``4 - 2 cos(i pi/(N+1)) - 2 cos(j pi/(N+1))``, with
   exact double eigenvalues). ``dense_{geometric,smallgap,cluster}_n{1000,4000}``: ``Q diag(lam)
   Q^T`` with a Haar-random Q, k = 10 LA; reference = the prescribed lam (the assembled
-  matrix is within ~n eps ||A|| of it). Everything float64, tol = 1e-6 (relative residual).
+  matrix is within ~n eps ||A|| of it). Float64 and tol = 1e-6 (relative residual) unless
+  ``--dtype float32`` (then tol 1e-5, above float32's rounding level). Any ``laplace2d_N<N>``
+  is accepted (``laplace2d_N3163``, n = 10^7, for a GPU).
+* **Devices.** ``--device cuda``: our operator (torch sparse CSR or dense) and torch.lobpcg's
+  tensor live on the GPU; the scipy peers (ARPACK, PRIMME, scipy lobpcg) stay on the CPU in
+  the same dtype and say so in ``note``. On CUDA every time is wall seconds between
+  ``torch.cuda.synchronize`` calls (the host's CPU time says nothing about GPU work), the cap
+  is wall seconds, and runs go in this process (below).
 * **Rows.** ``lanczos`` (defaults: partial re-orthogonalization, block size 1 for k = 1 and 2
   otherwise), ``lanczos_full`` (full re-orthogonalization), ``lanczos_b1`` (block size 1 for
   every k, like ARPACK and PRIMME: fewer matvecs on distinct eigenvalues, but it cannot see
@@ -27,7 +39,8 @@ What is measured (the method of ../shared/PEERS.md, section 3):
   ``torch._linalg_utils.matmul`` that counts products with the problem's tensor. One
   column is one matvec.
 * **Cap.** Each run stops after ``cap`` seconds of process CPU time (30 s; 5 s with
-  ``--quick``), enforced inside the counting operator by raising; such rows read ``CAP``. A
+  ``--quick``; wall seconds for the rows on a GPU), enforced inside the counting operator by
+  raising; such rows read ``CAP``. A
   solver that hit the cap (or the memory cap, or the wall-clock limit) on a problem is
   skipped on the larger instances of the same problem kind and case (a cap on
   ``laplace2d_N100`` skips ``laplace2d_N316``), also across ``--problems`` in one run.
@@ -51,12 +64,26 @@ What is measured (the method of ../shared/PEERS.md, section 3):
   seeded, so the runs are the same run, except PRIMME's, whose matvec count varies from call
   to call in one process. The progress line of
   each run shows its peak RSS (``peak=``: the child's ``ru_maxrss``, which includes the
-  pages it shares with the parent, and the growth over the start). ``--no-isolate`` (or
-  ``run_benchmark(..., isolate=False)``) runs everything in one process, without limits.
+  pages it shares with the parent, and the growth over the start); the table shows both in GB
+  (``peak_gb``, ``grow_gb``). ``--no-isolate`` (or ``run_benchmark(..., isolate=False)``) runs
+  everything in one process, without limits and without the peak columns. On CUDA runs are
+  never isolated: a process forked after CUDA is initialized cannot use it, and ``RLIMIT_AS``
+  breaks CUDA's reservation of address space; the peak columns are then
+  ``torch.cuda.max_memory_allocated`` during the run (the resident problem included) and its
+  growth over the start.
 * **Accuracy.** ``eig_err``: max relative error of the returned set, sorted in ``which``
   order, against the reference (a missed copy of a double eigenvalue shows as ~1e-3 to
   1e-4). ``resid``: max ``||A v - lambda v|| / (|lambda| ||v||)``, computed here with the
-  uncounted matrix. ``ok``: all k values returned and ``eig_err <= 1e-5``.
+  uncounted float64 matrix on the CPU (whatever the run's device and dtype). ``ok``: all k
+  values returned and ``eig_err`` below :meth:`BenchProblem.ok_threshold`, ``min(1e-5, g / 2)``
+  with g the smallest relative gap between distinct wanted values: then no copy of a multiple
+  eigenvalue is missing (at n = 10^6, g = 1.2e-6; the threshold is printed per case).
+* **Overhead** against the physical floor (PEERS.md section 3): ``overhead = time / (matvecs x
+  t_mv)`` for every row that ran, with ``t_mv`` (``t_mv_ms``) the time of one single-vector
+  product on the row's backend (:func:`backend`, :func:`measure_t_mv`: ``matrix @ x`` for the
+  scipy peers, our operator's ``matvec`` for ours, ``tensor @ x`` for torch.lobpcg), measured in
+  the parent before and after each problem's runs, the smaller kept; CPU time on the CPU, wall
+  time on a GPU. Block methods can come out below 1 (a block product costs less per column).
 * **Ratios** ``mv/arpack`` and ``wall/arpack``: this row divided by ARPACK's row on the same
   problem (below 1: better than ARPACK).
 * **Tracker overhead** (``tracker_%``, lanczos rows): CPU time of the solve with a

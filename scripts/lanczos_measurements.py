@@ -7,6 +7,7 @@ Usage (from the repository root, one torch thread, float64 unless said otherwise
     PYTHONPATH=$PWD python scripts/lanczos_measurements.py float32    # "partial" vs "full" in float32
     PYTHONPATH=$PWD python scripts/lanczos_measurements.py eigh       # the projected eigh: torch vs LAPACK
     PYTHONPATH=$PWD python scripts/lanczos_measurements.py cholesky   # 2 x 2 Cholesky: plain Python vs numpy
+    PYTHONPATH=$PWD python scripts/lanczos_measurements.py ritz-every # ritz_every=1 against "auto"
 
 Matvec counts are exact (every run is seeded); times are CPU seconds of this process and
 depend on the load of the host (printed with the results).
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import os
 import time
 
@@ -125,12 +127,40 @@ def cholesky() -> None:
     print(f"numpy.linalg.cholesky {np.median(a) * 1e6:.1f} us, small_cholesky {np.median(b) * 1e6:.1f} us  ({_load()})")
 
 
+def ritz_every() -> None:
+    """The bench's n = 10^4 Laplacian and n = 1000 dense cases (tol 1e-6, seed 0): matvecs,
+    records, looks (records without the 20 ms rule) and wall seconds (best of 3, interleaved)
+    of ritz_every=1 against "auto"."""
+    from explorer.bench.matrix import make_problems
+
+    iteration = importlib.import_module("explorer.solvers.lanczos.iteration")
+    interval = iteration.RECORD_INTERVAL_S
+    for problem in make_problems(["laplace2d_N100", "dense_geometric_n1000", "dense_smallgap_n1000",
+                                  "dense_cluster_n1000"]):
+        for k, which in problem.cases:
+            best = {1: math.inf, "auto": math.inf}
+            runs = {}
+            for _ in range(3):
+                for every in (1, "auto"):
+                    t0 = time.perf_counter()
+                    runs[every] = lanczos(problem.operator, k, which=which, tol=1e-6, seed=0, ritz_every=every)
+                    best[every] = min(best[every], time.perf_counter() - t0)
+            iteration.RECORD_INTERVAL_S = math.inf
+            looks = len(lanczos(problem.operator, k, which=which, tol=1e-6, seed=0).history)
+            iteration.RECORD_INTERVAL_S = interval
+            one, auto = runs[1], runs["auto"]
+            print(f"{problem.key} k={k} {which}: every step {one.n_matvec} mv, {len(one.history)} records, "
+                  f"{best[1]:.3f} s | auto {auto.n_matvec} mv, {len(auto.history)} records ({looks} looks), "
+                  f"{best['auto']:.3f} s | ratio {best[1] / best['auto']:.2f}  ({_load()})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("basis", "keep-cap", "float32", "eigh", "cholesky"))
+    parser.add_argument("what", choices=("basis", "keep-cap", "float32", "eigh", "cholesky", "ritz-every"))
     args = parser.parse_args()
     torch.set_num_threads(1)
-    {"basis": basis, "keep-cap": keep_cap, "float32": float32, "eigh": eigh, "cholesky": cholesky}[args.what]()
+    {"basis": basis, "keep-cap": keep_cap, "float32": float32, "eigh": eigh, "cholesky": cholesky,
+     "ritz-every": ritz_every}[args.what]()
 
 
 if __name__ == "__main__":

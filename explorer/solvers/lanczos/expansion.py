@@ -59,6 +59,7 @@ class Expansion(LanczosState):
         a = float(torch.dot(w, q))
         w.sub_(q, alpha=a)
         H[j, j] = a
+        self.alpha_max = abs(a)
         if self.mode == "full":
             V = Vt[:p]
             c = V.mv(w)
@@ -130,6 +131,7 @@ class Expansion(LanczosState):
         sub_combine(W, alpha_t, Q)
         alpha = to_numpy(alpha_t)
         H[j:p, j:p] = 0.5 * (alpha + alpha.T)
+        self.alpha_max = float(np.abs(np.diagonal(alpha)).max())
         if norms0 is not None:
             after = torch.linalg.vector_norm(W, dim=1).tolist()
             if any(a < DGKS_ETA * b0 for a, b0 in zip(after, norms0)):

@@ -39,8 +39,12 @@ class LanczosState:
     """Basis, projected matrix and bookkeeping of one solve. Rows of ``Vt`` are basis vectors."""
 
     def __init__(self, v: Any, monitor: Monitor, *, mode: str, m: int, b: int,
-                 generator: torch.Generator, store_products: bool = False) -> None:
+                 generator: torch.Generator, store_products: bool = False, ritz_every: int = 1) -> None:
         self.v = v
+        self.ritz_every = ritz_every  # 0 = "auto" (see iteration._Lanczos.run)
+        self.alpha_max = 0.0  # largest |diagonal entry| of the last step's block (a Rayleigh quotient)
+        self._look_ratios: np.ndarray | None = None  # "auto": estimate / threshold at the last look
+        self._look_at = 0
         # Products are divided by 2^e (exact) when the first one is so large or so small that
         # squares of its entries would overflow or underflow (ProductUnits); the monitor reports
         # values and residuals back in A's units.

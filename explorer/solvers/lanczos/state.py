@@ -100,3 +100,10 @@ class LanczosState:
         # single-column products on one thread (csr_matvecs), so sparse CPU operators are
         # applied column by column; every other operator gets the block (one GEMM / HVP batch).
         self.columnwise = sparse_on_cpu(self.op)
+        self._work_rows: torch.Tensor | None = None  # the block step's product rows (see _work)
+
+    def _work(self, rows: int) -> torch.Tensor:
+        """A reusable (rows, n) buffer for the block step's ``A Q`` (one allocation per solve)."""
+        if self._work_rows is None or self._work_rows.shape[0] < rows:
+            self._work_rows = torch.empty(max(rows, self.b), self.n, dtype=self.dtype, device=self.device)
+        return self._work_rows[:rows]

@@ -634,3 +634,53 @@ def test_auto_reorthogonalization_is_partial_in_float64_and_full_in_float32(dtyp
     assert result.status is SolveStatus.CONVERGED, result.message
     explicit = lanczos(op, 2, which="SA", tol=1e-3, seed=0, reorthogonalization=mode)
     assert explicit.n_matvec == result.n_matvec and torch.equal(explicit.eigenvalues, result.eigenvalues)
+
+
+# ---------------------------------------------------------------------------------------
+# Hidden copies (a value of multiplicity above block_size)
+# ---------------------------------------------------------------------------------------
+def test_a_hidden_triple_eigenvalue_is_found_and_reported() -> None:
+    """3-D Laplacian (cube): triple eigenvalues. A block of 2 sees two copies of each; the
+    third copy of the second and third values is orthogonal to the whole Krylov space, so
+    without the check the top-6 set came back wrong (error 0.24) with every residual below
+    tol and status CONVERGED. The check finds the missing copies on the deflated operator,
+    adds them, and says so (with its cost) in the message."""
+    problem = problems.laplacian_3d(10)
+    exact = torch.sort(problem.eigenvalues, descending=True).values[:6]
+    assert torch.unique(torch.round(exact, decimals=8)).numel() == 3  # 1 + 3 + 2 (a triple cut at k)
+    silent = lanczos(problem.operator, 6, which="LA", tol=1e-8, seed=0, block_size=2, copy_check="off")
+    assert silent.status is SolveStatus.CONVERGED and float((silent.eigenvalues - exact).abs().max()) > 0.1
+    result = lanczos(problem.operator, 6, which="LA", tol=1e-8, seed=0, block_size=2)
+    assert result.status is SolveStatus.CONVERGED, result.message
+    # each value within its residual of an eigenvalue (Bauer-Fike); all six are the exact top six
+    bound = result.residual_norms + 1e3 * EPS64 * 12.0
+    assert torch.all((result.eigenvalues - exact).abs() <= bound), (result.eigenvalues, exact)
+    assert "Warning" in result.message and "hidden-copy check found them" in result.message
+    assert result.n_matvec > silent.n_matvec
+    X = result.eigenvectors
+    assert float((X.T @ X - torch.eye(6, dtype=torch.float64)).abs().max()) <= 1e-10
+    true = torch.linalg.vector_norm(problem.operator.to_dense() @ X - X * result.eigenvalues, dim=0)
+    assert torch.all(true <= residual_threshold(result.eigenvalues, 1e-8, 12.0))
+
+
+def test_the_hidden_copy_check_reports_its_cost_and_runs_only_where_a_copy_could_hide() -> None:
+    """2-D Laplacian, k = 6 LA: doubles returned twice with b = 2 could hide a third copy, so
+    the check runs (nothing to find) and the message gives its matvecs, which are exactly the
+    extra matvecs of the run. k <= block_size, or no value returned b times: no check, no cost."""
+    import re
+
+    op = problems.laplacian_2d(20).operator
+    off = lanczos(op, 6, which="LA", tol=1e-8, seed=0, copy_check="off")
+    auto = lanczos(op, 6, which="LA", tol=1e-8, seed=0)
+    match = re.search(r"Hidden-copy check: (\d+) deflated block step\(s\), (\d+) matvecs; no copy", auto.message)
+    assert match, auto.message
+    assert auto.n_matvec - off.n_matvec == int(match.group(2)) == 2 * int(match.group(1))
+    torch.testing.assert_close(auto.eigenvalues, off.eigenvalues, rtol=0, atol=0)
+    two = lanczos(op, 2, which="LA", tol=1e-8, seed=0)  # k = block_size = 2: every double is seen
+    assert "Hidden-copy" not in two.message
+    distinct = problems.diagonal(torch.arange(1.0, 41.0, dtype=torch.float64))
+    plain = lanczos(distinct.operator, 5, which="LA", tol=1e-8, seed=0)
+    assert "Hidden-copy" not in plain.message
+    assert plain.n_matvec == lanczos(distinct.operator, 5, which="LA", tol=1e-8, seed=0, copy_check="off").n_matvec
+    with pytest.raises(ValueError, match="copy_check"):
+        lanczos(op, 2, copy_check="yes")

@@ -106,6 +106,7 @@ from typing import Any
 import torch
 
 from explorer.solvers._common import WHICH, Monitor, check_int, make_generator, validate_common
+from explorer.solvers.lanczos.copies import COPY_CHECK
 from explorer.solvers.lanczos.iteration import _Lanczos
 from explorer.solvers.lanczos.state import sparse_on_cpu
 from explorer.solvers.registry import ParamSpec, SolverSpec, register_solver
@@ -153,6 +154,7 @@ def lanczos(
     block_size: int | None = None,
     products: str = "auto",
     ritz_every: int | str = "auto",
+    copy_check: str = "auto",
 ) -> EigenResult:
     """k extreme eigenpairs of a symmetric operator by thick-restart (block) Lanczos.
 
@@ -198,6 +200,12 @@ def lanczos(
             recurrence. An integer s: every s steps (and at every restart and the last
             step); 1: every step (per-step curves, the lessons). A record's ``iteration`` is
             always the Lanczos step.
+        copy_check: after convergence, look for a copy of a returned value that the block
+            could not see (a value returned ``block_size`` times may have more copies) with a
+            few block steps on the deflated operator, and add what it finds (``copies``).
+            "auto" (default): on when ``block_size < k`` (with k <= block_size every value
+            of multiplicity up to k is seen); "on"; "off". Its cost in matvecs and what it
+            found are in ``result.message``. Not run for ``which="BE"``.
 
     Returns:
         EigenResult in ``which`` order with true residual norms; ``converged`` compares
@@ -240,6 +248,9 @@ def lanczos(
             f"`max_basis` must be at least k + block_size = {v.k + b} (room for the k wanted vectors and one "
             f"block), got max_basis={max_basis}; raise it (e.g. {default_max_basis(v.k, b, n)}) or lower `k`")
     every = _check_ritz_every(ritz_every)
+    if not isinstance(copy_check, str) or copy_check not in COPY_CHECK:
+        raise ValueError(f"`copy_check` must be one of {list(COPY_CHECK)}, got {copy_check!r}; 'auto' checks when "
+                         "block_size < k")
     if not isinstance(products, str) or products not in PRODUCTS:
         raise ValueError(f"`products` must be one of {list(PRODUCTS)}, got {products!r}; 'auto' picks per operator")
     op = v.operator
@@ -252,9 +263,9 @@ def lanczos(
     monitor = Monitor("lanczos", v, tracker, extras={"reorthogonalization": reorthogonalization,
                                                       "max_basis": m, "block_size": b,
                                                       "products": "stored" if store else "recomputed",
-                                                      "ritz_every": ritz_every})
+                                                      "ritz_every": ritz_every, "copy_check": copy_check})
     return _Lanczos(v, monitor, mode=reorthogonalization, m=m, b=b, generator=generator,
-                    store_products=store, ritz_every=every).run()
+                    store_products=store, ritz_every=every, copy_check=copy_check).run()
 
 
 def _check_ritz_every(value: Any) -> int:
@@ -300,6 +311,11 @@ register_solver(SolverSpec(
                   choices=("auto", 1, 10, 100), labels=("auto (about every 20 ms)", "record every step",
                                                         "every 10 steps", "every 100 steps"),
                   integers=True, minimum=1),
+        ParamSpec("copy_check", "choice", "auto",
+                  "After convergence, look for a hidden copy of a returned eigenvalue that a block of "
+                  "block_size vectors cannot see (a few block steps on the deflated operator; the message says "
+                  "what it cost in matvecs) and add what it finds. 'auto': when block_size < k.",
+                  choices=COPY_CHECK),
         ParamSpec("products", "choice", "auto",
                   "How the final (true) residuals ||Ax - theta x|| are computed. 'stored' keeps A times every "
                   "basis vector (twice the memory) so checking costs no extra matvec; 'recomputed' applies A "

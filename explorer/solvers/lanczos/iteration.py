@@ -39,6 +39,7 @@ import torch
 from explorer.solvers._common import nonfinite_message
 from explorer.solvers.lanczos.blocks import BlockOrthonormalization
 from explorer.solvers.lanczos.convergence import ConvergenceChecks
+from explorer.solvers.lanczos.copies import HiddenCopyCheck
 from explorer.solvers.lanczos.expansion import Expansion
 from explorer.solvers.lanczos.linalg import small_eigh, to_tensor
 from explorer.solvers.lanczos.reorthogonalization import Reorthogonalization
@@ -55,7 +56,7 @@ RECORD_INTERVAL_S = 0.02
 
 
 class _Lanczos(Expansion, BlockOrthonormalization, Reorthogonalization, ThickRestart, RitzExtraction,
-               ConvergenceChecks):
+               ConvergenceChecks, HiddenCopyCheck):
     """One thick-restart (block) Lanczos solve: ``_Lanczos(v, monitor, ...).run()``."""
 
     def run(self) -> EigenResult:
@@ -260,6 +261,14 @@ class _Lanczos(Expansion, BlockOrthonormalization, Reorthogonalization, ThickRes
         if status is SolveStatus.MAX_ITER and bool(ok.all()) and len(wanted) == self.k:
             status = SolveStatus.CONVERGED
         notes = []
+        checked_copies = False
+        if status is SolveStatus.CONVERGED and len(wanted) == self.k and self._copy_check_wanted():
+            X, values, res, ok, note = self._complete(X, values, res, ok, theta)
+            checked_copies = bool(note)
+            if note:
+                notes.append(note)
+            if not bool(ok.all()):
+                status = SolveStatus.MAX_ITER
         if len(wanted) < self.k:
             notes.append(f"Only {len(wanted)} distinct Ritz pairs were available for k = {self.k}.")
         if self.n_breakdowns:
@@ -268,7 +277,7 @@ class _Lanczos(Expansion, BlockOrthonormalization, Reorthogonalization, ThickRes
         if self.mode == "none" and bool(ghost.any()):
             notes.append(f"{int(ghost.sum())} ghost Ritz value(s) (copies of converged ones, from lost "
                          "orthogonality) were skipped.")
-        if len(wanted) >= self.b + 1 and self.n_breakdowns == 0:
+        if len(wanted) >= self.b + 1 and self.n_breakdowns == 0 and not checked_copies:
             # b equal values: the block sees at most b copies, so there may be more
             vals = theta[wanted]
             # equal to within 10 thresholds, but never looser than sqrt(eps) ||A||: at a loose tol

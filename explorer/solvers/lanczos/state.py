@@ -39,8 +39,10 @@ class LanczosState:
     """Basis, projected matrix and bookkeeping of one solve. Rows of ``Vt`` are basis vectors."""
 
     def __init__(self, v: Any, monitor: Monitor, *, mode: str, m: int, b: int,
-                 generator: torch.Generator, store_products: bool = False, ritz_every: int = 1) -> None:
+                 generator: torch.Generator, store_products: bool = False, ritz_every: int = 1,
+                 copy_check: str = "off") -> None:
         self.v = v
+        self.copy_check = copy_check  # "auto" / "on" / "off" (see copies.py)
         self.ritz_every = ritz_every  # 0 = "auto" (see iteration._Lanczos.run)
         self.alpha_max = 0.0  # largest |diagonal entry| of the last step's block (a Rayleigh quotient)
         self._look_ratios: np.ndarray | None = None  # "auto": estimate / threshold at the last look

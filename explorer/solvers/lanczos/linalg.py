@@ -19,8 +19,8 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["to_numpy", "to_tensor", "dots", "combine", "sub_combine", "small_cholesky", "small_lower_inverse",
-           "small_eigh"]
+__all__ = ["to_numpy", "to_tensor", "dots", "combine", "sub_combine", "combine_rows_", "small_cholesky",
+           "small_lower_inverse", "small_eigh"]
 
 
 def to_numpy(t: torch.Tensor) -> np.ndarray:
@@ -48,6 +48,29 @@ def combine(M: torch.Tensor, X: torch.Tensor, out: torch.Tensor | None = None) -
 def sub_combine(W: torch.Tensor, M: torch.Tensor, X: torch.Tensor) -> None:
     """``W -= M @ X`` in place (rows)."""
     W.addmm_(M, X, alpha=-1.0)
+
+
+# combine_rows_: columns per GEMM so that the chunk of the basis it reads (q rows) is ~2 MiB.
+_CHUNK_BYTES = 1 << 21
+
+
+def combine_rows_(M: torch.Tensor, X: torch.Tensor) -> None:
+    """``X[:r] = M @ X[:q]`` in place for M (r, q), r <= q, one column chunk at a time.
+
+    The thick restart and the kept-block cleanup rewrite the basis with it: no second
+    ``n x max_basis`` buffer (memory stays n (max_basis + block) numbers), and each GEMM
+    reads a chunk of the basis that fits in cache. Each output column is the same dot
+    products as one big GEMM's; only the columns are split.
+    """
+    r, q = M.shape
+    n = X.shape[1]
+    width = max(256, _CHUNK_BYTES // (X.element_size() * max(q, 1)))
+    buffer = X.new_empty(r * min(width, n))
+    for c0 in range(0, n, width):
+        c1 = min(n, c0 + width)
+        chunk = buffer[: r * (c1 - c0)].view(r, c1 - c0)
+        torch.mm(M, X[:q, c0:c1], out=chunk)
+        X[:r, c0:c1].copy_(chunk)
 
 
 def small_cholesky(G: np.ndarray) -> np.ndarray | None:

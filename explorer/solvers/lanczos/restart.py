@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from scipy.linalg import lapack as _lapack
 
-from explorer.solvers.lanczos.linalg import combine, dots, sub_combine, to_numpy, to_tensor
+from explorer.solvers.lanczos.linalg import combine, combine_rows_, dots, sub_combine, to_numpy, to_tensor
 from explorer.solvers.lanczos.state import LanczosState
 
 __all__ = ["choose_keep", "ThickRestart"]
@@ -97,19 +97,12 @@ class ThickRestart(LanczosState):
         L = choose_keep(theta[candidates], first_target, self.k, self.m, bn, self.which)
         keep = candidates[:L]
         Sk = S[:, keep]  # (p, L)
-        if self.Vt_spare is None:
-            self.Vt_spare = torch.empty_like(self.Vt)
-        new = self.Vt_spare
+        new = self.Vt  # rewritten in place: Y = V S_L into the first L rows, then the next block
         Sk_t = to_tensor(Sk.T, self.Vt)
-        combine(Sk_t, self.Vt[:p], out=new[:L])
-        new[L:L + bn] = self.Vt[p:p + bn]
-        # From here on the new rows are the basis (orthonormalize() reads self.Vt).
-        self.Vt, self.Vt_spare = new, self.Vt
+        combine_rows_(Sk_t, new)
+        new[L:L + bn] = new[p:p + bn]  # (L + bn <= p: choose_keep leaves room for two blocks)
         if self.AVt is not None:  # A Y = (A V) S_L, combined like Y (no matvec)
-            if self.AVt_spare is None:
-                self.AVt_spare = torch.empty_like(self.AVt)
-            combine(Sk_t, self.AVt[:p], out=self.AVt_spare[:L])
-            self.AVt, self.AVt_spare = self.AVt_spare, self.AVt
+            combine_rows_(Sk_t, self.AVt)
             self.av_drift += p * self.eps * self.anorm
         if self.n_breakdowns:  # a kept Ritz vector belongs to the segment holding most of its weight
             for flags in (self.segment, self.previous_segment):
@@ -214,10 +207,9 @@ class ThickRestart(LanczosState):
             Lc_inv = _lapack.dtrtri(Lc, lower=1)[0]
             Rc_inv = Lc_inv.T
             Linv = to_tensor(Lc_inv, Y)
-            Y.copy_(combine(Linv, Y))
+            combine_rows_(Linv, Vt)
             if self.AVt is not None:
-                AY = self.AVt[:L]
-                AY.copy_(combine(Linv, AY))
+                combine_rows_(Linv, self.AVt)
                 self.av_drift += L * self.eps * self.anorm * float(np.abs(Lc_inv).sum(axis=1).max())
         D = to_numpy(dots(Y, F))  # (L, bn)
         sub_combine(F, to_tensor(D.T, Y), Y)

@@ -63,11 +63,9 @@ class LanczosState:
         self.generator = generator
         cap = m + b
         self.Vt = torch.empty(cap, self.n, dtype=self.dtype, device=self.device)
-        self.Vt_spare: torch.Tensor | None = None  # swap buffer for restarts (lazy)
         # products="stored": AVt[i] = A Vt[i] for every row that has been multiplied (the
         # current block included), carried through restarts with the same coefficients.
         self.AVt = torch.empty_like(self.Vt) if store_products else None
-        self.AVt_spare: torch.Tensor | None = None
         self.av_drift = 0.0  # bound on the rounding the restart combinations left in AVt
         self.H = np.zeros((cap, cap))
         # "none": exact Gram matrix V^T V; "partial": omega estimates (V^T V - I).

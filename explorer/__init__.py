@@ -6,7 +6,7 @@
 """
 
 from explorer.operators import LinearOperator, as_operator
-from explorer.solvers.results import ConvergenceError, EigenResult, SolveStatus, SVDResult
+from explorer.tracking.results import ConvergenceError, EigenResult, SolveStatus, SVDResult
 from explorer.solvers import COMMON_PARAMS, SOLVERS, get_solver, solve
 from explorer.tracking import HistoryTracker, IterationRecord, StopFlagTracker, StopSolve, Tracker
 

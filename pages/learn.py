@@ -6,7 +6,7 @@ import streamlit as st
 
 from explorer.analysis.compare import RunOutcome
 from explorer.runs.jobs import friendly_error
-from explorer.teaching.lessons import LESSON_RUNS, LESSONS
+from explorer.teaching import LESSON_RUNS, LESSONS
 from explorer.solvers import SOLVERS
 from explorer.ui import entry, live
 from explorer.ui.charts import show

@@ -13,7 +13,7 @@ import torch
 from explorer import problems
 from explorer.analysis.compare import MatvecBudget
 from explorer.analysis.diagnosis import ATTAINABLE_FACTOR, RULES, Finding, diagnose
-from explorer.solvers.results import EigenResult, SolveStatus
+from explorer.tracking.results import EigenResult, SolveStatus
 from explorer.solvers import SOLVERS, solve
 from explorer.tracking import IterationRecord
 

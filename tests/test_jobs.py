@@ -10,7 +10,7 @@ import torch
 
 from explorer.runs.jobs import JobState, SolveJob, running_jobs
 from explorer.operators import as_operator
-from explorer.solvers.results import EigenResult, SolveStatus
+from explorer.tracking.results import EigenResult, SolveStatus
 from explorer.solvers._common import Monitor, validate_common
 from explorer.tracking import HistoryTracker
 

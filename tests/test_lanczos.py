@@ -27,7 +27,7 @@ import torch
 
 from explorer import problems
 from explorer.operators import DenseOperator, ShiftedOperator
-from explorer.solvers.results import SolveStatus
+from explorer.tracking.results import SolveStatus
 from explorer.solvers import SOLVERS, solve
 from explorer.solvers._common import residual_threshold
 from explorer.solvers.lanczos import default_block_size, default_max_basis, lanczos

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from explorer import problems
-from explorer.solvers.results import SolveStatus
+from explorer.tracking.results import SolveStatus
 from explorer.solvers import power_iteration
 
 

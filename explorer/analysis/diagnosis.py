@@ -2,7 +2,7 @@
 
 ``diagnose(result, records, reference, dtype, tol)`` runs every rule in :data:`RULES`
 and returns the :class:`Finding` s that fire, worst first. Each rule is a pure function
-of the :class:`~explorer.solvers.results.EigenResult`, the per-iteration
+of the :class:`~explorer.tracking.results.EigenResult`, the per-iteration
 :class:`~explorer.tracking.IterationRecord` s, the exact eigenvalues when they are
 known, the working dtype and the tolerance. No rule re-runs the solver or applies the
 operator; the only linear algebra is a k x k Gram matrix of the returned eigenvectors.
@@ -47,7 +47,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from explorer.solvers.results import EigenResult, SolveStatus
+from explorer.tracking.results import EigenResult, SolveStatus
 from explorer.tracking.records import IterationRecord
 
 __all__ = [

@@ -2,7 +2,7 @@
 
 Every function here is pure numpy (float64), takes the exact spectrum (or singular
 values) of a test problem plus what the bound needs about the start, and returns the
-bound as numbers. Nothing here runs a solver; :mod:`explorer.teaching.lessons` pairs each bound
+bound as numbers. Nothing here runs a solver; :mod:`explorer.teaching` pairs each bound
 with a measurement and :mod:`tests.test_theory` checks that converged runs stay under
 it on problems where the theorem's assumptions hold.
 

@@ -39,7 +39,7 @@ from typing import Any, Literal
 import torch
 
 from explorer.operators import CountedOperator, LinearOperator
-from explorer.solvers.results import SolveStatus
+from explorer.tracking.results import SolveStatus
 from explorer.tracking import IterationRecord, NullTracker, SolveStart, StopSolve, Tracker
 
 __all__ = [

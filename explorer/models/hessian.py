@@ -15,12 +15,12 @@ Hessian-vector products (HVPs), two methods:
 
 * ``"double_backward"`` (default): build the gradient graph once,
   g = dL/dtheta with ``create_graph=True``, and keep it; every HVP is then one
-  backward pass through that graph, ``H v = d(g . v)/dtheta`` (Pearlmutter 1994).
-  Measured on the sample MLP: 0.82 ms per HVP against 0.73 ms for one
-  forward+backward; memory is the graph of one forward+backward per chunk.
+  backward pass through that graph, ``H v = d(g . v)/dtheta`` (Pearlmutter 1994),
+  about the cost of one forward+backward (docs/benchmarks.md); memory is the graph
+  of one forward+backward per chunk.
 * ``"forward_over_reverse"``: ``torch.func.jvp(torch.func.grad(L), (theta,), (v,))``
-  per chunk; nothing is cached (forward + backward with dual numbers, ~3.7x the
-  cached HVP on the sample MLP), for data sets whose graphs do not fit in memory.
+  per chunk; nothing is cached (forward + backward with dual numbers, a few times the
+  cached HVP), for data sets whose graphs do not fit in memory.
 
 The Gauss-Newton matrix G = sum_i J_i^T H_out,i J_i (Schraudolph 2002; Martens 2020)
 uses the closed-form output Hessians of the two losses and two cached backward passes

@@ -39,7 +39,7 @@ import torch
 
 from explorer.models.loading import ModelInputError
 from explorer.operators import LinearOperator
-from explorer.solvers.results import EigenResult, SolveStatus
+from explorer.tracking.results import EigenResult, SolveStatus
 from explorer.tracking import IterationRecord, NullTracker, SolveStart, Tracker
 
 __all__ = [

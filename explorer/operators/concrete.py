@@ -63,9 +63,9 @@ class SparseOperator(LinearOperator):
     """A sparse matrix, stored as torch sparse CSR.
 
     On the CPU the product runs through scipy's CSR kernel on the *same* memory
-    (zero-copy views of crow/col/values): torch's CSR matvec measured 1.4-1.6x
-    slower than scipy's on one thread (../shared/PEERS.md). On other devices the
-    torch CSR product is used.
+    (zero-copy views of crow/col/values): torch's CSR matvec is slower than scipy's
+    on one CPU thread (docs/benchmarks.md). On other devices the torch CSR product
+    is used.
     """
 
     def __init__(self, matrix: torch.Tensor | sp.spmatrix | sp.sparray, *, is_symmetric: bool = True) -> None:
@@ -176,12 +176,11 @@ class CallableOperator(LinearOperator):
     taken as (n,)), and may reuse one output buffer from call to call or return their
     input: a result that anything else still references (the input itself, a view, a
     buffer the function keeps) is copied before a solver holds on to it. Without that, a
-    function writing into a preallocated ``out`` gave every stored product the value of the
-    last one (measured: dense eigh of diag(1..30) returned [97.2, 0.0]; Lanczos, LOBPCG and
-    power iteration returned wrong values or broke down). A fresh result is used as it is.
+    function writing into a preallocated ``out`` would give every stored product the value of
+    the last one. A fresh result is used as it is.
     The function gets a private copy of its input, so it may also compute in place
     (``lambda v: v.mul_(d)``): solvers pass rows of their basis, and a function that wrote
-    into them corrupted the basis (Lanczos returned wrong values as CONVERGED). The copy
+    into them would corrupt the basis. The copy
     costs one pass over the vector, nothing next to a Hessian-vector product.
     """
 

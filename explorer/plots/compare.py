@@ -2,7 +2,7 @@
 
 The error / residual overlays are ``explorer.plots.compare_figure`` (the app's builder);
 this module adds what it lacks: the orthogonality-loss overlay, the plotting of the
-Learn page's :class:`explorer.teaching.lessons.Chart` s, and the Streamlit rendering of the
+Learn page's :class:`explorer.teaching.lesson.Chart` s, and the Streamlit rendering of the
 diagnosis findings. The figure builders use plotly only (no Streamlit).
 """
 

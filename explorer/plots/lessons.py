@@ -1,4 +1,4 @@
-"""Plotly figures for the Learn page's lesson charts (``explorer.teaching.lessons.Chart``).
+"""Plotly figures for the Learn page's lesson charts (``explorer.teaching.lesson.Chart``).
 
 Measured series are solid lines or dots, theory dashed, reference lines faint; a run
 keeps its palette color (``explorer.plots.PALETTE``) across charts, so the dashed bound
@@ -13,7 +13,7 @@ import re
 import numpy as np
 import plotly.graph_objects as go
 
-from explorer.teaching.lessons import Chart, Series
+from explorer.teaching.lesson import Chart, Series
 from explorer.plots.figures import PALETTE
 
 __all__ = ["chart_figure", "pretty"]

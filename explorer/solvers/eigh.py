@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from explorer.operators import LinearOperator
-from explorer.solvers.results import EigenResult, SolveStatus
+from explorer.tracking.results import EigenResult, SolveStatus
 from explorer.solvers._common import Monitor, select_order, true_residual_norms, validate_common, residual_threshold
 from explorer.solvers.registry import ParamSpec, SolverSpec, register_solver
 from explorer.tracking import Tracker
@@ -126,8 +126,8 @@ def eigh(
                               residual_norms=empty, converged=torch.zeros(0, dtype=torch.bool), n_iter=1,
                               status=SolveStatus.BREAKDOWN, message=str(err))
     # ||A|| (of the pencil) for the threshold's floor: the whole spectrum, not the k selected
-    # values (an SA subset near 0 would make the floor vanish; measured: float32 geometric
-    # spectrum, SA, residuals 1.8e-7 against a floor of ~1e-14 read as "tol unattainable")
+    # values (an SA subset near 0 would make the floor vanish, and residuals at eigh's own
+    # rounding level would read as "tol unattainable")
     norm_estimate = float(values.abs().max()) if values.numel() else 0.0
     order = select_order(values, v.which)[: v.k]
     values, vectors = values[order], vectors[:, order]

@@ -70,7 +70,7 @@ from typing import Any
 
 import torch
 
-from explorer.solvers.results import EigenResult, SolveStatus
+from explorer.tracking.results import EigenResult, SolveStatus
 from explorer.solvers._common import (
     Monitor,
     ProductUnits,

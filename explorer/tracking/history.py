@@ -14,7 +14,7 @@ from explorer.tracking.protocol import NullTracker
 from explorer.tracking.records import IterationRecord, SolveStart
 
 if TYPE_CHECKING:  # pragma: no cover
-    from explorer.solvers.results import EigenResult
+    from explorer.tracking.results import EigenResult
 
 __all__ = ["HistoryTracker", "history_frame", "summary_frame", "finite_or_null"]
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from explorer.teaching.lessons import LESSONS
+from explorer.teaching import LESSONS
 from explorer.solvers import SOLVERS
 
 pytestmark = pytest.mark.slow

@@ -110,7 +110,8 @@ from explorer.solvers.lanczos.copies import COPY_CHECK
 from explorer.solvers.lanczos.iteration import _Lanczos
 from explorer.solvers.lanczos.state import sparse_on_cpu
 from explorer.solvers.registry import ParamSpec, SolverSpec, register_solver
-from explorer.solvers.results import EigenResult
+from explorer.solvers.shift_invert import SPECTRAL_PARAMS_HELP, spectral_entry
+from explorer.tracking.results import EigenResult
 from explorer.tracking import Tracker
 
 __all__ = ["lanczos", "default_block_size", "default_max_basis"]
@@ -142,7 +143,7 @@ def lanczos(
     operator: Any,
     k: int,
     *,
-    which: str = "LA",
+    which: str | None = None,
     tol: float = 1e-6,
     max_iter: int | None = None,
     X0: torch.Tensor | None = None,
@@ -155,6 +156,10 @@ def lanczos(
     products: str = "auto",
     ritz_every: int | str = "auto",
     copy_check: str = "auto",
+    sigma: float | None = None,
+    factorization: str = "auto",
+    lower: float | None = None,
+    upper: float | None = None,
 ) -> EigenResult:
     """k extreme eigenpairs of a symmetric operator by thick-restart (block) Lanczos.
 
@@ -162,8 +167,8 @@ def lanczos(
         operator: symmetric n x n operator (anything ``as_operator`` accepts); only
             matvecs are used.
         k: number of eigenpairs, 1 <= k <= n.
-        which: "LA" largest, "SA" smallest, "LM" largest magnitude, "BE" both ends
-            (alternating largest, smallest, ...).
+        which: "LA" largest (default), "SA" smallest, "LM" largest magnitude, "BE" both ends
+            (alternating largest, smallest, ...); with sigma, see ``sigma``.
         tol: relative residual tolerance, ``||A x - theta x|| <= tol * max(|theta|,
             sqrt(eps) ||A||)``, checked with true residuals.
         max_iter: Lanczos steps (each applies A to one block of ``block_size`` vectors);
@@ -207,6 +212,15 @@ def lanczos(
             of multiplicity up to k is seen); "on"; "off". Its cost in matvecs and what it
             found are in ``result.message``. Not run for ``which="BE"``.
 
+        sigma: shift-invert (``explorer.solvers.shift_invert``): the k eigenvalues nearest sigma,
+            ARPACK's mode 3 ((A - sigma B)^-1 B, B allowed); ``which`` then means LM (default: the
+            nearest), LA (nearest above) or SA (nearest below); the parameters above go to the
+            run on the transform.
+        factorization: how (A - sigma B)^-1 is applied ("auto", "ldl", "lu", "cholesky", "minres",
+            "cg"; ``explorer.operators.inverse.shifted_inverse``).
+        lower, upper: spectrum slicing (``explorer.solvers.slicing``): every eigenvalue in
+            [lower, upper), counted by the LDL^T inertia at both ends; at most k (a larger count
+            is refused with the number).
     Returns:
         EigenResult in ``which`` order with true residual norms; ``converged`` compares
         them with ``residual_threshold``. Status CONVERGED, MAX_ITER, STOPPED (a tracker
@@ -221,6 +235,13 @@ def lanczos(
     References:
         Lanczos 1950; Paige 1976; Simon 1984; Wu & Simon 2000; Golub & Van Loan 10.1-10.3.
     """
+    if sigma is not None or lower is not None or upper is not None:  # shift-invert / spectrum slicing
+        return spectral_entry("lanczos", operator, k, which=which, sigma=sigma, lower=lower, upper=upper,
+                              factorization=factorization, tol=tol, max_iter=max_iter, X0=X0, seed=seed,
+                              tracker=tracker, B=B, reorthogonalization=reorthogonalization, max_basis=max_basis,
+                              block_size=block_size, products=products, ritz_every=ritz_every,
+                              copy_check=copy_check)
+    which = "LA" if which is None else which
     v = validate_common("lanczos", operator, k, which=which, tol=tol, max_iter=max_iter,
                         default_max_iter=DEFAULT_MAX_ITER, supported_which=WHICH, X0=X0, B=B)
     if not isinstance(reorthogonalization, str) or reorthogonalization not in REORTHOGONALIZATION:
@@ -322,6 +343,11 @@ register_solver(SolverSpec(
                   "to the k Ritz vectors at each check. 'auto' stores them unless the operator is a sparse "
                   "matrix on the CPU (cheap to apply) or the extra memory would pass 1 GiB.",
                   choices=PRODUCTS),
+        ParamSpec("sigma", "float", None, SPECTRAL_PARAMS_HELP["sigma"], optional=True),
+        ParamSpec("factorization", "choice", "auto", SPECTRAL_PARAMS_HELP["factorization"],
+                  choices=("auto", "ldl", "lu", "cholesky", "minres", "cg")),
+        ParamSpec("lower", "float", None, SPECTRAL_PARAMS_HELP["lower"], optional=True),
+        ParamSpec("upper", "float", None, SPECTRAL_PARAMS_HELP["upper"], optional=True),
     ),
     supports_B=False,
     matrix_free=True,

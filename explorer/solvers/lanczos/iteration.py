@@ -46,7 +46,7 @@ from explorer.solvers.lanczos.reorthogonalization import Reorthogonalization
 from explorer.solvers.lanczos.restart import ThickRestart
 from explorer.solvers.lanczos.ritz import RitzExtraction, which_order
 from explorer.solvers.lanczos.state import SKIP_FACTOR
-from explorer.solvers.results import EigenResult, SolveStatus
+from explorer.tracking.results import EigenResult, SolveStatus
 
 __all__ = ["_Lanczos", "RECORD_INTERVAL_S"]
 

@@ -648,9 +648,9 @@ def test_a_hidden_triple_eigenvalue_is_found_and_reported() -> None:
     problem = problems.laplacian_3d(10)
     exact = torch.sort(problem.eigenvalues, descending=True).values[:6]
     assert torch.unique(torch.round(exact, decimals=8)).numel() == 3  # 1 + 3 + 2 (a triple cut at k)
-    silent = lanczos(problem.operator, 6, which="LA", tol=1e-8, seed=0, block_size=2, copy_check="off")
+    silent = lanczos(problem.operator, 6, which="LA", tol=1e-8, seed=0, copy_check="off")  # default block: 2
     assert silent.status is SolveStatus.CONVERGED and float((silent.eigenvalues - exact).abs().max()) > 0.1
-    result = lanczos(problem.operator, 6, which="LA", tol=1e-8, seed=0, block_size=2)
+    result = lanczos(problem.operator, 6, which="LA", tol=1e-8, seed=0)
     assert result.status is SolveStatus.CONVERGED, result.message
     # each value within its residual of an eigenvalue (Bauer-Fike); all six are the exact top six
     bound = result.residual_norms + 1e3 * EPS64 * 12.0
@@ -682,5 +682,9 @@ def test_the_hidden_copy_check_reports_its_cost_and_runs_only_where_a_copy_could
     plain = lanczos(distinct.operator, 5, which="LA", tol=1e-8, seed=0)
     assert "Hidden-copy" not in plain.message
     assert plain.n_matvec == lanczos(distinct.operator, 5, which="LA", tol=1e-8, seed=0, copy_check="off").n_matvec
+    # a block size given by the caller states the multiplicities: block_size=1 means simple
+    given = lanczos(op, 6, which="LA", tol=1e-8, seed=0, block_size=2)
+    assert "Hidden-copy" not in given.message and given.n_matvec == off.n_matvec
+    assert "Hidden-copy" in lanczos(op, 6, which="LA", tol=1e-8, seed=0, block_size=2, copy_check="on").message
     with pytest.raises(ValueError, match="copy_check"):
         lanczos(op, 2, copy_check="yes")

@@ -208,9 +208,11 @@ def lanczos(
         copy_check: after convergence, look for a copy of a returned value that the block
             could not see (a value returned ``block_size`` times may have more copies) with a
             few block steps on the deflated operator, and add what it finds (``copies``).
-            "auto" (default): on when ``block_size < k`` (with k <= block_size every value
-            of multiplicity up to k is seen); "on"; "off". Its cost in matvecs and what it
-            found are in ``result.message``. Not run for ``which="BE"``.
+            "auto" (default): on when ``block_size`` is left to its default and is below k
+            (with k <= block_size every value of multiplicity up to k is seen; a block size
+            you give states the largest multiplicity you expect, ``block_size=1`` simple
+            eigenvalues, so the check is not needed); "on"; "off". Its cost in matvecs and
+            what it found are in ``result.message``. Not run for ``which="BE"``.
 
         sigma: shift-invert (``explorer.solvers.shift_invert``): the k eigenvalues nearest sigma,
             ARPACK's mode 3 ((A - sigma B)^-1 B, B allowed); ``which`` then means LM (default: the
@@ -285,8 +287,10 @@ def lanczos(
                                                       "max_basis": m, "block_size": b,
                                                       "products": "stored" if store else "recomputed",
                                                       "ritz_every": ritz_every, "copy_check": copy_check})
-    return _Lanczos(v, monitor, mode=reorthogonalization, m=m, b=b, generator=generator,
-                    store_products=store, ritz_every=every, copy_check=copy_check).run()
+    solver = _Lanczos(v, monitor, mode=reorthogonalization, m=m, b=b, generator=generator,
+                      store_products=store, ritz_every=every, copy_check=copy_check)
+    solver.block_size_given = block_size is not None
+    return solver.run()
 
 
 def _check_ritz_every(value: Any) -> int:
@@ -335,7 +339,8 @@ register_solver(SolverSpec(
         ParamSpec("copy_check", "choice", "auto",
                   "After convergence, look for a hidden copy of a returned eigenvalue that a block of "
                   "block_size vectors cannot see (a few block steps on the deflated operator; the message says "
-                  "what it cost in matvecs) and add what it finds. 'auto': when block_size < k.",
+                  "what it cost in matvecs) and add what it finds. 'auto': when block_size is left empty "
+                  "and is below k (a block size you set says which multiplicities to expect).",
                   choices=COPY_CHECK),
         ParamSpec("products", "choice", "auto",
                   "How the final (true) residuals ||Ax - theta x|| are computed. 'stored' keeps A times every "

@@ -88,11 +88,14 @@ class HiddenCopyCheck(LanczosState):
     """The check after convergence, and the completion of a set that misses a copy."""
 
     copy_check: str = "auto"
+    block_size_given: bool = False
 
     def _copy_check_wanted(self) -> bool:
+        """"auto": with the default block size and b < k. A block size the caller chose states
+        the largest multiplicity expected (block_size=1: simple eigenvalues), so no check."""
         if self.copy_check == "off" or self.which == "BE":
             return False
-        return self.copy_check == "on" or self.b < self.k
+        return self.copy_check == "on" or (self.b < self.k and not self.block_size_given)
 
     def _candidates(self, values: np.ndarray, thresholds: np.ndarray) -> list[int]:
         """Positions (``which`` order) of values returned at least b times whose copies all lie

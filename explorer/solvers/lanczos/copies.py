@@ -27,8 +27,9 @@ s sqrt(delta) = 1.2-1.6 (docs/benchmarks-lanczos.md); ``_STEPS_C = 2.5`` leaves 
 capped at a third of the main run's steps and at least ``_MIN_STEPS``.
 
 A missing eigenvalue found is not just reported: ``_complete`` solves for the missing pairs
-with a Lanczos run on the deflated operator (the returned directions moved to the unwanted
-end of the spectrum), merges them with the returned ones and checks again (a value of
+with a Lanczos run on the Hotelling-deflated operator (``operators.DeflatedOperator``: the
+returned directions moved to the unwanted end of the spectrum), merges them with the
+returned ones and checks again (a value of
 multiplicity above 2b needs more than one round). The result's message says what the check
 cost (matvecs) and what it found.
 
@@ -47,41 +48,18 @@ import numpy as np
 import torch
 from scipy.linalg import LinAlgError, cholesky_banded
 
-from explorer.operators.base import LinearOperator
+from explorer.operators import CountedOperator, DeflatedOperator
 from explorer.solvers._common import random_block
 from explorer.solvers.lanczos.linalg import dots, sub_combine, to_numpy, to_tensor
 from explorer.solvers.lanczos.ritz import which_order
 from explorer.solvers.lanczos.state import LanczosState
 
-__all__ = ["HiddenCopyCheck", "DeflatedOperator", "COPY_CHECK"]
+__all__ = ["HiddenCopyCheck", "COPY_CHECK"]
 
 COPY_CHECK = ("auto", "on", "off")
 _STEPS_C = 2.5
 _MIN_STEPS = 5
 _ROUNDS = 3  # check / complete rounds at most (each sees b more copies of a value)
-
-
-class DeflatedOperator(LinearOperator):
-    """``P A P + shift X^T X`` with ``P = I - X^T X`` for orthonormal rows X (k, n): A on the
-    complement of X, the directions of X moved to ``shift`` (the unwanted end of the spectrum).
-    Counts pass through to ``base`` (each column is one product with A)."""
-
-    def __init__(self, base: LinearOperator, X: torch.Tensor, shift: float) -> None:
-        super().__init__(base.shape, base.dtype, base.device, is_symmetric=True)
-        self.base, self.X, self.shift = base, X, float(shift)
-
-    def _project(self, Z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # Z (n, b)
-        C = self.X @ Z
-        return Z - self.X.T @ C, C
-
-    def _matmat(self, Z: torch.Tensor) -> torch.Tensor:
-        Zp, C = self._project(Z)
-        W, _ = self._project(self.base.matmat(Zp))
-        return W + self.shift * (self.X.T @ C)
-
-    @property
-    def kind(self) -> str:
-        return "deflated"
 
 
 class HiddenCopyCheck(LanczosState):
@@ -200,8 +178,10 @@ class HiddenCopyCheck(LanczosState):
             found_rounds += 1
             k_sub = min(len(candidates), self.n - X.shape[0])
             shift = float(theta_all.min() if self.which == "LA" else theta_all.max() if self.which == "SA" else 0.0)
-            sub_op = DeflatedOperator(self.op, X, shift)
-            v = Validated(operator=_Counted(sub_op), k=k_sub, which=self.which, tol=self.tol,
+            # Hotelling deflation A - X^T diag(values - shift) X: the returned directions move to
+            # `shift`; its products go through self.op, so they are counted with the solve's
+            sub_op = DeflatedOperator(self.op, X.T, values - shift)
+            v = Validated(operator=CountedOperator(sub_op), k=k_sub, which=self.which, tol=self.tol,
                           max_iter=self.v.max_iter, B=None, X0=None)
             inner = _Lanczos(v, Monitor("lanczos", v, None), mode=self.mode if self.mode != "none" else "full",
                              m=min(self.n, max(self.m, k_sub + 2 * self.b)), b=self.b, generator=self.generator,
@@ -230,20 +210,3 @@ class HiddenCopyCheck(LanczosState):
             f"Warning: a block of {self.b} vectors missed {added} eigenvalue(s) (copies of a value of multiplicity "
             f"above {self.b}); the hidden-copy check found them and they were added ({found_rounds} round(s), "
             f"{cost} matvecs). Raise `block_size` to the largest multiplicity you expect to find them directly.")
-
-
-class _Counted(LinearOperator):
-    """Minimal stand-in for ``CountedOperator`` around the deflated operator (the counts that
-    matter are the base operator's)."""
-
-    def __init__(self, base: LinearOperator) -> None:
-        super().__init__(base.shape, base.dtype, base.device, is_symmetric=True)
-        self.base = base
-
-    def _matmat(self, X: torch.Tensor) -> torch.Tensor:
-        return self.base.matmat(X)
-
-    @property
-    def kind(self) -> str:
-        return self.base.kind
-

@@ -23,7 +23,7 @@ to within ``delta (lambda_max - lambda_min)`` of the top of the deflated spectru
 (Kuczynski & Wozniakowski 1992; Chebyshev: T_s(1 + 2 delta) grows like exp(2 s sqrt(delta))),
 with ``delta`` the smallest gap between a candidate value and the k-th, relative to the
 spread. On the 3-D Laplacian (n = 216 .. 27000, k = 6, b = 2) the copies surfaced after
-s sqrt(delta) = 1.2-1.6 (docs/benchmarks-lanczos.md); ``_STEPS_C = 2.5`` leaves a factor 1.5,
+s sqrt(delta) = 0.8-1.0 (docs/benchmarks-lanczos.md); ``_STEPS_C = 2.5`` leaves a factor 2.5,
 capped at a third of the main run's steps and at least ``_MIN_STEPS``.
 
 A missing eigenvalue found is not just reported: ``_complete`` solves for the missing pairs

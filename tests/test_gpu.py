@@ -103,8 +103,6 @@ def test_matrix_bench_on_cuda(dtype: torch.dtype) -> None:
     assert any("on cuda" in line and "t_mv" in line for line in lines)
 
 
-@pytest.mark.xfail(strict=True, reason="lobpcg's block path mixes CPU float64 projected matrices with device rows "
-                                       "(tests/test_fake_cuda.py); remove when fixed in explorer/solvers/lobpcg")
 def test_lobpcg_row_on_cuda() -> None:
     from explorer.bench import matrix as bench
 

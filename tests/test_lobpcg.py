@@ -20,8 +20,9 @@ from explorer.solvers import lobpcg
 from explorer.tracking import CallbackTracker, StopSolve
 
 EPS64 = torch.finfo(torch.float64).eps
-# `explorer.solvers.lobpcg` the attribute is the function (the package re-exports it); the module:
-lobpcg_module = importlib.import_module("explorer.solvers.lobpcg")
+# `explorer.solvers.lobpcg` the attribute is the function (the package re-exports it); the modules:
+engine_module = importlib.import_module("explorer.solvers.lobpcg.engine")
+ortho_module = importlib.import_module("explorer.solvers.lobpcg.ortho")
 
 
 def _laplacian(n: int = 100) -> problems.Problem:
@@ -220,7 +221,7 @@ def test_a_null_space_inside_the_block_is_not_a_crash(method: str) -> None:
 
 def test_basic_falls_back_to_ortho_when_its_gram_matrix_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     problem = _laplacian()
-    monkeypatch.setattr(lobpcg_module._Engine, "_rayleigh_ritz_general", lambda self, blocks: None)
+    monkeypatch.setattr(engine_module.Engine, "_rayleigh_ritz_general", lambda self, blocks: None)
     result = lobpcg(problem.operator, 3, which="LA", method="basic", tol=1e-8, seed=0)
     assert result.status is SolveStatus.CONVERGED
     assert "switched from basic to ortho" in result.message
@@ -230,7 +231,7 @@ def test_basic_falls_back_to_ortho_when_its_gram_matrix_fails(monkeypatch: pytes
 def test_stagnation_is_reported_as_breakdown_with_the_partial_result(monkeypatch: pytest.MonkeyPatch) -> None:
     problem = _laplacian()
     calls = {"n": 0}
-    original = lobpcg_module._svqb_from_gram
+    original = ortho_module.svqb_from_gram
 
     def fail_after_two(G, drop_tol):  # type: ignore[no-untyped-def]
         # The SVQB of the new directions W finds every one of them dependent (as at stagnation).
@@ -239,7 +240,7 @@ def test_stagnation_is_reported_as_breakdown_with_the_partial_result(monkeypatch
             return torch.ones(G.shape[0], dtype=torch.bool), torch.zeros(G.shape[0], 0, dtype=G.dtype), 0.0
         return original(G, drop_tol)
 
-    monkeypatch.setattr(lobpcg_module, "_svqb_from_gram", fail_after_two)
+    monkeypatch.setattr(ortho_module, "svqb_from_gram", fail_after_two)
     result = lobpcg(problem.operator, 3, which="LA", tol=1e-8, seed=0)
     assert result.status is SolveStatus.BREAKDOWN and "linearly dependent" in result.message
     assert result.n_iter == 2 and result.eigenvalues.shape == (3,)

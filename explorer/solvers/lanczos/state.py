@@ -1,0 +1,98 @@
+"""The state of one thick-restart (block) Lanczos solve, shared by the parts in this package.
+
+``LanczosState`` holds the basis and everything the parts read and write: the rows ``Vt``
+(basis vectors, ``max_basis + block_size`` of them) and, with stored products, ``AVt``
+(``A Vt[i]`` for every row multiplied so far); the projected matrix ``H = V^T A V`` (numpy
+float64); the per-mode bookkeeping of re-orthogonalization (``G``, the exact Gram matrix in
+"none"; ``Omega``, Simon's estimates of ``V^T V - I`` in "partial"); the norm estimate
+``anorm`` (largest |Ritz value| seen), the orthogonality loss ``loss`` that every record
+reports, and the counters that end up in the result's message. The methods live in the
+mixins (``expansion``, ``blocks``, ``reorthogonalization``, ``restart``, ``ritz``,
+``convergence``); ``iteration._Lanczos`` combines them and runs the loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from explorer.solvers._common import Monitor, ProductUnits, UnitsOperator
+
+__all__ = ["LanczosState", "sparse_on_cpu"]
+
+
+def sparse_on_cpu(op: Any) -> bool:
+    """A sparse matrix on the CPU: a matvec is cheap (scipy's CSR kernel), columns go one by one
+    (``Expansion.apply``) and products are recomputed rather than stored (``products="auto"``)."""
+    return getattr(op, "kind", "") == "sparse" and op.device.type == "cpu"
+
+
+# "full": skip the Gram-Schmidt correction when the measured overlap is below this many eps
+# (the level CGS2 itself reaches on a basis of ~64 vectors) and below what the tolerance
+# allows (see _Lanczos.run); the loss then stays at the rounding level.
+SKIP_FACTOR = 64.0
+
+
+class LanczosState:
+    """Basis, projected matrix and bookkeeping of one solve. Rows of ``Vt`` are basis vectors."""
+
+    def __init__(self, v: Any, monitor: Monitor, *, mode: str, m: int, b: int,
+                 generator: torch.Generator, store_products: bool = False) -> None:
+        self.v = v
+        # Products are divided by 2^e (exact) when the first one is so large or so small that
+        # squares of its entries would overflow or underflow (ProductUnits); the monitor reports
+        # values and residuals back in A's units.
+        self.units = monitor.units = ProductUnits(v.operator.dtype)
+        self.op = UnitsOperator(v.operator, self.units)
+        self.monitor = monitor
+        self.mode = mode
+        self.k, self.which, self.tol = v.k, v.which, v.tol
+        self.n = self.op.shape[0]
+        self.dtype, self.device = self.op.dtype, self.op.device
+        self.eps = float(torch.finfo(self.dtype).eps)
+        self.tiny = float(torch.finfo(self.dtype).tiny)
+        self.m, self.b = m, b
+        self.generator = generator
+        cap = m + b
+        self.Vt = torch.empty(cap, self.n, dtype=self.dtype, device=self.device)
+        self.Vt_spare: torch.Tensor | None = None  # swap buffer for restarts (lazy)
+        # products="stored": AVt[i] = A Vt[i] for every row that has been multiplied (the
+        # current block included), carried through restarts with the same coefficients.
+        self.AVt = torch.empty_like(self.Vt) if store_products else None
+        self.AVt_spare: torch.Tensor | None = None
+        self.av_drift = 0.0  # bound on the rounding the restart combinations left in AVt
+        self.H = np.zeros((cap, cap))
+        # "none": exact Gram matrix V^T V; "partial": omega estimates (V^T V - I).
+        self.G = np.eye(cap) if mode == "none" else None
+        self.Omega = np.zeros((cap, cap)) if mode == "partial" else None
+        self.anorm = 0.0
+        self.loss = 0.0
+        self.tol_factor = 1.0  # tightened when a true-residual check fails
+        self.n_restarts = 0
+        self.n_reorth = 0  # partial: how many blocks were re-orthogonalized
+        self.n_breakdowns = 0
+        self._stall_worst: float | None = None  # see _stalled_at_rounding
+        self._stall_checks = 0
+        self.n_cleanups = 0  # "partial": restarts that re-orthonormalized the kept Ritz vectors
+        self._kept_level = 0.0  # "partial": bound on ||Y^T Y - I||_2 of the kept block
+        self._cycle_start = 0  # "partial": first basis row created in the current cycle
+        self.n_skipped = 0  # "full": Gram-Schmidt corrections skipped (overlap already at eps level)
+        self.switched_at: int | None = None  # "partial": iteration where the run switched to "full"
+        self.skip_level = SKIP_FACTOR * self.eps  # "full": largest overlap left uncorrected
+        # Basis rows of the current Krylov "segment": all of them until a breakdown; after one,
+        # only the rows grown from the fresh random vector (see _segment_settled).
+        self.segment = np.ones(cap, dtype=bool)
+        self.previous_segment = np.zeros(cap, dtype=bool)
+        self._iteration = 0
+        self._segment_started = 0
+        self._wait_since: int | None = None
+        # The last true-residual check (see ritz.py): (wanted, X, AX, values, residuals, ok).
+        self._checked: tuple[Any, ...] | None = None
+        self._n_ok = 0  # pairs that met tol at the last check
+        self._j = 0  # first row of the current block after a restart (set by _restart)
+        # scipy's CSR kernel with several right-hand sides is slower per column than
+        # single-column products on one thread (csr_matvecs), so sparse CPU operators are
+        # applied column by column; every other operator gets the block (one GEMM / HVP batch).
+        self.columnwise = sparse_on_cpu(self.op)

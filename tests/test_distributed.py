@@ -357,6 +357,20 @@ def test_torchrun_solve_prints_the_single_process_eigenvalues() -> None:
     assert np.allclose(json.loads(three.stdout)["eigenvalues"], top_dense, rtol=1e-7)
 
 
+@pytest.mark.timeout(200)
+def test_under_torchrun_a_killed_rank_ends_rank_0_with_a_message(tmp_path: Path) -> None:
+    """torchrun stops the survivors (SIGTERM) once a worker dies; rank 0 says why either way
+    (gloo's closed connection or the SIGTERM, whichever comes first), and nothing hangs."""
+    out = subprocess.run([str(TORCHRUN), "--nproc-per-node", "2", "--master-port", str(_port()), str(WORKER), "kill",
+                          str(tmp_path), "1", "30"], capture_output=True, text=True, timeout=180, cwd=ROOT,
+                         env={**os.environ, **_env(), "OMP_NUM_THREADS": "1"})
+    assert out.returncode != 0
+    report = json.loads((tmp_path / "rank0.json").read_text())
+    assert report["error"] == "RankFailureError"
+    assert "SIGTERM" in report["message"] or "did not complete" in report["message"], report["message"]
+    assert "rank 0: error:" in out.stderr
+
+
 @pytest.mark.timeout(120)
 def test_cli_refuses_distributed_without_torchrun_and_torchrun_without_distributed() -> None:
     out = _cli(["solve", "laplacian_2d:10", "--distributed"], nproc=None)

@@ -342,6 +342,9 @@ class DistContext:
             before = {r: self.store.add(f"hb/{r}", 0) for r in others}
             time.sleep(2.5 * self.heartbeat_s)
             after = {r: self.store.add(f"hb/{r}", 0) for r in others}
+        except DistributedError:  # the SIGTERM handler of the command line, while this rank was looking
+            return ("torchrun is stopping every rank because one of them exited; its log names the first "
+                    "failure.")
         except Exception:  # noqa: BLE001 - the store went with its host
             host = "rank 0 (which hosts the rendezvous store)" if self.rank != 0 else "the rendezvous store"
             return (f"The store cannot be reached either, so {host} is gone or the network failed; "

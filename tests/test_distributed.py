@@ -167,10 +167,12 @@ def test_data_parallel_operator_weights_the_local_product() -> None:
 def test_checksums_that_disagree_raise_ranks_diverged() -> None:
     op = RowShardedOperator(sp.identity(4, format="csr"), row_ranges(4, 1), DistContext.local())
     sums = torch.tensor([[1.0], [1.0 + 1e-9]], dtype=torch.float64)
+    X = torch.tensor([[0.5], [0.0], [0.0], [0.0]], dtype=torch.float64)
+    op.matmat(X)  # sets the weights (w_0 = 1: the weighted 1-norm of X is 0.5)
     with pytest.raises(RanksDivergedError, match="rank 1's input vector differs"):
-        op._check(sums, torch.tensor([1.0], dtype=torch.float64), torch.zeros(1), "product 3")
-    op._check(torch.tensor([[1.0], [1.0 + EPS]], dtype=torch.float64), torch.tensor([1.0], dtype=torch.float64),
-              torch.zeros(1), "product 3")  # rounding-level differences pass
+        op._check(sums, X, torch.zeros(1), "product 3")
+    op._check(torch.tensor([[1.0], [1.0 + EPS]], dtype=torch.float64), X, torch.zeros(1),
+              "product 3")  # rounding-level differences pass
 
 
 def test_root_tracker_one_process_stops_at_once() -> None:

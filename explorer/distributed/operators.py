@@ -38,6 +38,11 @@ from explorer.distributed.context import DistContext, RanksDivergedError
 from explorer.operators import LinearOperator
 from explorer.tracking import NullTracker, StopSolve, Tracker
 
+try:  # scipy's CSR SpMV into a given output, as explorer.operators.SparseOperator uses it (private API)
+    from scipy.sparse._sparsetools import csr_matvec as _csr_matvec
+except ImportError:  # pragma: no cover - then the product takes one temporary more
+    _csr_matvec = None
+
 __all__ = ["RowShardedOperator", "DataParallelOperator", "RootTracker", "checksum_weights"]
 
 # Relative difference of two ranks' checksums still taken as rounding (64 eps, of the
@@ -59,23 +64,24 @@ class _Checked:
     context: DistContext
     _weights: torch.Tensor | None
 
-    def _checksum(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _checksum(self, X: torch.Tensor) -> torch.Tensor:
         if self._weights is None or self._weights.dtype != X.dtype or self._weights.device != X.device:
             self._weights = checksum_weights(X.shape[0], X.dtype, X.device)
-        return self._weights @ X, self._weights @ X.abs()
+        return self._weights @ X
 
     def _stop_flag(self) -> float:
         return 1.0 if (self.context.is_root and self.context.sync.stop_requested) else 0.0
 
-    def _check(self, sums: torch.Tensor, scale: torch.Tensor, flag: torch.Tensor, where: str) -> None:
-        """``sums`` (world, b): every rank's checksum of its input; ``flag``: rank 0's stop flag."""
+    def _check(self, sums: torch.Tensor, X: torch.Tensor, flag: torch.Tensor, where: str) -> None:
+        """``sums`` (world, b): every rank's checksum of its input X; ``flag``: rank 0's stop flag."""
         if bool(flag.item() > 0):
             self.context.sync.stop_seen = True
-        if sums.shape[0] == 1:
+        if sums.shape[0] == 1 or bool((sums == sums[:1]).all()):  # the usual case: identical inputs
             return
+        assert self._weights is not None
         eps = torch.finfo(sums.dtype).eps
         spread = (sums - sums[:1]).abs().amax(dim=0)
-        limit = _CHECK_ULPS * eps * scale
+        limit = _CHECK_ULPS * eps * (self._weights @ X.abs())
         if bool((spread > limit).any()):
             worst = int(torch.argmax((sums - sums[:1]).abs().amax(dim=1)))
             raise RanksDivergedError(
@@ -161,25 +167,43 @@ class RowShardedOperator(_Checked, LinearOperator):
                 f"of {self.context.world_size}, dtype={self.dtype})")
 
     # -- products ----------------------------------------------------------------
-    def _local(self, X: torch.Tensor) -> torch.Tensor:
+    def _local_into(self, X: torch.Tensor, out: torch.Tensor) -> None:
+        """``out = block @ X`` (rows, b). One CPU column: scipy's CSR kernel writes into ``out``
+        (no temporary; the kernel ``A @ x`` runs, so the rows are the full matrix's bit for bit)."""
         if self._torch_block is not None:
-            return self._torch_block @ X
-        return torch.from_numpy(np.asarray(self.block @ X.numpy()))
+            out.copy_(self._torch_block @ X)
+            return
+        A = self.block
+        if X.shape[1] == 1 and _csr_matvec is not None and out.is_contiguous():
+            x = X[:, 0].numpy()
+            if x.dtype == A.dtype:
+                y = out.numpy().reshape(-1)
+                y.fill(0.0)
+                _csr_matvec(A.shape[0], A.shape[1], A.indptr, A.indices, A.data, x, y)
+                return
+        out.copy_(torch.from_numpy(np.asarray(A @ X.numpy())))
+
+    def _local(self, X: torch.Tensor) -> torch.Tensor:
+        out = torch.empty(self.stop - self.start, X.shape[1], dtype=self.dtype, device=self.device)
+        self._local_into(X, out)
+        return out
 
     def _matmat(self, X: torch.Tensor) -> torch.Tensor:
         b = X.shape[1]
-        rows = self.stop - self.start
-        piece = torch.zeros(self.rows_max + 2, b, dtype=self.dtype, device=self.device)
-        piece[:rows] = self._local(X)
-        sums, scale = self._checksum(X)
-        piece[self.rows_max] = sums
+        rows, width = self.stop - self.start, self.rows_max + 2
+        piece = torch.empty(width, b, dtype=self.dtype, device=self.device)
+        self._local_into(X, piece[:rows])
+        piece[rows:self.rows_max] = 0.0  # padding (at most one row)
+        piece[self.rows_max] = self._checksum(X)
         piece[self.rows_max + 1] = self._stop_flag()
         world = self.context.world_size
-        out = torch.empty(world * (self.rows_max + 2), b, dtype=self.dtype, device=self.device)
+        out = torch.empty(world * width, b, dtype=self.dtype, device=self.device)
         where = f"product {self.n_matvec} (all-gather of {self.shape[0]} rows x {b})"
         self.context.all_gather_into(out, piece, where=where)
-        layout = out.view(world, self.rows_max + 2, b)
-        self._check(layout[:, self.rows_max], scale, layout[0, self.rows_max + 1, :1], where)
+        layout = out.view(world, width, b)
+        self._check(layout[:, self.rows_max], X, layout[0, self.rows_max + 1, :1], where)
+        if world == 1:
+            return out[:rows]  # no gaps to close: a view
         return out.index_select(0, self._rows_index)
 
     def _matvec(self, x: torch.Tensor) -> torch.Tensor:
@@ -244,12 +268,11 @@ class DataParallelOperator(_Checked, LinearOperator):
         buffer = torch.zeros(n + world + 1, b, dtype=self.dtype, device=self.device)
         if self.weight > 0:
             buffer[:n] = self.local.matmat(X) * self.weight
-        sums, scale = self._checksum(X)
-        buffer[n + rank] = sums
+        buffer[n + rank] = self._checksum(X)
         buffer[n + world] = self._stop_flag()
         where = f"product {self.n_matvec} (all-reduce of {n} x {b})"
         self.context.all_reduce(buffer, where=where)
-        self._check(buffer[n:n + world], scale, buffer[n + world, :1], where)
+        self._check(buffer[n:n + world], X, buffer[n + world, :1], where)
         return buffer[:n]
 
     def _matvec(self, x: torch.Tensor) -> torch.Tensor:

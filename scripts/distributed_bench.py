@@ -96,18 +96,21 @@ def rank_main(case: str, directory: Path) -> dict:
                 load_s = time.perf_counter() - t0
                 t0 = time.perf_counter()
                 k = kwargs.pop("k")
+                rss_before = memory_now()["rss_bytes"]
                 result = solve("lanczos", op, k, seed=0, tracker=start, **kwargs)
                 stats = {"load_s": load_s, "solve_s": time.perf_counter() - t0,
                          "local": {"block_bytes": int(op.to_scipy().data.nbytes + op.to_scipy().indices.nbytes
                                                       + op.to_scipy().indptr.nbytes)},
-                         "memory": {"peak_rss": memory_now()["peak_rss_bytes"]}, "collectives": {"calls": 0,
+                         "memory": {"peak_rss": memory_now()["peak_rss_bytes"],
+                                    "rss_before_solve": rss_before}, "collectives": {"calls": 0,
                                                                                                  "bytes": 0,
                                                                                                  "seconds": 0.0}}
             n = result.eigenvectors.shape[0]
             out.update(n=n, n_matvec=result.n_matvec, n_iter=result.n_iter, status=result.status.value,
                        eigenvalues=result.eigenvalues.tolist(), load_s=stats["load_s"], solve_s=stats["solve_s"],
                        block_bytes=stats["local"]["block_bytes"], basis_bytes=_basis_bytes(start.extras, n, 8),
-                       extras=start.extras, peak_rss=stats["memory"]["peak_rss"], collectives=stats["collectives"])
+                       extras=start.extras, peak_rss=stats["memory"]["peak_rss"],
+                       rss_before_solve=stats["memory"]["rss_before_solve"], collectives=stats["collectives"])
         elif case == "exchange":
             from explorer.distributed import RowShardedOperator, read_row_block, row_ranges
 
@@ -221,9 +224,10 @@ def main() -> int:
                       f"{_mb(r['gather_bytes'])} MB | {_mb(max(x['peak_rss'] for x in reports))} |")
             continue
         head = "| ranks | products | load s | solve s (slowest rank) | collectives | in collectives s |"
-        head += " block MB / rank | basis MB / rank | peak RSS MB / rank | wall s (with start-up) | load avg |"
+        head += (" block MB / rank | basis MB / rank | RSS before solve MB / rank | peak RSS MB / rank |"
+                 " wall s (with start-up) | load avg |")
         if case == "hessian":
-            head = head.replace("block MB / rank | basis MB / rank", "samples / rank")
+            head = head.replace("block MB / rank | basis MB / rank | RSS before solve MB / rank", "samples / rank")
         print(head)
         print("|" + "---|" * (head.count("|") - 1))
         for _, world, reports, wall, load1 in mine:
@@ -234,7 +238,8 @@ def main() -> int:
             if case == "hessian":
                 cols.append(str(max(x["samples"] for x in reports)))
             else:
-                cols += [_mb(max(x["block_bytes"] for x in reports)), _mb(max(x["basis_bytes"] for x in reports))]
+                cols += [_mb(max(x["block_bytes"] for x in reports)), _mb(max(x["basis_bytes"] for x in reports)),
+                         _mb(max(x["rss_before_solve"] for x in reports))]
             cols += [_mb(max(x["peak_rss"] for x in reports)), f"{wall:.1f}", f"{load1:.1f}"]
             print("| " + " | ".join(cols) + " |")
     return 0

@@ -299,7 +299,12 @@ def solve_distributed(source: str | SourceSpec, solver: str = "lanczos", k: int 
 
     Args:
         source: ``parse_source`` text (``"laplacian_2d:300"``, a .mtx / .npz path, ``"sample:NAME"``).
-        solver, k, which, tol, max_iter, seed, extras: as for ``explorer.solvers.solve``.
+        solver, k, which, tol, max_iter, seed, extras: as for ``explorer.solvers.solve``. Lanczos
+            gets ``products="recomputed"`` unless told otherwise: the choice it makes for a sparse
+            matrix in one process (so the run is that run, bit for bit), because storing the
+            products saves few of them on sparse problems and costs restart GEMMs over the
+            basis and a second basis of memory (docs/benchmarks.md). LOBPCG keeps storing them
+            (``RowShardedOperator.nnz``): there it halves the products, hence the exchanges.
         dtype: float64 (default: the reference comparisons) or float32.
         context: the process group; None starts one from torchrun's environment (and closes it).
         tracker: rank 0's tracker (the others get none).
@@ -310,6 +315,8 @@ def solve_distributed(source: str | SourceSpec, solver: str = "lanczos", k: int 
         and the solver's and the readers' ValueError / TypeError.
     """
     get_solver(solver)  # unknown names fail before any collective
+    if solver == "lanczos":
+        extras.setdefault("products", "recomputed")
     context, owned = _context(context, backend, timeout)
     try:
         start = time.perf_counter()

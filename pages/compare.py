@@ -37,8 +37,8 @@ st.caption("Why does a solver not converge? Run several configurations on the sa
               else "Exact eigenvalues are unknown here: curves show the relative residual."))
 
 with st.expander("Settings and configurations", expanded=live.current_job(KEY) is None, icon=":material/tune:"):
-    compare_form.settings_form(n=prob.n, disabled=running)
-    compare_form.configs_form(disabled=running)
+    compare_form.settings_form(n=prob.k_max, disabled=running, kind=prob.kind)
+    compare_form.configs_form(disabled=running, kind=prob.kind)
 
 
 def on_run() -> None:

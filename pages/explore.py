@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from explorer.ui import entry, live, problem, results, runner, solver
+from explorer.ui import entry, live, problem, results, runner, runstore, solver
 
 entry.require_frame()  # run alone (a fresh server's legacy pages/ mode): app.py takes over
 
@@ -17,9 +17,11 @@ source, prob = problem.active_problem()
 running = live.is_running(KEY)
 with st.sidebar:
     st.subheader("2 \u00b7 Solver", divider="gray")
-    config = solver.solver_sidebar(n=prob.n)  # editable during a run; the next Run uses it
+    # editable during a run; the next Run uses it. A rectangular matrix: the SVD solvers only
+    config = solver.solver_sidebar(n=prob.k_max, kind=prob.kind)
     runner.run_button(KEY)
     live.server_caption()
+    runstore.store_warning(container=st.sidebar)  # only when runs are not kept (or a bad file was moved aside)
 
 st.title("Eigensolver Explorer")
 st.markdown(f"**Problem:** {source.label} \u2014 {prob.description}")

@@ -10,6 +10,8 @@ Browser (tests/e2e/, marked ``browser``):
     ``app_server`` - session-scoped: ``python -m streamlit run app.py`` on a free port,
     waits for /_stcore/health, yields the base URL, terminates the process at the end.
     ``fresh_server`` - the same, for one test (a server no session has used yet).
+    ``store_server`` - a server for one test, yielding (URL, its run store's path).
+    Each server's run store (``$EXPLORER_STORE``) is a ``runs.sqlite`` next to its log.
     ``app_page`` - a Playwright ``page`` opened on the app with the first render done.
     ``browser_type_launch_args`` - Debian's /usr/bin/chromium with the flags of LIVE.md 4.2.
 """
@@ -44,6 +46,15 @@ if str(ROOT) not in sys.path:
 
 APPTEST_TIMEOUT = 60.0
 CHROMIUM = os.environ.get("EXPLORER_CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.fixture(autouse=True)
+def _run_store_in_tmp(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own run store (``$EXPLORER_STORE``) in a temporary folder: no test
+    writes into the user's data directory, and no test sees another's runs."""
+    path = tmp_path_factory.mktemp("store") / "runs.sqlite"
+    monkeypatch.setenv("EXPLORER_STORE", str(path))
+    return path
 
 
 # -- AppTest -------------------------------------------------------------------------
@@ -113,22 +124,32 @@ def _healthy(url: str) -> bool:
         return False
 
 
+_TEST_FLAGS = ("--server.headless", "true", "--server.address", "127.0.0.1", "--server.fileWatcherType", "none",
+               "--browser.gatherUsageStats", "false")
+
+
 @contextlib.contextmanager
-def streamlit_server(log: Path, app: Path = APP) -> Iterator[str]:
+def streamlit_server(log: Path, app: Path = APP, store: Path | None = None, *, default_flags: bool = False,
+                     env: dict[str, str] | None = None) -> Iterator[str]:
     """``python -m streamlit run <app>`` on a free port; yields the base URL once /_stcore/health says ok.
 
     Stops the process it started (by handle) on exit. Each server is a fresh Streamlit
     process, as after a deploy (e.g. the legacy ``pages/`` mode before any session ran).
+    Its run store (``$EXPLORER_STORE``) is ``store``, default ``runs.sqlite`` next to ``log``;
+    ``env`` replaces the environment's variables (without EXPLORER_STORE: the default one).
+    ``default_flags``: only ``--server.port``, as the README's ``streamlit run app.py``.
     """
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if env is None:
+        env = {**os.environ, "EXPLORER_STORE": str(store if store is not None else log.parent / "runs.sqlite")}
+    env = {**env, "PYTHONUNBUFFERED": "1"}
+    flags = () if default_flags else _TEST_FLAGS
+    log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(app), "--server.headless", "true",
-             "--server.address", "127.0.0.1", "--server.port", str(port), "--server.fileWatcherType", "none",
-             "--browser.gatherUsageStats", "false"],
-            cwd=str(app.parent), stdout=out, stderr=subprocess.STDOUT, env=env,
+            [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(port), *flags],
+            cwd=str(app.parent), stdout=out, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL,
         )
     try:
         deadline = time.monotonic() + 90
@@ -150,7 +171,7 @@ def streamlit_server(log: Path, app: Path = APP) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def app_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """A real ``streamlit run app.py`` server for the browser tests; yields its base URL."""
+    """A real ``streamlit run app.py`` server for the browser tests (its own run store); yields its base URL."""
     with streamlit_server(tmp_path_factory.mktemp("server") / "streamlit.log") as url:
         yield url
 
@@ -160,6 +181,20 @@ def fresh_server(tmp_path: Path) -> Any:
     """A server of its own for one test (no session has run on it yet); yields its base URL."""
     with streamlit_server(tmp_path / "streamlit.log") as url:
         yield url
+
+
+@pytest.fixture
+def store_server(tmp_path: Path) -> Any:
+    """A server of its own for one test; yields (base URL, path of its run store)."""
+    store = tmp_path / "runs.sqlite"
+    with streamlit_server(tmp_path / "streamlit.log", store=store) as url:
+        yield url, store
+
+
+@pytest.fixture
+def server_factory() -> Any:
+    """``streamlit_server`` itself, for a test that starts (or restarts) servers of its own."""
+    return streamlit_server
 
 
 @pytest.fixture(scope="session")
@@ -272,6 +307,12 @@ def _wait_enabled(button: Any, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while button.is_disabled() and time.monotonic() < deadline:
         time.sleep(0.1)
+
+
+@pytest.fixture
+def streamlit_ui() -> type:
+    """The ``StreamlitUI`` class, for tests that open their own page."""
+    return StreamlitUI
 
 
 @pytest.fixture

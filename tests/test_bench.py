@@ -156,12 +156,14 @@ def test_in_process_mode_gives_the_same_rows() -> None:
 
 def test_quick_and_problem_arguments() -> None:
     quick = bench.parse_args(["--quick"])
-    assert quick.keys == bench.QUICK_KEYS and quick.cap == 5.0 and quick.overhead_max_s == 1.0
+    assert quick.keys == bench.QUICK_KEYS + bench.SVD_QUICK_KEYS and quick.cap == 5.0 and quick.overhead_max_s == 1.0
     assert quick.mem_gb == bench.default_mem_gb() > 0
     assert quick.timeout == 3 * 5.0 + 6 * 1.0 + 3 * bench.REPEAT_BELOW_S + 60.0
-    assert quick.solvers == bench.OURS + bench.PEERS
+    assert quick.solvers == bench.OURS + bench.PEERS + bench.SVD_OURS + bench.SVD_PEERS + bench.SHIFT_INVERT_ROWS
     full = bench.parse_args([])
-    assert full.keys == bench.PROBLEM_KEYS and full.cap == 30.0
+    assert full.keys == bench.PROBLEM_KEYS and full.cap == 30.0  # the SVD problems are opt-in
+    with_svd = bench.parse_args(["--svd"])
+    assert with_svd.keys == bench.PROBLEM_KEYS + bench.SVD_KEYS
     one = bench.parse_args(["--problems", "laplace2d_N316", "--solvers", "arpack", "lanczos", "--cap", "2",
                             "--mem-gb", "1.5", "--timeout", "40"])
     assert one.keys == ("laplace2d_N316",) and one.solvers == ("arpack", "lanczos")
@@ -187,3 +189,50 @@ def test_the_block_size_1_row_shows_what_the_default_block_buys() -> None:
     assert rows["lanczos_b1", 3].eig_err > 1e-3
     assert rows["lanczos_b1", 3].matvecs < rows["lanczos", 3].matvecs
     assert rows["lanczos_b1", 1].status == "skip" and "same run as lanczos" in rows["lanczos_b1", 1].note
+
+
+# -- the rectangular (SVD) problems --------------------------------------------------------------
+@pytest.fixture(scope="module")
+def svd_table():  # noqa: ANN201 - a pandas DataFrame
+    problems = (bench.make_problems(["svd_dense_geometric_m80_n40", "svd_dense_geometric_m40_n90"])
+                + bench.make_problems(["svd_grad2d_N9x8"], cases=[(3, "LA"), (3, "SA")])
+                + bench.make_problems(["laplace2d_N10"], cases=[(2, "LA")]))
+    solvers = ("lanczos", "arpack") + bench.SVD_OURS + bench.SVD_PEERS
+    return bench.run_benchmark(problems, solvers, cap_s=20.0, overhead_max_s=0.0)
+
+
+def test_svd_rows_run_on_the_rectangular_problems_only(svd_table) -> None:  # noqa: ANN001
+    by_problem = {key: set(group["solver"]) for key, group in svd_table.groupby("problem")}
+    svd_rows = set(bench.SVD_OURS + bench.SVD_PEERS)
+    assert by_problem["laplace2d_N10"] == {"lanczos", "arpack"}
+    for key in ("svd_dense_geometric_m80_n40", "svd_dense_geometric_m40_n90", "svd_grad2d_N9x8"):
+        assert by_problem[key] == svd_rows
+    skipped = svd_table[(svd_table["which"] == "SA") & svd_table["solver"].str.startswith("torch_svd_lowrank")]
+    assert (skipped["status"] == "skip").all() and skipped["note"].str.contains("largest singular values").all()
+
+
+def test_golub_kahan_is_accurate_against_the_known_singular_values(svd_table) -> None:  # noqa: ANN001
+    ours = svd_table[svd_table["solver"].isin(bench.SVD_OURS)]
+    assert len(ours) == 2 * 4 and (ours["status"] == "done").all() and ours["ok"].all()
+    # tol 1e-6 on the residual of the augmented matrix: |s - sigma| <= r / sqrt(2) <= 1e-6 s (plus rounding)
+    assert (ours["eig_err"] <= 1.1e-6).all() and (ours["resid"] <= 1.1e-6).all()
+    arpack = svd_table[(svd_table["solver"] == "svds_arpack") & (svd_table["status"] == "done")]
+    assert len(arpack) == 4 and np.allclose(arpack["mv/arpack"], 1.0)
+    assert np.isfinite(ours["mv/arpack"]).all()
+    lowrank = svd_table[(svd_table["solver"] == "torch_svd_lowrank") & (svd_table["status"] == "done")]
+    sizes = {"svd_dense_geometric_m80_n40": 40, "svd_dense_geometric_m40_n90": 40, "svd_grad2d_N9x8": 72}
+    for row in lowrank.itertuples():  # q (2 niter + 2) with q = k + 10 (at most min(m, n)) and niter = 2
+        assert row.matvecs == min(row.k + 10, sizes[row.problem]) * 6
+
+
+def test_the_svd_references_are_exact() -> None:
+    dense = bench.make_problems(["svd_dense_smallgap_m50_n30"])[0]
+    assert isinstance(dense, bench.SVDBenchProblem) and dense.matrix.shape == (50, 30) and dense.n == 30
+    np.testing.assert_allclose(np.linalg.svd(dense.matrix, compute_uv=False), dense.reference(30, "LA"),
+                               rtol=0, atol=1e-13)
+    grad = bench.make_problems(["svd_grad2d_N6x5"])[0]
+    assert grad.matrix.shape == (5 * 7 + 6 * 6, 30)
+    np.testing.assert_allclose(np.linalg.svd(grad.matrix.toarray(), compute_uv=False)[::-1], grad.reference(30, "SA"),
+                               rtol=0, atol=1e-13)
+    with pytest.raises(ValueError, match="unknown SVD problem key"):
+        bench.make_problems(["svd_sparse_m10_n5"])

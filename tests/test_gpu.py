@@ -58,3 +58,20 @@ def test_sparse_operator_on_cuda_matches_cpu():
     op_gpu = op_cpu.to("cuda")
     x = torch.randn(500, 3, dtype=torch.float64)
     torch.testing.assert_close(op_gpu.matmat(x.cuda()).cpu(), op_cpu.matmat(x))
+
+
+@pytest.mark.parametrize("shape", [(400, 150), (150, 400)])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_golub_kahan_on_cuda_matches_the_known_singular_values(shape, dtype):
+    from explorer.problems import prescribed_singular_values
+    from explorer.solvers import golub_kahan
+
+    problem = prescribed_singular_values(*shape, "geometric", seed=0)
+    op = problem.operator.to("cuda", dtype)
+    tol = 1e-8 if dtype == torch.float64 else 1e-4
+    result = golub_kahan(op, 4, tol=tol, seed=0)
+    assert result.status is SolveStatus.CONVERGED, result.status_message
+    assert result.U.device.type == "cuda" and result.V.device.type == "cuda"
+    eps = torch.finfo(dtype).eps
+    error = (result.singular_values.double().cpu() - problem.reference(4, "LA")).abs()
+    assert bool((error <= 2 * max(tol, min(shape) * eps)).all()), error  # ||A|| = 1

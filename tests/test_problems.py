@@ -42,7 +42,11 @@ def _tolerance(problem: Problem, dtype: torch.dtype) -> float:
 
 
 def _check_spectrum(problem: Problem, dtype: torch.dtype) -> None:
-    """Eigenvalues: float64, CPU, ascending, all n, equal to dense eigh of the stored matrix (pair)."""
+    """Eigenvalues: float64, CPU, ascending, all n, equal to dense eigh of the stored matrix (pair).
+    An SVD problem: its singular values against the dense SVD instead (``_check_singular_values``)."""
+    if problem.is_svd:
+        _check_singular_values(problem, dtype)
+        return
     values = problem.eigenvalues
     assert values is not None
     assert values.dtype == torch.float64 and values.device.type == "cpu"
@@ -57,6 +61,75 @@ def _check_spectrum(problem: Problem, dtype: torch.dtype) -> None:
         computed = torch.from_numpy(scipy.linalg.eigh(_dense(problem).numpy(), B.numpy(), eigvals_only=True))
     error = float((computed - values).abs().max())
     assert error <= _tolerance(problem, dtype), f"{problem.name}: max error {error:.2e}"
+
+
+def _check_singular_values(problem: Problem, dtype: torch.dtype) -> None:
+    """Singular values: float64, CPU, ascending, all min(m, n), equal to the dense SVD of the stored matrix
+    within 50 min(m, n) eps ||A|| (backward-stable SVD, Golub & Van Loan 8.6, plus Weyl for the rounding
+    of the assembled matrix)."""
+    values = problem.singular_values
+    assert problem.kind == "svd" and problem.eigenvalues is None and values is not None
+    assert values.dtype == torch.float64 and values.device.type == "cpu"
+    assert values.shape == (min(problem.shape),)
+    assert bool((values[1:] >= values[:-1]).all()), "singular values must be ascending"
+    assert bool((values >= 0).all())
+    assert problem.operator.dtype == dtype
+    computed = torch.flip(torch.linalg.svdvals(_dense(problem)), [0])
+    tolerance = 50 * min(problem.shape) * torch.finfo(dtype).eps * max(float(values.max()), 1.0)
+    error = float((computed - values).abs().max())
+    assert error <= tolerance, f"{problem.name}: max error {error:.2e}"
+
+
+SVD_SMALL = {
+    "singular-tall-geometric": lambda dtype: problems.prescribed_singular_values(70, 30, "geometric", dtype=dtype),
+    "singular-wide-linear": lambda dtype: problems.prescribed_singular_values(30, 70, "linear", low=0.5, high=4.0,
+                                                                           dtype=dtype),
+    "singular-square-gap": lambda dtype: problems.prescribed_singular_values(40, 40, "gap", dtype=dtype),
+    "singular-values": lambda dtype: problems.prescribed_singular_values(25, 12, values=np.arange(12.0), seed=4,
+                                                                      dtype=dtype),
+    "gradient_1d": lambda dtype: problems.gradient_1d(45, dtype=dtype),
+    "gradient_2d": lambda dtype: problems.gradient_2d(7, 5, dtype=dtype),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
+@pytest.mark.parametrize("make", list(SVD_SMALL.values()), ids=list(SVD_SMALL))
+def test_singular_values_match_dense_svd(make, dtype: torch.dtype) -> None:
+    problem = make(dtype)
+    _check_singular_values(problem, dtype)
+    m, n = problem.shape
+    assert problem.n == n and problem.k_max == min(m, n)
+    assert problem.reference(3, "LA").tolist() == torch.flip(problem.singular_values, [0])[:3].tolist()
+    assert problem.reference(3, "SA").tolist() == problem.singular_values[:3].tolist()
+
+
+def test_gradient_is_the_square_root_of_the_laplacian() -> None:
+    """G^T G is exactly the Laplacian (integer entries), so the closed forms agree."""
+    for grad, lap in ((problems.gradient_1d(9), problems.laplacian_1d(9)),
+                      (problems.gradient_2d(6, 4), problems.laplacian_2d(6, 4))):
+        G = _dense(grad)
+        assert torch.equal(G.T @ G, _dense(lap))
+        assert torch.equal(grad.singular_values, torch.sqrt(lap.eigenvalues)) or torch.allclose(
+            grad.singular_values ** 2, lap.eigenvalues, rtol=1e-15, atol=1e-15)
+        assert set(G.unique().tolist()) <= {-1.0, 0.0, 1.0}
+
+
+def test_singular_value_generator_checks_its_input() -> None:
+    with pytest.raises(ValueError, match="must hold min\\(m, n\\) = 3"):
+        problems.prescribed_singular_values(3, 5, values=[1.0, 2.0])
+    with pytest.raises(ValueError, match="non-negative"):
+        problems.prescribed_singular_values(3, 5, values=[1.0, -2.0, 0.5])
+    with pytest.raises(ValueError, match="`low` must be >= 0"):
+        problems.prescribed_singular_values(3, 5, "linear", low=-1.0)
+    with pytest.raises(ValueError, match="dense limit"):
+        problems.prescribed_singular_values(60_000, 60_000)
+
+
+def test_haar_frames_have_orthonormal_columns_in_both_orientations() -> None:
+    for m, n in ((50, 20), (20, 50)):
+        problem = problems.prescribed_singular_values(m, n, values=np.ones(20), seed=3)
+        A = _dense(problem)  # U V^T: every singular value is 1
+        torch.testing.assert_close(torch.linalg.svdvals(A), torch.ones(20, dtype=torch.float64), rtol=0, atol=1e-13)
 
 
 SMALL = {
@@ -284,7 +357,8 @@ def test_generators_refuse_bad_arguments(call, error, message) -> None:
 # --------------------------------------------------------------------------------------
 def test_registry_lists_every_generator_with_valid_defaults() -> None:
     assert set(GENERATORS) == {"laplacian_1d", "laplacian_2d", "laplacian_3d", "diagonal", "prescribed_spectrum",
-                               "wishart", "mikota_pair", "random_graph_laplacian"}
+                               "wishart", "mikota_pair", "random_graph_laplacian", "prescribed_singular_values",
+                               "gradient_2d"}
     assert next(iter(GENERATORS)) == "laplacian_2d"
     for name, spec in GENERATORS.items():
         assert spec.name == name and spec.label and spec.summary
@@ -297,7 +371,8 @@ def test_registry_lists_every_generator_with_valid_defaults() -> None:
 def test_generate_with_defaults_and_rebuild_from_params(name: str) -> None:
     small = {"laplacian_1d": {"n": 40}, "laplacian_2d": {"nx": 6, "ny": 5}, "laplacian_3d": {"nx": 3, "ny": 4, "nz": 2},
              "prescribed_spectrum": {"n": 30, "spectrum": "cluster"}, "diagonal": {"n": 30, "spacing": "geometric"},
-             "wishart": {"n": 30, "m": 45}, "random_graph_laplacian": {"n": 40, "p": 0.2}, "mikota_pair": {"n": 20}}
+             "wishart": {"n": 30, "m": 45}, "random_graph_laplacian": {"n": 40, "p": 0.2}, "mikota_pair": {"n": 20},
+             "prescribed_singular_values": {"m": 40, "n": 25, "spectrum": "gap"}, "gradient_2d": {"nx": 5, "ny": 4}}
     problem = generate(name, **small[name])
     assert isinstance(problem, Problem)
     _check_spectrum(problem, torch.float64)

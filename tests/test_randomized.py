@@ -10,7 +10,7 @@ import scipy.sparse as sp
 import torch
 
 from explorer import problems
-from explorer.operators import DenseOperator
+from explorer.operators import CallableOperator, DenseOperator
 from explorer.tracking.results import SolveStatus, SVDResult
 from explorer.solvers import randomized_eigh, randomized_svd
 from explorer.solvers.randomized import error_estimate_constant
@@ -119,8 +119,10 @@ def test_rectangular_validation() -> None:
         randomized_svd(torch.zeros(0, 5, dtype=torch.float64), 1)
     with pytest.raises(TypeError, match="complex"):
         randomized_svd(A.to(torch.complex128), 2)
+    # float16 is promoted to float64 (the dtype policy of as_operator, tests/test_validation.py)
+    assert randomized_svd(A.to(torch.float16), 2, seed=0).S.dtype == torch.float64
     with pytest.raises(TypeError, match="float32 or float64"):
-        randomized_svd(A.to(torch.float16), 2)
+        randomized_svd(CallableOperator(lambda x: x, 20, dtype=torch.float16), 2)
     with pytest.raises(ValueError, match="`max_iter` must be a positive integer"):
         randomized_svd(A, 2, max_iter=0)
 

@@ -71,6 +71,8 @@ def _cases() -> list:
     cases = []
     for name in sorted(SOLVERS):
         spec = SOLVERS[name]
+        if spec.kind != "eigen":
+            continue  # the SVD solvers have their own contract (test_svd_solver_contract)
         for which in spec.which:
             if which not in WHICH_TESTED:
                 continue
@@ -177,9 +179,118 @@ def test_solver_contract(solver: str, which: str, problem_name: str, dtype: torc
 
 def test_the_registry_is_read_at_collection_time() -> None:
     """Every registered solver got contract cases (guards against an empty or stale list)."""
-    covered = {param.values[0] for param in _cases()}
+    covered = {param.values[0] for param in _cases()} | {param.values[0] for param in _svd_cases()}
     assert covered == set(SOLVERS)
-    assert {"lobpcg", "power_iteration", "randomized_svd"} <= covered
+    assert {"lobpcg", "power_iteration", "randomized_svd", "golub_kahan"} <= covered
+
+
+# -- the SVD solvers (SolverSpec.kind == "svd") ------------------------------------------------
+# Singular values with clear gaps at both ends (the diag_gap values) on 90 x 60 and 60 x 90
+# matrices U diag(s) V^T with Haar U, V (both orientations), and the sparse 61 x 60 difference
+# matrix, whose singular values 2 sin(i pi / 122) are known in closed form.
+def _gap_values() -> torch.Tensor:
+    return _diag_gap().eigenvalues
+
+
+SVD_PROBLEMS = {
+    "svd_gap_tall": lambda: problems.prescribed_singular_values(90, 60, values=_gap_values(), seed=0),
+    "svd_gap_wide": lambda: problems.prescribed_singular_values(60, 90, values=_gap_values(), seed=1),
+    "gradient_1d": lambda: problems.gradient_1d(60),
+}
+SVD_WHICH = ("LA", "SA")
+
+
+def _svd_cases() -> list:
+    cases = []
+    for name in sorted(SOLVERS):
+        spec = SOLVERS[name]
+        if spec.kind != "svd":
+            continue
+        for which in spec.which:
+            if which not in SVD_WHICH:
+                continue
+            for problem in SVD_PROBLEMS:
+                for dtype in (torch.float64, torch.float32):
+                    cases.append(pytest.param(name, which, problem, dtype,
+                                              id=f"{name}-{which}-{problem}-{str(dtype)[6:]}"))
+    return cases
+
+
+def _svd_problem(name: str) -> problems.Problem:
+    key = "svd:" + name
+    if key not in _CACHE:
+        _CACHE[key] = SVD_PROBLEMS[name]()
+    return _CACHE[key]
+
+
+@pytest.mark.parametrize(("solver", "which", "problem_name", "dtype"), _svd_cases())
+def test_svd_solver_contract(solver: str, which: str, problem_name: str, dtype: torch.dtype) -> None:
+    """The SVD analogue of ``test_solver_contract``, through the augmented symmetric matrix
+    H = [[0, A], [A^T, 0]], whose eigenvalues are +-sigma_i (and |m - n| zeros): a triplet with
+    residual r = sqrt(||A v - sigma u||^2 + ||A^T u - sigma v||^2) (unit u, v) is an eigenpair of
+    H with residual r / sqrt(2), so
+
+    * some singular value lies within r / sqrt(2) <= tol ||A|| of sigma (Bauer-Fike), plus the
+      float32 rounding of A, <= eps ||A||_F <= N eps ||A|| (N = min(m, n)): the values are within
+      2 max(tol, N eps) ||A|| of the exact ones;
+    * the pair [u; v] / sqrt(2) is within sin angle <= (r / sqrt(2)) / gap of the exact one,
+      gap = the distance of sigma_j to H's other eigenvalues (Davis-Kahan), compared with
+      the float64 dense SVD's vectors (sign-free);
+    * U and V are orthonormal to 100 sqrt(N) eps, and the reported residuals equal a float64
+      recomputation to 10 sqrt(N) eps ||A||.
+    """
+    spec = SOLVERS[solver]
+    problem = _svd_problem(problem_name)
+    op = problem.operator.to(dtype=dtype)
+    m, n = op.shape
+    N = min(m, n)
+    tol = TOL[dtype]
+    eps = torch.finfo(dtype).eps
+    exact = problem.reference(K, which)
+    assert exact is not None
+    norm_a = float(problem.singular_values.max())
+
+    result = spec.fn(op, K, which=which, tol=tol, seed=0)
+
+    assert result.status is SolveStatus.CONVERGED, result.status_message
+    assert result.singular_values.shape == (K,) and result.V.shape == (n, K) and result.U.shape == (m, K)
+    assert bool(result.converged.all())
+    assert result.singular_values.dtype == dtype
+
+    bound = 2 * max(tol, N * eps) * norm_a
+    error = (result.singular_values.double() - exact).abs()
+    assert float(error.max()) <= bound, (error, bound)
+
+    A64 = _dense64(problem)
+    U, V, S = result.U.double(), result.V.double(), result.singular_values.double()
+    recomputed = torch.sqrt(torch.linalg.vector_norm(A64 @ V - U * S, dim=0) ** 2
+                            + torch.linalg.vector_norm(A64.T @ U - V * S, dim=0) ** 2)
+    slack = 10 * math.sqrt(N) * eps * norm_a
+    assert torch.allclose(result.residual_norms.double(), recomputed, rtol=0, atol=slack), (
+        result.residual_norms, recomputed)
+
+    for X in (U, V):
+        gram = X.T @ X - torch.eye(K, dtype=torch.float64)
+        assert float(gram.abs().max()) <= 100 * math.sqrt(N) * eps
+
+    Ue, Se, Vhe = torch.linalg.svd(A64, full_matrices=False)
+    eigs_h = torch.cat([Se, -Se] + ([torch.zeros(1, dtype=torch.float64)] if m != n else []))
+    for i in range(K):
+        j = int(torch.argmin((Se - S[i]).abs()))
+        others = torch.cat([eigs_h[:j], eigs_h[j + 1:]])
+        gap = float((others - Se[j]).abs().min())
+        z = torch.cat([U[:, i], V[:, i]]) / math.sqrt(2.0)
+        z_exact = torch.cat([Ue[:, j], Vhe[j]]) / math.sqrt(2.0)
+        sine = float(torch.linalg.vector_norm(z - z_exact * (z_exact @ z)))
+        assert sine <= float(recomputed[i]) / math.sqrt(2.0) / gap + 100 * math.sqrt(N) * eps, (i, sine, gap)
+
+    history = result.history
+    assert len(history) == result.n_iter
+    assert [record.iteration for record in history] == list(range(1, result.n_iter + 1))
+    matvecs = [record.n_matvec for record in history]
+    assert matvecs == sorted(matvecs)
+    assert not matvecs or matvecs[-1] <= result.n_matvec
+    assert all(record.solver == solver for record in history)
 
 
 def _scaled_problem(dtype: torch.dtype) -> torch.Tensor:

@@ -256,3 +256,13 @@ def test_json_export_is_strict_json_even_with_nan_and_inf() -> None:
     record = payload["records"][0]
     assert record["ritz_values"] == [1.0, None] and record["residual_norms"] == [None, 0.5]
     assert record["orthogonality_loss"] is None
+
+
+def test_composite_tracker_lets_every_tracker_see_the_record_a_stop_comes_with() -> None:
+    """A stop requested by the first tracker still reaches the ones after it with that record."""
+    stop, after = StopFlagTracker(), HistoryTracker()
+    stop.request_stop("now")
+    problem = problems.laplacian_1d(50)
+    result = power_iteration(problem.operator, 1, tol=1e-12, tracker=CompositeTracker(stop, after))
+    assert result.status is SolveStatus.STOPPED
+    assert len(after.records) == len(result.history) == 1

@@ -38,7 +38,7 @@ import torch
 from explorer.operators.devices import parse_dtype
 from explorer.analysis.diagnosis import Finding, diagnose
 from explorer.runs.jobs import friendly_error
-from explorer.solvers import get_solver, solve
+from explorer.solvers import SOLVERS, get_solver, solve
 from explorer.solvers._common import select_order
 from explorer.tracking import IterationRecord, NullTracker, SolveStart, StopSolve, Tracker
 
@@ -370,6 +370,14 @@ def run_comparison(problem: Any, configs: Sequence[RunConfig], settings: Compare
         (bad parameters for this problem, ...) is "failed" with a message; the others run.
     """
     check_configs(configs, settings, n=problem.operator.shape[0], count=count)
+    kind = getattr(problem, "kind", "eigen")
+    for index, config in enumerate(configs):
+        if config.fn is None and config.problem is None and get_solver(config.solver).kind != kind:
+            m, n = problem.operator.shape
+            able = [name for name, spec in SOLVERS.items() if spec.kind == kind]
+            raise ValueError(f"run {index + 1} ({config.display()}): {config.solver} cannot solve this "
+                             + (f"{m:,} x {n:,} singular-value problem" if kind == "svd" else "eigenvalue problem")
+                             + f"; use {', '.join(able)}")
     collector = collector if collector is not None else ComparisonCollector(configs)
     if settings.mode == "parallel":
         with ThreadPoolExecutor(max_workers=len(configs), thread_name_prefix="compare") as pool:

@@ -20,7 +20,17 @@ What is measured (the method of ../shared/PEERS.md, section 3):
   every k, like ARPACK and PRIMME: fewer matvecs on distinct eigenvalues, but it cannot see
   the second copy of a double eigenvalue, so it returns the wrong set on the Laplacian; the
   row shows what the default block of 2 costs and buys; not run for k = 1, where it is the
-  default), ``lobpcg``, ``power_iteration``, then the peers.
+  default), ``lobpcg``, ``power_iteration``, then the peers. Opt-in: ``chebyshev`` (``--solvers
+  chebyshev ...``), and the rectangular SVD problems (``--svd``; ``golub_kahan`` against scipy's
+  ``svds`` and ``torch.svd_lowrank``, see the comment of that section; one small one is in ``--quick``).
+* **Shift-invert** (opt-in: ``--problems laplace2d_si_N316``): the same Laplacian, k = 10
+  nearest sigma, cases ``SI0`` (sigma = 0: the 10 smallest) and ``SImid`` (``middle_shift``: near
+  4, where the nearest 10 are well defined). Rows ``lanczos_si`` / ``lobpcg_si`` (our solvers with
+  ``sigma``), ``arpack_si`` (``eigsh(sigma=..., which="LM")`` with ``OPinv`` = ``splu(A - sigma I)``,
+  factored inside the timed region) and ``scipy_lobpcg_lu`` (scipy's LOBPCG with the LU of A as
+  preconditioner; SI0 only). These rows run only on these cases, the others never. Matvecs are
+  solves with the factorization plus products with A (PEERS.md's convention); the ratios are
+  against ``arpack_si``.
 * **Counting.** Every solver gets a counting operator: a scipy ``LinearOperator`` (ARPACK,
   PRIMME, scipy LOBPCG), an explorer ``LinearOperator`` (our solvers) or, for
   ``torch.lobpcg``, which only accepts a tensor, a temporary wrapper around
@@ -92,13 +102,14 @@ import pandas as pd
 import scipy.sparse.linalg as sla
 import torch
 
-from explorer.operators import DenseOperator, LinearOperator, SparseOperator
+from explorer.operators import CountedOperator, DenseOperator, LinearOperator, SparseOperator
 from explorer.solvers import SOLVERS, solve
 from explorer.solvers import _common as solver_common
 from explorer.solvers.lanczos import default_block_size
 from explorer.tracking import HistoryTracker
 
-__all__ = ["BenchProblem", "PROBLEM_KEYS", "QUICK_KEYS", "PEERS", "make_problems", "run_benchmark", "main"]
+__all__ = ["BenchProblem", "PROBLEM_KEYS", "QUICK_KEYS", "PEERS", "make_problems", "run_benchmark", "main",
+           "SVDBenchProblem", "SVD_KEYS", "SVD_QUICK_KEYS", "SVD_OURS", "SVD_PEERS"]
 
 TOL = 1e-6
 CORRECT_ERR = 1e-5
@@ -107,9 +118,16 @@ DENSE_CASES = ((10, "LA"),)
 PROBLEM_KEYS = ("laplace2d_N100", "laplace2d_N316", "dense_geometric_n1000", "dense_smallgap_n1000",
                 "dense_cluster_n1000", "dense_geometric_n4000", "dense_smallgap_n4000", "dense_cluster_n4000")
 QUICK_KEYS = ("laplace2d_N100", "dense_geometric_n1000", "dense_smallgap_n1000", "dense_cluster_n1000")
+# Shift-invert problems (opt-in: --problems laplace2d_si_N316): the 2-D Laplacian, k = 10 nearest sigma,
+# case "SI0" (sigma = 0: the 10 smallest) and "SImid" (sigma near the middle of the spectrum, 4).
+SHIFT_INVERT_KEYS = ("laplace2d_si_N100", "laplace2d_si_N316")
+SHIFT_INVERT_CASES = ((10, "SI0"), (10, "SImid"))
 # Rows: our registry solvers (those registered), then the peers.
 OURS = ("lanczos", "lanczos_full", "lanczos_b1", "lobpcg", "power_iteration")
 PEERS = ("arpack", "primme", "scipy_lobpcg", "torch_lobpcg")
+# Rows of the shift-invert cases only (and only they run there): ours with sigma, ARPACK's mode 3 with
+# SuperLU, scipy LOBPCG with the LU of A as preconditioner (SI0 only: LOBPCG finds extreme values).
+SHIFT_INVERT_ROWS = ("lanczos_si", "lobpcg_si", "arpack_si", "scipy_lobpcg_lu")
 COLUMNS = ["problem", "n", "k", "which", "solver", "status", "ok", "matvecs", "wall_s", "cpu_s", "runs", "eig_err",
            "resid", "mv/arpack", "wall/arpack", "tracker_%", "record_%", "note"]
 # A run faster than REPEAT_BELOW_S CPU seconds is repeated (at most REPEAT_MAX runs in all, and
@@ -146,6 +164,7 @@ class BenchProblem:
     cases: tuple[tuple[int, str], ...]
     family: str
     description: str = ""
+    sigmas: dict[str, float] = field(default_factory=dict)  # shift-invert cases: "SI0" -> 0.0, ...
 
     @property
     def n(self) -> int:
@@ -153,6 +172,8 @@ class BenchProblem:
 
     def reference(self, k: int, which: str) -> np.ndarray:
         ev = self.eigenvalues
+        if which in self.sigmas:  # the k nearest sigma, nearest first
+            return ev[np.argsort(np.abs(ev - self.sigmas[which]), kind="stable")][:k].copy()
         return ev[::-1][:k].copy() if which == "LA" else ev[:k].copy()
 
 
@@ -165,6 +186,26 @@ def _laplacian(N: int, cases: Sequence[tuple[int, str]]) -> BenchProblem:
     assert problem.eigenvalues is not None
     return BenchProblem(f"laplace2d_N{N}", op, op.to_scipy(), op.matrix, problem.eigenvalues.numpy(),
                         tuple(cases), "laplace2d", problem.description)
+
+
+def middle_shift(eigenvalues: np.ndarray, k: int, centre: float = 4.0) -> float:
+    """A shift near ``centre`` (the middle of the Laplacian's spectrum, itself an N-fold eigenvalue)
+    whose k nearest eigenvalues are well defined: a gap of at least 1e-6 after the k-th distance,
+    and no eigenvalue within 1e-3 of the shift (so the reference set is not a matter of rounding)."""
+    for step in range(1, 2000):
+        sigma = centre - 0.37e-3 * step
+        d = np.sort(np.abs(eigenvalues - sigma))
+        if d[0] > 1e-5 and d[k] - d[k - 1] > 1e-6:
+            return float(sigma)
+    raise ValueError("no shift with a well-defined nearest set found near the centre")
+
+
+def _laplacian_si(N: int, cases: Sequence[tuple[int, str]]) -> BenchProblem:
+    problem = _laplacian(N, cases)
+    k = max(c[0] for c in cases)
+    problem.key, problem.family = f"laplace2d_si_N{N}", "laplace2d_si"
+    problem.sigmas = {"SI0": 0.0, "SImid": middle_shift(problem.eigenvalues, k)}
+    return problem
 
 
 def dense_spectrum(kind: str, n: int) -> np.ndarray:
@@ -203,15 +244,20 @@ def make_problems(keys: Sequence[str], *, cases: Sequence[tuple[int, str]] | Non
 
     ``cases`` overrides the default (k, which) pairs (tests use small ones).
     """
-    out = []
+    out: list[BenchProblem] = []
     for key in keys:
         parts = key.split("_")
-        if parts[0] == "laplace2d" and len(parts) == 2 and parts[1].startswith("N"):
+        if parts[0] == "svd":
+            out.append(_svd_problem(key, cases))
+        elif parts[0] == "laplace2d" and len(parts) == 3 and parts[1] == "si" and parts[2].startswith("N"):
+            out.append(_laplacian_si(int(parts[2][1:]), cases or SHIFT_INVERT_CASES))
+        elif parts[0] == "laplace2d" and len(parts) == 2 and parts[1].startswith("N"):
             out.append(_laplacian(int(parts[1][1:]), cases or LAPLACE_CASES))
         elif parts[0] == "dense" and len(parts) == 3 and parts[2].startswith("n"):
             out.append(_dense(parts[1], int(parts[2][1:]), cases or DENSE_CASES))
         else:
-            raise ValueError(f"unknown problem key {key!r}; use laplace2d_N<N> or dense_<geometric|smallgap|cluster>_n<n>"
+            raise ValueError(f"unknown problem key {key!r}; use laplace2d_N<N>, laplace2d_si_N<N> (shift-invert) or "
+                             f"dense_<geometric|smallgap|cluster>_n<n>"
                              f" (defaults: {', '.join(PROBLEM_KEYS)})")
     return out
 
@@ -258,12 +304,13 @@ class _CountingScipy(sla.LinearOperator):
         return self._matvec(x)
 
 
-class _CountingOperator(LinearOperator):
-    """Our operator contract around the problem's operator, charging a :class:`Budget`."""
+class _CountingOperator(CountedOperator):
+    """Our operator contract around the problem's operator, charging a :class:`Budget`. A
+    ``CountedOperator`` (a view that keeps the matrix), so that shift-invert can factor it."""
 
     def __init__(self, base: LinearOperator, budget: Budget) -> None:
-        super().__init__(base.shape, base.dtype, base.device, is_symmetric=True)
-        self.base, self.budget = base, budget
+        super().__init__(base)
+        self.budget = budget
 
     def _matvec(self, x: torch.Tensor) -> torch.Tensor:
         self.budget.charge(1)
@@ -365,6 +412,60 @@ def _run_torch_lobpcg(problem: BenchProblem, k: int, which: str, budget: Budget,
     return values.numpy(), vectors.numpy(), "method=ortho"
 
 
+def _run_ours_si(name: str) -> Callable[..., tuple[np.ndarray, np.ndarray, str]]:
+    def runner(problem: BenchProblem, k: int, which: str, budget: Budget, seed: int,
+               tracker: Any = None) -> tuple[np.ndarray, np.ndarray, str]:
+        op = _CountingOperator(problem.operator, budget)
+        result = solve(name, op, k, which="LM", sigma=problem.sigmas[which], tol=TOL, seed=seed, tracker=tracker)
+        budget.count = result.n_matvec  # solves with the factorization + products with A (counted there too)
+        budget.charge(0)
+        note = result.status.value if result.status.value != "converged" else ""
+        return (result.eigenvalues.double().numpy(), result.eigenvectors.double().numpy(),
+                (note + f" {result.n_iter} it; matvecs = solves + A products").strip())
+    return runner
+
+
+class _CountingSolve(sla.LinearOperator):
+    """``x -> M^-1 x`` through a SuperLU factorization, one solve per column charged to a Budget."""
+
+    def __init__(self, lu: Any, n: int, budget: Budget) -> None:
+        super().__init__(dtype=np.float64, shape=(n, n))
+        self.lu, self.budget = lu, budget
+
+    def _matvec(self, x: np.ndarray) -> np.ndarray:
+        self.budget.charge(1)
+        return self.lu.solve(np.asarray(x, dtype=np.float64).reshape(-1))
+
+    def _matmat(self, X: np.ndarray) -> np.ndarray:
+        self.budget.charge(X.shape[1])
+        return self.lu.solve(np.asarray(X, dtype=np.float64))
+
+
+def _run_arpack_si(problem: BenchProblem, k: int, which: str, budget: Budget, seed: int,
+                   tracker: Any = None) -> tuple[np.ndarray, np.ndarray, str]:
+    import scipy.sparse as sp
+
+    sigma = problem.sigmas[which]
+    A = sp.csc_matrix(problem.matrix)
+    lu = sla.splu((A - sigma * sp.identity(problem.n, format="csc")).tocsc())  # what eigsh does, in the timed region
+    values, vectors = sla.eigsh(A, k=k, sigma=sigma, which="LM", tol=TOL, v0=_start(problem.n, 1, seed),
+                                OPinv=_CountingSolve(lu, problem.n, budget))
+    return values, vectors, "mode 3, OPinv = splu(A - sigma I); matvecs = solves"
+
+
+def _run_scipy_lobpcg_lu(problem: BenchProblem, k: int, which: str, budget: Budget, seed: int,
+                         tracker: Any = None) -> tuple[np.ndarray, np.ndarray, str]:
+    import scipy.sparse as sp
+
+    lu = sla.splu(sp.csc_matrix(problem.matrix))
+    op = _CountingScipy(problem.matrix, budget)
+    scale = float(np.min(np.abs(problem.reference(k, which))))
+    X = np.random.default_rng(seed).standard_normal((problem.n, k))
+    values, vectors = sla.lobpcg(op, X, M=_CountingSolve(lu, problem.n, budget), tol=TOL * scale, maxiter=10**6,
+                                 largest=False)
+    return values, vectors, "M = splu(A) solve; matvecs = A products + solves"
+
+
 RUNNERS: dict[str, Callable[..., tuple[np.ndarray, np.ndarray, str]]] = {
     "lanczos": _run_ours("lanczos", {}),
     "lanczos_full": _run_ours("lanczos", {"reorthogonalization": "full"}),
@@ -375,12 +476,25 @@ RUNNERS: dict[str, Callable[..., tuple[np.ndarray, np.ndarray, str]]] = {
     "primme": _run_primme,
     "scipy_lobpcg": _run_scipy_lobpcg,
     "torch_lobpcg": _run_torch_lobpcg,
+    "lanczos_si": _run_ours_si("lanczos"),
+    "lobpcg_si": _run_ours_si("lobpcg"),
+    "arpack_si": _run_arpack_si,
+    "scipy_lobpcg_lu": _run_scipy_lobpcg_lu,
 }
 
 
 def _registry_name(solver: str) -> str | None:
     return {"lanczos": "lanczos", "lanczos_full": "lanczos", "lanczos_b1": "lanczos", "lobpcg": "lobpcg",
-            "power_iteration": "power_iteration"}.get(solver)
+            "power_iteration": "power_iteration", "chebyshev": "chebyshev", "golub_kahan": "golub_kahan",
+            "golub_kahan_1s": "golub_kahan", "lanczos_si": "lanczos", "lobpcg_si": "lobpcg"}.get(solver)
+
+
+def applies(solver: str, which: str) -> bool:
+    """Shift-invert rows run on the shift-invert cases ("SI..."), the others on the rest; scipy's
+    LOBPCG with an LU preconditioner only on SI0 (it finds extreme eigenvalues)."""
+    if which.startswith("SI"):
+        return solver in SHIFT_INVERT_ROWS and (solver != "scipy_lobpcg_lu" or which == "SI0")
+    return solver not in SHIFT_INVERT_ROWS
 
 
 def available(solver: str) -> tuple[bool, str]:
@@ -399,14 +513,240 @@ def available(solver: str) -> tuple[bool, str]:
 
 
 # ----------------------------------------------------------------------------------------
+# Rectangular problems: singular values (opt-in: --svd or --problems svd_...; one small one in --quick)
+# ----------------------------------------------------------------------------------------
+# Keys: ``svd_dense_<geometric|smallgap|cluster>_m<m>_n<n>`` (U diag(s) V^T with Haar U, V and the
+# dense spectra above as singular values: both orientations work, m < n gives a wide matrix) and
+# ``svd_grad2d_N<nx>x<ny>`` (the discrete gradient of an nx x ny grid, sparse, tall; G^T G is the
+# 2-D Laplacian, so the singular values are sqrt of its closed-form eigenvalues; nx != ny avoids
+# the exact doubles of a square grid, which single-vector methods cannot resolve).
+# Rows: ours (golub_kahan with full and one-sided re-orthogonalization) and the peers
+# scipy.sparse.linalg.svds(solver="arpack") (eigsh on A^T A), svds(solver="propack") and
+# torch.svd_lowrank (q = k + 10, niter 2 = torch's default, and 8; the smallest singular values
+# are out of its reach). Tolerance: ours tol = 1e-6 on sqrt(||Av - s u||^2 + ||A^T u - s v||^2) / s;
+# svds squares its `tol` before handing it to ARPACK / PROPACK on A^T A, and
+# ||A^T A v - s^2 v|| <= 1e-6 s^2 is ||A^T u - s v|| <= 1e-6 s for u = A v / s, so svds gets
+# tol = sqrt(1e-6). PROPACK (no restart for the largest values) gets maxiter = its Krylov dimension
+# = min(min(m, n), 3000). torch.svd_lowrank has no tolerance: its matvecs are counted analytically,
+# q (2 niter + 2) (one product with A for the sketch, two per power iteration, one for Q^T A).
+# One column of a product with A or with A^T is one matvec. Accuracy is measured here for every
+# row alike: ``eig_err`` = max relative error of the sorted singular values, ``resid`` = max
+# sqrt(||A v - s u||^2 + ||A^T u - s v||^2) / s with the uncounted matrix.
+SVD_KEYS = ("svd_dense_smallgap_m1200_n400", "svd_dense_geometric_m4000_n1000", "svd_dense_smallgap_m4000_n1000",
+            "svd_dense_smallgap_m1000_n4000", "svd_grad2d_N100x99")
+SVD_QUICK_KEYS = ("svd_dense_smallgap_m1200_n400",)
+SVD_DENSE_CASES = ((10, "LA"),)
+SVD_GRAD_CASES = ((10, "LA"), (10, "SA"))
+SVD_OURS = ("golub_kahan", "golub_kahan_1s")
+SVD_PEERS = ("svds_arpack", "svds_propack", "torch_svd_lowrank", "torch_svd_lowrank_8")
+_SVD_ROWS = SVD_OURS + SVD_PEERS
+PROPACK_MAX_KRYLOV = 3000
+
+
+@dataclass
+class SVDBenchProblem(BenchProblem):
+    """A rectangular matrix with known singular values (``eigenvalues`` holds them, ascending)."""
+
+    kind: str = "svd"
+
+    @property
+    def n(self) -> int:
+        return int(self.operator.shape[1])
+
+    @property
+    def m(self) -> int:
+        return int(self.operator.shape[0])
+
+
+def _svd_dense(kind: str, m: int, n: int, cases: Sequence[tuple[int, str]], seed: int = 0) -> SVDBenchProblem:
+    r = min(m, n)
+    values = dense_spectrum(kind, r)  # descending
+    rng = np.random.default_rng(seed)
+    frames = []
+    for size in (m, n):
+        Q, R = np.linalg.qr(rng.standard_normal((size, r)))
+        frames.append(Q * np.sign(np.diag(R)))  # Haar on the Stiefel manifold (Mezzadri 2007)
+    A = (frames[0] * values) @ frames[1].T
+    tensor = torch.from_numpy(A)
+    return SVDBenchProblem(f"svd_dense_{kind}_m{m}_n{n}", DenseOperator(tensor, is_symmetric=False), A, tensor,
+                           np.sort(values), tuple(cases), "svd_dense",
+                           f"dense U diag(s) V^T, {kind} singular values, {m} x {n}")
+
+
+def _svd_grad(nx: int, ny: int, cases: Sequence[tuple[int, str]]) -> SVDBenchProblem:
+    from explorer import problems  # local: problems imports the solver registry
+
+    problem = problems.gradient_2d(nx, ny)
+    op = problem.operator
+    assert isinstance(op, SparseOperator) and problem.singular_values is not None
+    csr = op.to_scipy()
+    coo = csr.tocoo()
+    # (indices from a valid scipy matrix: torch's invariant check would repeat that work)
+    tensor = torch.sparse_coo_tensor(np.vstack([coo.row, coo.col]), coo.data, coo.shape,
+                                     check_invariants=False).coalesce()
+    return SVDBenchProblem(f"svd_grad2d_N{nx}x{ny}", op, csr, tensor, problem.singular_values.numpy(), tuple(cases),
+                           "svd_grad2d", problem.description)
+
+
+def _svd_problem(key: str, cases: Sequence[tuple[int, str]] | None) -> SVDBenchProblem:
+    parts = key.split("_")
+    if len(parts) == 5 and parts[1] == "dense" and parts[3].startswith("m") and parts[4].startswith("n"):
+        return _svd_dense(parts[2], int(parts[3][1:]), int(parts[4][1:]), cases or SVD_DENSE_CASES)
+    if len(parts) == 3 and parts[1] == "grad2d" and parts[2].startswith("N") and "x" in parts[2]:
+        nx, ny = parts[2][1:].split("x")
+        return _svd_grad(int(nx), int(ny), cases or SVD_GRAD_CASES)
+    raise ValueError(f"unknown SVD problem key {key!r}; use svd_dense_<geometric|smallgap|cluster>_m<m>_n<n> or "
+                     f"svd_grad2d_N<nx>x<ny> (e.g. {', '.join(SVD_KEYS)})")
+
+
+def _svd_not_applicable(solver: str, which: str) -> str | None:
+    """SVD rows that cannot run a case (a skip note), e.g. torch.svd_lowrank for the smallest values."""
+    if solver.startswith("torch_svd_lowrank") and which != "LA":
+        return "torch.svd_lowrank computes the largest singular values only"
+    return None
+
+
+def _applies(problem: BenchProblem, solver: str) -> bool:
+    """SVD rows run on the rectangular problems only, the eigen rows on the others."""
+    return (solver in _SVD_ROWS) == isinstance(problem, SVDBenchProblem)
+
+
+class _CountingScipyRect(sla.LinearOperator):
+    """scipy LinearOperator of an m x n matrix with A^T, charging a Budget for both products."""
+
+    def __init__(self, matrix: Any, budget: Budget) -> None:
+        super().__init__(dtype=np.float64, shape=matrix.shape)
+        self.matrix, self.budget = matrix, budget
+
+    def _matvec(self, x: np.ndarray) -> np.ndarray:
+        self.budget.charge(1)
+        return self.matrix @ x.reshape(-1)
+
+    def _matmat(self, X: np.ndarray) -> np.ndarray:
+        self.budget.charge(X.shape[1])
+        return self.matrix @ X
+
+    def _rmatvec(self, x: np.ndarray) -> np.ndarray:
+        self.budget.charge(1)
+        return self.matrix.T @ x.reshape(-1)
+
+    def _rmatmat(self, X: np.ndarray) -> np.ndarray:
+        self.budget.charge(X.shape[1])
+        return self.matrix.T @ X
+
+
+class _CountingRectOperator(LinearOperator):
+    """Our operator contract for an m x n operator (with A^T), charging a Budget for both products."""
+
+    def __init__(self, base: LinearOperator, budget: Budget) -> None:
+        super().__init__(base.shape, base.dtype, base.device, is_symmetric=False)
+        self.base, self.budget = base, budget
+
+    def _matvec(self, x: torch.Tensor) -> torch.Tensor:
+        self.budget.charge(1)
+        return self.base._matvec(x)
+
+    def _matmat(self, X: torch.Tensor) -> torch.Tensor:
+        self.budget.charge(X.shape[1])
+        return self.base._matmat(X)
+
+    def _rmatmat(self, X: torch.Tensor) -> torch.Tensor:
+        self.budget.charge(X.shape[1])
+        return self.base._rmatmat(X)
+
+    @property
+    def kind(self) -> str:
+        return self.base.kind
+
+
+def _run_golub_kahan(extras: dict[str, Any]) -> Callable[..., tuple[np.ndarray, Any, str]]:
+    def runner(problem: BenchProblem, k: int, which: str, budget: Budget, seed: int,
+               tracker: Any = None) -> tuple[np.ndarray, Any, str]:
+        op = _CountingRectOperator(problem.operator, budget)
+        result = solve("golub_kahan", op, k, which=which, tol=TOL, seed=seed, max_iter=10**6, tracker=tracker,
+                       **extras)
+        note = result.status.value if result.status.value != "converged" else ""
+        return (result.singular_values.double().numpy(),
+                (result.U.double().numpy(), result.V.double().numpy()), (note + " " + f"{result.n_iter} it").strip())
+    return runner
+
+
+def _run_svds(solver: str) -> Callable[..., tuple[np.ndarray, Any, str]]:
+    def runner(problem: BenchProblem, k: int, which: str, budget: Budget, seed: int,
+               tracker: Any = None) -> tuple[np.ndarray, Any, str]:
+        op = _CountingScipyRect(problem.matrix, budget)
+        m, n = problem.matrix.shape
+        kwargs: dict[str, Any] = {}
+        if solver == "propack":
+            kwargs["maxiter"] = min(min(m, n), PROPACK_MAX_KRYLOV)
+        U, s, Vh = sla.svds(op, k=k, which="LM" if which == "LA" else "SM", tol=math.sqrt(TOL), solver=solver,
+                            random_state=np.random.default_rng(seed), **kwargs)
+        return s, (U, Vh.T), f"tol = sqrt(1e-6) (squared inside){'; maxiter = ' + str(kwargs['maxiter']) if kwargs else ''}"
+    return runner
+
+
+def _run_svd_lowrank(niter: int) -> Callable[..., tuple[np.ndarray, Any, str]]:
+    def runner(problem: BenchProblem, k: int, which: str, budget: Budget, seed: int,
+               tracker: Any = None) -> tuple[np.ndarray, Any, str]:
+        if which != "LA":
+            raise ValueError("torch.svd_lowrank computes the largest singular values only")
+        q = min(k + 10, min(problem.matrix.shape))
+        torch.manual_seed(seed)  # svd_lowrank draws from the global generator (this is the run's own process)
+        U, S, V = torch.svd_lowrank(problem.tensor, q=q, niter=niter)
+        budget.charge(q * (2 * niter + 2))  # (counted analytically: see the block comment)
+        return S[:k].numpy(), (U[:, :k].numpy(), V[:, :k].numpy()), f"q = {q}, niter = {niter}; matvecs analytic"
+    return runner
+
+
+#: Opt-in rows of our other solvers (``--solvers chebyshev ...``), not run by default.
+EXTRA_OURS = ("chebyshev",)
+RUNNERS["chebyshev"] = _run_ours("chebyshev", {})
+
+SVD_RUNNERS: dict[str, Callable[..., tuple[np.ndarray, Any, str]]] = {
+    "golub_kahan": _run_golub_kahan({}),
+    "golub_kahan_1s": _run_golub_kahan({"reorthogonalization": "one-sided"}),
+    "svds_arpack": _run_svds("arpack"),
+    "svds_propack": _run_svds("propack"),
+    "torch_svd_lowrank": _run_svd_lowrank(2),
+    "torch_svd_lowrank_8": _run_svd_lowrank(8),
+}
+RUNNERS.update(SVD_RUNNERS)
+
+
+def _svd_errors(problem: BenchProblem, k: int, which: str, values: Any, vectors: Any) -> tuple[float, float]:
+    """(max relative singular-value error, max relative residual) of an SVD row (see the block comment)."""
+    values = np.asarray(values, dtype=float)
+    ref = problem.reference(k, which)
+    if values.size < k or not np.all(np.isfinite(values)):
+        return math.inf, math.inf
+    U, V = (np.asarray(x, dtype=float) for x in vectors)
+    order = np.argsort(-values) if which == "LA" else np.argsort(values)
+    got = values[order][:k]
+    U, V = U[:, order][:, :k], V[:, order][:, :k]
+    U = U / np.linalg.norm(U, axis=0)
+    V = V / np.linalg.norm(V, axis=0)
+    err = float(np.max(np.abs(got - ref) / np.maximum(np.abs(ref), 1e-300)))
+    A = problem.matrix
+    res = np.sqrt(np.linalg.norm(np.asarray(A @ V) - U * got, axis=0) ** 2
+                  + np.linalg.norm(np.asarray(A.T @ U) - V * got, axis=0) ** 2) / np.maximum(np.abs(got), 1e-300)
+    return err, float(np.max(res))
+
+
+# ----------------------------------------------------------------------------------------
 # Measurement
 # ----------------------------------------------------------------------------------------
 def _errors(problem: BenchProblem, k: int, which: str, values: np.ndarray,
             vectors: np.ndarray) -> tuple[float, float]:
+    if isinstance(problem, SVDBenchProblem):
+        return _svd_errors(problem, k, which, values, vectors)
+    values, vectors = np.asarray(values), np.asarray(vectors)
     ref = problem.reference(k, which)
     if values.size < k or not np.all(np.isfinite(values)):
         return math.inf, math.inf
-    order = np.argsort(-values) if which == "LA" else np.argsort(values)
+    if which in problem.sigmas:
+        order = np.argsort(np.abs(values - problem.sigmas[which]), kind="stable")
+    else:
+        order = np.argsort(-values) if which == "LA" else np.argsort(values)
     got = values[order][:k]
     eig_err = float(np.max(np.abs(got - ref) / np.maximum(np.abs(ref), 1e-300)))
     V = vectors[:, order][:, :k]
@@ -684,7 +1024,7 @@ def _run_case(problem: BenchProblem, solver: str, k: int, which: str, cap_s: flo
     update.update(wall_s=wall, cpu_s=cpu)
     values, vectors, note = out
     del out
-    eig_err, resid = _errors(problem, k, which, np.asarray(values), np.asarray(vectors))
+    eig_err, resid = _errors(problem, k, which, values, vectors)
     del values, vectors
     update.update(status="done", eig_err=eig_err, resid=resid, note=note, ok=bool(eig_err <= CORRECT_ERR))
     if solver == "lanczos" and cpu <= overhead_max_s:
@@ -725,7 +1065,9 @@ def _isolated_case(problem: BenchProblem, solver: str, k: int, which: str, cap_s
     return update
 
 
-def run_benchmark(problems: Sequence[BenchProblem], solvers: Sequence[str] = OURS + PEERS, *, cap_s: float = 30.0,
+def run_benchmark(problems: Sequence[BenchProblem], solvers: Sequence[str] = OURS + PEERS + SVD_OURS + SVD_PEERS
+                  + SHIFT_INVERT_ROWS, *,
+                  cap_s: float = 30.0,
                   seed: int = 0, overhead_max_s: float = 2.0, log: Callable[[str], None] | None = None,
                   repeat_below_s: float = REPEAT_BELOW_S,
                   mem_gb: float | None = None, timeout_s: float | None = None, isolate: bool | None = None,
@@ -752,6 +1094,8 @@ def run_benchmark(problems: Sequence[BenchProblem], solvers: Sequence[str] = OUR
         for k, which in problem.cases:
             case_rows = []
             for solver in solvers:
+                if not (_applies(problem, solver) and applies(solver, which)):  # SVD rows on rectangular problems only; SI rows on SI cases only
+                    continue
                 row: dict[str, Any] = {"problem": problem.key, "n": problem.n, "k": k, "which": which,
                                        "solver": solver, "matvecs": math.nan, "wall_s": math.nan, "cpu_s": math.nan,
                                        "runs": 0,
@@ -760,7 +1104,8 @@ def run_benchmark(problems: Sequence[BenchProblem], solvers: Sequence[str] = OUR
                 ok, why = available(solver)
                 skip = None if ok else why
                 family = problem.key.rsplit("_", 1)[0]  # the key without its size
-                skip = skip or skips.reason(family, solver, k, which, problem.n) or _same_as_default(solver, k)
+                skip = (skip or skips.reason(family, solver, k, which, problem.n) or _same_as_default(solver, k)
+                        or _svd_not_applicable(solver, which))
                 if skip:
                     row.update(status="skip", note=skip)
                 elif isolate:
@@ -775,7 +1120,9 @@ def run_benchmark(problems: Sequence[BenchProblem], solvers: Sequence[str] = OUR
                 case_rows.append(row)
                 if log is not None:
                     log(_format_row(row))
-            ref = next((r for r in case_rows if r["solver"] == "arpack" and r["status"] == "done"), None)
+            arpack = "arpack_si" if which.startswith("SI") else "arpack"
+            ref = next((r for r in case_rows if r["solver"] in (arpack, "svds_arpack") and r["status"] == "done"),
+                       None)
             for r in case_rows:
                 r["mv/arpack"] = r["matvecs"] / ref["matvecs"] if ref and r["status"] == "done" else math.nan
                 r["wall/arpack"] = r["wall_s"] / ref["wall_s"] if ref and r["status"] == "done" else math.nan
@@ -829,7 +1176,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m explorer.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="n = 10^4 Laplacian and n = 1000 dense only, 5 s cap")
     parser.add_argument("--problems", nargs="+", help=f"problem keys (default: all of {', '.join(PROBLEM_KEYS)})")
-    parser.add_argument("--solvers", nargs="+", choices=OURS + PEERS, help="rows to run (default: all)")
+    parser.add_argument("--solvers", nargs="+", choices=OURS + PEERS + SVD_OURS + SVD_PEERS + SHIFT_INVERT_ROWS
+                        + EXTRA_OURS,
+                        help=f"rows to run (default: all but the opt-in {', '.join(EXTRA_OURS)}; the shift-invert "
+                             "rows run only on laplace2d_si_N<N>)")
+    parser.add_argument("--svd", action="store_true",
+                        help=f"also run the rectangular SVD problems ({', '.join(SVD_KEYS)}): golub_kahan against "
+                             "scipy svds (arpack, propack) and torch.svd_lowrank; --quick runs the small one anyway")
     parser.add_argument("--cap", type=float, default=None, help="CPU seconds per run (default 30, quick 5)")
     parser.add_argument("--mem-gb", type=float, default=None,
                         help=f"memory cap per run in GB of address space on top of what the run starts with "
@@ -846,13 +1199,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.mem_gb is not None and args.mem_gb < 0:
         parser.error("--mem-gb must be >= 0 (0 = no memory cap)")
-    args.keys = tuple(args.problems or (QUICK_KEYS if args.quick else PROBLEM_KEYS))
+    args.keys = tuple(args.problems or ((QUICK_KEYS + SVD_QUICK_KEYS) if args.quick else PROBLEM_KEYS))
+    if args.svd and not args.problems:
+        args.keys += tuple(key for key in SVD_KEYS if key not in args.keys)
     args.cap = args.cap if args.cap is not None else (5.0 if args.quick else 30.0)
     args.mem_gb = default_mem_gb() if args.mem_gb is None else args.mem_gb
     args.overhead_max_s = 1.0 if args.quick else 2.0
     args.timeout = (args.timeout if args.timeout is not None
                     else 3.0 * args.cap + 6.0 * args.overhead_max_s + 3.0 * args.repeat_below + 60.0)
-    args.solvers = tuple(args.solvers or OURS + PEERS)
+    args.solvers = tuple(args.solvers or OURS + PEERS + SVD_OURS + SVD_PEERS + SHIFT_INVERT_ROWS)
     args.isolate = not args.no_isolate and can_isolate()
     return args
 
@@ -878,7 +1233,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for key in keys:
         t = time.perf_counter()
         problem = make_problems([key])[0]
-        print(f"# built {key} (n = {problem.n:,}) in {time.perf_counter() - t:.1f} s", flush=True)
+        m, n = problem.operator.shape
+        size = f"n = {n:,}" if m == n else f"{m:,} x {n:,}"
+        print(f"# built {key} ({size}) in {time.perf_counter() - t:.1f} s", flush=True)
         frames.append(run_benchmark([problem], solvers, cap_s=cap, overhead_max_s=args.overhead_max_s,
                                     repeat_below_s=args.repeat_below,
                                     log=lambda line: print("  " + line, flush=True), mem_gb=args.mem_gb,

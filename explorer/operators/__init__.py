@@ -10,7 +10,13 @@ from explorer.operators.concrete import (
     SparseOperator,
     SymmetrizedOperator,
 )
-from explorer.operators.convert import NotSymmetricError, as_operator, check_symmetric, symmetry_error
+from explorer.operators.convert import (
+    NotSymmetricError,
+    as_operator,
+    as_rectangular_operator,
+    check_symmetric,
+    symmetry_error,
+)
 
 __all__ = [
     "SUPPORTED_DTYPES",
@@ -24,6 +30,7 @@ __all__ = [
     "SparseOperator",
     "SymmetrizedOperator",
     "as_operator",
+    "as_rectangular_operator",
     "check_symmetric",
     "symmetry_error",
 ]

@@ -12,7 +12,7 @@ import torch
 from explorer.operators.base import SUPPORTED_DTYPES, LinearOperator
 from explorer.operators.concrete import CallableOperator, DenseOperator, SparseOperator, SymmetrizedOperator
 
-__all__ = ["as_operator", "check_symmetric", "symmetry_error", "NotSymmetricError"]
+__all__ = ["as_operator", "as_rectangular_operator", "check_symmetric", "symmetry_error", "NotSymmetricError"]
 
 
 class NotSymmetricError(ValueError):
@@ -171,6 +171,64 @@ def _check_shape(shape: tuple[int, ...], name: str) -> None:
     if shape[0] == 0 or shape[1] == 0:
         raise ValueError(f"`{name}` is empty (shape {tuple(shape)}); load a matrix with at least one row")
     if shape[0] != shape[1]:
-        raise ValueError(f"`{name}` must be square, got shape {tuple(shape)}; eigenvalues need an n x n matrix")
+        raise ValueError(f"`{name}` must be square, got shape {tuple(shape)}; eigenvalues need an n x n matrix "
+                         "(for the singular values of a rectangular matrix use an SVD solver, golub_kahan)")
 
 
+
+
+def as_rectangular_operator(data: Any, *, dtype: torch.dtype | None = None, device: torch.device | str | None = None,
+                            name: str = "operator") -> LinearOperator:
+    """Validate a possibly non-square ``data`` (m x n) and wrap it as a :class:`LinearOperator` with ``A^T``.
+
+    For the SVD solvers: no square or symmetry requirement, but the same refusals as
+    :func:`as_operator` otherwise (empty, not 2-D, NaN/Inf, complex, non-numeric). Accepts a
+    LinearOperator (it must provide ``rmatmat`` unless it is symmetric), a dense or sparse torch
+    tensor, a numpy array or a scipy sparse matrix. Integer, boolean and float16 data become
+    float64 (the dtype policy of ``as_operator``).
+    Dense and sparse inputs are declared non-symmetric, so ``rmatmat`` applies the transpose.
+    """
+    _check_dtype(dtype, "dtype")
+    if isinstance(data, LinearOperator):
+        op = data
+    elif isinstance(data, torch.Tensor):
+        if data.is_complex():
+            raise TypeError(f"`{name}` is complex ({data.dtype}); complex matrices are not supported")
+        if data.ndim != 2:
+            raise ValueError(f"`{name}` must be a 2-D matrix, got {data.ndim} dimensions (shape {tuple(data.shape)})")
+        if data.shape[0] == 0 or data.shape[1] == 0:
+            raise ValueError(f"`{name}` is empty (shape {tuple(data.shape)}); pass a matrix with at least one entry")
+        target = dtype or (data.dtype if data.dtype in SUPPORTED_DTYPES else torch.float64)  # as as_operator
+        if data.layout == torch.strided:
+            if not bool(torch.isfinite(data).all()):
+                raise ValueError(f"`{name}` contains NaN or Inf entries; clean the data before solving")
+            op = DenseOperator(data.to(target), is_symmetric=False)
+        else:
+            csr = data.coalesce() if data.layout == torch.sparse_coo else data
+            if not bool(torch.isfinite(csr.values()).all()):
+                raise ValueError(f"`{name}` contains NaN or Inf entries; clean the data before solving")
+            op = SparseOperator(csr.to(target).to_sparse_csr(), is_symmetric=False)
+    elif isinstance(data, np.ndarray):
+        if data.dtype == object:
+            raise TypeError(f"`{name}` has dtype object; pass a numeric array")
+        target = dtype or _torch_dtype(data.dtype)
+        return as_rectangular_operator(torch.from_numpy(np.ascontiguousarray(data)).to(target), dtype=target,
+                                       device=device, name=name)
+    elif sp.issparse(data):
+        if len(data.shape) != 2 or data.shape[0] == 0 or data.shape[1] == 0:
+            raise ValueError(f"`{name}` is empty (shape {data.shape}); pass a matrix with at least one entry")
+        target = dtype or _torch_dtype(data.dtype)
+        csr = sp.csr_matrix(data)
+        if not np.all(np.isfinite(csr.data)):
+            raise ValueError(f"`{name}` contains NaN or Inf entries; clean the data before solving")
+        op = SparseOperator(csr.astype(np.float64 if target == torch.float64 else np.float32), is_symmetric=False)
+    else:
+        raise TypeError(f"`{name}` must be a torch tensor, numpy array, scipy sparse matrix or LinearOperator, "
+                        f"got {type(data).__name__}")
+    if op.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"`{name}` must be float32 or float64, got {op.dtype}; use `operator.to(dtype=torch.float64)`")
+    if min(op.shape) == 0:
+        raise ValueError(f"`{name}` is empty (shape {op.shape}); pass a matrix with at least one entry")
+    if dtype is not None or device is not None:
+        op = op.to(device=device, dtype=dtype)
+    return op

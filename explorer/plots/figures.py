@@ -172,7 +172,8 @@ def live_figure(records: Sequence[IterationRecord], *, reference: Any = None, to
     Panels: Ritz values (top left), relative residual ``||A x - theta x|| / |theta|``
     on a log axis with ``tol`` (top right), error against the reference on a log
     axis, or the converged count when no reference is known (bottom left), and the
-    orthogonality loss ``max |V^T V - I|`` on a log axis (bottom right).
+    orthogonality loss ``max |V^T V - I|`` on a log axis (bottom right). A filter solver's cut
+    (:func:`filter_cut`) is drawn in the Ritz panel.
     """
     idx = decimate_indices(len(records), max_points)
     picked = [records[i] for i in idx]
@@ -216,6 +217,12 @@ def live_figure(records: Sequence[IterationRecord], *, reference: Any = None, to
                                      name=f"err {i}", legendgroup=group, showlegend=False,
                                      line=dict(color=color, width=1.4), xaxis="x3", yaxis="y3",
                                      hovertemplate=f"|\u03b8{i} - \u03bb{i}| = %{{y:.2e}}<extra></extra>"))
+    cut = filter_cut(picked)
+    if cut is not None:
+        traces.append(go.Scatter(x=xs, y=cut[0], mode="lines", name="filter cut", customdata=cut[1],
+                                 line=dict(color="#7f7f7f", width=1.2, dash="dashdot", shape="hv"), xaxis="x",
+                                 yaxis="y", hovertemplate="damped beyond %{y:.6g} (degree %{customdata:d})"
+                                 "<extra>filter</extra>"))
     if tol is not None and tol > 0:
         traces.append(go.Scatter(x=[x0, x1], y=[tol, tol], mode="lines", name=f"tol = {tol:.0e}",
                                  line=dict(color="#d62728", width=1.2, dash="dash"), xaxis="x2", yaxis="y2",
@@ -255,6 +262,20 @@ def live_figure(records: Sequence[IterationRecord], *, reference: Any = None, to
                  showarrow=False, font=dict(color="#888"))],
     )
     return go.Figure(data=traces, layout=layout)
+
+
+def filter_cut(records: Sequence[IterationRecord]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(edge, degree) per record for a polynomial-filter solver (records with ``extras["filter_low"]`` /
+    ``["filter_high"]``, e.g. ``chebyshev``): the edge of the damped interval on the side of the wanted
+    Ritz values (its lower end when they lie below it, else its upper end), or None for other solvers."""
+    if not records or "filter_low" not in records[-1].extras or "filter_high" not in records[-1].extras:
+        return None
+    low = np.asarray([r.extras.get("filter_low", np.nan) for r in records], dtype=float)
+    high = np.asarray([r.extras.get("filter_high", np.nan) for r in records], dtype=float)
+    degree = np.asarray([r.extras.get("degree", 0) for r in records], dtype=int)
+    last = records[-1].ritz_values.detach().cpu().double().numpy()
+    below = last.size and np.isfinite(last).any() and float(np.nanmedian(last)) <= float(low[-1])
+    return (low if below else high), degree
 
 
 def _focus_range(ritz: np.ndarray, ref: np.ndarray | None) -> list[float] | None:
@@ -379,20 +400,25 @@ def compare_figure(runs: Sequence[Mapping[str, Any]], *, metric: str = "residual
 
 
 # -- matrix preview ------------------------------------------------------------------
-def matrix_figure(blocks: np.ndarray, n: int, *, title: str | None = None, height: int = 360) -> go.Figure:
+def matrix_figure(blocks: np.ndarray, n: int, *, title: str | None = None, height: int = 360,
+                  m: int | None = None) -> go.Figure:
     """Heatmap of ``log10`` of block sums of ``|A|`` (``explorer.problems.preview.block_abs``); zero blocks blank.
 
-    Axis ticks are row/column indices of the full n x n matrix, so a 4 x 4 block
+    Axis ticks are row/column indices of the full n x n matrix (m x n with ``m``), so a 4 x 4 block
     grid of a 1000 x 1000 matrix still reads 0..999.
     """
     blocks = np.asarray(blocks, dtype=float)
-    cells = blocks.shape[0] if blocks.ndim == 2 else 0
-    step = n / max(cells, 1)
+    m = n if m is None else m
+    rows_cells = blocks.shape[0] if blocks.ndim == 2 else 0
+    cells = blocks.shape[1] if blocks.ndim == 2 else 0
+    step, row_step = n / max(cells, 1), m / max(rows_cells, 1)
     centers = (np.arange(cells) + 0.5) * step - 0.5
+    row_centers = (np.arange(rows_cells) + 0.5) * row_step - 0.5
     with np.errstate(divide="ignore"):
         z = np.where(blocks > 0, np.log10(np.where(blocks > 0, blocks, 1.0)), np.nan)
-    label = "|a\u1d62\u2c7c|" if step <= 1 else f"sum |a\u1d62\u2c7c| per {step:.3g}\u00d7{step:.3g} block"
-    heat = go.Heatmap(z=z, x=centers, y=centers, colorscale="Viridis", hoverongaps=False,
+    label = ("|a\u1d62\u2c7c|" if step <= 1 and row_step <= 1
+             else f"sum |a\u1d62\u2c7c| per {row_step:.3g}\u00d7{step:.3g} block")
+    heat = go.Heatmap(z=z, x=centers, y=row_centers, colorscale="Viridis", hoverongaps=False,
                       colorbar=dict(title=dict(text="log\u2081\u2080", side="right"), thickness=12),
                       hovertemplate="rows ~%{y:.0f}, cols ~%{x:.0f}<br>log\u2081\u2080 " + label
                       + " = %{z:.2f}<extra></extra>")
@@ -401,6 +427,6 @@ def matrix_figure(blocks: np.ndarray, n: int, *, title: str | None = None, heigh
         title=dict(text=title, x=0.0, font=dict(size=14)) if title else None,
         xaxis=dict(title="column", range=[-0.5, n - 0.5], showgrid=False, constrain="domain",
                    automargin=True),
-        yaxis=dict(title="row", range=[n - 0.5, -0.5], showgrid=False, scaleanchor="x", automargin=True),
+        yaxis=dict(title="row", range=[m - 0.5, -0.5], showgrid=False, scaleanchor="x", automargin=True),
     )
     return go.Figure(data=[heat], layout=layout)

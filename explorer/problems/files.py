@@ -42,7 +42,7 @@ import scipy.io
 import scipy.sparse as sp
 import torch
 
-from explorer.operators import DenseOperator, LinearOperator, SparseOperator, as_operator
+from explorer.operators import DenseOperator, LinearOperator, SparseOperator, as_operator, as_rectangular_operator
 
 __all__ = [
     "LoadError",
@@ -526,14 +526,17 @@ def load_matrix(source: str | os.PathLike[str] | bytes, filename: str | None = N
 
 def load_operator(source: str | os.PathLike[str] | bytes, filename: str | None = None, *, key: str | None = None,
                   symmetrize: bool = False, dtype: torch.dtype | None = None,
-                  device: torch.device | str | None = None, max_bytes: int | None = None) -> LinearOperator:
-    """Read a matrix file and validate it as a symmetric operator.
+                  device: torch.device | str | None = None, max_bytes: int | None = None,
+                  rectangular: bool = False) -> LinearOperator:
+    """Read a matrix file and validate it as a symmetric operator (or, ``rectangular``, as any m x n one).
 
     Args:
         source, filename, key, max_bytes: as in :func:`load_matrix`.
         symmetrize: use (A + A^T) / 2 instead of refusing a non-symmetric matrix.
         dtype: float32 or float64 (default: the file's; integers become float64).
         device: where the operator lives (default cpu).
+        rectangular: for the SVD solvers: accept any m x n matrix, square or not, symmetric
+            or not (``explorer.operators.as_rectangular_operator``); ``symmetrize`` must then be False.
 
     Returns:
         A ``DenseOperator`` or ``SparseOperator`` (wrapped in ``SymmetrizedOperator``
@@ -541,11 +544,16 @@ def load_operator(source: str | os.PathLike[str] | bytes, filename: str | None =
 
     Raises:
         LoadError: the file could not be read (see :func:`load_matrix`).
-        ValueError: non-square, NaN/Inf or (``NotSymmetricError``) non-symmetric data,
-            from ``explorer.operators.as_operator``.
+        ValueError: non-square (unless ``rectangular``: the message points to the SVD solvers),
+            NaN/Inf or (``NotSymmetricError``) non-symmetric data, from ``explorer.operators.as_operator``.
         TypeError: an unsupported dtype.
     """
     loaded = load_matrix(source, filename, key=key, max_bytes=max_bytes)
+    if rectangular:
+        if symmetrize:
+            raise ValueError("`symmetrize` and `rectangular` exclude each other: (A + A^T)/2 is for eigenvalues of "
+                             "a square matrix, `rectangular` for singular values of any matrix")
+        return as_rectangular_operator(loaded.data, dtype=dtype, device=device, name=loaded.name)
     return as_operator(loaded.data, dtype=dtype, device=device, symmetrize=symmetrize, name=loaded.name)
 
 

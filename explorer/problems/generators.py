@@ -58,6 +58,9 @@ __all__ = [
     "wishart",
     "mikota_pair",
     "random_graph_laplacian",
+    "prescribed_singular_values",
+    "gradient_1d",
+    "gradient_2d",
 ]
 
 #: Largest n for a dense generator: a float64 n x n matrix is 3.2 GB at n = 20000, and
@@ -102,14 +105,36 @@ class Problem:
     eigenvalues: torch.Tensor | None
     B: LinearOperator | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
+    kind: str = "eigen"  # "svd": singular values of an m x n operator (the SVD solvers' problems)
+    singular_values: torch.Tensor | None = None  # kind "svd": all min(m, n), ascending (None: unknown)
 
     @property
     def n(self) -> int:
-        """The size of the problem."""
-        return self.operator.shape[0]
+        """The size of the problem (an SVD problem: its number of columns)."""
+        return self.operator.shape[1]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(m, n) of the operator."""
+        return self.operator.shape
+
+    @property
+    def is_svd(self) -> bool:
+        """A singular-value problem (``kind == "svd"``, e.g. a rectangular matrix)."""
+        return self.kind == "svd"
+
+    @property
+    def k_max(self) -> int:
+        """The most values there are: n (eigenvalues) or min(m, n) (singular values)."""
+        return min(self.operator.shape) if self.is_svd else self.operator.shape[0]
+
+    @property
+    def spectrum(self) -> torch.Tensor | None:
+        """The exact values the solvers compute, ascending: eigenvalues, or singular values for kind "svd"."""
+        return self.singular_values if self.is_svd else self.eigenvalues
 
     def reference(self, k: int, which: str = "LA") -> torch.Tensor | None:
-        """The k wanted exact eigenvalues, in ``which`` order (best first).
+        """The k wanted exact eigenvalues (singular values for kind "svd"), in ``which`` order (best first).
 
         Uses the solvers' own ordering (``explorer.solvers._common.select_order``): LA
         descending, SA ascending, LM by magnitude descending, BE alternating largest and
@@ -127,14 +152,17 @@ class Problem:
             ValueError: k out of range or an unknown ``which``.
         """
         k = check_int("k", k, minimum=None)
-        if not 1 <= k <= self.n:
-            raise ValueError(f"`k` must satisfy 1 <= k <= n = {self.n}, got k={k!r}; ask for at most all eigenvalues")
+        if not 1 <= k <= self.k_max:
+            what = "min(m, n)" if self.is_svd else "n"
+            raise ValueError(f"`k` must satisfy 1 <= k <= {what} = {self.k_max}, got k={k!r}; ask for at most all "
+                             + ("singular values" if self.is_svd else "eigenvalues"))
         if not isinstance(which, str) or which.upper() not in WHICH:
             raise ValueError(f"`which` must be one of {list(WHICH)}, got {which!r}")
-        if self.eigenvalues is None:
+        values = self.spectrum
+        if values is None:
             return None
-        order = select_order(self.eigenvalues, which.upper())[: int(k)]
-        return self.eigenvalues[order]
+        order = select_order(values, which.upper())[: int(k)]
+        return values[order]
 
 
 # --------------------------------------------------------------------------------------
@@ -669,6 +697,167 @@ def mikota_pair(n: int, *, dtype: torch.dtype = torch.float64, device: torch.dev
 
 
 # --------------------------------------------------------------------------------------
+# Rectangular problems with known singular values (for the SVD solvers)
+# --------------------------------------------------------------------------------------
+def _haar_frame(m: int, r: int, generator: torch.Generator) -> torch.Tensor:
+    """An m x r matrix with orthonormal columns, Haar-distributed on the Stiefel manifold (float64, CPU):
+    the first r columns of a Haar orthogonal matrix, drawn as the QR factor of an m x r Gaussian with
+    diag(R) > 0 (Mezzadri 2007, sec. 5; the same argument as ``_haar_orthogonal``, without the m x m)."""
+    G = torch.randn(m, r, generator=generator, dtype=torch.float64)
+    Q, R = torch.linalg.qr(G)
+    signs = torch.sign(torch.diagonal(R))
+    signs[signs == 0] = 1.0
+    return Q * signs.unsqueeze(0)
+
+
+def prescribed_singular_values(
+    m: int,
+    n: int,
+    spectrum: str = "geometric",
+    *,
+    values: Sequence[float] | np.ndarray | torch.Tensor | None = None,
+    seed: int = 0,
+    decay: float = 0.8,
+    gap_ratio: float = 0.9,
+    cluster_size: int = 5,
+    cluster_spread: float = 1e-4,
+    multiplicity: int = 3,
+    low: float = 0.0,
+    high: float = 1.0,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str = "cpu",
+) -> Problem:
+    """A dense m x n ``A = U diag(s) V^T`` with chosen singular values and Haar-random U, V.
+
+    ``U`` (m x r) and ``V`` (n x r), r = min(m, n), have orthonormal columns drawn from the Haar
+    measure; both orientations (tall m > n, wide m < n, square) work the same. The singular
+    values are one of the ``SPECTRA`` of :func:`prescribed_spectrum` on [low, high] (``low >= 0``),
+    or exactly ``values`` (r non-negative numbers, any order) when given. The assembled matrix
+    is within ~r eps ||A|| of the exact one, so its singular values are within that of ``s``
+    (Weyl's inequality for singular values).
+
+    Args:
+        m, n: rows and columns.
+        spectrum: one of ``SPECTRA`` (ignored when ``values`` is given).
+        values: the r singular values themselves.
+        seed: seed of the local generator for U and V.
+        decay, gap_ratio, cluster_size, cluster_spread, multiplicity, low, high: as in
+            :func:`prescribed_spectrum`; ``low`` must be >= 0.
+        dtype: float32 or float64.
+        device: where the operator lives.
+
+    Returns:
+        A dense SVD problem (``kind="svd"``, ``singular_values`` ascending, ``eigenvalues`` None).
+
+    Raises:
+        ValueError: a size or parameter out of range, negative or non-finite values, or
+            m * n above ``MAX_DENSE_N ** 2``.
+    """
+    m = check_int("m", m, maximum=4 * MAX_DENSE_N, hint="dense problems need m n memory")
+    n = check_int("n", n, maximum=4 * MAX_DENSE_N, hint="dense problems need m n memory")
+    if m * n > MAX_DENSE_N ** 2:
+        raise ValueError(f"`m` x `n` = {m:,} x {n:,} is above the dense limit of {MAX_DENSE_N ** 2:,} entries; "
+                         "pick smaller sizes")
+    r = min(m, n)
+    seed = check_int("seed", seed, minimum=0)
+    dtype, device = _check_target(dtype, device)
+    if values is not None:
+        array = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values, dtype=float)
+        if array.ndim != 1 or array.size != r:
+            raise ValueError(f"`values` must hold min(m, n) = {r} singular values, got shape {array.shape}")
+        if not np.all(np.isfinite(array)) or np.any(array < 0):
+            raise ValueError("`values` must be finite and >= 0 (singular values are non-negative)")
+        sigma = torch.sort(torch.from_numpy(array.astype(np.float64).copy()), descending=True).values
+        details = f"prescribed singular values in [{float(sigma[-1]):.4g}, {float(sigma[0]):.4g}]"
+        params: dict[str, Any] = {"m": m, "n": n, "seed": seed}
+    else:
+        if spectrum not in SPECTRA:
+            raise ValueError(f"`spectrum` must be one of {list(SPECTRA)}, got {spectrum!r}")
+        low, high = _check_float("low", low), _check_float("high", high)
+        if low < 0:
+            raise ValueError(f"`low` must be >= 0 for singular values, got low={low:g}")
+        if not low < high:
+            raise ValueError(f"`low` must be below `high`, got low={low:g}, high={high:g}")
+        sigma = _prescribed_values(r, spectrum, decay=_check_float("decay", decay, low=0.0, high=1.0),
+                                   gap_ratio=_check_float("gap_ratio", gap_ratio, low=0.0, high=1.0),
+                                   cluster_size=check_int("cluster_size", cluster_size),
+                                   cluster_spread=_check_float("cluster_spread", cluster_spread, low=0.0, high=1.0),
+                                   multiplicity=check_int("multiplicity", multiplicity), low=low, high=high)
+        details = f"{spectrum} singular values on [{low:g}, {high:g}]"
+        params = {"m": m, "n": n, "spectrum": spectrum, "seed": seed, "low": low, "high": high}
+        params.update({"geometric": {"decay": decay}, "gap": {"gap_ratio": gap_ratio},
+                       "cluster": {"cluster_size": cluster_size, "cluster_spread": cluster_spread},
+                       "repeated": {"multiplicity": multiplicity}}.get(spectrum, {}))
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    U = _haar_frame(m, r, generator)
+    V = _haar_frame(n, r, generator)
+    A = (U * sigma.unsqueeze(0)) @ V.T
+    shape = "tall" if m > n else "wide" if m < n else "square"
+    return Problem(
+        name="prescribed_singular_values",
+        description=f"Dense {shape} U diag(s) V^T of size {m:,} x {n:,} (Haar-random U, V, seed {seed}) with {details}.",
+        operator=DenseOperator(A.to(device=device, dtype=dtype), is_symmetric=False),
+        eigenvalues=None, params=params, kind="svd", singular_values=torch.sort(sigma).values,
+    )
+
+
+def _difference_matrix(n: int) -> sp.csr_matrix:
+    """The (n + 1) x n forward difference with Dirichlet ends: D^T D = tridiag(-1, 2, -1)."""
+    ones = np.ones(n)
+    return sp.diags([ones, -ones], offsets=[0, -1], shape=(n + 1, n), format="csr", dtype=np.float64)
+
+
+def gradient_1d(n: int, *, dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu") -> Problem:
+    """The (n + 1) x n difference matrix D (1 on the diagonal, -1 below it): a tall sparse SVD problem.
+
+    ``D^T D`` is the 1-D Dirichlet Laplacian, so the singular values are the square roots of its
+    eigenvalues, ``2 sin(i pi / (2 (n + 1)))``, i = 1..n (closed form): simple, in (0, 2), with
+    relative gaps of O(1/i) at the bottom and O(1/n^2) at the top.
+
+    Raises:
+        ValueError: n < 1 or n > ``MAX_SPARSE_N``.
+    """
+    n = check_int("n", n, maximum=MAX_SPARSE_N, hint="pick a smaller grid")
+    dtype, device = _check_target(dtype, device)
+    i = torch.arange(1, n + 1, dtype=torch.float64)
+    return Problem(
+        name="gradient_1d",
+        description=f"1-D difference matrix of size {n + 1:,} x {n:,} (D^T D = the 1-D Laplacian); singular values "
+                    "2 sin(i pi / (2 (n + 1))).",
+        operator=SparseOperator(_difference_matrix(n), is_symmetric=False).to(device=device, dtype=dtype),
+        eigenvalues=None, params={"n": n}, kind="svd", singular_values=2.0 * torch.sin(i * math.pi / (2 * (n + 1))),
+    )
+
+
+def gradient_2d(nx: int, ny: int | None = None, *, dtype: torch.dtype = torch.float64,
+                device: torch.device | str = "cpu") -> Problem:
+    """The discrete gradient of an nx x ny grid with Dirichlet ends: ``G = [I (x) D_nx; D_ny (x) I]``.
+
+    G has ``ny (nx + 1) + (ny + 1) nx`` rows and ``nx ny`` columns (a tall sparse matrix, 2 nonzeros
+    per row) and ``G^T G`` is the 2-D 5-point Laplacian (:func:`laplacian_2d`), so the singular values
+    are the square roots of its closed-form eigenvalues; a square grid has exact double ones.
+
+    Raises:
+        ValueError: a side < 1 or nx * ny > ``MAX_SPARSE_N``.
+    """
+    nx = check_int("nx", nx)
+    ny = nx if ny is None else check_int("ny", ny)
+    _check_size("nx * ny", nx * ny, MAX_SPARSE_N, "sparse")
+    dtype, device = _check_target(dtype, device)
+    G = sp.vstack([sp.kron(sp.identity(ny), _difference_matrix(nx)), sp.kron(_difference_matrix(ny), sp.identity(nx))])
+    lam = _sum_spectra(_laplacian_1d_eigenvalues(nx), _laplacian_1d_eigenvalues(ny))
+    m = G.shape[0]
+    return Problem(
+        name="gradient_2d",
+        description=f"Discrete gradient of a {nx} x {ny} grid, a sparse {m:,} x {nx * ny:,} matrix (G^T G = the 2-D "
+                    "Laplacian): singular values sqrt(lambda) of the Laplacian" +
+                    (", with exact doubles (square grid)." if nx == ny and nx > 1 else "."),
+        operator=SparseOperator(sp.csr_matrix(G), is_symmetric=False).to(device=device, dtype=dtype),
+        eigenvalues=None, params={"nx": nx, "ny": ny}, kind="svd", singular_values=torch.sqrt(lam),
+    )
+
+
+# --------------------------------------------------------------------------------------
 # The registry (the app's "Generate" menu)
 # --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -793,6 +982,26 @@ GENERATORS: dict[str, GeneratorSpec] = {
              _SEED),
         ),
         GeneratorSpec(
+            "prescribed_singular_values", "Prescribed singular values, rectangular (dense, SVD)",
+            prescribed_singular_values,
+            "U diag(s) V^T, m x n with Haar-random U and V: a rectangular matrix for the SVD solvers.",
+            (ParamSpec("m", "int", 600, "Rows.", minimum=1, maximum=8000),
+             ParamSpec("n", "int", 200, "Columns (fewer than m: tall; more: wide).", minimum=1, maximum=8000),
+             ParamSpec("spectrum", "choice", "geometric", "Shape of the singular values.", choices=SPECTRA),
+             _SEED,
+             ParamSpec("decay", "float", 0.8, "geometric: s_i = high * decay^(i-1).", minimum=1e-3, maximum=0.999),
+             ParamSpec("gap_ratio", "float", 0.9, "gap: s_2 / s_1.", minimum=1e-3, maximum=0.999999),
+             ParamSpec("low", "float", 0.0, "Smallest singular value (linear, gap, and the bulk).", minimum=0.0,
+                       maximum=1e6),
+             ParamSpec("high", "float", 1.0, "The largest singular value.", minimum=1e-12, maximum=1e6)),
+        ),
+        GeneratorSpec(
+            "gradient_2d", "Grid gradient, rectangular (sparse, SVD)", gradient_2d,
+            "Discrete gradient G of a grid: G^T G is the 2-D Laplacian, so the singular values are known.",
+            (ParamSpec("nx", "int", 30, "Grid points along x.", minimum=1, maximum=1000),
+             ParamSpec("ny", "int", 30, "Grid points along y.", minimum=1, maximum=1000)),
+        ),
+        GeneratorSpec(
             "mikota_pair", "Mikota pair K x = lambda M x (generalized)", mikota_pair,
             "Generalized mass-spring problem with eigenvalues exactly 1, 4, ..., n^2 (ill-conditioned).",
             (ParamSpec("n", "int", 100, "Matrix size.", minimum=1, maximum=100_000),),
@@ -802,15 +1011,19 @@ GENERATORS: dict[str, GeneratorSpec] = {
 
 
 def generate(name: str, *, dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu",
-             **params: Any) -> Problem:
+             menu_defaults: bool = True, **params: Any) -> Problem:
     """Build the problem ``name`` from the registry, validating every parameter.
 
-    Parameters not given take the menu defaults (``GENERATORS[name].defaults()``).
+    Parameters not given take the menu defaults (``GENERATORS[name].defaults()``), or with
+    ``menu_defaults=False`` the generator function's own defaults where it has one (so
+    ``generate("laplacian_2d", nx=300, menu_defaults=False)`` is ``laplacian_2d(300)``, the
+    300 x 300 grid, as the command line's ``laplacian_2d:300`` means).
 
     Args:
         name: a key of ``GENERATORS``.
         dtype: float32 or float64.
         device: where the operator lives.
+        menu_defaults: fill missing parameters from the menu (True) or the function.
         **params: the generator's parameters (see ``GENERATORS[name].params``).
 
     Returns:
@@ -828,6 +1041,12 @@ def generate(name: str, *, dtype: torch.dtype = torch.float64, device: torch.dev
     if unknown:
         raise TypeError(f"generator {name!r} got unexpected parameter(s) {unknown}; it accepts {sorted(known)}")
     values = spec.defaults()
+    if not menu_defaults:
+        import inspect
+
+        signature = inspect.signature(spec.fn).parameters
+        values = {key: value for key, value in values.items()
+                  if key not in signature or signature[key].default is inspect.Parameter.empty}
     for key, value in params.items():
         values[key] = spec.param(key).validate(value)
     return spec.fn(**values, dtype=dtype, device=device)

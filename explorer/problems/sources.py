@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 import torch
 
-__all__ = ["ProblemSource", "load_problem", "reference_spectrum", "digest", "REFERENCE_MAX_N"]
+__all__ = ["ProblemSource", "load_problem", "reference_spectrum", "digest", "REFERENCE_MAX_N", "REFERENCE_MAX_MN"]
 
 REFERENCE_MAX_N = 4000
 
@@ -110,6 +110,8 @@ def _load_upload(source: ProblemSource, data: bytes, b_data: bytes | None, max_b
     from explorer.problems import Problem
 
     loaded = eio.load_matrix(data, source.name, max_bytes=max_bytes)
+    if loaded.shape[0] != loaded.shape[1]:
+        return _rectangular_upload(source, loaded, b_data)
     operator = as_operator(loaded.data, symmetrize=source.symmetrize, name=source.name)
     B = None
     if b_data is not None:
@@ -133,12 +135,52 @@ def _load_upload(source: ProblemSource, data: bytes, b_data: bytes | None, max_b
                    params=params)
 
 
+def _rectangular_upload(source: ProblemSource, loaded: Any, b_data: bytes | None) -> Any:
+    """An uploaded m x n matrix (m != n): an SVD problem for the SVD solvers (singular values unknown)."""
+    from explorer.operators import as_rectangular_operator
+    from explorer.problems import Problem
+
+    m, n = loaded.shape
+    if source.symmetrize:
+        raise ValueError(f"`{source.name}` is {m:,} x {n:,}, not square, so (A + A\u1d40)/2 does not exist; uncheck "
+                         "Symmetrize: a rectangular matrix is solved for its singular values by the SVD solvers "
+                         "(golub_kahan)")
+    if b_data is not None:
+        raise ValueError(f"`{source.name}` is {m:,} x {n:,}, not square: a generalized problem A x = \u03bb B x needs "
+                         "a square A. Remove B to compute the singular values of A instead")
+    operator = as_rectangular_operator(loaded.data, name=source.name)
+    layout = "sparse" if loaded.is_sparse else "dense"
+    description = (f"Uploaded {layout} rectangular matrix `{source.name}` ({loaded.format}, stored as {loaded.dtype}), "
+                   f"{m:,} x {n:,}: its singular values (SVD solvers).")
+    return Problem(name=source.name, description=description, operator=operator, eigenvalues=None,
+                   params={"file": source.name}, kind="svd")
+
+
+#: Largest min(m, n) and m n for which the singular values of an SVD problem come from a dense SVD.
+REFERENCE_MAX_MN = REFERENCE_MAX_N * REFERENCE_MAX_N  # (a dense SVD then costs at most what eigh costs at n = 4000)
+
+
 def reference_spectrum(problem: Any, max_n: int = REFERENCE_MAX_N) -> torch.Tensor | None:
     """Every exact eigenvalue, ascending float64 CPU: ``problem.eigenvalues`` if known, else dense eigh.
 
     Dense eigh (with B: the Cholesky-reduced generalized problem) only when
     ``n <= max_n``; None above that or when eigh fails (e.g. B not positive definite).
+    An SVD problem (``problem.kind == "svd"``): every singular value instead, ascending (its
+    ``singular_values`` when known, else a dense float64 SVD when min(m, n) <= ``max_n`` and
+    m n <= ``REFERENCE_MAX_MN``).
     """
+    if getattr(problem, "kind", "eigen") == "svd":
+        if getattr(problem, "singular_values", None) is not None:
+            return problem.singular_values.detach().cpu().double()
+        m, n = problem.operator.shape
+        if min(m, n) > max_n or m * n > REFERENCE_MAX_MN:
+            return None
+        try:
+            dense = problem.operator.to(device="cpu", dtype=torch.float64).to_dense()
+            dense = dense.to_dense() if dense.layout != torch.strided else dense
+            return torch.sort(torch.linalg.svdvals(dense)).values
+        except (ValueError, TypeError, MemoryError, RuntimeError):
+            return None
     if getattr(problem, "eigenvalues", None) is not None:
         return problem.eigenvalues.detach().cpu().double()
     n = problem.operator.shape[0]

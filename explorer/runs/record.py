@@ -1,7 +1,9 @@
-"""The run log: one ``RunRecord`` per solve of a session (finished, stopped or failed), and its table.
+"""The run log: one ``RunRecord`` per solve (finished, stopped, failed or still running), and its table.
 
-Pure (pandas/numpy). The app keeps a list of these in ``st.session_state`` (see
-``explorer.ui.state.runs()``); the History, Compare and Model pages read them.
+Pure (pandas/numpy). The app keeps this session's runs in ``st.session_state`` (see
+``explorer.ui.state.runs()``) and writes them to the run store (``explorer.store``); the
+History page lists the store's runs (``run_from_store``: any session's or process's) with
+this session's, and the Compare and Model pages read them.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from explorer.store import RunInfo, StoredResult
 from explorer.tracking.results import EigenResult
 from explorer.tracking import IterationRecord, finite_or_null, history_frame
 
-__all__ = ["RunRecord", "run_from_view", "runs_frame", "final_errors", "history_csv", "history_json"]
+__all__ = ["RunRecord", "run_from_view", "run_from_store", "runs_frame", "final_errors", "history_csv", "history_json"]
 
 
 @dataclass
@@ -24,16 +27,20 @@ class RunRecord:
     """One solve as the History page shows it.
 
     Attributes:
-        run_id: 1, 2, ... within the session.
-        page: which page started it ("explore", "model", "compare", ...).
+        run_id: the run's id in the store (1, 2, ... within the session when there is none).
+        page: where it comes from: the app page that started it ("explore", "model",
+            "compare", ...) or, for a run of another process, its store source ("cli",
+            "python", "torch.lobpcg", ...).
         solver: registry name.
         problem: a label for the problem (e.g. "sample: laplacian_2d_30").
         n: problem size.
         params: k, which, tol, max_iter, seed, device, dtype and the solver's extras.
-        status: "converged", "max_iter reached", "stopped", "breakdown" or "failed".
+        status: "converged", "max_iter reached", "stopped", "breakdown", "failed", and for
+            stored runs "running" or "interrupted".
         message: the status sentence (``EigenResult.status_message``) or the error text.
         records: every iteration record (the live history, kept for stopped runs too).
-        result: the EigenResult (None when the solve failed before producing one).
+        result: the EigenResult, or for a run read back from the store its ``StoredResult``
+            (no eigenvectors); None when the solve failed before producing one.
         reference: the k wanted exact eigenvalues in ``which`` order, or None.
         max_error: max |theta_i - lambda_i| of the final values (None without reference).
     """
@@ -49,7 +56,7 @@ class RunRecord:
     n_matvec: int
     elapsed_s: float
     records: list[IterationRecord] = field(default_factory=list, repr=False)
-    result: EigenResult | None = field(default=None, repr=False)
+    result: EigenResult | StoredResult | None = field(default=None, repr=False)
     reference: np.ndarray | None = field(default=None, repr=False)
     max_error: float | None = None
     page: str = "explore"
@@ -61,7 +68,19 @@ class RunRecord:
         p = self.params
         tol = p.get("tol")
         tol_text = f" tol={tol:.0e}" if isinstance(tol, (int, float)) else ""
-        return f"#{self.run_id} {self.solver} k={p.get('k', '?')} {p.get('which', '')}{tol_text} on {self.problem}"
+        name = self.extra.get("name")
+        named = f" \u201c{name}\u201d" if name else ""
+        return (f"#{self.run_id}{named} {self.solver} k={p.get('k', '?')} {p.get('which', '')}{tol_text} on "
+                f"{self.problem}")
+
+    @property
+    def stored(self) -> bool:
+        """True when the run is in the run store under ``run_id``."""
+        return bool(self.extra.get("stored"))
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
 
     @property
     def dtype(self) -> str:
@@ -80,7 +99,7 @@ class RunRecord:
         shown = {key: value for key, value in self.params.items() if key not in ("device", "dtype")}
         return {
             "run": self.run_id,
-            "page": self.page,
+            "source": self.page,
             "solver": self.solver,
             "problem": self.problem,
             "n": self.n,
@@ -116,6 +135,26 @@ def final_errors(result: EigenResult | None, reference: Any) -> np.ndarray | Non
     return np.abs(values[:m] - ref[:m])
 
 
+def run_from_store(info: RunInfo, result: StoredResult | None = None,
+                   records: list[IterationRecord] | None = None) -> RunRecord:
+    """A RunRecord of a stored run (``RunStore.run(id)``, optionally its ``result(id)`` and records)."""
+    ref = info.reference
+    errors = final_errors(result, ref)
+    max_error = None if errors is None or not np.isfinite(errors).any() else float(np.nanmax(errors))
+    params = {**info.params, "device": info.device or "cpu", "dtype": info.dtype or "float64"}
+    if info.k is not None:
+        params.setdefault("k", info.k)
+    if info.which is not None:
+        params.setdefault("which", info.which)
+    if info.tol is not None:
+        params.setdefault("tol", info.tol)
+    return RunRecord(run_id=info.id, solver=info.solver, problem=info.problem or "", n=int(info.n or 0),
+                     params=params, status=info.status, message=info.message, n_iter=int(info.n_iter or 0),
+                     n_matvec=int(info.n_matvec or 0), elapsed_s=float(info.elapsed_s or 0.0),
+                     records=list(records or []), result=result, reference=ref, max_error=max_error, page=info.source,
+                     started_at=info.started_at, extra={"stored": True, "name": info.name, "n_records": info.n_records})
+
+
 def run_from_view(run_id: int, view: Any, *, solver: str, problem: str, n: int, params: Mapping[str, Any],
                   reference: Any = None, page: str = "explore", started_at: float | None = None,
                   extra: Mapping[str, Any] | None = None) -> RunRecord:
@@ -142,7 +181,7 @@ def run_from_view(run_id: int, view: Any, *, solver: str, problem: str, n: int, 
                      started_at=started_at or time.time(), extra=dict(extra or {}))
 
 
-_RUN_COLUMNS = ["run", "page", "solver", "problem", "n", "params", "device", "dtype", "status", "iterations",
+_RUN_COLUMNS = ["run", "source", "solver", "problem", "n", "params", "device", "dtype", "status", "iterations",
                 "matvecs", "time_s", "converged", "max_error", "max_residual", "started"]
 
 

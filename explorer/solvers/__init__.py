@@ -9,5 +9,7 @@ from explorer.solvers.lobpcg import lobpcg  # noqa: E402  (registers)
 from explorer.solvers.power import power_iteration  # noqa: E402  (registers)
 from explorer.solvers.randomized import randomized_eigh, randomized_svd  # noqa: E402  (registers)
 from explorer.solvers.lanczos import lanczos  # noqa: E402
+from explorer.solvers.svd import golub_kahan  # noqa: E402  (registers)
+from explorer.solvers.chebyshev import chebyshev  # noqa: E402  (registers)
 
-__all__ = ["COMMON_PARAMS", "SOLVERS", "ParamSpec", "SolverSpec", "eigh", "get_solver", "lanczos", "lobpcg", "power_iteration", "randomized_eigh", "randomized_svd", "register_solver", "solve"]
+__all__ = ["COMMON_PARAMS", "SOLVERS", "ParamSpec", "SolverSpec", "chebyshev", "eigh", "get_solver", "golub_kahan", "lanczos", "lobpcg", "power_iteration", "randomized_eigh", "randomized_svd", "register_solver", "solve"]

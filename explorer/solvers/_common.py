@@ -19,8 +19,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from explorer.operators import SUPPORTED_DTYPES, CountedOperator, LinearOperator, as_operator
-from explorer.tracking.results import EigenResult, SolveStatus
+from explorer.operators import SUPPORTED_DTYPES, CountedOperator, LinearOperator, as_operator, as_rectangular_operator
+from explorer.tracking.results import EigenResult, SingularResult, SolveStatus
 from explorer.tracking import IterationRecord, NullTracker, SolveStart, StopSolve, Tracker
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
 WHICH = ("LA", "SA", "LM", "BE")
 _WHICH_HELP = {"LA": "largest algebraic", "SA": "smallest algebraic", "LM": "largest magnitude",
                "BE": "both ends"}
+_WHICH_HELP_SVD = {"LA": "largest singular values", "SA": "smallest singular values"}
 
 
 def check_int(name: str, value: Any, *, minimum: int | None = 1, maximum: int | None = None, hint: str = "") -> int:
@@ -182,23 +183,41 @@ def validate_common(
     X0: Any = None,
     B: Any = None,
     supports_B: bool = False,
+    rectangular: bool = False,
 ) -> Validated:
-    """Check and normalize the shared arguments of every solver."""
-    op = operator if isinstance(operator, LinearOperator) else as_operator(operator)
+    """Check and normalize the shared arguments of every solver.
+
+    ``rectangular=True`` (the SVD solvers): any m x n operator that provides ``A^T``
+    (``as_rectangular_operator``), ``1 <= k <= min(m, n)``, ``X0`` of length n (the right side);
+    ``which`` LA / SA then mean the largest / smallest singular values. Otherwise the operator
+    must be square (eigenvalues), and a rectangular one is refused with a pointer to the SVD
+    solvers.
+    """
+    if rectangular:
+        op = operator if isinstance(operator, LinearOperator) else as_rectangular_operator(operator)
+    else:
+        op = operator if isinstance(operator, LinearOperator) else as_operator(operator)
     if op.dtype not in SUPPORTED_DTYPES:
         raise TypeError(f"`operator` must be float32 or float64, got {op.dtype}; use `operator.to(dtype=torch.float64)`")
-    if op.shape[0] != op.shape[1]:
-        raise ValueError(f"`operator` must be square, got shape {op.shape}")
-    n = op.shape[0]
-    if n == 0:
+    if not rectangular and op.shape[0] != op.shape[1]:
+        raise ValueError(f"`operator` must be square for {solver}, got shape {op.shape[0]} x {op.shape[1]}; eigenvalues "
+                         "need an n x n matrix. For the singular values of a rectangular matrix use an SVD solver "
+                         "such as `golub_kahan`")
+    n = op.shape[1]
+    if min(op.shape) == 0:
         raise ValueError("`operator` is empty (n = 0); load a matrix with at least one row")
     k = check_int("k", k, minimum=None)
-    limit = n if k_max is None else min(n, k_max)
+    size = min(op.shape)
+    limit = size if k_max is None else min(size, k_max)
     if not 1 <= k <= limit:
+        if rectangular:
+            raise ValueError(f"`k` must satisfy 1 <= k <= {limit}, got k={k}; an {op.shape[0]} x {op.shape[1]} operator "
+                             f"has min(m, n) = {size} singular values: lower `k`")
         hint = "lower `k`" + ("" if k_max is None or k_max >= n else f" (this solver needs k <= {k_max} for n = {n})")
         raise ValueError(f"`k` must satisfy 1 <= k <= {limit}, got k={k}; {hint} or use `eigh` for all eigenvalues")
     if not isinstance(which, str) or which.upper() not in supported_which:
-        options = ", ".join(f"{w} ({_WHICH_HELP[w]})" for w in supported_which)
+        helps = _WHICH_HELP_SVD if rectangular else _WHICH_HELP
+        options = ", ".join(f"{w} ({helps.get(w, _WHICH_HELP.get(w, w))})" for w in supported_which)
         raise ValueError(f"`which` must be one of {options} for {solver}, got {which!r}")
     which = which.upper()
     if not is_real_number(tol) or not math.isfinite(tol) or tol <= 0:
@@ -220,7 +239,8 @@ def validate_common(
         if X0_t.ndim == 1:
             X0_t = X0_t.unsqueeze(1)
         if X0_t.ndim != 2 or X0_t.shape[0] != n:
-            raise ValueError(f"`X0` must have shape ({n},) or ({n}, b), got {tuple(torch.as_tensor(X0).shape)}")
+            side = " (a start on the right: one entry per column of the operator)" if rectangular else ""
+            raise ValueError(f"`X0` must have shape ({n},) or ({n}, b){side}, got {tuple(torch.as_tensor(X0).shape)}")
         if not bool(torch.isfinite(X0_t).all()):
             raise ValueError("`X0` contains NaN or Inf; pass a finite starting block or None")
         # Only the directions of X0 matter: unit columns (zero ones stay zero), scaled through
@@ -431,10 +451,14 @@ class Monitor:
         self.units: ProductUnits | None = None  # set by a solver that rescales A (ProductUnits)
         self.stop_reason: str | None = None
         self._t0 = time.perf_counter()
+        start_extras = dict(extras or {})
+        m_rows, n_cols = v.operator.shape
+        if m_rows != n_cols:  # a rectangular (SVD) problem: n is the number of columns
+            start_extras.setdefault("shape", f"{m_rows} x {n_cols}")
         self.tracker.on_start(SolveStart(
-            solver=solver, n=v.operator.shape[0], k=v.k, which=v.which, tol=v.tol, max_iter=v.max_iter,
+            solver=solver, n=n_cols, k=v.k, which=v.which, tol=v.tol, max_iter=v.max_iter,
             dtype=str(v.operator.dtype).replace("torch.", ""), device=str(v.operator.device),
-            extras=dict(extras or {}),
+            extras=start_extras,
         ))
 
     @property
@@ -501,11 +525,14 @@ class Monitor:
 
     def finish(self, *, eigenvalues: torch.Tensor, eigenvectors: torch.Tensor, residual_norms: torch.Tensor,
                converged: torch.Tensor, n_iter: int, status: SolveStatus, message: str = "",
-               counts_in_message: bool = False, norm_estimate: float | None = None) -> EigenResult:
+               counts_in_message: bool = False, norm_estimate: float | None = None,
+               left_vectors: torch.Tensor | None = None) -> EigenResult:
         """The result; a MAX_ITER message gets how far the run got (``_progress``) unless the
         solver's own ``message`` already counts the pairs (``counts_in_message``).
         ``norm_estimate``: the solver's estimate of ||A|| (in its units), so that the message can
-        say when the residuals that missed tol are already at the rounding level (``rounding_note``)."""
+        say when the residuals that missed tol are already at the rounding level (``rounding_note``).
+        ``left_vectors`` (m, k): an SVD solver's U; the result is then a ``SingularResult`` whose
+        eigenvalues are the singular values and eigenvectors the right vectors V."""
         if self.stop_reason is not None:
             status = SolveStatus.STOPPED
             message = (message + " " if message else "") + f"Reason: {self.stop_reason}."
@@ -515,12 +542,14 @@ class Monitor:
         if status is SolveStatus.MAX_ITER and not counts_in_message:
             message = (self._progress(eigenvalues, residual_norms, converged, norm_estimate) + " " + message).strip()
 
-        result = EigenResult(
+        fields = dict(
             eigenvalues=eigenvalues.detach(), eigenvectors=eigenvectors.detach(),
             residual_norms=residual_norms.detach(), converged=converged.detach().to(torch.bool),
             n_iter=int(n_iter), n_matvec=self.n_matvec, elapsed_s=self.elapsed, status=status,
             solver=self.solver, message=message, which=self.which, tol=self.tol, history=tuple(self.history),
         )
+        result = (EigenResult(**fields) if left_vectors is None
+                  else SingularResult(**fields, left_vectors=left_vectors.detach()))
         try:
             self.tracker.on_finish(result)
         except StopSolve:

@@ -63,11 +63,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
-import scipy.sparse as sp
 import torch
 
-from explorer.operators import SUPPORTED_DTYPES, CountedOperator, DenseOperator, LinearOperator, SparseOperator
+from explorer.operators import CountedOperator, as_rectangular_operator
 from explorer.tracking.results import EigenResult, SolveStatus, SVDResult
 from explorer.solvers._common import (
     Monitor,
@@ -98,64 +96,9 @@ def _orth(Y: torch.Tensor) -> torch.Tensor:
     return torch.linalg.qr(Y).Q
 
 
-def _as_rectangular_operator(data: Any) -> LinearOperator:
-    """``as_operator`` for a possibly non-square matrix (validate_common requires square).
-
-    Accepts a LinearOperator, a dense or sparse torch tensor, a numpy array or a scipy sparse
-    matrix; rejects empty, non-2-D, non-finite, complex, integer-free-form and unsupported dtypes.
-    """
-    if isinstance(data, LinearOperator):
-        op = data
-    elif isinstance(data, torch.Tensor):
-        if data.is_complex():
-            raise TypeError(f"`operator` is complex ({data.dtype}); complex matrices are not supported")
-        if data.ndim != 2:
-            raise ValueError(f"`operator` must be a 2-D matrix, got {data.ndim} dimensions (shape {tuple(data.shape)})")
-        if data.dtype not in SUPPORTED_DTYPES:
-            raise TypeError(f"`operator` must be float32 or float64, got {data.dtype}; use `.to(torch.float64)`")
-        if data.shape[0] == 0 or data.shape[1] == 0:
-            raise ValueError(f"`operator` is empty (shape {tuple(data.shape)}); pass a matrix with at least one entry")
-        if data.layout == torch.strided:
-            if not bool(torch.isfinite(data).all()):
-                raise ValueError("`operator` contains NaN or Inf entries; clean the data before solving")
-            op = DenseOperator(data, is_symmetric=False)
-        else:
-            csr = data.coalesce() if data.layout == torch.sparse_coo else data
-            if not bool(torch.isfinite(csr.values()).all()):
-                raise ValueError("`operator` contains NaN or Inf entries; clean the data before solving")
-            op = SparseOperator(csr.to_sparse_csr(), is_symmetric=False)
-    elif isinstance(data, np.ndarray):
-        if data.dtype == object or np.issubdtype(data.dtype, np.complexfloating):
-            raise TypeError(f"`operator` has dtype {data.dtype}; pass a real float32/float64 array")
-        tensor = torch.from_numpy(np.ascontiguousarray(data))
-        if tensor.dtype not in SUPPORTED_DTYPES:
-            tensor = tensor.to(torch.float64)
-        return _as_rectangular_operator(tensor)
-    elif sp.issparse(data):
-        csr = sp.csr_matrix(data)
-        if csr.shape[0] == 0 or csr.shape[1] == 0:
-            raise ValueError(f"`operator` is empty (shape {csr.shape}); pass a matrix with at least one entry")
-        if np.issubdtype(csr.dtype, np.complexfloating):
-            raise TypeError(f"`operator` has dtype {csr.dtype}; complex matrices are not supported")
-        if not np.all(np.isfinite(csr.data)):
-            raise ValueError("`operator` contains NaN or Inf entries; clean the data before solving")
-        if csr.dtype not in (np.float32, np.float64):
-            csr = csr.astype(np.float64)
-        op = SparseOperator(csr, is_symmetric=False)
-    else:
-        raise TypeError(f"`operator` must be a torch tensor, numpy array, scipy sparse matrix or LinearOperator, "
-                        f"got {type(data).__name__}")
-    if op.dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"`operator` must be float32 or float64, got {op.dtype}; "
-                        "use `operator.to(dtype=torch.float64)`")
-    if min(op.shape) == 0:
-        raise ValueError(f"`operator` is empty (shape {op.shape}); pass a matrix with at least one entry")
-    return op
-
-
 def _validate_rectangular(operator: Any, k: Any, tol: Any, max_iter: Any, n_oversamples: Any,
                           n_power_iter: Any, n_probes: Any) -> tuple[Validated, int, int, int]:
-    op = _as_rectangular_operator(operator)
+    op = as_rectangular_operator(operator)
     m, n = op.shape
     k = check_int("k", k, minimum=None)
     if not 1 <= k <= min(m, n):

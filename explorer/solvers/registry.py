@@ -14,7 +14,8 @@ from typing import Any, Callable, Literal, Sequence
 from explorer.tracking.results import EigenResult
 from explorer.solvers._common import check_int, is_real_number
 
-__all__ = ["ParamSpec", "SolverSpec", "SOLVERS", "COMMON_PARAMS", "register_solver", "get_solver", "solve"]
+__all__ = ["ParamSpec", "SolverSpec", "SOLVERS", "COMMON_PARAMS", "register_solver", "get_solver", "solve",
+           "solver_names"]
 
 ParamKind = Literal["int", "float", "choice", "bool"]
 
@@ -94,6 +95,12 @@ class SolverSpec:
     # iteration) or "fast decay" (decaying singular values: randomized methods). The contract
     # tests skip problems outside it; the UI can warn.
     spectrum_assumption: Literal["gap", "fast decay"] | None = None
+    # What it computes: "eigen" (eigenpairs of a symmetric n x n operator, an EigenResult) or
+    # "svd" (singular triplets of any m x n operator that provides A^T, a SingularResult whose
+    # eigenvalues are the singular values; which LA / SA = largest / smallest). The app offers
+    # the SVD solvers alone for a rectangular matrix; the contract tests check each kind
+    # against its own exact spectra.
+    kind: Literal["eigen", "svd"] = "eigen"
 
     def param(self, name: str) -> ParamSpec:
         for spec in self.params:
@@ -136,5 +143,7 @@ def solve(name: str, operator: Any, k: int, **kwargs: Any) -> EigenResult:
     return spec.fn(operator, k, **kwargs)
 
 
-def solver_names(*, matrix_free: bool | None = None) -> Sequence[str]:
-    return [n for n, s in SOLVERS.items() if matrix_free is None or s.matrix_free == matrix_free]
+def solver_names(*, matrix_free: bool | None = None, kind: str | None = None) -> Sequence[str]:
+    """Registered names, optionally only the matrix-free ones and / or one ``kind`` ("eigen", "svd")."""
+    return [n for n, s in SOLVERS.items() if (matrix_free is None or s.matrix_free == matrix_free)
+            and (kind is None or s.kind == kind)]

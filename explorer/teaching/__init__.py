@@ -1,7 +1,7 @@
 """The Learn page's lessons: theory drawn over a live measurement (no Streamlit here).
 
 One module per lesson (``power``, ``lanczos``, ``ghosts``, ``lobpcg``, ``randomized``,
-``dense``), each defining one :class:`~explorer.teaching.lesson.Lesson`; ``lesson`` holds
+``dense``, ``chebyshev``), each defining one :class:`~explorer.teaching.lesson.Lesson`; ``lesson`` holds
 what a lesson is (text, parameters, runs, charts) and the helpers they share. ``LESSONS``
 is the order of the Learn page's menu. Adding a lesson: one module plus one entry here.
 """
@@ -13,8 +13,9 @@ from explorer.teaching.ghosts import GHOSTS
 from explorer.teaching.lobpcg import LOBPCG
 from explorer.teaching.randomized import RSVD
 from explorer.teaching.dense import DENSE
+from explorer.teaching.chebyshev import CHEBYSHEV
 
-LESSONS: dict[str, Lesson] = {lesson.key: lesson for lesson in (POWER, LANCZOS, GHOSTS, LOBPCG, RSVD, DENSE)}
+LESSONS: dict[str, Lesson] = {lesson.key: lesson for lesson in (POWER, LANCZOS, GHOSTS, LOBPCG, RSVD, DENSE, CHEBYSHEV)}
 
 
 def get_lesson(key: str) -> Lesson:

@@ -72,7 +72,12 @@ class CallbackTracker(NullTracker):
 
 
 class CompositeTracker(NullTracker):
-    """Fans each hook out to several trackers, in order."""
+    """Fans each hook out to several trackers, in order.
+
+    A ``StopSolve`` from one tracker is raised after every tracker has seen the record, so
+    a recording tracker placed after a stopping one (a job's Stop flag, then a store) still
+    keeps the last record of a stopped solve.
+    """
 
     def __init__(self, *trackers: Tracker | None) -> None:
         self.trackers = [t for t in trackers if t is not None]
@@ -82,8 +87,14 @@ class CompositeTracker(NullTracker):
             tracker.on_start(start)
 
     def on_iteration(self, record: IterationRecord) -> None:
+        stop: StopSolve | None = None
         for tracker in self.trackers:
-            tracker.on_iteration(record)
+            try:
+                tracker.on_iteration(record)
+            except StopSolve as request:
+                stop = stop or request
+        if stop is not None:
+            raise stop
 
     def on_finish(self, result: "EigenResult") -> None:
         for tracker in self.trackers:

@@ -13,7 +13,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from explorer.tracking.records import IterationRecord
 
-__all__ = ["SolveStatus", "EigenResult", "SVDResult", "ConvergenceError"]
+__all__ = ["SolveStatus", "EigenResult", "SingularResult", "SVDResult", "ConvergenceError"]
 
 
 class SolveStatus(Enum):
@@ -117,6 +117,43 @@ class EigenResult:
             frame["abs_error"] = (frame["eigenvalue"] - frame["reference"]).abs()
             frame["rel_error"] = frame["abs_error"] / frame["reference"].abs().clip(lower=1e-300)
         return frame
+
+
+@dataclass(frozen=True)
+class SingularResult(EigenResult):
+    """Singular triplets ``A v_i = sigma_i u_i``, ``A^T u_i = sigma_i v_i`` from a registry SVD solver.
+
+    An :class:`EigenResult` (so the app, the history, the trackers and ``raise_for_status``
+    treat it like any other solve) whose ``eigenvalues`` are the singular values in ``which``
+    order (LA: descending, SA: ascending) and whose ``eigenvectors`` are the right singular
+    vectors V (n, k); ``left_vectors`` holds U (m, k). ``residual_norms`` are the true
+    ``sqrt(||A v - sigma u||^2 + ||A^T u - sigma v||^2)`` (unit u, v): the residual of the pair
+    ``([u; v], sigma)`` of the symmetric augmented matrix ``[[0, A], [A^T, 0]]``, so the
+    eigenvalue bounds carry over (some singular value lies within it of sigma).
+    """
+
+    left_vectors: torch.Tensor = field(default=None, repr=False)  # type: ignore[assignment]  # (m, k)
+
+    @property
+    def singular_values(self) -> torch.Tensor:
+        return self.eigenvalues
+
+    @property
+    def U(self) -> torch.Tensor:
+        return self.left_vectors
+
+    @property
+    def V(self) -> torch.Tensor:
+        return self.eigenvectors
+
+    @property
+    def Vh(self) -> torch.Tensor:
+        return self.eigenvectors.T
+
+    def to_frame(self, reference: torch.Tensor | None = None) -> "pd.DataFrame":
+        """One row per triplet (``singular_value``, ``residual_norm``, ``converged``; with
+        ``reference`` (k,), the exact singular values, their absolute and relative errors)."""
+        return super().to_frame(reference).rename(columns={"eigenvalue": "singular_value"})
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,9 @@ Reusable entry points for pages:
 * ``explorer.ui.solver``: ``solver_sidebar`` / ``solver_config``: solver, device and parameters.
 * ``explorer.ui.runner``: ``run_button`` / ``start_solve`` / ``last_run``: the Run button that starts the
   configured solve on the active problem and logs it (``explorer.runs.RunRecord``) when it ends.
+* ``explorer.ui.runstore``: ``app_store`` (the server's run store, or why runs stay in memory),
+  ``tracker`` / ``finish_job_run`` / ``save_run`` (runs into the store), ``all_runs`` / ``records_of``
+  (every stored run, any process's), ``follow_panel`` (the live view of a stored run still going).
 * ``explorer.ui.results``: ``render_run``: status, eigenpair table, spectrum plot, downloads, snippet.
 * ``explorer.ui.state``: session keys, ``init_session`` (called by app.py), ``ensure`` /
   ``ensure_choice`` / ``keep`` (settings that survive page switches), ``runs`` / ``add_run``.

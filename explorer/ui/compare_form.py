@@ -20,7 +20,7 @@ from explorer.ui.state import ensure, ensure_choice
 from explorer.ui.widgets import param_widget
 
 __all__ = ["PRESETS", "available_presets", "apply_preset", "settings_form", "configs_form", "read_settings",
-           "read_configs"]
+           "read_configs", "solver_names"]
 
 _COMMON = {spec.name: spec for spec in COMMON_PARAMS}
 
@@ -39,11 +39,27 @@ PRESETS: dict[str, tuple[str, list[tuple[str, dict[str, Any]]]]] = {
     "Lanczos vs LOBPCG": ("LA", [("lanczos", {}), ("lobpcg", {})]),
     "Lanczos vs power vs randomized": ("LM", [("lanczos", {}), ("power_iteration", {}), ("randomized_svd", {})]),
     "Iterative vs dense eigh": ("LA", [("lobpcg", {}), ("eigh", {})]),
+    "Chebyshev filter vs Lanczos (smallest)": ("SA", [("chebyshev", {}), ("lanczos", {})]),
+    "Chebyshev filter: degree 8 vs 20 vs 40": (
+        "SA", [("chebyshev", {"degree": 8}), ("chebyshev", {"degree": 20}), ("chebyshev", {"degree": 40})]),
+    # SVD problems (a rectangular matrix): the SVD solvers
+    "Golub-Kahan: full vs one-sided re-orthogonalization": (
+        "LA", [("golub_kahan", {"reorthogonalization": "full"}),
+               ("golub_kahan", {"reorthogonalization": "one-sided"})]),
+    "Golub-Kahan: small vs large basis (smallest)": (
+        "SA", [("golub_kahan", {"max_basis": 20}), ("golub_kahan", {"max_basis": 80})]),
 }
 
 
-def available_presets() -> list[str]:
-    return [name for name, (_, runs) in PRESETS.items() if all(solver in SOLVERS for solver, _ in runs)]
+def available_presets(kind: str = "eigen") -> list[str]:
+    """Presets whose solvers are all registered and of ``kind`` ("eigen", or "svd" for a rectangular matrix)."""
+    return [name for name, (_, runs) in PRESETS.items()
+            if all(solver in SOLVERS and SOLVERS[solver].kind == kind for solver, _ in runs)]
+
+
+def solver_names(kind: str = "eigen") -> list[str]:
+    """The solvers a configuration may pick for a problem of ``kind``."""
+    return [name for name, spec in SOLVERS.items() if spec.kind == kind]
 
 
 def _param_key(i: int, solver: str, name: str) -> str:
@@ -65,10 +81,12 @@ def apply_preset(name: str | None = None) -> None:
             st.session_state[_param_key(i, solver, spec.name)] = params.get(spec.name, spec.default)
 
 
-def _init() -> None:
-    if "cmp_count" in st.session_state:
+def _init(kind: str = "eigen") -> None:
+    """The first preset of ``kind``, once per session and again when the problem's kind changes."""
+    if "cmp_count" in st.session_state and st.session_state.get("_cmp_kind", "eigen") == kind:
         return
-    presets = available_presets()
+    st.session_state["_cmp_kind"] = kind
+    presets = available_presets(kind)
     if presets:
         st.session_state["cmp_preset"] = presets[0]
         apply_preset(presets[0])
@@ -76,11 +94,13 @@ def _init() -> None:
         st.session_state["cmp_count"] = MIN_CONFIGS
 
 
-def settings_form(container: Any = None, *, n: int | None = None, disabled: bool = False) -> None:
-    """The shared settings: preset, k, which, tol, max_iter, matvec budget, seed, dtype, mode."""
-    _init()
+def settings_form(container: Any = None, *, n: int | None = None, disabled: bool = False,
+                  kind: str = "eigen") -> None:
+    """The shared settings: preset, k, which, tol, max_iter, matvec budget, seed, dtype, mode. ``kind``
+    "svd" (a rectangular matrix; ``n`` = min(m, n)) offers the SVD presets and solvers only."""
+    _init(kind)
     box = container if container is not None else st
-    presets = available_presets()
+    presets = available_presets(kind)
     if presets:
         ensure_choice("cmp_preset", presets)
         box.selectbox("Preset", presets, key="cmp_preset", on_change=apply_preset, disabled=disabled,
@@ -90,7 +110,8 @@ def settings_form(container: Any = None, *, n: int | None = None, disabled: bool
         k_spec = ParamSpec("k", "int", min(4, n), k_spec.help, minimum=1, maximum=n)
     c1, c2, c3 = box.columns(3)
     param_widget(k_spec, "cmp_k", container=c1, disabled=disabled)
-    param_widget(_COMMON["which"], "cmp_which", container=c2, disabled=disabled)
+    param_widget(_COMMON["which"], "cmp_which", container=c2, disabled=disabled,
+                 choices=("LA", "SA") if kind == "svd" else None)
     param_widget(_COMMON["tol"], "cmp_tol", container=c3, disabled=disabled)
     c1, c2, c3 = box.columns(3)
     param_widget(ParamSpec("budget", "int", 2000, "Matvec budget of every run (0 = none): a run stops at the "
@@ -113,12 +134,12 @@ def settings_form(container: Any = None, *, n: int | None = None, disabled: bool
     param_widget(count_spec, "cmp_count", label="configurations", container=box, disabled=disabled)
 
 
-def configs_form(container: Any = None, *, disabled: bool = False) -> None:
-    """One column per configuration: solver, its own parameters, an optional label."""
-    _init()
+def configs_form(container: Any = None, *, disabled: bool = False, kind: str = "eigen") -> None:
+    """One column per configuration: solver (of the problem's ``kind``), its own parameters, an optional label."""
+    _init(kind)
     box = container if container is not None else st
     count = int(st.session_state.get("cmp_count", MIN_CONFIGS))
-    names = list(SOLVERS)
+    names = solver_names(kind)
     cols = box.columns(count)
     for i in range(count):
         with cols[i]:

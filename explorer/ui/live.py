@@ -59,6 +59,7 @@ __all__ = [
     "progress_text",
     "pause_key",
     "server_caption",
+    "extras_text",
 ]
 
 REFRESH_S = 0.5  # fragment redraw period while a job runs (LIVE.md: 0.25-0.5 s)
@@ -248,8 +249,23 @@ def _draw_live_figure(key: str, opts: dict[str, Any], x: str, height: int, view:
         figure = live_figure(view.records, reference=opts["reference"], tol=opts["tol"], spectrum=opts["spectrum"],
                              dtype=opts["dtype"], x=x, height=height)
         st.plotly_chart(figure, key=f"{key}_live_chart", config={"displaylogo": False})
+        extras = extras_text(view.records[-1])
+        if extras:
+            st.caption(f"Iteration {view.records[-1].iteration:,}: {extras}")
     elif alive:
         st.caption("Starting the solver ...")
+
+
+def extras_text(record: Any) -> str:
+    """The solver's own per-iteration numbers (``record.extras``: a filter's degree and interval, an
+    error estimate, the basis size, ...) as one line, e.g. "degree 20 \u00b7 filter low 0.0104"."""
+    parts = []
+    for name, value in dict(getattr(record, "extras", {}) or {}).items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        shown = f"{int(value):,}" if float(value).is_integer() and abs(value) < 1e15 else f"{value:.4g}"
+        parts.append(f"{name.replace('_', ' ')} {shown}")
+    return " \u00b7 ".join(parts)
 
 
 def _live_body(key: str, started_running: bool, panel: _Panel) -> Any:

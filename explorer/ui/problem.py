@@ -38,6 +38,7 @@ __all__ = [
     "set_active",
     "problem_sidebar",
     "problem_preview",
+    "is_svd",
 ]
 
 FALLBACK = ProblemSource.generated("laplacian_2d", {"nx": 30, "ny": 30})
@@ -108,7 +109,8 @@ def cached_problem(source: ProblemSource, _data: bytes | None = None, _b_data: b
 
 @st.cache_resource(max_entries=12, show_spinner="Computing the exact spectrum once (dense eigh) ...")
 def cached_reference(source: ProblemSource, _problem: Any) -> Any:
-    """Every exact eigenvalue, ascending (analytic, or dense eigh for n <= 4000), or None."""
+    """Every exact eigenvalue, ascending (analytic, or dense eigh for n <= 4000), or None; for an SVD
+    problem every singular value (known, or a dense SVD)."""
     return reference_spectrum(_problem, REFERENCE_MAX_N)
 
 
@@ -195,7 +197,8 @@ def _upload_section(box: Any) -> None:
     limit = upload_limit_mb()
     types = sorted({suffix.lstrip(".").split(".")[-1] for suffix in SUPPORTED_SUFFIXES})
     file = box.file_uploader(f"Matrix A ({', '.join(SUPPORTED_SUFFIXES)}; up to {limit} MB)", type=types,
-                             key="upload", help="A symmetric real n x n matrix: dense (.npy, .csv, .pt, "
+                             key="upload", help="A symmetric real n x n matrix (eigenvalues), or a rectangular "
+                             "m x n one (singular values, with the SVD solvers): dense (.npy, .csv, .pt, "
                              ".safetensors, .npz) or sparse (.mtx, .mtx.gz, scipy .npz, sparse .pt).")
     ensure("symmetrize", False)
     box.checkbox("Symmetrize: use (A + A\u1d40)/2", key="symmetrize",
@@ -266,6 +269,10 @@ def problem_sidebar(container: Any = None) -> None:
 
 # -- preview -------------------------------------------------------------------------
 def spectrum_note(problem: Any, spectrum: Any) -> str:
+    if getattr(problem, "kind", "eigen") == "svd":
+        if getattr(problem, "singular_values", None) is not None:
+            return "exact (known)"
+        return "exact (dense SVD)" if spectrum is not None else "unknown (too large for a dense SVD)"
     if getattr(problem, "eigenvalues", None) is not None:
         return "exact (known)"
     if spectrum is not None:
@@ -273,17 +280,26 @@ def spectrum_note(problem: Any, spectrum: Any) -> str:
     return f"unknown (n > {REFERENCE_MAX_N:,})"
 
 
+def is_svd(problem: Any) -> bool:
+    """A singular-value problem (a rectangular matrix): the SVD solvers alone apply."""
+    return getattr(problem, "kind", "eigen") == "svd"
+
+
 def problem_preview(source: ProblemSource, problem: Any, *, expanded: bool = False, spectrum: Any = None) -> None:
-    """Expander with n, nnz, dtype, symmetry probe, norm bounds and a downsampled |A| heatmap."""
-    n = problem.operator.shape[0]
-    with st.expander(f"Preview: n = {n:,}, {problem.operator.kind}" + (", with B" if problem.B is not None else ""),
+    """Expander with n (m x n for a rectangular matrix), nnz, dtype, symmetry probe, norm bounds and a
+    downsampled |A| heatmap."""
+    m, n = problem.operator.shape
+    size = f"{m:,} \u00d7 {n:,}, SVD" if is_svd(problem) else f"n = {n:,}"
+    with st.expander(f"Preview: {size}, {problem.operator.kind}" + (", with B" if problem.B is not None else ""),
                      expanded=expanded, icon=":material/grid_on:"):
         facts, blocks = cached_preview(source, problem)
         left, right = st.columns([1, 1])
         with left:
-            rows = facts.as_rows() + [("spectrum", spectrum_note(problem, spectrum))]
+            what = "singular values" if is_svd(problem) else "spectrum"
+            rows = facts.as_rows() + [(what, spectrum_note(problem, spectrum))]
             if spectrum is not None and len(spectrum):
-                rows.append(("eigenvalue range", f"[{float(spectrum[0]):.6g}, {float(spectrum[-1]):.6g}]"))
+                label = "singular value range" if is_svd(problem) else "eigenvalue range"
+                rows.append((label, f"[{float(spectrum[0]):.6g}, {float(spectrum[-1]):.6g}]"))
             if problem.B is not None:
                 rows.append(("B", f"{problem.B.kind}, n = {problem.B.shape[0]:,}"))
             st.dataframe(pd.DataFrame(rows, columns=["property", "value"]), hide_index=True, key="preview_facts")
@@ -291,7 +307,8 @@ def problem_preview(source: ProblemSource, problem: Any, *, expanded: bool = Fal
             if blocks is None:
                 st.info("No picture for a large matrix-free operator.")
             else:
-                cells = blocks.shape[0]
-                title = "|A| entries" if cells == n else f"|A| aggregated into {cells} x {cells} blocks"
-                st.plotly_chart(matrix_figure(blocks, n, title=title), key="preview_heatmap",
+                rows_cells, cells = blocks.shape
+                title = ("|A| entries" if (rows_cells, cells) == (m, n)
+                         else f"|A| aggregated into {rows_cells} x {cells} blocks")
+                st.plotly_chart(matrix_figure(blocks, n, title=title, m=m), key="preview_heatmap",
                                 config={"displaylogo": False})

@@ -1,10 +1,12 @@
 """The Run button of a page: start the configured solve on the active problem and log it when it ends.
 
 ``run_button(key, prefix)`` draws the button (``key="run"`` on Explore, else
-``f"{key}_run"``) and ``start_solve(key, prefix)`` is its callback. A finished,
+``f"{key}_run"``) and ``start_solve(key, prefix)`` is its callback. The solve streams
+its records into the run store while it runs (``explorer.ui.runstore.tracker``), so the
+History page of any session, or ``python -m explorer runs``, can follow it; a finished,
 stopped or failed solve becomes an ``explorer.runs.RunRecord`` in the session's run
-log (``explorer.ui.state.runs()``), and ``last_run(key)`` returns the latest one of
-that page.
+log (``explorer.ui.state.runs()``) under its store id, and ``last_run(key)`` returns the
+latest one of that page. Without a usable store the runs stay in the session only.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from explorer.plots.figures import wanted_reference
 from explorer.runs.config import make_target
 from explorer.runs.record import RunRecord, run_from_view
 from explorer.runs.snippet import solve_snippet
-from explorer.ui import live
+from explorer.ui import live, runstore
 from explorer.ui.problem import active_problem, cached_reference
 from explorer.ui.solver import solver_config
 from explorer.ui.state import add_run, get_run, next_run_id
@@ -56,17 +58,20 @@ def start_solve(key: str = "explore", prefix: str = "") -> None:
                                 generalized=problem.B is not None)
         started = time.time()
         params = config.params()
+        store_tracker = runstore.tracker(problem=source.label, params=params, source=key, reference=reference)
 
         def on_finish(job: SolveJob, view: JobView) -> None:
-            run = run_from_view(next_run_id(), view, solver=config.solver, problem=source.label, n=problem.n,
-                                params=params, reference=reference, page=key, started_at=started,
+            stored_id = runstore.finish_job_run(store_tracker, view, solver=config.solver, n=problem.n, params=params)
+            run = run_from_view(stored_id if stored_id is not None else next_run_id(), view, solver=config.solver,
+                                problem=source.label, n=problem.n, params=params, reference=reference, page=key,
+                                started_at=started,
                                 extra={"source": source, "snippet": snippet, "error_detail": job.error_detail,
-                                       "spectrum": spectrum_np})
+                                       "spectrum": spectrum_np, "stored": stored_id is not None})
             add_run(run)
             st.session_state[_last_key(key)] = run.run_id
 
         live.start_job(key, make_target(problem, config), label=f"{config.solver} on {source.label}",
-                       params=params, on_finish=on_finish,
+                       params=params, on_finish=on_finish, extra_tracker=store_tracker,
                        meta={"reference": reference, "tol": config.tol, "spectrum": spectrum_np,
                              "dtype": config.dtype, "source": source})
     except Exception as error:  # noqa: BLE001 - shown next to the Run button; nothing else changes

@@ -50,30 +50,46 @@ def solver_config(prefix: str = "") -> SolveConfig:
                        dtype=str(s.get(f"{prefix}dtype", "float64")), extras=extras)
 
 
+_WHICH_SVD = ParamSpec("which", "choice", "LA", "Which singular values: LA the largest, SA the smallest (they "
+                       "converge much more slowly: raise the basis).", choices=("LA", "SA"))
+
+
 def solver_sidebar(prefix: str = "", container: Any = None, *, n: int | None = None,
-                   disabled: bool = False) -> SolveConfig:
+                   disabled: bool = False, kind: str = "eigen") -> SolveConfig:
     """Draw the solver widgets; return the resulting SolveConfig.
 
-    ``n`` (the problem size) caps the k widget; ``disabled`` greys the form out (e.g.
-    while a solve runs, so the settings shown are the ones running).
+    ``n`` (the problem size; min(m, n) for an SVD problem) caps the k widget; ``disabled``
+    greys the form out (e.g. while a solve runs, so the settings shown are the ones running).
+    ``kind``: "eigen" offers the eigensolvers, "svd" (a rectangular matrix) the SVD solvers
+    only (``SolverSpec.kind``); a selection of the other kind goes to that kind's default
+    solver, with its default tol / max_iter.
     """
     box = container if container is not None else st.sidebar
-    names = list(SOLVERS)
-    ensure_choice(f"{prefix}solver", names, default_solver())
-    spec = SOLVERS[st.session_state[f"{prefix}solver"]]
+    names = [name for name, spec in SOLVERS.items() if spec.kind == kind]
+    key = f"{prefix}solver"
+    before = st.session_state.get(key)
+    ensure_choice(key, names, default_solver(kind))
+    if before is not None and st.session_state[key] != before:  # the problem's kind changed
+        _on_solver(prefix)
+    spec = SOLVERS[st.session_state[key]]
     ensure(f"{prefix}tol", float(spec.default_tol))
     ensure(f"{prefix}max_iter", int(spec.default_max_iter))
-    box.selectbox("Solver", names, key=f"{prefix}solver", format_func=lambda n: SOLVERS[n].label,
+    box.selectbox("Solver", names, key=key, format_func=lambda n: SOLVERS[n].label,
                   on_change=_on_solver, args=(prefix,), disabled=disabled,
-                  help="Every solver registered in explorer.solvers.SOLVERS.")
-    spec = SOLVERS[st.session_state[f"{prefix}solver"]]
+                  help="Every solver registered in explorer.solvers.SOLVERS that applies to this problem"
+                  + (" (a rectangular matrix: the SVD solvers)." if kind == "svd" else " (the eigensolvers)."))
+    spec = SOLVERS[st.session_state[key]]
     box.caption(spec.summary)
     k_spec = _COMMON["k"]
+    what = "singular triplets" if kind == "svd" else "eigenpairs"
     if n is not None:
-        k_spec = ParamSpec("k", "int", min(4, n), k_spec.help + f" At most n = {n:,}.", minimum=1, maximum=n)
+        limit = f"min(m, n) = {n:,}" if kind == "svd" else f"n = {n:,}"
+        k_spec = ParamSpec("k", "int", min(4, n), f"How many {what} to compute. At most {limit}.", minimum=1,
+                           maximum=n)
     c1, c2 = box.columns(2)
-    param_widget(k_spec, f"{prefix}k", container=c1, disabled=disabled)
-    param_widget(_COMMON["which"], f"{prefix}which", container=c2, choices=spec.which, disabled=disabled)
+    param_widget(k_spec, f"{prefix}k", container=c1, disabled=disabled, label=f"k ({what})")
+    which_spec = _WHICH_SVD if kind == "svd" else _COMMON["which"]
+    param_widget(which_spec, f"{prefix}which", container=c2, choices=spec.which, disabled=disabled)
     c1, c2 = box.columns(2)
     param_widget(_COMMON["tol"], f"{prefix}tol", container=c1, default=spec.default_tol, disabled=disabled)
     param_widget(_COMMON["max_iter"], f"{prefix}max_iter", container=c2, default=spec.default_max_iter,

@@ -88,16 +88,28 @@ def init_session() -> None:
 
 
 def runs() -> list[RunRecord]:
-    """The session's runs, oldest first (failed and stopped runs included)."""
+    """The session's runs, oldest first (failed and stopped runs included). The History page lists the
+    run store's as well (``explorer.ui.runstore.all_runs``)."""
     return ensure(RUNS, [])
 
 
 def next_run_id() -> int:
-    st.session_state[_RUN_COUNTER] = int(st.session_state.get(_RUN_COUNTER, 0)) + 1
+    """An id for a run kept in memory only (the store gives stored runs theirs): above every id this
+    session has seen, in the session's runs and in the store, so the History page never shows two runs
+    under one number."""
+    from explorer.ui.runstore import app_store
+
+    seen = max([run.run_id for run in runs()] + [app_store().max_seen_id, 0])
+    st.session_state[_RUN_COUNTER] = max(int(st.session_state.get(_RUN_COUNTER, 0)), seen) + 1
     return st.session_state[_RUN_COUNTER]
 
 
 def add_run(run: RunRecord) -> RunRecord:
+    """Log a finished run in the session, and in the run store unless it is there already (``run.stored``);
+    a stored run's ``run_id`` is its id in the store."""
+    from explorer.ui.runstore import save_run
+
+    save_run(run)
     runs().append(run)
     return run
 

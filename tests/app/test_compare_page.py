@@ -124,3 +124,27 @@ def test_compare_settings_survive_a_visit_to_another_page(apptest) -> None:  # n
     assert at.number_input(key="cmp_budget").value == 1234
     assert at.number_input(key="cmp_count").value == 3
     assert at.radio(key="cmp_curves").value == "every pair"
+
+
+def test_a_rectangular_problem_gets_the_svd_presets_and_runs(apptest, wait_job) -> None:  # noqa: ANN001
+    from explorer.problems.sources import ProblemSource
+    from explorer.solvers import SOLVERS
+
+    at = apptest(page=PAGE)
+    at.session_state["problem_source"] = ProblemSource.generated(
+        "prescribed_singular_values", {"m": 200, "n": 80, "spectrum": "geometric"})
+    at.run()
+    _no_trouble(at)
+    assert set(at.selectbox(key="cmp_preset").options) == set(available_presets("svd"))
+    assert set(at.selectbox(key="cmp_solver_0").options) == {s.label for s in SOLVERS.values() if s.kind == "svd"}
+    at.selectbox(key="cmp_preset").set_value("Golub-Kahan: full vs one-sided re-orthogonalization").run()
+    at.number_input(key="cmp_k").set_value(3).run()
+    at.button(key="cmp_run").click().run()
+    _no_trouble(at)
+    assert not at.session_state["compare_error"], at.session_state["compare_error"]
+    wait_job(at, KEY, timeout=90, poll=0.5)
+    _no_trouble(at)
+    table = _table(at, "cmp_table")
+    assert list(table["run"]) == ["golub_kahan(reorthogonalization=full)", "golub_kahan(reorthogonalization=one-sided)"]
+    assert set(table["status"]) == {"converged"}
+    assert (table["max rel. error"] <= 1e-5).all()  # against the exact singular values 1, 0.8, 0.64

@@ -64,8 +64,9 @@ def test_explore_opens_with_the_first_sample_ready(apptest):
     assert at.session_state["problem_source"] == ProblemSource.sample(first)
     assert at.title[0].value == "Eigensolver Explorer"
     assert not at.button(key="run").disabled
-    # every solver of the registry is in the menu, and its form is built from its params
-    assert set(at.selectbox(key="solver").options) == {SOLVERS[n].label for n in SOLVERS}
+    # every eigensolver of the registry is in the menu (the SVD solvers come with a rectangular matrix),
+    # and its form is built from its params
+    assert set(at.selectbox(key="solver").options) == {s.label for s in SOLVERS.values() if s.kind == "eigen"}
     assert at.number_input(key="tol").value == pytest.approx(SOLVERS[at.session_state["solver"]].default_tol)
 
 
@@ -176,7 +177,7 @@ def test_bad_uploads_give_messages_and_keep_the_problem(apptest):
     at.radio(key="problem_mode").set_value("Upload").run()
     bad = [
         ("corrupt.npy", b"\x93NUMPY this is not an array", "corrupt.npy"),
-        ("rect.npy", _matrix_bytes(".npy", np.ones((3, 4))), "square"),
+        ("rect.csv", _matrix_bytes(".csv", np.ones((3, 4)))[:-3] + b"x\n", "could not be parsed"),
         ("nan.npy", _matrix_bytes(".npy", np.array([[1.0, np.nan], [np.nan, 1.0]])), "NaN"),
         ("notes.gz", b"hello", "unsupported suffix"),
     ]
@@ -204,6 +205,90 @@ def test_bad_uploads_give_messages_and_keep_the_problem(apptest):
         assert at.session_state["problem_source"] == source
     finally:
         config.set_option("server.maxUploadSize", old)
+
+
+def _known_svd(m: int, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """U diag(s) V^T with orthonormal U, V and singular values 1 ... 0.1 (and the values, descending)."""
+    rng = np.random.default_rng(seed)
+    r = min(m, n)
+    U, _ = np.linalg.qr(rng.standard_normal((m, r)))
+    V, _ = np.linalg.qr(rng.standard_normal((n, r)))
+    values = np.linspace(1.0, 0.1, r)
+    return (U * values) @ V.T, values
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".npz", ".mtx", ".csv"])
+def test_rectangular_upload_offers_the_svd_solvers_and_runs(apptest, wait_job, suffix):
+    """A rectangular upload: the preview shows its shape, the solver menu holds the SVD solvers only,
+    and Run gives singular values that match the exact ones (a dense SVD of the upload)."""
+    at = apptest()
+    at.radio(key="problem_mode").set_value("Upload").run()
+    A, values = _known_svd(60, 25)
+    matrix = sp.csr_matrix(A) if suffix == ".mtx" else A
+    _upload(at, f"rect{suffix}", _matrix_bytes(suffix, matrix))
+    _no_trouble(at)
+    assert not at.error, _texts(at.error)
+    source = at.session_state["problem_source"]
+    assert source.kind == "upload" and source.name == f"rect{suffix}"
+    assert any("60 \u00d7 25" in e.label and "SVD" in e.label for e in at.expander)
+    svd_labels = {s.label for s in SOLVERS.values() if s.kind == "svd"}
+    assert set(at.selectbox(key="solver").options) == svd_labels
+    assert at.session_state["solver"] == "golub_kahan"
+    at.number_input(key="k").set_value(3).run()
+    at.number_input(key="tol").set_value(1e-10).run()
+    at.button(key="run").click().run()
+    wait_job(at, timeout=90)
+    _no_trouble(at)
+    run = at.session_state["runs"][-1]
+    assert run.status == "converged", run.message
+    np.testing.assert_allclose(run.reference, values[:3], rtol=0, atol=1e-13)
+    np.testing.assert_allclose(run.result.singular_values.numpy(), values[:3], rtol=0, atol=1e-9)
+    assert run.result.U.shape == (60, 3) and run.result.V.shape == (25, 3)
+    markdown = " ".join(_texts(at.markdown))
+    assert "Singular triplets" in markdown
+    columns = [set(frame.value.columns) for frame in at.dataframe]
+    assert any({"singular value \u03c3", "exact \u03c3"} <= c for c in columns), columns
+
+
+def test_the_chebyshev_run_shows_its_filter_degree_and_bounds(apptest, wait_job):
+    at = apptest()
+    at.selectbox(key="solver").set_value("chebyshev").run()
+    at.selectbox(key="which").set_value("SA").run()
+    at.number_input(key="k").set_value(3).run()
+    at.button(key="run").click().run()
+    wait_job(at, timeout=90)
+    _no_trouble(at)
+    run = at.session_state["runs"][-1]
+    assert run.status == "converged", run.message
+    np.testing.assert_allclose(run.result.eigenvalues.numpy(), run.reference, rtol=0, atol=1e-5)
+    captions = " ".join(_texts(at.caption))
+    assert "degree" in captions and "filter low" in captions and "filter high" in captions
+    names = [trace.get("name") for trace in _live_spec(at)["data"]]
+    assert "filter cut" in names
+
+
+def test_back_to_a_square_problem_restores_the_eigensolvers(apptest):
+    at = apptest()
+    at.radio(key="problem_mode").set_value("Upload").run()
+    A, _ = _known_svd(20, 35)
+    _upload(at, "wide.npy", _matrix_bytes(".npy", A))
+    assert at.session_state["solver"] == "golub_kahan"
+    at.radio(key="problem_mode").set_value("Sample").run()
+    _no_trouble(at)
+    assert SOLVERS[at.session_state["solver"]].kind == "eigen"
+    assert set(at.selectbox(key="solver").options) == {s.label for s in SOLVERS.values() if s.kind == "eigen"}
+
+
+def test_rectangular_upload_refuses_symmetrize_and_B(apptest):
+    at = apptest()
+    at.radio(key="problem_mode").set_value("Upload").run()
+    before = at.session_state["problem_source"]
+    at.checkbox(key="symmetrize").check().run()
+    A, _ = _known_svd(12, 7)
+    _upload(at, "rect.npy", _matrix_bytes(".npy", A))
+    errors = " ".join(_texts(at.error))
+    assert "not square" in errors and "SVD solvers" in errors
+    assert at.session_state["problem_source"] == before
 
 
 def test_generalized_upload_with_B_runs(apptest, wait_job):

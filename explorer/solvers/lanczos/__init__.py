@@ -104,6 +104,7 @@ from explorer.solvers._common import WHICH, Monitor, check_int, make_generator, 
 from explorer.solvers.lanczos.iteration import _Lanczos
 from explorer.solvers.lanczos.state import sparse_on_cpu
 from explorer.solvers.registry import ParamSpec, SolverSpec, register_solver
+from explorer.solvers.shift_invert import SPECTRAL_PARAMS_HELP, spectral_entry
 from explorer.tracking.results import EigenResult
 from explorer.tracking import Tracker
 
@@ -136,7 +137,7 @@ def lanczos(
     operator: Any,
     k: int,
     *,
-    which: str = "LA",
+    which: str | None = None,
     tol: float = 1e-6,
     max_iter: int | None = None,
     X0: torch.Tensor | None = None,
@@ -147,6 +148,10 @@ def lanczos(
     max_basis: int | None = None,
     block_size: int | None = None,
     products: str = "auto",
+    sigma: float | None = None,
+    factorization: str = "auto",
+    lower: float | None = None,
+    upper: float | None = None,
 ) -> EigenResult:
     """k extreme eigenpairs of a symmetric operator by thick-restart (block) Lanczos.
 
@@ -154,8 +159,8 @@ def lanczos(
         operator: symmetric n x n operator (anything ``as_operator`` accepts); only
             matvecs are used.
         k: number of eigenpairs, 1 <= k <= n.
-        which: "LA" largest, "SA" smallest, "LM" largest magnitude, "BE" both ends
-            (alternating largest, smallest, ...).
+        which: "LA" largest (default), "SA" smallest, "LM" largest magnitude, "BE" both ends
+            (alternating largest, smallest, ...); with sigma, see ``sigma``.
         tol: relative residual tolerance, ``||A x - theta x|| <= tol * max(|theta|,
             sqrt(eps) ||A||)``, checked with true residuals.
         max_iter: Lanczos steps (each applies A to one block of ``block_size`` vectors);
@@ -183,6 +188,15 @@ def lanczos(
             traffic of carrying ``A V`` through restarts) or the extra buffer would pass
             ``_STORE_LIMIT_BYTES`` (1 GiB).
 
+        sigma: shift-invert (``explorer.solvers.shift_invert``): the k eigenvalues nearest sigma,
+            ARPACK's mode 3 ((A - sigma B)^-1 B, B allowed); ``which`` then means LM (default: the
+            nearest), LA (nearest above) or SA (nearest below); the parameters above go to the
+            run on the transform.
+        factorization: how (A - sigma B)^-1 is applied ("auto", "ldl", "lu", "cholesky", "minres",
+            "cg"; ``explorer.operators.inverse.shifted_inverse``).
+        lower, upper: spectrum slicing (``explorer.solvers.slicing``): every eigenvalue in
+            [lower, upper), counted by the LDL^T inertia at both ends; at most k (a larger count
+            is refused with the number).
     Returns:
         EigenResult in ``which`` order with true residual norms; ``converged`` compares
         them with ``residual_threshold``. Status CONVERGED, MAX_ITER, STOPPED (a tracker
@@ -197,6 +211,12 @@ def lanczos(
     References:
         Lanczos 1950; Paige 1976; Simon 1984; Wu & Simon 2000; Golub & Van Loan 10.1-10.3.
     """
+    if sigma is not None or lower is not None or upper is not None:  # shift-invert / spectrum slicing
+        return spectral_entry("lanczos", operator, k, which=which, sigma=sigma, lower=lower, upper=upper,
+                              factorization=factorization, tol=tol, max_iter=max_iter, X0=X0, seed=seed,
+                              tracker=tracker, B=B, reorthogonalization=reorthogonalization, max_basis=max_basis,
+                              block_size=block_size, products=products)
+    which = "LA" if which is None else which
     v = validate_common("lanczos", operator, k, which=which, tol=tol, max_iter=max_iter,
                         default_max_iter=DEFAULT_MAX_ITER, supported_which=WHICH, X0=X0, B=B)
     if not isinstance(reorthogonalization, str) or reorthogonalization not in REORTHOGONALIZATION:
@@ -270,6 +290,11 @@ register_solver(SolverSpec(
                   "to the k Ritz vectors at each check. 'auto' stores them unless the operator is a sparse "
                   "matrix on the CPU (cheap to apply) or the extra memory would pass 1 GiB.",
                   choices=PRODUCTS),
+        ParamSpec("sigma", "float", None, SPECTRAL_PARAMS_HELP["sigma"], optional=True),
+        ParamSpec("factorization", "choice", "auto", SPECTRAL_PARAMS_HELP["factorization"],
+                  choices=("auto", "ldl", "lu", "cholesky", "minres", "cg")),
+        ParamSpec("lower", "float", None, SPECTRAL_PARAMS_HELP["lower"], optional=True),
+        ParamSpec("upper", "float", None, SPECTRAL_PARAMS_HELP["upper"], optional=True),
     ),
     supports_B=False,
     matrix_free=True,

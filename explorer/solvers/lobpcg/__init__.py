@@ -77,6 +77,7 @@ from explorer.solvers.lobpcg.preconditioner import preconditioner_operator
 from explorer.solvers.lobpcg.single import single_vector
 from explorer.solvers.lobpcg.torch_backend import run_torch
 from explorer.solvers.registry import ParamSpec, SolverSpec, register_solver
+from explorer.solvers.shift_invert import SPECTRAL_PARAMS_HELP, spectral_entry
 from explorer.tracking.results import EigenResult
 from explorer.tracking import Tracker
 
@@ -108,7 +109,7 @@ def lobpcg(
     operator: Any,
     k: int,
     *,
-    which: str = "LA",
+    which: str | None = None,
     tol: float = 1e-6,
     max_iter: int | None = None,
     X0: torch.Tensor | None = None,
@@ -120,13 +121,17 @@ def lobpcg(
     block_size: int | None = None,
     preconditioner: Any = None,
     products: str = "auto",
+    sigma: float | None = None,
+    factorization: str = "auto",
+    lower: float | None = None,
+    upper: float | None = None,
 ) -> EigenResult:
     """k largest (LA) or smallest (SA) eigenpairs of A x = lambda B x by block LOBPCG.
 
     Args:
         operator: symmetric n x n operator (dense, sparse or matrix-free).
         k: number of wanted eigenpairs.
-        which: "LA" (largest algebraic) or "SA" (smallest algebraic).
+        which: "LA" (largest algebraic, default) or "SA" (smallest algebraic); with sigma, see ``sigma``.
         tol: a pair converges when ||A x - theta B x|| / ||B x|| <= tol * max(|theta|, sqrt(eps)
             ||A||_est) (without B: ||A x - theta x|| for unit x); the same test for any scaling
             of A and of B (a mass matrix of size h^d, say).
@@ -150,6 +155,15 @@ def lobpcg(
             fewer nonzeros per row than the block size (a sparse product of m columns is then
             cheaper than the dense update it replaces, ``_cheap_sparse``), else "stored".
 
+        sigma: shift-invert (``explorer.solvers.shift_invert``): the k eigenvalues nearest sigma,
+            ARPACK's mode 3 ((A - sigma B)^-1 B, B allowed); ``which`` then means LM (default: the
+            nearest), LA (nearest above) or SA (nearest below); the parameters above go to the
+            run on the transform.
+        factorization: how (A - sigma B)^-1 is applied ("auto", "ldl", "lu", "cholesky", "minres",
+            "cg"; ``explorer.operators.inverse.shifted_inverse``).
+        lower, upper: spectrum slicing (``explorer.solvers.slicing``): every eigenvalue in
+            [lower, upper), counted by the LDL^T inertia at both ends; at most k (a larger count
+            is refused with the number).
     Returns:
         EigenResult with k pairs in ``which`` order; status MAX_ITER when the limit was hit,
         BREAKDOWN (with the partial result and a message) when the method broke down.
@@ -159,6 +173,12 @@ def lobpcg(
             backend or preconditioner, a block smaller than k, n < 3 k with n too large for
             the dense fallback.
     """
+    if sigma is not None or lower is not None or upper is not None:  # shift-invert / spectrum slicing
+        return spectral_entry("lobpcg", operator, k, which=which, sigma=sigma, lower=lower, upper=upper,
+                              factorization=factorization, tol=tol, max_iter=max_iter, X0=X0, seed=seed,
+                              tracker=tracker, B=B, method=method, backend=backend, block_size=block_size,
+                              preconditioner=preconditioner, products=products)
+    which = "LA" if which is None else which
     v = validate_common("lobpcg", operator, k, which=which, tol=tol, max_iter=max_iter, default_max_iter=1000,
                         supported_which=("LA", "SA"), X0=X0, B=B, supports_B=True)
     if method not in _METHODS:
@@ -268,6 +288,11 @@ register_solver(SolverSpec(
                   "operator is expensive); 'recomputed' applies A to X again (twice the applications, less "
                   "vector work: best for cheap sparse matrices); 'auto' decides from the operator.",
                   choices=_PRODUCTS),
+        ParamSpec("sigma", "float", None, SPECTRAL_PARAMS_HELP["sigma"], optional=True),
+        ParamSpec("factorization", "choice", "auto", SPECTRAL_PARAMS_HELP["factorization"],
+                  choices=("auto", "ldl", "lu", "cholesky", "minres", "cg")),
+        ParamSpec("lower", "float", None, SPECTRAL_PARAMS_HELP["lower"], optional=True),
+        ParamSpec("upper", "float", None, SPECTRAL_PARAMS_HELP["upper"], optional=True),
     ),
     supports_B=True,
     matrix_free=True,

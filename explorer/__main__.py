@@ -1,0 +1,5 @@
+"""``python -m explorer``: the command line (``explorer.cli``)."""
+
+from explorer.cli import main
+
+raise SystemExit(main())

@@ -157,9 +157,9 @@ def main() -> int:
     elif scenario == "hang":
         _sabotage(int(sys.argv[3]), int(sys.argv[4]), lambda: time.sleep(float(sys.argv[5])))
     if os.environ.get("TORCHELASTIC_RUN_ID"):  # under torchrun: as the command line does
-        from explorer.distributed.__main__ import _on_sigterm
+        from explorer.cli.distributed import on_sigterm
 
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        signal.signal(signal.SIGTERM, on_sigterm)
     started = time.monotonic()
     try:
         context = init_from_env("gloo", timeout=TIMEOUT, heartbeat_s=0.5)

@@ -2,8 +2,10 @@
 
 Launched by ``torchrun`` (gloo on CPUs, NCCL on GPUs):
 
-    torchrun --nproc-per-node 2 -m explorer.distributed solve laplacian_2d:300 --solver lanczos -k 10 --json
-    torchrun --nproc-per-node 4 -m explorer.distributed hessian model.pt2 --data data.safetensors -k 5
+    torchrun --nproc-per-node 2 -m explorer solve laplacian_2d:300 --solver lanczos -k 10 --distributed --json
+    torchrun --nproc-per-node 4 -m explorer hessian model.pt2 --data data.safetensors -k 5 --distributed
+
+(the command line is ``explorer/cli/distributed.py``; rank 0 writes the run to the run store).
 
 * ``context``: ``init_from_env`` (the process group from torchrun's variables), ``DistContext``
   (collectives that fail with a message naming the dead rank, a heartbeat, the agreement check).
@@ -13,7 +15,8 @@ Launched by ``torchrun`` (gloo on CPUs, NCCL on GPUs):
   split across ranks, equal to the single-process one over all of it).
 * ``sharding``: row ranges, sample shards, reading one rank's rows of an .mtx / .npz file.
 * ``solve``: ``solve_distributed`` and ``hessian_distributed``, the functions the command
-  line calls; ``launch``: ``launch_local`` starts N local ranks (the tests, the benchmark).
+  line calls; ``launch``: ``launch_local`` starts N local ranks (the tests, the benchmark);
+  ``hessian.data_parallel_curvature`` is imported from its module (it loads ``explorer.models``).
 
 Vectors are replicated: every registry solver runs unchanged, each rank running the same
 solve; only rank 0 records. ARCHITECTURE.md ("Past one process") says what that costs at scale.

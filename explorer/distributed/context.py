@@ -411,7 +411,7 @@ def init_from_env(backend: str = "auto", *, timeout: float = DEFAULT_TIMEOUT_S,
     if missing:
         raise DistributedSetupError(
             f"not started by torchrun: {', '.join(missing)} not set. Launch with "
-            "`torchrun --nproc-per-node N -m explorer.distributed ...` (or set RANK, WORLD_SIZE, MASTER_ADDR and "
+            "`torchrun --nproc-per-node N -m explorer solve SOURCE --distributed ...` (or set RANK, WORLD_SIZE, MASTER_ADDR and "
             "MASTER_PORT for every process).")
     rank = _int_env(env, "RANK")
     world_size = _int_env(env, "WORLD_SIZE")

@@ -17,7 +17,7 @@ import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -157,10 +157,9 @@ class DistributedOutcome:
 
 
 def _generated_problem(spec: SourceSpec, dtype: torch.dtype) -> Any:
-    from explorer.problems import GENERATORS
+    from explorer.problems import generate
 
-    generator = GENERATORS[spec.name]
-    return generator.fn(**dict(spec.params), dtype=dtype, device="cpu")
+    return generate(spec.name, dtype=dtype, device="cpu", menu_defaults=False, **dict(spec.params))
 
 
 def _problem_matrix(problem: Any) -> Any:
@@ -247,14 +246,18 @@ def row_sharded_operator(source: str | SourceSpec, context: DistContext, *, dtyp
     return operator, block, problem
 
 
-def _reference(problem: Any, result: EigenResult) -> list[float] | None:
+def _known(problem: Any, k: int, which: str) -> list[float] | None:
     if problem is None or getattr(problem, "eigenvalues", None) is None:
         return None
     try:
-        values = problem.reference(len(result.eigenvalues), result.which)
+        values = problem.reference(k, which)
     except (ValueError, TypeError):
         return None
     return None if values is None else [float(v) for v in values]
+
+
+def _reference(problem: Any, result: EigenResult) -> list[float] | None:
+    return _known(problem, len(result.eigenvalues), result.which)
 
 
 def _settings(solver: str, k: int, which: str, tol: float, max_iter: int | None, seed: int | None,
@@ -294,6 +297,7 @@ def solve_distributed(source: str | SourceSpec, solver: str = "lanczos", k: int 
                       tol: float = 1e-6, max_iter: int | None = None, seed: int | None = 0,
                       dtype: torch.dtype = torch.float64, context: DistContext | None = None,
                       tracker: Tracker | None = None, backend: str = "auto", timeout: float = 120.0,
+                      on_reference: Callable[[list[float] | None], None] | None = None,
                       **extras: Any) -> DistributedOutcome:
     """Solve the problem ``source`` with its rows split across the ranks (see the module docstring).
 
@@ -309,6 +313,8 @@ def solve_distributed(source: str | SourceSpec, solver: str = "lanczos", k: int 
         context: the process group; None starts one from torchrun's environment (and closes it).
         tracker: rank 0's tracker (the others get none).
         backend, timeout: for ``init_from_env`` when no context is given.
+        on_reference: called on rank 0, before the solve, with the k exact eigenvalues in
+            ``which`` order when the problem knows them (else None): a run store's reference.
 
     Raises:
         ProblemMismatchError, RankFailureError, RanksDivergedError, DistributedSetupError,
@@ -325,6 +331,8 @@ def solve_distributed(source: str | SourceSpec, solver: str = "lanczos", k: int 
         operator, block, problem = row_sharded_operator(source, context, dtype=dtype, extra_fingerprint=settings)
         load_s = time.perf_counter() - start
         loaded = memory_now()
+        if on_reference is not None and context.is_root:
+            on_reference(_known(problem, k, which))
         result, stats = _run(operator, context, solver, k, which, tol, max_iter, seed, tracker, extras)
         stats["load_s"] = load_s
         stats["local"] = {"rows": [block.start, block.stop], "nnz": int(block.matrix.nnz),

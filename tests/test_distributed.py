@@ -348,6 +348,7 @@ def test_torchrun_solve_prints_the_single_process_eigenvalues_and_rank_0_stores_
     history = store.history(dist_["run_id"])
     assert len(history) > 0  # the records of rank 0, streamed while it ran
     assert len(store.runs()) == 2  # one process and rank 0; the other rank wrote nothing
+    assert info.problem == store.run(single["run_id"]).problem == "laplacian_2d(nx=40, ny=40)"
     # hessian: the sample MLP's top eigenvalues against its dense Hessian
     from explorer.models.samples import read_manifest
 

@@ -87,7 +87,7 @@ def _signals(root: bool, stop: StopFlagTracker) -> Any:
 
 def _run(args: argparse.Namespace, config: Any, label: str, runner: Callable[..., Any], *,
          distributed: bool) -> int:
-    """Set up the group (or one process), rank 0's trackers, run ``runner(context, tracker, on_reference)``."""
+    """Set up the group (or one process), rank 0's trackers, run ``runner(context, tracker, on_problem)``."""
     from explorer.cli.commands import open_store
     from explorer.distributed import DistContext, DistributedError, ProblemMismatchError, init_from_env
     from explorer.runs.jobs import friendly_error
@@ -116,9 +116,11 @@ def _run(args: argparse.Namespace, config: Any, label: str, runner: Callable[...
     trackers = [t for t in (store_tracker, None if (args.quiet or not root) else ProgressLine(sys.stderr), stop)
                 if t is not None]
 
-    def on_reference(values: Any) -> None:
+    def on_problem(problem_label: str, values: Any) -> None:
+        nonlocal label
+        label = problem_label
         if store_tracker is not None:
-            store_tracker.reference = values
+            store_tracker.problem, store_tracker.reference = problem_label, values
 
     def failed(message: str, code: int, status: str = "failed") -> int:
         _error(message)
@@ -135,7 +137,7 @@ def _run(args: argparse.Namespace, config: Any, label: str, runner: Callable[...
     with context:
         try:
             with _signals(root, stop):
-                outcome = runner(context, CompositeTracker(*trackers) if root else None, on_reference)
+                outcome = runner(context, CompositeTracker(*trackers) if root else None, on_problem)
         except ProblemMismatchError as err:
             context.report_failure(err)
             return failed(str(err), EXIT_USAGE)
@@ -214,10 +216,10 @@ def distributed_solve_command(args: argparse.Namespace) -> int:
         _error(friendly_error(err))
         return EXIT_USAGE
 
-    def runner(context: Any, tracker: Any, on_reference: Callable[[Any], None]) -> Any:
+    def runner(context: Any, tracker: Any, on_problem: Callable[[str, Any], None]) -> Any:
         return solve_distributed(spec, config.solver, config.k, which=config.which, tol=config.tol,
                                  max_iter=config.max_iter, seed=config.seed, dtype=dtype, context=context,
-                                 tracker=tracker, on_reference=on_reference, **config.extras)
+                                 tracker=tracker, on_problem=on_problem, **config.extras)
 
     return _run(args, config, spec.label, runner, distributed=True)
 
@@ -250,7 +252,7 @@ def hessian_command(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     label = f"{args.curvature} of {Path(args.model).name} over {Path(args.data).name}"
 
-    def runner(context: Any, tracker: Any, on_reference: Callable[[Any], None]) -> Any:
+    def runner(context: Any, tracker: Any, on_problem: Callable[[str, Any], None]) -> Any:
         return hessian_distributed(args.model, args.data, config.solver, config.k, which=config.which,
                                    tol=config.tol, max_iter=config.max_iter, seed=config.seed,
                                    curvature=args.curvature, loss=args.loss, params=args.parameters,

@@ -246,6 +246,16 @@ def row_sharded_operator(source: str | SourceSpec, context: DistContext, *, dtyp
     return operator, block, problem
 
 
+def _label(spec: SourceSpec, problem: Any) -> str:
+    """``laplacian_2d(nx=300, ny=300)`` for a generated problem (its parameters as built), else the spec's label."""
+    if spec.kind == "generate" and problem is not None and getattr(problem, "params", None):
+        shown = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in problem.params.items())
+        return f"{spec.name}({shown})"
+    if spec.kind == "sample":
+        return f"sample {spec.name}"
+    return spec.label
+
+
 def _known(problem: Any, k: int, which: str) -> list[float] | None:
     if problem is None or getattr(problem, "eigenvalues", None) is None:
         return None
@@ -297,7 +307,7 @@ def solve_distributed(source: str | SourceSpec, solver: str = "lanczos", k: int 
                       tol: float = 1e-6, max_iter: int | None = None, seed: int | None = 0,
                       dtype: torch.dtype = torch.float64, context: DistContext | None = None,
                       tracker: Tracker | None = None, backend: str = "auto", timeout: float = 120.0,
-                      on_reference: Callable[[list[float] | None], None] | None = None,
+                      on_problem: Callable[[str, list[float] | None], None] | None = None,
                       **extras: Any) -> DistributedOutcome:
     """Solve the problem ``source`` with its rows split across the ranks (see the module docstring).
 
@@ -313,8 +323,9 @@ def solve_distributed(source: str | SourceSpec, solver: str = "lanczos", k: int 
         context: the process group; None starts one from torchrun's environment (and closes it).
         tracker: rank 0's tracker (the others get none).
         backend, timeout: for ``init_from_env`` when no context is given.
-        on_reference: called on rank 0, before the solve, with the k exact eigenvalues in
-            ``which`` order when the problem knows them (else None): a run store's reference.
+        on_problem: called on rank 0 before the solve with the problem's label (a generated
+            problem's with all its parameters, as one process labels it) and its k exact
+            eigenvalues in ``which`` order when it knows them (else None): for a run store.
 
     Raises:
         ProblemMismatchError, RankFailureError, RanksDivergedError, DistributedSetupError,
@@ -331,8 +342,10 @@ def solve_distributed(source: str | SourceSpec, solver: str = "lanczos", k: int 
         operator, block, problem = row_sharded_operator(source, context, dtype=dtype, extra_fingerprint=settings)
         load_s = time.perf_counter() - start
         loaded = memory_now()
-        if on_reference is not None and context.is_root:
-            on_reference(_known(problem, k, which))
+        spec = parse_source(source) if isinstance(source, str) else source
+        label = _label(spec, problem)
+        if on_problem is not None and context.is_root:
+            on_problem(label, _known(problem, k, which))
         result, stats = _run(operator, context, solver, k, which, tol, max_iter, seed, tracker, extras)
         stats["load_s"] = load_s
         stats["local"] = {"rows": [block.start, block.stop], "nnz": int(block.matrix.nnz),
@@ -340,8 +353,7 @@ def solve_distributed(source: str | SourceSpec, solver: str = "lanczos", k: int 
                           "vector_bytes": block.n * torch.finfo(dtype).bits // 8}
         stats["memory"].update({"rss_at_start": before["rss_bytes"], "rss_after_load": loaded["rss_bytes"],
                                 "peak_rss_after_load": loaded["peak_rss_bytes"]})
-        spec = parse_source(source) if isinstance(source, str) else source
-        outcome = DistributedOutcome(result, context.rank, context.world_size, context.backend, spec.label,
+        outcome = DistributedOutcome(result, context.rank, context.world_size, context.backend, label,
                                      _reference(problem, result) if context.is_root else None, stats)
         context.barrier(where="the end of the solve")
         return outcome

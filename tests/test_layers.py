@@ -19,7 +19,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("tracking", "operators"),  # what a solve reports; the operator contract
     ("solvers",),
     ("problems", "models", "store"),  # where matrices and Hessians come from; where runs are kept
-    ("runs",),  # a solve as the app runs and keeps it
+    ("runs", "distributed"),  # a solve as the app runs and keeps it; a solve across processes
     ("analysis",),
     ("teaching",),
     ("plots",),

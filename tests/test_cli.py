@@ -320,3 +320,9 @@ def test_a_rectangular_file_is_solved_for_singular_values(capsys, tmp_path):
     assert "60 x 35 (singular values): use an SVD solver (golub_kahan)" in err and "--solver golub_kahan" in err
     code, _, err = _run(capsys, "solve", str(tmp_path / "tall.npy"), "--sigma", "1", "-q", "--no-store")
     assert code == EXIT_USAGE and "golub_kahan has no `sigma` (it computes singular values)" in err
+
+
+def test_interior_eigenvalues_are_refused_with_distributed(capsys):
+    for extra in (["--sigma", "1"], ["--lower", "1", "--upper", "2"], ["--param", "sigma=1"]):
+        code, out, err = _run(capsys, "solve", "laplacian_2d:20", "--distributed", *extra, "-q", "--no-store")
+        assert code == EXIT_USAGE and "run in one process only: drop --distributed" in err

@@ -18,6 +18,7 @@ Weyl), which matters only in float32.
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import numpy as np
@@ -290,7 +291,7 @@ def test_k_equal_to_n_returns_the_whole_spectrum(mode: str) -> None:
 def test_records_match_iterations_and_matvecs_grow() -> None:
     problem = problems.laplacian_2d(15)
     tracker = HistoryTracker()
-    result = lanczos(problem.operator, 3, which="LA", tol=1e-8, seed=0, tracker=tracker)
+    result = lanczos(problem.operator, 3, which="LA", tol=1e-8, seed=0, tracker=tracker, ritz_every=1)
     records = tracker.records
     assert len(records) == result.n_iter == len(result.history)
     assert [r.iteration for r in records] == list(range(1, result.n_iter + 1))
@@ -315,7 +316,8 @@ def test_stop_solve_returns_the_partial_result() -> None:
         if record.iteration == 5:
             raise StopSolve("enough")
 
-    result = lanczos(problem.operator, 4, which="LA", tol=1e-10, seed=0, tracker=CallbackTracker(stop_at_five))
+    result = lanczos(problem.operator, 4, which="LA", tol=1e-10, seed=0, tracker=CallbackTracker(stop_at_five),
+                     ritz_every=1)
     assert result.status is SolveStatus.STOPPED
     assert result.n_iter == 5 and len(result.history) == 5
     assert "enough" in result.message
@@ -323,6 +325,52 @@ def test_stop_solve_returns_the_partial_result() -> None:
     res = true_residuals(problem.operator.to_dense(), result.eigenvalues, result.eigenvectors)
     np.testing.assert_allclose(res, result.residual_norms.numpy(), rtol=1e-6, atol=1e-12)
     assert not result.converged.all()
+
+
+@pytest.mark.parametrize(("N", "k", "which"), [(40, 1, "SA"), (40, 6, "LA"), (30, 4, "SA")])
+def test_ritz_every_auto_records_fewer_steps_with_the_same_answer(N: int, k: int, which: str) -> None:
+    """ritz_every=1: one record per Lanczos step. "auto" (default): records at restarts, near
+    convergence and about every 20 ms; the recurrence in between is the same, so the answer
+    matches to the tolerance (Bauer-Fike: each value is within its residual, <= tol |theta|, of
+    an eigenvalue, hence within 2 tol |theta| of the other run's) and the matvecs to 5 % (the
+    convergence test runs only at looks, which may come a few steps late)."""
+    op = problems.laplacian_2d(N).operator
+    every = lanczos(op, k, which=which, tol=1e-8, seed=0, ritz_every=1)
+    auto = lanczos(op, k, which=which, tol=1e-8, seed=0)
+    assert every.status is auto.status is SolveStatus.CONVERGED
+    assert [r.iteration for r in every.history] == list(range(1, every.n_iter + 1))
+    iterations = [r.iteration for r in auto.history]
+    assert len(iterations) < auto.n_iter // 2
+    assert iterations == sorted(set(iterations)) and iterations[0] == 1 and iterations[-1] == auto.n_iter
+    assert abs(auto.n_matvec - every.n_matvec) <= 0.05 * every.n_matvec
+    bound = 2e-8 * every.eigenvalues.abs()
+    assert torch.all((auto.eigenvalues - every.eigenvalues).abs() <= bound)
+
+
+def test_ritz_every_auto_does_not_depend_on_the_clock(monkeypatch) -> None:
+    """Records that follow time ("glances") change nothing in the run: with a record after
+    every step's worth of time or never, the same steps, matvecs and values."""
+    module = importlib.import_module("explorer.solvers.lanczos.iteration")
+    op = problems.laplacian_2d(30).operator
+    monkeypatch.setattr(module, "RECORD_INTERVAL_S", 0.0)
+    often = lanczos(op, 4, which="SA", tol=1e-8, seed=0)
+    monkeypatch.setattr(module, "RECORD_INTERVAL_S", 1e9)
+    never = lanczos(op, 4, which="SA", tol=1e-8, seed=0)
+    assert (often.n_iter, often.n_matvec) == (never.n_iter, never.n_matvec)
+    assert torch.equal(often.eigenvalues, never.eigenvalues)
+    assert len(often.history) == often.n_iter > len(never.history)  # interval 0: a glance every step
+
+
+@pytest.mark.parametrize("every", [1, 7, "auto"])
+def test_ritz_every_is_validated_and_an_integer_records_every_s_steps(every) -> None:  # noqa: ANN001
+    result = lanczos(problems.laplacian_2d(20).operator, 2, which="LA", tol=1e-8, seed=0, ritz_every=every)
+    iterations = [r.iteration for r in result.history]
+    if every == 7:  # multiples of 7, the restarts and the last step
+        assert {it for it in range(7, result.n_iter + 1, 7)} <= set(iterations)
+        assert iterations[-1] == result.n_iter
+    for bad, error in ((0, ValueError), ("every", ValueError), (2.5, TypeError)):
+        with pytest.raises(error, match="ritz_every"):
+            lanczos(problems.laplacian_2d(6).operator, 1, ritz_every=bad)
 
 
 def test_max_iter_too_small_reports_max_iter_with_an_honest_mask() -> None:
@@ -586,3 +634,57 @@ def test_auto_reorthogonalization_is_partial_in_float64_and_full_in_float32(dtyp
     assert result.status is SolveStatus.CONVERGED, result.message
     explicit = lanczos(op, 2, which="SA", tol=1e-3, seed=0, reorthogonalization=mode)
     assert explicit.n_matvec == result.n_matvec and torch.equal(explicit.eigenvalues, result.eigenvalues)
+
+
+# ---------------------------------------------------------------------------------------
+# Hidden copies (a value of multiplicity above block_size)
+# ---------------------------------------------------------------------------------------
+def test_a_hidden_triple_eigenvalue_is_found_and_reported() -> None:
+    """3-D Laplacian (cube): triple eigenvalues. A block of 2 sees two copies of each; the
+    third copy of the second and third values is orthogonal to the whole Krylov space, so
+    without the check the top-6 set came back wrong (error 0.24) with every residual below
+    tol and status CONVERGED. The check finds the missing copies on the deflated operator,
+    adds them, and says so (with its cost) in the message."""
+    problem = problems.laplacian_3d(10)
+    exact = torch.sort(problem.eigenvalues, descending=True).values[:6]
+    assert torch.unique(torch.round(exact, decimals=8)).numel() == 3  # 1 + 3 + 2 (a triple cut at k)
+    silent = lanczos(problem.operator, 6, which="LA", tol=1e-8, seed=0, copy_check="off")  # default block: 2
+    assert silent.status is SolveStatus.CONVERGED and float((silent.eigenvalues - exact).abs().max()) > 0.1
+    result = lanczos(problem.operator, 6, which="LA", tol=1e-8, seed=0)
+    assert result.status is SolveStatus.CONVERGED, result.message
+    # each value within its residual of an eigenvalue (Bauer-Fike); all six are the exact top six
+    bound = result.residual_norms + 1e3 * EPS64 * 12.0
+    assert torch.all((result.eigenvalues - exact).abs() <= bound), (result.eigenvalues, exact)
+    assert "Warning" in result.message and "hidden-copy check found them" in result.message
+    assert result.n_matvec > silent.n_matvec
+    X = result.eigenvectors
+    assert float((X.T @ X - torch.eye(6, dtype=torch.float64)).abs().max()) <= 1e-10
+    true = torch.linalg.vector_norm(problem.operator.to_dense() @ X - X * result.eigenvalues, dim=0)
+    assert torch.all(true <= residual_threshold(result.eigenvalues, 1e-8, 12.0))
+
+
+def test_the_hidden_copy_check_reports_its_cost_and_runs_only_where_a_copy_could_hide() -> None:
+    """2-D Laplacian, k = 6 LA: doubles returned twice with b = 2 could hide a third copy, so
+    the check runs (nothing to find) and the message gives its matvecs, which are exactly the
+    extra matvecs of the run. k <= block_size, or no value returned b times: no check, no cost."""
+    import re
+
+    op = problems.laplacian_2d(20).operator
+    off = lanczos(op, 6, which="LA", tol=1e-8, seed=0, copy_check="off")
+    auto = lanczos(op, 6, which="LA", tol=1e-8, seed=0)
+    match = re.search(r"Hidden-copy check: (\d+) deflated block step\(s\), (\d+) matvecs; no copy", auto.message)
+    assert match, auto.message
+    assert auto.n_matvec - off.n_matvec == int(match.group(2)) == 2 * int(match.group(1))
+    torch.testing.assert_close(auto.eigenvalues, off.eigenvalues, rtol=0, atol=0)
+    two = lanczos(op, 2, which="LA", tol=1e-8, seed=0)  # k = block_size = 2: every double is seen
+    assert "Hidden-copy" not in two.message
+    distinct = problems.diagonal(torch.arange(1.0, 41.0, dtype=torch.float64))
+    plain = lanczos(distinct.operator, 5, which="LA", tol=1e-8, seed=0)
+    assert "Hidden-copy" not in plain.message
+    assert plain.n_matvec == lanczos(distinct.operator, 5, which="LA", tol=1e-8, seed=0, copy_check="off").n_matvec
+    # a block size given by the caller states the multiplicities: block_size=1 means simple
+    given = lanczos(op, 6, which="LA", tol=1e-8, seed=0, block_size=2)
+    assert "Hidden-copy" not in given.message and given.n_matvec == off.n_matvec
+    assert "Hidden-copy" in lanczos(op, 6, which="LA", tol=1e-8, seed=0, block_size=2, copy_check="on").message
+    with pytest.raises(ValueError, match="copy_check"):
+        lanczos(op, 2, copy_check="yes")

@@ -18,13 +18,12 @@ ROOT = Path(__file__).resolve().parents[1] / "explorer"
 FLOORS: tuple[tuple[str, ...], ...] = (
     ("tracking", "operators"),  # what a solve reports; the operator contract
     ("solvers",),
-    ("store",),  # the run store: records and results on disk
-    ("problems", "models"),  # where matrices and Hessians come from
-    ("runs",),  # a solve as the app runs and keeps it
+    ("problems", "models", "store"),  # where matrices and Hessians come from; where runs are kept
+    ("runs", "distributed"),  # a solve as the app runs and keeps it; a solve across processes
     ("analysis",),
     ("teaching",),
     ("plots",),
-    ("bench", "ui", "cli"),  # the tools, the app and the command line on top
+    ("bench", "cli", "ui"),  # the tools, the command line and the app on top
 )
 FLOOR_OF = {package: level for level, names in enumerate(FLOORS) for package in names}
 

@@ -116,3 +116,11 @@ def test_a_shift_at_an_eigenvalue_is_refused_with_the_fix() -> None:
     lam = _closed_form(N)
     with pytest.raises(ValueError, match="is an eigenvalue of this Laplacian.*move sigma"):
         LESSONS["shift_invert"].setup({"sigma": float(lam[66])})  # 4 sin^2(67 pi / 402) = 1
+
+
+def test_both_runs_record_every_step(demo) -> None:  # type: ignore[no-untyped-def]
+    setup, outcomes = demo
+    assert all(config.params["ritz_every"] == 1 for config in setup.configs)
+    for run in outcomes:
+        ms = [int(r.all_ritz_values.numel()) for r in run.records]
+        assert ms == list(range(1, len(ms) + 1))  # one record per Lanczos step: m = 1, 2, 3, ...

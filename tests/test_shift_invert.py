@@ -62,9 +62,11 @@ def _check(result, problem, exact, tol, dtype, *, B_inverse_norm: float = 1.0):
     eps = torch.finfo(dtype).eps
     assert torch.allclose(result.residual_norms.double(), recomputed, rtol=0,
                           atol=10 * math.sqrt(n) * eps * norm), (result.residual_norms, recomputed)
-    # history: one record per inner iteration, numbered on, costs non-decreasing
-    assert len(result.history) == result.n_iter
-    assert [r.iteration for r in result.history] == list(range(1, result.n_iter + 1))
+    # history: records of the inner iterations (Lanczos's "auto" ritz_every: a subset, strictly
+    # increasing, the last at n_iter; see the contract suite), costs non-decreasing
+    iterations = [r.iteration for r in result.history]
+    assert all(1 <= it <= result.n_iter for it in iterations) and iterations == sorted(set(iterations))
+    assert iterations[-1] == result.n_iter
     costs = [r.n_matvec for r in result.history]
     assert costs == sorted(costs) and costs[-1] <= result.n_matvec
 

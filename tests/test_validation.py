@@ -205,3 +205,18 @@ def test_a_seed_that_is_not_a_whole_number_is_refused_not_truncated(name: str, s
                                                                     match: str) -> None:
     with pytest.raises(error, match=match):
         SOLVERS[name].fn(_spd(), 2, which=SOLVERS[name].which[0], seed=seed)
+
+
+def test_a_choice_may_also_take_whole_numbers_and_shows_labels() -> None:
+    """Lanczos's ``ritz_every`` is "auto" or a step count: the form offers the listed choices
+    (with labels, "record every step" for 1); code may pass any whole number >= 1."""
+    spec = SOLVERS["lanczos"].param("ritz_every")
+    assert spec.kind == "choice" and spec.default == "auto"
+    assert [spec.validate(v) for v in ("auto", 1, 7, np.int64(3), 10.0)] == ["auto", 1, 7, 3, 10]
+    assert spec.label(1) == "record every step" and spec.label(3) == "3"
+    for bad, error in ((True, ValueError), ("often", ValueError), (0, ValueError), (2.5, TypeError)):
+        with pytest.raises(error, match="ritz_every"):
+            spec.validate(bad)
+    assert SOLVERS["lanczos"].param("reorthogonalization").label("full") == "full"  # no labels: the value
+    with pytest.raises(ValueError, match="must be one of"):
+        SOLVERS["lanczos"].param("reorthogonalization").validate(1)

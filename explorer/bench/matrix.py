@@ -4,8 +4,13 @@ Run ``python -m explorer.bench`` (the full set: 2-D Laplacians n = 10^4 and 10^5
 prescribed spectra n = 1000 and 4000; long, over an hour on a loaded 2-core host) or
 ``python -m explorer.bench --quick`` (n = 10^4 Laplacian and n = 1000 dense; one to two
 minutes on a 2-core host). ``--problems`` picks problem keys (e.g.
-``--problems laplace2d_N316`` runs the n = 10^5 Laplacian alone), ``--solvers`` picks rows,
-``--csv`` writes the table, ``--mem-gb`` / ``--timeout`` set the per-run limits below.
+``--problems laplace2d_N316`` runs the n = 10^5 Laplacian alone; ``laplace2d_N1000``, n = 10^6,
+is opt-in: named only, never in the default set or ``--quick``), ``--cases 10:LA 1:SA`` replaces
+every problem's (k, which) cases, ``--solvers`` picks rows, ``--csv`` writes the table,
+``--mem-gb`` / ``--timeout`` set the per-run limits below, ``--device cpu|cuda[:i]`` and
+``--dtype float64|float32`` say where and in what precision the solvers run, ``--tol`` sets
+the tolerance (default 1e-6 in float64, 1e-5 in float32). The n = 10^6 row of
+docs/benchmarks.md: ``--problems laplace2d_N1000 --cases 10:LA --solvers lanczos --cap 600``.
 Each row is printed (flushed) as soon as its run ends; the full table follows at the end.
 
 What is measured (the method of ../shared/PEERS.md, section 3):
@@ -14,7 +19,14 @@ What is measured (the method of ../shared/PEERS.md, section 3):
   and 10, LA and SA; reference analytic (``4 - 2 cos(i pi/(N+1)) - 2 cos(j pi/(N+1))``, with
   exact double eigenvalues). ``dense_{geometric,smallgap,cluster}_n{1000,4000}``: ``Q diag(lam)
   Q^T`` with a Haar-random Q, k = 10 LA; reference = the prescribed lam (the assembled
-  matrix is within ~n eps ||A|| of it). Everything float64, tol = 1e-6 (relative residual).
+  matrix is within ~n eps ||A|| of it). Float64 and tol = 1e-6 (relative residual) unless
+  ``--dtype float32`` (then tol 1e-5, above float32's rounding level). Any ``laplace2d_N<N>``
+  is accepted (``laplace2d_N3163``, n = 10^7, for a GPU).
+* **Devices.** ``--device cuda``: our operator (torch sparse CSR or dense) and torch.lobpcg's
+  tensor live on the GPU; the scipy peers (ARPACK, PRIMME, scipy lobpcg) stay on the CPU in
+  the same dtype and say so in ``note``. On CUDA every time is wall seconds between
+  ``torch.cuda.synchronize`` calls (the host's CPU time says nothing about GPU work), the cap
+  is wall seconds, and runs go in this process (below).
 * **Rows.** ``lanczos`` (defaults: partial re-orthogonalization, block size 1 for k = 1 and 2
   otherwise), ``lanczos_full`` (full re-orthogonalization), ``lanczos_b1`` (block size 1 for
   every k, like ARPACK and PRIMME: fewer matvecs on distinct eigenvalues, but it cannot see
@@ -37,7 +49,8 @@ What is measured (the method of ../shared/PEERS.md, section 3):
   ``torch._linalg_utils.matmul`` that counts products with the problem's tensor. One
   column is one matvec.
 * **Cap.** Each run stops after ``cap`` seconds of process CPU time (30 s; 5 s with
-  ``--quick``), enforced inside the counting operator by raising; such rows read ``CAP``. A
+  ``--quick``; wall seconds for the rows on a GPU), enforced inside the counting operator by
+  raising; such rows read ``CAP``. A
   solver that hit the cap (or the memory cap, or the wall-clock limit) on a problem is
   skipped on the larger instances of the same problem kind and case (a cap on
   ``laplace2d_N100`` skips ``laplace2d_N316``), also across ``--problems`` in one run.
@@ -61,12 +74,26 @@ What is measured (the method of ../shared/PEERS.md, section 3):
   seeded, so the runs are the same run, except PRIMME's, whose matvec count varies from call
   to call in one process. The progress line of
   each run shows its peak RSS (``peak=``: the child's ``ru_maxrss``, which includes the
-  pages it shares with the parent, and the growth over the start). ``--no-isolate`` (or
-  ``run_benchmark(..., isolate=False)``) runs everything in one process, without limits.
+  pages it shares with the parent, and the growth over the start); the table shows both in GB
+  (``peak_gb``, ``grow_gb``). ``--no-isolate`` (or ``run_benchmark(..., isolate=False)``) runs
+  everything in one process, without limits and without the peak columns. On CUDA runs are
+  never isolated: a process forked after CUDA is initialized cannot use it, and ``RLIMIT_AS``
+  breaks CUDA's reservation of address space; the peak columns are then
+  ``torch.cuda.max_memory_allocated`` during the run (the resident problem included) and its
+  growth over the start.
 * **Accuracy.** ``eig_err``: max relative error of the returned set, sorted in ``which``
   order, against the reference (a missed copy of a double eigenvalue shows as ~1e-3 to
   1e-4). ``resid``: max ``||A v - lambda v|| / (|lambda| ||v||)``, computed here with the
-  uncounted matrix. ``ok``: all k values returned and ``eig_err <= 1e-5``.
+  uncounted float64 matrix on the CPU (whatever the run's device and dtype). ``ok``: all k
+  values returned and ``eig_err`` below :meth:`BenchProblem.ok_threshold`, ``min(1e-5, g / 2)``
+  with g the smallest relative gap between distinct wanted values: then no copy of a multiple
+  eigenvalue is missing (at n = 10^6, g = 1.2e-6; the threshold is printed per case).
+* **Overhead** against the physical floor (PEERS.md section 3): ``overhead = time / (matvecs x
+  t_mv)`` for every row that ran, with ``t_mv`` (``t_mv_ms``) the time of one single-vector
+  product on the row's backend (:func:`backend`, :func:`measure_t_mv`: ``matrix @ x`` for the
+  scipy peers, our operator's ``matvec`` for ours, ``tensor @ x`` for torch.lobpcg), measured in
+  the parent before and after each problem's runs, the smaller kept; CPU time on the CPU, wall
+  time on a GPU. Block methods can come out below 1 (a block product costs less per column).
 * **Ratios** ``mv/arpack`` and ``wall/arpack``: this row divided by ARPACK's row on the same
   problem (below 1: better than ARPACK).
 * **Tracker overhead** (``tracker_%``, lanczos rows): CPU time of the solve with a
@@ -94,7 +121,7 @@ import struct
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -108,16 +135,21 @@ from explorer.solvers import _common as solver_common
 from explorer.solvers.lanczos import default_block_size
 from explorer.tracking import HistoryTracker
 
-__all__ = ["BenchProblem", "PROBLEM_KEYS", "QUICK_KEYS", "PEERS", "make_problems", "run_benchmark", "main",
-           "SVDBenchProblem", "SVD_KEYS", "SVD_QUICK_KEYS", "SVD_OURS", "SVD_PEERS"]
+__all__ = ["BenchProblem", "PROBLEM_KEYS", "QUICK_KEYS", "OPT_IN_KEYS", "PEERS", "make_problems", "run_benchmark",
+           "measure_t_mv", "parse_cases", "main", "SVDBenchProblem", "SVD_KEYS", "SVD_QUICK_KEYS", "SVD_OURS",
+           "SVD_PEERS"]
 
-TOL = 1e-6
+TOL = 1e-6  # float64 (default_tol)
+TOL_FLOAT32 = 1e-5
 CORRECT_ERR = 1e-5
 LAPLACE_CASES = ((1, "LA"), (1, "SA"), (10, "LA"), (10, "SA"))
 DENSE_CASES = ((10, "LA"),)
 PROBLEM_KEYS = ("laplace2d_N100", "laplace2d_N316", "dense_geometric_n1000", "dense_smallgap_n1000",
                 "dense_cluster_n1000", "dense_geometric_n4000", "dense_smallgap_n4000", "dense_cluster_n4000")
 QUICK_KEYS = ("laplace2d_N100", "dense_geometric_n1000", "dense_smallgap_n1000", "dense_cluster_n1000")
+# Opt-in (named with --problems only): n = 10^6, where no peer measured here returns the top 10
+# (../shared/PEERS.md); one run of a case takes minutes on one CPU thread.
+OPT_IN_KEYS = ("laplace2d_N1000",)
 # Shift-invert problems (opt-in: --problems laplace2d_si_N316): the 2-D Laplacian, k = 10 nearest sigma,
 # case "SI0" (sigma = 0: the 10 smallest) and "SImid" (sigma near the middle of the spectrum, 4).
 SHIFT_INVERT_KEYS = ("laplace2d_si_N100", "laplace2d_si_N316")
@@ -129,7 +161,8 @@ PEERS = ("arpack", "primme", "scipy_lobpcg", "torch_lobpcg")
 # SuperLU, scipy LOBPCG with the LU of A as preconditioner (SI0 only: LOBPCG finds extreme values).
 SHIFT_INVERT_ROWS = ("lanczos_si", "lobpcg_si", "arpack_si", "scipy_lobpcg_lu")
 COLUMNS = ["problem", "n", "k", "which", "solver", "status", "ok", "matvecs", "wall_s", "cpu_s", "runs", "eig_err",
-           "resid", "mv/arpack", "wall/arpack", "tracker_%", "record_%", "note"]
+           "resid", "overhead", "mv/arpack", "wall/arpack", "peak_gb", "grow_gb", "t_mv_ms", "tracker_%", "record_%",
+           "note"]
 # A run faster than REPEAT_BELOW_S CPU seconds is repeated (at most REPEAT_MAX runs in all, and
 # no new run once twice that is spent), and the fastest counts: the first run of a short solve
 # in a fresh child is slower than the runs after it (first calls into LAPACK, first touches of
@@ -147,13 +180,17 @@ class BenchProblem:
 
     Attributes:
         key: e.g. ``laplace2d_N100``.
-        operator: explorer operator (SparseOperator / DenseOperator, float64).
-        matrix: the same matrix for the peers (scipy CSR or numpy array; shares memory).
-        tensor: the same matrix as a torch tensor (sparse CSR or dense) for torch.lobpcg.
+        operator: explorer operator (SparseOperator / DenseOperator) on ``device`` in ``dtype``.
+        matrix: the same matrix for the scipy peers (scipy CSR or numpy array, on the CPU, in
+            ``dtype``; shares memory with ``operator`` on the CPU in float64).
+        tensor: the same matrix as a torch tensor (sparse CSR or dense) on ``device`` for
+            torch.lobpcg (the operator's own tensor: no second copy).
         eigenvalues: all n exact eigenvalues, ascending (numpy float64).
         cases: (k, which) pairs.
         family: "laplace2d" or "dense" (the skip rule compares problems of the same key without
             its size, e.g. dense_smallgap_n1000 and dense_smallgap_n4000).
+        exact: the matrix in float64 on the CPU, for the accuracy columns (``matrix`` as built).
+        device, dtype, tol: where and how the runs go (:meth:`placed`).
     """
 
     key: str
@@ -165,6 +202,14 @@ class BenchProblem:
     family: str
     description: str = ""
     sigmas: dict[str, float] = field(default_factory=dict)  # shift-invert cases: "SI0" -> 0.0, ...
+    exact: Any = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    dtype: torch.dtype = torch.float64
+    tol: float = TOL
+
+    def __post_init__(self) -> None:
+        if self.exact is None:
+            self.exact = self.matrix
 
     @property
     def n(self) -> int:
@@ -176,11 +221,69 @@ class BenchProblem:
             return ev[np.argsort(np.abs(ev - self.sigmas[which]), kind="stable")][:k].copy()
         return ev[::-1][:k].copy() if which == "LA" else ev[:k].copy()
 
+    def ok_threshold(self, k: int, which: str) -> float:
+        """The largest ``eig_err`` that still proves the right set: ``min(CORRECT_ERR, g / 2)``.
+
+        ``g`` is the smallest relative gap between distinct exact values at the wanted end
+        (the k wanted values and the next distinct one; values within 1e-12 relative are one
+        value, so exact doubles count once). A sorted returned set whose every value lies
+        within g / 2 of its reference is nearer to it than to any other distinct eigenvalue,
+        so no copy is missing. On the 2-D Laplacian distinct top values are pi^2 / (N + 1)^2
+        apart (1.2e-4 relative at n = 10^4, 1.2e-5 at 10^5, 1.2e-6 at 10^6): a set that skips a
+        copy of a double is off by that much, inside the fixed 1e-5 from n = 10^5 on.
+        """
+        ev = np.asarray(self.eigenvalues, dtype=np.float64)
+        if which in self.sigmas:  # nearest sigma first
+            ev = ev[np.argsort(np.abs(ev - self.sigmas[which]), kind="stable")]
+        elif which == "LA":
+            ev = ev[::-1]
+        if ev.size == 0:
+            return CORRECT_ERR
+        scale = max(float(np.abs(ev).max()), np.finfo(np.float64).tiny)
+        stop = min(k, ev.size)
+        last = ev[stop - 1]
+        while stop < ev.size and abs(ev[stop] - last) <= 1e-12 * scale:
+            stop += 1
+        window = np.sort(ev[:min(stop + 1, ev.size)])  # by value: every pair of neighbours counts
+        distinct = [window[0]]
+        for value in window[1:]:
+            if abs(value - distinct[-1]) > 1e-12 * scale:
+                distinct.append(value)
+        if len(distinct) < 2:
+            return CORRECT_ERR
+        values = np.asarray(distinct)
+        gaps = np.abs(np.diff(values)) / np.maximum(np.minimum(np.abs(values[:-1]), np.abs(values[1:])), 1e-300)
+        return float(min(CORRECT_ERR, 0.5 * gaps.min()))
+
+    def placed(self, device: torch.device | str, dtype: torch.dtype, tol: float | None = None) -> "BenchProblem":
+        """This problem for runs on ``device`` in ``dtype`` (self when nothing changes).
+
+        Our operator and torch.lobpcg's tensor move to the device (torch sparse CSR on CUDA);
+        the scipy peers' matrix stays on the CPU, cast to ``dtype``; ``exact`` stays float64.
+        """
+        from explorer.operators.base import canonical_device
+
+        device = canonical_device(device)
+        tol = default_tol(dtype) if tol is None else float(tol)
+        if device == self.device and dtype == self.dtype and tol == self.tol:
+            return self
+        op = self.operator.to(device, dtype)
+        shared = self.tensor is getattr(self.operator, "matrix", None)  # torch.lobpcg's tensor is the operator's
+        tensor = op.matrix if shared else self.tensor.to(device=device, dtype=dtype)  # type: ignore[attr-defined]
+        matrix = self.exact if dtype == torch.float64 else self.exact.astype(np.float32)
+        return replace(self, operator=op, tensor=tensor, matrix=matrix, device=device, dtype=dtype, tol=tol)
+
+
+def default_tol(dtype: torch.dtype) -> float:
+    """1e-6 in float64; 1e-5 in float32, above float32's rounding level at the wanted end
+    (``ROUNDING_LEVEL`` eps ||A|| / |lambda| = 100 x 6e-8 = 6e-6 at the Laplacian's top)."""
+    return TOL if dtype == torch.float64 else TOL_FLOAT32
+
 
 def _laplacian(N: int, cases: Sequence[tuple[int, str]]) -> BenchProblem:
     from explorer import problems  # local: problems imports the solver registry
 
-    problem = problems.laplacian_2d(N)
+    problem = problems.laplacian_2d(N, max_n=max(N * N, 1))  # the bench knows its sizes (N3163: n = 10^7)
     op = problem.operator
     assert isinstance(op, SparseOperator)
     assert problem.eigenvalues is not None
@@ -270,26 +373,43 @@ class CapReached(Exception):
 
 
 class Budget:
-    """Counts matvec columns and raises :class:`CapReached` past ``cap_s`` CPU seconds."""
+    """Counts matvec columns and raises :class:`CapReached` past ``cap_s`` seconds of ``clock``.
 
-    def __init__(self, cap_s: float) -> None:
+    The clock is read at most every ``CHECK_EVERY_S`` wall seconds: on the shared VM one
+    ``time.process_time()`` call took from 0.6 us to 10 ms (it sums the CPU time of all the
+    process' threads), which charged every solver's matvecs with the clock's cost. The cap is
+    therefore enforced at the first charge and then to within that interval.
+
+    ``clock``: process CPU time (the default; runs on the CPU) or wall time (runs on a GPU,
+    where the host's CPU time says nothing about the work).
+    """
+
+    CHECK_EVERY_S = 0.05
+
+    def __init__(self, cap_s: float, clock: Callable[[], float] = time.process_time) -> None:
         self.cap_s = cap_s
+        self.clock = clock
         self.count = 0
         self.calls = 0
         self.capped = False
-        self.t0 = time.process_time()
+        self.t0 = clock()
+        self._next_check = -math.inf  # the first charge checks
 
     def charge(self, columns: int) -> None:
         self.count += int(columns)
         self.calls += 1
-        if time.process_time() - self.t0 > self.cap_s:
+        now = time.perf_counter()
+        if now < self._next_check:
+            return
+        self._next_check = now + self.CHECK_EVERY_S
+        if self.clock() - self.t0 > self.cap_s:
             self.capped = True
             raise CapReached(f"CAP({self.count})")
 
 
 class _CountingScipy(sla.LinearOperator):
     def __init__(self, matrix: Any, budget: Budget) -> None:
-        super().__init__(dtype=np.float64, shape=matrix.shape)
+        super().__init__(dtype=matrix.dtype, shape=matrix.shape)
         self.matrix, self.budget = matrix, budget
 
     def _matvec(self, x: np.ndarray) -> np.ndarray:
@@ -348,9 +468,10 @@ def _run_ours(name: str, extras: dict[str, Any]) -> Callable[..., tuple[np.ndarr
     def runner(problem: BenchProblem, k: int, which: str, budget: Budget, seed: int,
                tracker: Any = None) -> tuple[np.ndarray, np.ndarray, str]:
         op = _CountingOperator(problem.operator, budget)
-        result = solve(name, op, k, which=which, tol=TOL, seed=seed, max_iter=10**6, tracker=tracker, **extras)
+        result = solve(name, op, k, which=which, tol=problem.tol, seed=seed, max_iter=10**6, tracker=tracker,
+                       **extras)
         note = result.status.value if result.status.value != "converged" else ""
-        return (result.eigenvalues.double().numpy(), result.eigenvectors.double().numpy(),
+        return (result.eigenvalues.detach().double().cpu().numpy(), result.eigenvectors.detach().double().cpu().numpy(),
                 (note + " " + f"{result.n_iter} it").strip())
     return runner
 
@@ -358,7 +479,8 @@ def _run_ours(name: str, extras: dict[str, Any]) -> Callable[..., tuple[np.ndarr
 def _run_arpack(problem: BenchProblem, k: int, which: str, budget: Budget, seed: int,
                 tracker: Any = None) -> tuple[np.ndarray, np.ndarray, str]:
     op = _CountingScipy(problem.matrix, budget)
-    values, vectors = sla.eigsh(op, k=k, which=which, tol=TOL, v0=_start(problem.n, 1, seed))
+    values, vectors = sla.eigsh(op, k=k, which=which, tol=problem.tol,
+                                v0=_start(problem.n, 1, seed).astype(problem.matrix.dtype))
     return values, vectors, ""
 
 
@@ -368,10 +490,13 @@ def _run_primme(problem: BenchProblem, k: int, which: str, budget: Budget, seed:
 
     op = _CountingScipy(problem.matrix, budget)
 
-    def convtest(value: float, vector: Any, residual_norm: float) -> bool:
-        return bool(residual_norm <= TOL * abs(value))
+    tol = problem.tol
 
-    values, vectors = primme.eigsh(op, k, which=which, tol=TOL, convtest=convtest, v0=_start(problem.n, 1, seed)[:, None])
+    def convtest(value: float, vector: Any, residual_norm: float) -> bool:
+        return bool(residual_norm <= tol * abs(value))
+
+    values, vectors = primme.eigsh(op, k, which=which, tol=tol, convtest=convtest,
+                                   v0=_start(problem.n, 1, seed)[:, None].astype(problem.matrix.dtype))
     return values, vectors, "default method (block size 1)"
 
 
@@ -379,9 +504,9 @@ def _run_scipy_lobpcg(problem: BenchProblem, k: int, which: str, budget: Budget,
                       tracker: Any = None) -> tuple[np.ndarray, np.ndarray, str]:
     op = _CountingScipy(problem.matrix, budget)
     scale = float(np.min(np.abs(problem.reference(k, which))))
-    X = np.random.default_rng(seed).standard_normal((problem.n, k))
-    values, vectors = sla.lobpcg(op, X, tol=TOL * scale, maxiter=10**6, largest=(which == "LA"))
-    return values, vectors, "block = k, tol = 1e-6 |lambda_k| (absolute)"
+    X = np.random.default_rng(seed).standard_normal((problem.n, k)).astype(problem.matrix.dtype)
+    values, vectors = sla.lobpcg(op, X, tol=problem.tol * scale, maxiter=10**6, largest=(which == "LA"))
+    return values, vectors, f"block = k, tol = {problem.tol:g} |lambda_k| (absolute)"
 
 
 def _run_torch_lobpcg(problem: BenchProblem, k: int, which: str, budget: Budget, seed: int,
@@ -391,12 +516,12 @@ def _run_torch_lobpcg(problem: BenchProblem, k: int, which: str, budget: Budget,
     A = problem.tensor
     if problem.n < 3 * k:
         raise ValueError("torch.lobpcg needs n >= 3 k")
-    X = torch.from_numpy(np.random.default_rng(seed).standard_normal((problem.n, k)))
+    X = torch.from_numpy(np.random.default_rng(seed).standard_normal((problem.n, k))).to(A.device, A.dtype)
     # torch's criterion: ||r|| / ((||A||_est + |lambda|) ||x||) with ||A||_est = ||A X0||_F / ||X0||_F
-    # (about the RMS eigenvalue); map our relative 1e-6 onto it as PEERS.md does.
+    # (about the RMS eigenvalue); map our relative tol onto it as PEERS.md does.
     rms = float(torch.linalg.matrix_norm(A @ X) / torch.linalg.matrix_norm(X))
     lam = float(np.min(np.abs(problem.reference(k, which))))
-    tol = TOL * lam / (rms + lam)
+    tol = problem.tol * lam / (rms + lam)
     original = lu.matmul
 
     def counting(first: Any, second: Any) -> Any:
@@ -409,18 +534,19 @@ def _run_torch_lobpcg(problem: BenchProblem, k: int, which: str, budget: Budget,
         values, vectors = torch.lobpcg(A, k=k, X=X, largest=(which == "LA"), tol=tol, niter=-1, method="ortho")
     finally:
         lu.matmul = original
-    return values.numpy(), vectors.numpy(), "method=ortho"
+    return values.double().cpu().numpy(), vectors.double().cpu().numpy(), "method=ortho"
 
 
 def _run_ours_si(name: str) -> Callable[..., tuple[np.ndarray, np.ndarray, str]]:
     def runner(problem: BenchProblem, k: int, which: str, budget: Budget, seed: int,
                tracker: Any = None) -> tuple[np.ndarray, np.ndarray, str]:
         op = _CountingOperator(problem.operator, budget)
-        result = solve(name, op, k, which="LM", sigma=problem.sigmas[which], tol=TOL, seed=seed, tracker=tracker)
+        result = solve(name, op, k, which="LM", sigma=problem.sigmas[which], tol=problem.tol, seed=seed,
+                       tracker=tracker)
         budget.count = result.n_matvec  # solves with the factorization + products with A (counted there too)
         budget.charge(0)
         note = result.status.value if result.status.value != "converged" else ""
-        return (result.eigenvalues.double().numpy(), result.eigenvectors.double().numpy(),
+        return (result.eigenvalues.detach().double().cpu().numpy(), result.eigenvectors.detach().double().cpu().numpy(),
                 (note + f" {result.n_iter} it; matvecs = solves + A products").strip())
     return runner
 
@@ -448,7 +574,7 @@ def _run_arpack_si(problem: BenchProblem, k: int, which: str, budget: Budget, se
     sigma = problem.sigmas[which]
     A = sp.csc_matrix(problem.matrix)
     lu = sla.splu((A - sigma * sp.identity(problem.n, format="csc")).tocsc())  # what eigsh does, in the timed region
-    values, vectors = sla.eigsh(A, k=k, sigma=sigma, which="LM", tol=TOL, v0=_start(problem.n, 1, seed),
+    values, vectors = sla.eigsh(A, k=k, sigma=sigma, which="LM", tol=problem.tol, v0=_start(problem.n, 1, seed),
                                 OPinv=_CountingSolve(lu, problem.n, budget))
     return values, vectors, "mode 3, OPinv = splu(A - sigma I); matvecs = solves"
 
@@ -461,7 +587,7 @@ def _run_scipy_lobpcg_lu(problem: BenchProblem, k: int, which: str, budget: Budg
     op = _CountingScipy(problem.matrix, budget)
     scale = float(np.min(np.abs(problem.reference(k, which))))
     X = np.random.default_rng(seed).standard_normal((problem.n, k))
-    values, vectors = sla.lobpcg(op, X, M=_CountingSolve(lu, problem.n, budget), tol=TOL * scale, maxiter=10**6,
+    values, vectors = sla.lobpcg(op, X, M=_CountingSolve(lu, problem.n, budget), tol=problem.tol * scale, maxiter=10**6,
                                  largest=False)
     return values, vectors, "M = splu(A) solve; matvecs = A products + solves"
 
@@ -615,7 +741,7 @@ class _CountingScipyRect(sla.LinearOperator):
     """scipy LinearOperator of an m x n matrix with A^T, charging a Budget for both products."""
 
     def __init__(self, matrix: Any, budget: Budget) -> None:
-        super().__init__(dtype=np.float64, shape=matrix.shape)
+        super().__init__(dtype=matrix.dtype, shape=matrix.shape)
         self.matrix, self.budget = matrix, budget
 
     def _matvec(self, x: np.ndarray) -> np.ndarray:
@@ -663,11 +789,12 @@ def _run_golub_kahan(extras: dict[str, Any]) -> Callable[..., tuple[np.ndarray, 
     def runner(problem: BenchProblem, k: int, which: str, budget: Budget, seed: int,
                tracker: Any = None) -> tuple[np.ndarray, Any, str]:
         op = _CountingRectOperator(problem.operator, budget)
-        result = solve("golub_kahan", op, k, which=which, tol=TOL, seed=seed, max_iter=10**6, tracker=tracker,
-                       **extras)
+        result = solve("golub_kahan", op, k, which=which, tol=problem.tol, seed=seed, max_iter=10**6,
+                       tracker=tracker, **extras)
         note = result.status.value if result.status.value != "converged" else ""
-        return (result.singular_values.double().numpy(),
-                (result.U.double().numpy(), result.V.double().numpy()), (note + " " + f"{result.n_iter} it").strip())
+        return (result.singular_values.detach().double().cpu().numpy(),
+                (result.U.detach().double().cpu().numpy(), result.V.detach().double().cpu().numpy()),
+                (note + " " + f"{result.n_iter} it").strip())
     return runner
 
 
@@ -679,7 +806,7 @@ def _run_svds(solver: str) -> Callable[..., tuple[np.ndarray, Any, str]]:
         kwargs: dict[str, Any] = {}
         if solver == "propack":
             kwargs["maxiter"] = min(min(m, n), PROPACK_MAX_KRYLOV)
-        U, s, Vh = sla.svds(op, k=k, which="LM" if which == "LA" else "SM", tol=math.sqrt(TOL), solver=solver,
+        U, s, Vh = sla.svds(op, k=k, which="LM" if which == "LA" else "SM", tol=math.sqrt(problem.tol), solver=solver,
                             random_state=np.random.default_rng(seed), **kwargs)
         return s, (U, Vh.T), f"tol = sqrt(1e-6) (squared inside){'; maxiter = ' + str(kwargs['maxiter']) if kwargs else ''}"
     return runner
@@ -694,7 +821,8 @@ def _run_svd_lowrank(niter: int) -> Callable[..., tuple[np.ndarray, Any, str]]:
         torch.manual_seed(seed)  # svd_lowrank draws from the global generator (this is the run's own process)
         U, S, V = torch.svd_lowrank(problem.tensor, q=q, niter=niter)
         budget.charge(q * (2 * niter + 2))  # (counted analytically: see the block comment)
-        return S[:k].numpy(), (U[:, :k].numpy(), V[:, :k].numpy()), f"q = {q}, niter = {niter}; matvecs analytic"
+        return (S[:k].double().cpu().numpy(), (U[:, :k].double().cpu().numpy(), V[:, :k].double().cpu().numpy()),
+                f"q = {q}, niter = {niter}; matvecs analytic")
     return runner
 
 
@@ -726,7 +854,7 @@ def _svd_errors(problem: BenchProblem, k: int, which: str, values: Any, vectors:
     U = U / np.linalg.norm(U, axis=0)
     V = V / np.linalg.norm(V, axis=0)
     err = float(np.max(np.abs(got - ref) / np.maximum(np.abs(ref), 1e-300)))
-    A = problem.matrix
+    A = problem.exact  # float64 on the CPU whatever the run's dtype
     res = np.sqrt(np.linalg.norm(np.asarray(A @ V) - U * got, axis=0) ** 2
                   + np.linalg.norm(np.asarray(A.T @ U) - V * got, axis=0) ** 2) / np.maximum(np.abs(got), 1e-300)
     return err, float(np.max(res))
@@ -737,10 +865,11 @@ def _svd_errors(problem: BenchProblem, k: int, which: str, values: Any, vectors:
 # ----------------------------------------------------------------------------------------
 def _errors(problem: BenchProblem, k: int, which: str, values: np.ndarray,
             vectors: np.ndarray) -> tuple[float, float]:
+    """(eig_err, resid) in float64 on the CPU, with ``problem.exact`` whatever the run's dtype."""
     if isinstance(problem, SVDBenchProblem):
         return _svd_errors(problem, k, which, values, vectors)
-    values, vectors = np.asarray(values), np.asarray(vectors)
     ref = problem.reference(k, which)
+    values = np.asarray(values, dtype=np.float64)
     if values.size < k or not np.all(np.isfinite(values)):
         return math.inf, math.inf
     if which in problem.sigmas:
@@ -749,22 +878,50 @@ def _errors(problem: BenchProblem, k: int, which: str, values: np.ndarray,
         order = np.argsort(-values) if which == "LA" else np.argsort(values)
     got = values[order][:k]
     eig_err = float(np.max(np.abs(got - ref) / np.maximum(np.abs(ref), 1e-300)))
-    V = vectors[:, order][:, :k]
-    AV = np.asarray(problem.matrix @ V)
+    V = np.asarray(vectors, dtype=np.float64)[:, order][:, :k]
+    AV = np.asarray(problem.exact @ V)
     res = np.linalg.norm(AV - V * got, axis=0) / (np.abs(got) * np.linalg.norm(V, axis=0))
     return eig_err, float(np.max(res))
 
 
+def on_device(solver: str, problem: BenchProblem) -> bool:
+    """Whether this row runs on the problem's (non-CPU) device: ours and the torch peers do, scipy peers never."""
+    if problem.device.type == "cpu":
+        return False
+    return backend(solver) in ("ours", "torch") or solver in ("lanczos_si", "lobpcg_si")
+
+
+def backend(solver: str) -> str | None:
+    """Which product a row's matvecs are: "scipy" (ARPACK, PRIMME, scipy lobpcg, scipy svds:
+    ``matrix @ x``), "torch" (torch.lobpcg, torch.svd_lowrank: ``tensor @ X``) or "ours" (our
+    operator's ``matvec``); None for the shift-invert rows, whose "matvecs" are mostly solves with
+    a factorization (no matvec floor: no overhead)."""
+    if solver in SHIFT_INVERT_ROWS:
+        return None
+    return {"arpack": "scipy", "primme": "scipy", "scipy_lobpcg": "scipy", "svds_arpack": "scipy",
+            "svds_propack": "scipy", "torch_lobpcg": "torch", "torch_svd_lowrank": "torch",
+            "torch_svd_lowrank_8": "torch"}.get(solver, "ours")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def _timed(runner: Callable[..., Any], problem: BenchProblem, k: int, which: str, cap_s: float, seed: int,
-           tracker: Any = None) -> tuple[Any, Budget, float, float, str | None]:
-    budget = Budget(cap_s)
+           tracker: Any = None, solver: str = "") -> tuple[Any, Budget, float, float, str | None]:
+    device = problem.device if on_device(solver, problem) else torch.device("cpu")
+    budget = Budget(cap_s, clock=time.perf_counter if device.type != "cpu" else time.process_time)
     failure: str | None = None
     out = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        _sync(device)
         w0, c0 = time.perf_counter(), time.process_time()
+        budget.t0 = budget.clock()
         try:
             out = runner(problem, k, which, budget, seed, tracker=tracker)
+            _sync(device)
         except CapReached as cap:
             failure = str(cap)
         except Exception as err:  # a peer failing is a result, not a crash of the benchmark
@@ -812,19 +969,23 @@ class _RecordTimer:
 
 
 def _tracker_overhead(runner: Callable[..., Any], problem: BenchProblem, k: int, which: str, cap_s: float,
-                      seed: int) -> tuple[float, float]:
-    """(% CPU added by a HistoryTracker, % of the solve spent building records)."""
+                      seed: int, solver: str = "lanczos") -> tuple[float, float]:
+    """(% time added by a HistoryTracker, % of the solve spent building records): CPU time on
+    the CPU, wall time on a GPU (``Monitor.record`` is timed with the CPU clock either way;
+    its work is on the host)."""
     plain, tracked = [], []
+    wall_clock = on_device(solver, problem)
     with _RecordTimer() as timer:
         for _ in range(3):  # alternate, keep the fastest of each: the host is shared
-            _out, _b, _w, cpu, fail = _timed(runner, problem, k, which, cap_s, seed)
+            _out, _b, wall, cpu, fail = _timed(runner, problem, k, which, cap_s, seed, solver=solver)
             if fail:
                 return math.nan, math.nan
-            plain.append(cpu)
-            _out, _b, _w, cpu, fail = _timed(runner, problem, k, which, cap_s, seed, tracker=HistoryTracker())
+            plain.append(wall if wall_clock else cpu)
+            _out, _b, wall, cpu, fail = _timed(runner, problem, k, which, cap_s, seed, tracker=HistoryTracker(),
+                                               solver=solver)
             if fail:
                 return math.nan, math.nan
-            tracked.append(cpu)
+            tracked.append(wall if wall_clock else cpu)
         record_share = 100.0 * timer.seconds / max(sum(plain) + sum(tracked), 1e-12)
     return 100.0 * (min(tracked) - min(plain)) / max(min(plain), 1e-12), record_share
 
@@ -1002,23 +1163,41 @@ def _gb(nbytes: float) -> str:
 
 def _run_case(problem: BenchProblem, solver: str, k: int, which: str, cap_s: float, seed: int,
               overhead_max_s: float, repeat_below_s: float = REPEAT_BELOW_S) -> dict[str, Any]:
-    """One (solver, problem, case) run: the row's measured fields (runs in the child when isolated)."""
+    """One (solver, problem, case) run: the row's measured fields (runs in the child when isolated).
+
+    The row's clock is CPU time on the CPU and wall time on a GPU (:func:`on_device`): the cap,
+    the repeat rule and the overhead use it. On a GPU the row also gets the device's peak
+    allocated memory during its runs (``peak_bytes``) and its growth over the start.
+    """
     runner = RUNNERS[solver]
-    out, budget, wall, cpu, failure = _timed(runner, problem, k, which, cap_s, seed)
+    wall_clock = on_device(solver, problem)
+    gpu = problem.device if wall_clock and problem.device.type == "cuda" else None
+    if gpu is not None:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(gpu)
+        gpu_start = torch.cuda.memory_allocated(gpu)
+    out, budget, wall, cpu, failure = _timed(runner, problem, k, which, cap_s, seed, solver=solver)
     update: dict[str, Any] = {"matvecs": budget.count, "wall_s": wall, "cpu_s": cpu, "runs": 1}
+    if gpu is not None:
+        update["peak_bytes"] = torch.cuda.max_memory_allocated(gpu)
+        update["peak_growth"] = max(update["peak_bytes"] - gpu_start, 0)
     if failure is not None:
         status = "CAP" if failure.startswith("CAP") else "MEM" if failure.startswith("MEM") else "FAIL"
         update.update(status=status, note=failure)
+        if gpu is not None:
+            torch.cuda.empty_cache()
         return update
-    spent = cpu
-    while cpu < repeat_below_s and update["runs"] < REPEAT_MAX and spent < 2.0 * repeat_below_s:
-        out_i, budget_i, wall_i, cpu_i, failure_i = _timed(runner, problem, k, which, cap_s, seed)
+    seconds = wall if wall_clock else cpu
+    spent = seconds
+    while seconds < repeat_below_s and update["runs"] < REPEAT_MAX and spent < 2.0 * repeat_below_s:
+        out_i, budget_i, wall_i, cpu_i, failure_i = _timed(runner, problem, k, which, cap_s, seed, solver=solver)
         if failure_i is not None:
             break
         update["runs"] += 1
-        spent += cpu_i
-        if cpu_i < cpu:  # the fastest run is the row: its time, its matvecs, its answer
-            out, wall, cpu = out_i, wall_i, cpu_i
+        seconds_i = wall_i if wall_clock else cpu_i
+        spent += seconds_i
+        if seconds_i < seconds:  # the fastest run is the row: its time, its matvecs, its answer
+            out, wall, cpu, seconds = out_i, wall_i, cpu_i, seconds_i
             update["matvecs"] = budget_i.count
         del out_i
     update.update(wall_s=wall, cpu_s=cpu)
@@ -1026,9 +1205,12 @@ def _run_case(problem: BenchProblem, solver: str, k: int, which: str, cap_s: flo
     del out
     eig_err, resid = _errors(problem, k, which, values, vectors)
     del values, vectors
-    update.update(status="done", eig_err=eig_err, resid=resid, note=note, ok=bool(eig_err <= CORRECT_ERR))
-    if solver == "lanczos" and cpu <= overhead_max_s:
-        update["tracker_%"], update["record_%"] = _tracker_overhead(runner, problem, k, which, cap_s, seed)
+    update.update(status="done", eig_err=eig_err, resid=resid, note=note,
+                  ok=bool(eig_err <= problem.ok_threshold(k, which)))
+    if solver == "lanczos" and seconds <= overhead_max_s:
+        update["tracker_%"], update["record_%"] = _tracker_overhead(runner, problem, k, which, cap_s, seed, solver)
+    if gpu is not None:
+        torch.cuda.empty_cache()
     return update
 
 
@@ -1060,9 +1242,70 @@ def _isolated_case(problem: BenchProblem, solver: str, k: int, which: str, cap_s
         near_cap = mem_bytes is not None and grown >= 0.8 * mem_bytes
         update = {"status": "MEM" if near_cap else "FAIL",
                   "note": (f"{mem_text}: " if near_cap else "FAIL: ") + f"the run's process died ({how})"}
-    update["peak_rss"] = outcome.peak_rss
-    update["peak_rss_growth"] = grown
+    update["peak_bytes"] = outcome.peak_rss
+    update["peak_growth"] = grown
     return update
+
+
+def measure_t_mv(problem: BenchProblem, kind: str, *, min_seconds: float = 0.05, batches: int = 3,
+                 max_reps: int = 20_000) -> float:
+    """Seconds of one single-vector product on the backend ``kind`` (see :func:`backend`).
+
+    "scipy": ``problem.matrix @ x`` (numpy / scipy CSR, on the CPU); "ours":
+    ``problem.operator.matvec(x)``; "torch": ``torch._linalg_utils.matmul(problem.tensor, x)``
+    with x of shape (n, 1), the call torch.lobpcg makes. CPU time on the CPU; on a GPU wall
+    time between two ``torch.cuda.synchronize`` calls. After two warm-up products, each batch
+    repeats the product until ``min_seconds`` have passed (at most ``max_reps`` times); the
+    fastest batch's time per product counts (the floor of PEERS.md section 3, which also takes
+    the smaller of a measurement before and after the runs: :func:`run_benchmark`).
+    """
+    import torch._linalg_utils as lu
+
+    n = problem.n
+    device = problem.device if kind != "scipy" else torch.device("cpu")
+    rng = np.random.default_rng(12345)
+    if kind == "scipy":
+        x = rng.standard_normal(n).astype(problem.matrix.dtype)
+        matrix = problem.matrix
+
+        def product() -> Any:
+            return matrix @ x
+    elif kind == "ours":
+        xt = torch.from_numpy(rng.standard_normal(n)).to(device=device, dtype=problem.dtype)
+        op = problem.operator
+
+        def product() -> Any:
+            return op.matvec(xt)
+    elif kind == "torch":
+        xt = torch.from_numpy(rng.standard_normal((n, 1))).to(device=device, dtype=problem.dtype)
+        tensor = problem.tensor
+
+        def product() -> Any:
+            return lu.matmul(tensor, xt)
+    else:
+        raise ValueError(f"unknown backend {kind!r}; use scipy, ours or torch")
+    clock = time.perf_counter if device.type != "cpu" else time.process_time
+    for _ in range(2):
+        product()
+    _sync(device)
+    best = math.inf
+    for _ in range(batches):
+        reps = 0
+        t0 = clock()
+        elapsed = 0.0
+        while reps < max_reps and (reps < 1 or elapsed < min_seconds):
+            product()
+            reps += 1
+            if device.type != "cpu" and reps % 16 and reps < max_reps:
+                continue  # on a GPU sync (and read the clock) every 16 products only
+            _sync(device)
+            elapsed = clock() - t0
+        _sync(device)
+        elapsed = clock() - t0
+        best = min(best, elapsed / reps)
+    if hasattr(problem.operator, "reset_count"):
+        problem.operator.reset_count()
+    return best
 
 
 def run_benchmark(problems: Sequence[BenchProblem], solvers: Sequence[str] = OURS + PEERS + SVD_OURS + SVD_PEERS
@@ -1071,17 +1314,29 @@ def run_benchmark(problems: Sequence[BenchProblem], solvers: Sequence[str] = OUR
                   seed: int = 0, overhead_max_s: float = 2.0, log: Callable[[str], None] | None = None,
                   repeat_below_s: float = REPEAT_BELOW_S,
                   mem_gb: float | None = None, timeout_s: float | None = None, isolate: bool | None = None,
-                  skips: _SkipBook | None = None) -> pd.DataFrame:
+                  skips: _SkipBook | None = None, device: torch.device | str = "cpu",
+                  dtype: torch.dtype = torch.float64, tol: float | None = None) -> pd.DataFrame:
     """Run every solver on every (problem, k, which) case; one row each (see the module docstring).
 
     Each run goes to its own forked child process (``isolate``; default: where the OS allows
-    it) with ``mem_gb`` GB of address space on top of what it started with (default
+    it, and never on CUDA) with ``mem_gb`` GB of address space on top of what it started with (default
     :func:`default_mem_gb`; 0 = no limit) and ``timeout_s`` seconds of wall clock (default
     ``3 cap_s + 6 overhead_max_s + 3 repeat_below_s + 60``; ``repeat_below_s``: runs faster
     than that are repeated, the fastest counts). ``isolate=False`` runs everything in this process,
     without either limit. ``log`` gets each row as a line as soon as it is finished.
     ``skips`` carries the skip rule across calls (one call per problem in :func:`main`).
+    ``device`` / ``dtype``: where our solvers and torch.lobpcg run (:meth:`BenchProblem.placed`;
+    the scipy peers stay on the CPU, in ``dtype``); ``tol``: default :func:`default_tol`.
+    The overhead column divides each row's time by its matvecs times the ``t_mv`` of its backend
+    (:func:`measure_t_mv`, the smaller of a measurement before and one after the problem's runs).
     """
+    device = torch.device(device)
+    if device.type == "cuda":
+        if isolate:
+            raise RuntimeError("runs on CUDA cannot be isolated: a process forked after CUDA is initialized cannot "
+                               "use it, and a memory limit (RLIMIT_AS) breaks CUDA's address-space reservation; "
+                               "use isolate=False")
+        isolate = False
     isolate = can_isolate() if isolate is None else isolate
     if isolate and not can_isolate():
         raise RuntimeError("isolated runs need os.fork and the resource module (POSIX); use isolate=False")
@@ -1090,9 +1345,19 @@ def run_benchmark(problems: Sequence[BenchProblem], solvers: Sequence[str] = OUR
                  else timeout_s)
     rows: list[dict[str, Any]] = []
     skips = _SkipBook() if skips is None else skips
-    for problem in problems:
+    for base in problems:
+        problem = base.placed(device, dtype, tol)
+        kinds = sorted({kind for solver in solvers if solver in RUNNERS and available(solver)[0]
+                        and _applies(problem, solver) and (kind := backend(solver)) is not None})
+        t_mv = {kind: measure_t_mv(problem, kind) for kind in kinds}
+        if log is not None and t_mv:
+            log(f"# {problem.key} on {problem.device} {str(problem.dtype).replace('torch.', '')}: t_mv "
+                + ", ".join(f"{kind} {seconds * 1e3:.4g} ms" for kind, seconds in t_mv.items()))
+        problem_rows: list[dict[str, Any]] = []
         for k, which in problem.cases:
             case_rows = []
+            if log is not None:
+                log(f"# {problem.key} k={k} {which}: ok when eig_err <= {problem.ok_threshold(k, which):.2g}")
             for solver in solvers:
                 if not (_applies(problem, solver) and applies(solver, which)):  # SVD rows on rectangular problems only; SI rows on SI cases only
                     continue
@@ -1117,6 +1382,9 @@ def run_benchmark(problems: Sequence[BenchProblem], solvers: Sequence[str] = OUR
                     what = "memory cap" if row["status"] == "MEM" else \
                         ("wall-clock cap" if row["note"].startswith("CAP(wall") else "cap")
                     skips.mark(family, solver, k, which, problem.n, what)
+                if problem.device.type != "cpu" and not on_device(solver, problem) and row["status"] != "skip":
+                    row["note"] = ("on the CPU (scipy), CPU seconds; " + row["note"]).strip("; ")
+                row["overhead"] = _overhead(row, problem, t_mv)
                 case_rows.append(row)
                 if log is not None:
                     log(_format_row(row))
@@ -1126,8 +1394,27 @@ def run_benchmark(problems: Sequence[BenchProblem], solvers: Sequence[str] = OUR
             for r in case_rows:
                 r["mv/arpack"] = r["matvecs"] / ref["matvecs"] if ref and r["status"] == "done" else math.nan
                 r["wall/arpack"] = r["wall_s"] / ref["wall_s"] if ref and r["status"] == "done" else math.nan
-            rows.extend(case_rows)
+            problem_rows.extend(case_rows)
+        if t_mv:  # the floor again after the runs; the smaller counts
+            t_mv = {kind: min(seconds, measure_t_mv(problem, kind)) for kind, seconds in t_mv.items()}
+        for r in problem_rows:
+            r["overhead"] = _overhead(r, problem, t_mv)
+            seconds = t_mv.get(backend(r["solver"]), math.nan)
+            r["t_mv_ms"] = seconds * 1e3 if r["status"] != "skip" else math.nan
+            r["peak_gb"] = r.pop("peak_bytes", math.nan) / 2**30
+            r["grow_gb"] = r.pop("peak_growth", math.nan) / 2**30
+        rows.extend(problem_rows)
+        del problem
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _overhead(row: dict[str, Any], problem: BenchProblem, t_mv: dict[str, float]) -> float:
+    """time / (matvecs x t_mv): CPU seconds on the CPU, wall seconds on a GPU; NaN without a run."""
+    seconds = row["wall_s"] if on_device(row["solver"], problem) else row["cpu_s"]
+    floor = float(row["matvecs"]) * t_mv.get(backend(row["solver"]), math.nan)
+    if row["status"] == "skip" or not (math.isfinite(floor) and floor > 0):
+        return math.nan
+    return float(seconds / floor)
 
 
 def _same_as_default(solver: str, k: int) -> str | None:
@@ -1138,10 +1425,11 @@ def _same_as_default(solver: str, k: int) -> str | None:
 
 
 def _format_row(row: dict[str, Any]) -> str:
-    peak = f" peak={row['peak_rss'] / 2**30:.2f}GB(+{row['peak_rss_growth'] / 2**30:.2f})" if "peak_rss" in row else ""
+    peak = f" peak={row['peak_bytes'] / 2**30:.2f}GB(+{row['peak_growth'] / 2**30:.2f})" if "peak_bytes" in row else ""
+    overhead = f" ovh={row['overhead']:.2f}" if math.isfinite(row.get("overhead", math.nan)) else ""
     return (f"{row['problem']:<22} k={row['k']:<2} {row['which']} {row['solver']:<16} {row['status']:<5} "
             f"mv={row['matvecs']!s:>6} wall={row['wall_s']:.2f}s cpu={row['cpu_s']:.2f}s "
-            f"err={row['eig_err']:.1e} res={row['resid']:.1e}{peak} {row['note']}")
+            f"err={row['eig_err']:.1e} res={row['resid']:.1e}{overhead}{peak} {row['note']}")
 
 
 def format_table(frame: pd.DataFrame) -> str:
@@ -1150,7 +1438,7 @@ def format_table(frame: pd.DataFrame) -> str:
         if isinstance(value, float):
             if math.isnan(value):
                 return "-"
-            if column in ("eig_err", "resid"):
+            if column in ("eig_err", "resid", "t_mv_ms"):
                 return f"{value:.1e}"
             if column in ("tracker_%", "record_%"):
                 return f"{value:+.1f}" if column == "tracker_%" else f"{value:.1f}"
@@ -1171,11 +1459,34 @@ def _ensure_single_thread() -> None:
     torch.set_num_threads(1)
 
 
+def parse_cases(tokens: Sequence[str]) -> tuple[tuple[int, str], ...]:
+    """``["10:LA", "1:SA"]`` -> ((10, "LA"), (1, "SA")); ValueError with the accepted form otherwise."""
+    cases = []
+    for token in tokens:
+        k_text, _, which = str(token).partition(":")
+        which = which.strip().upper()
+        try:
+            k = int(k_text)
+        except ValueError:
+            k = 0
+        if k < 1 or which not in ("LA", "SA"):
+            raise ValueError(f"--cases takes K:WHICH with K >= 1 and WHICH LA or SA (e.g. 10:LA 1:SA), got {token!r}")
+        cases.append((k, which))
+    return tuple(cases)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The command line, with the defaults resolved: ``keys``, ``cap``, ``mem_gb``, ``timeout``, ``solvers``."""
+    """The command line, with the defaults resolved: ``keys``, ``cap``, ``mem_gb``, ``timeout``, ``solvers``,
+    ``cases`` (None: each problem's own), ``device`` (a torch.device), ``dtype`` (a torch.dtype), ``tol``."""
+    from explorer.operators.devices import parse_device, parse_dtype
+
     parser = argparse.ArgumentParser(prog="python -m explorer.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="n = 10^4 Laplacian and n = 1000 dense only, 5 s cap")
-    parser.add_argument("--problems", nargs="+", help=f"problem keys (default: all of {', '.join(PROBLEM_KEYS)})")
+    parser.add_argument("--problems", nargs="+",
+                        help=f"problem keys (default: all of {', '.join(PROBLEM_KEYS)}; opt-in: "
+                             f"{', '.join(OPT_IN_KEYS)}; any laplace2d_N<N>, laplace2d_si_N<N> or dense_<kind>_n<n>)")
+    parser.add_argument("--cases", nargs="+", metavar="K:WHICH",
+                        help="(k, which) cases for every problem instead of their own, e.g. --cases 10:LA 1:SA")
     parser.add_argument("--solvers", nargs="+", choices=OURS + PEERS + SVD_OURS + SVD_PEERS + SHIFT_INVERT_ROWS
                         + EXTRA_OURS,
                         help=f"rows to run (default: all but the opt-in {', '.join(EXTRA_OURS)}; the shift-invert "
@@ -1183,7 +1494,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--svd", action="store_true",
                         help=f"also run the rectangular SVD problems ({', '.join(SVD_KEYS)}): golub_kahan against "
                              "scipy svds (arpack, propack) and torch.svd_lowrank; --quick runs the small one anyway")
-    parser.add_argument("--cap", type=float, default=None, help="CPU seconds per run (default 30, quick 5)")
+    parser.add_argument("--device", default="cpu",
+                        help="where our solvers and torch.lobpcg run: cpu (default) or cuda[:i]; the scipy peers "
+                             "stay on the CPU")
+    parser.add_argument("--dtype", default="float64", choices=("float64", "float32"),
+                        help="working precision of every solver (the accuracy columns are float64 either way)")
+    parser.add_argument("--tol", type=float, default=None,
+                        help=f"relative residual tolerance (default {TOL:g} in float64, {TOL_FLOAT32:g} in float32)")
+    parser.add_argument("--cap", type=float, default=None,
+                        help="seconds per run: CPU seconds on the CPU, wall seconds on CUDA (default 30, quick 5)")
     parser.add_argument("--mem-gb", type=float, default=None,
                         help=f"memory cap per run in GB of address space on top of what the run starts with "
                              f"(default {default_mem_gb():g} here: 4 GB or a quarter of physical memory; 0 = none)")
@@ -1191,14 +1510,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="wall-clock seconds per run before its process is killed (default 3 cap + 6 x the "
                              "tracker-overhead limit + 3 x --repeat-below + 60)")
     parser.add_argument("--repeat-below", type=float, default=REPEAT_BELOW_S,
-                        help=f"repeat runs faster than this many CPU seconds (up to {REPEAT_MAX} runs, no new one "
+                        help=f"repeat runs faster than this many seconds (up to {REPEAT_MAX} runs, no new one "
                              f"after twice as long) and keep the fastest (default {REPEAT_BELOW_S:g}; 0 = run once)")
     parser.add_argument("--no-isolate", action="store_true",
-                        help="run everything in this process (no memory cap, no wall-clock limit)")
+                        help="run everything in this process (no memory cap, no wall-clock limit; always so on CUDA)")
     parser.add_argument("--csv", help="also write the table to this CSV file")
     args = parser.parse_args(argv)
     if args.mem_gb is not None and args.mem_gb < 0:
         parser.error("--mem-gb must be >= 0 (0 = no memory cap)")
+    if args.tol is not None and not (math.isfinite(args.tol) and args.tol > 0):
+        parser.error("--tol must be a positive number, e.g. 1e-6")
+    try:
+        args.cases = parse_cases(args.cases) if args.cases else None
+        args.device = parse_device(args.device)
+    except ValueError as err:
+        parser.error(str(err).replace("`device`", "--device"))
+    args.dtype = parse_dtype(args.dtype)
+    args.tol = default_tol(args.dtype) if args.tol is None else args.tol
     args.keys = tuple(args.problems or ((QUICK_KEYS + SVD_QUICK_KEYS) if args.quick else PROBLEM_KEYS))
     if args.svd and not args.problems:
         args.keys += tuple(key for key in SVD_KEYS if key not in args.keys)
@@ -1208,20 +1536,31 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.timeout = (args.timeout if args.timeout is not None
                     else 3.0 * args.cap + 6.0 * args.overhead_max_s + 3.0 * args.repeat_below + 60.0)
     args.solvers = tuple(args.solvers or OURS + PEERS + SVD_OURS + SVD_PEERS + SHIFT_INVERT_ROWS)
-    args.isolate = not args.no_isolate and can_isolate()
+    args.isolate = not args.no_isolate and can_isolate() and args.device.type == "cpu"
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from explorer.operators.devices import device_label
+
     args = parse_args(argv)
     if argv is None:
         _ensure_single_thread()
     torch.set_num_threads(1)
     keys, cap, solvers = args.keys, args.cap, args.solvers
-    limits = (f"one child process per run, memory cap {args.mem_gb:g} GB" if args.mem_gb else
-              "one child process per run, no memory cap") + f", wall limit {args.timeout:g} s" \
-        if args.isolate else "all runs in this process (no memory cap, no wall limit)"
-    print(f"# explorer.bench: {len(keys)} problem(s), cap {cap:g} s CPU per run, tol {TOL:g}, float64, "
+    on_cuda = args.device.type == "cuda"
+    if args.isolate:
+        limits = (f"one child process per run, memory cap {args.mem_gb:g} GB" if args.mem_gb else
+                  "one child process per run, no memory cap") + f", wall limit {args.timeout:g} s"
+    elif on_cuda:
+        limits = ("all runs in this process (on CUDA: no fork, which breaks CUDA, and no memory cap, which breaks "
+                  "its address-space reservation); timings are wall seconds with torch.cuda.synchronize, the cap is "
+                  "wall seconds; peak_gb = torch.cuda.max_memory_allocated during the run")
+    else:
+        limits = "all runs in this process (no memory cap, no wall limit)"
+    clock = "wall" if on_cuda else "CPU"
+    print(f"# explorer.bench: {len(keys)} problem(s) on {device_label(str(args.device))}, cap {cap:g} s {clock} per "
+          f"run, tol {args.tol:g}, {str(args.dtype).replace('torch.', '')}, "
           f"torch threads {torch.get_num_threads()}, OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}; "
           f"{limits}", flush=True)
     for solver in solvers:
@@ -1232,14 +1571,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     skips = _SkipBook()  # shared, so a cap at n = 10^4 skips the case at n = 10^5
     for key in keys:
         t = time.perf_counter()
-        problem = make_problems([key])[0]
+        problem = make_problems([key], cases=args.cases)[0]
         m, n = problem.operator.shape
         size = f"n = {n:,}" if m == n else f"{m:,} x {n:,}"
         print(f"# built {key} ({size}) in {time.perf_counter() - t:.1f} s", flush=True)
         frames.append(run_benchmark([problem], solvers, cap_s=cap, overhead_max_s=args.overhead_max_s,
                                     repeat_below_s=args.repeat_below,
                                     log=lambda line: print("  " + line, flush=True), mem_gb=args.mem_gb,
-                                    timeout_s=args.timeout, isolate=args.isolate, skips=skips))
+                                    timeout_s=args.timeout, isolate=args.isolate, skips=skips,
+                                    device=args.device, dtype=args.dtype, tol=args.tol))
         del problem
     frame = pd.concat(frames, ignore_index=True)
     print()

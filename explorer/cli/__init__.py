@@ -9,7 +9,8 @@ Layout (each part reusable by later commands, e.g. a distributed ``solve`` or ``
 * ``solving``: arguments to an ``explorer.runs.config.SolveConfig`` (checked against the
   registry), the run itself, Ctrl-C as Stop;
 * ``output``: the live progress line (stderr), the JSON / text result, run tables;
-* ``commands``: the commands that tie them together.
+* ``commands``: the commands that tie them together;
+* ``distributed``: ``solve --distributed`` and ``hessian`` (``explorer.distributed`` under torchrun).
 
 Nothing here imports streamlit.
 """
@@ -26,11 +27,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``python -m explorer`` with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     from explorer.cli.args import build_parser
     from explorer.cli.commands import runs_command, samples_command, solve_command
+    from explorer.cli.distributed import hessian_command
 
     import warnings
 
     warnings.formatwarning = lambda message, category, *rest, **kw: f"warning: {message}\n"  # one line, no source
-    parser = build_parser({"solve": solve_command, "runs": runs_command, "samples": samples_command})
+    parser = build_parser({"solve": solve_command, "hessian": hessian_command, "runs": runs_command,
+                           "samples": samples_command})
     args = parser.parse_args(None if argv is None else list(argv))
     try:
         return int(args.handler(args))

@@ -1,6 +1,6 @@
 """The command line's arguments: one builder per group, so later commands reuse them.
 
-``build_parser()`` makes ``python -m explorer {solve,runs,samples}``. The groups
+``build_parser()`` makes ``python -m explorer {solve,hessian,runs,samples}``. The groups
 (``add_problem_arguments``, ``add_solver_arguments``, ``add_store_arguments``,
 ``add_output_arguments``) are separate functions so that a later command (a distributed
 ``solve``, ``hessian MODEL.pt2``) adds the same options with the same names and help.
@@ -14,7 +14,7 @@ import argparse
 from typing import Any, Callable
 
 __all__ = ["build_parser", "add_problem_arguments", "add_solver_arguments", "add_store_arguments",
-           "add_output_arguments", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_NOT_CONVERGED", "EXIT_INTERRUPTED"]
+           "add_output_arguments", "add_distributed_arguments", "add_hessian_arguments", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_NOT_CONVERGED", "EXIT_INTERRUPTED"]
 
 EXIT_OK = 0  # converged (solve), or the command did its work
 EXIT_FAILED = 1  # the solve raised an unexpected error
@@ -104,6 +104,35 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress line on stderr")
 
 
+def add_distributed_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--distributed`` (split the work across the ranks torchrun started), ``--backend``, ``--timeout``."""
+    group = parser.add_argument_group("across processes (under torchrun --nproc-per-node N -m explorer ...)")
+    group.add_argument("--distributed", action="store_true",
+                       help="split the work across torchrun's ranks (rank 0 writes the run to the store)")
+    group.add_argument("--backend", choices=("auto", "gloo", "nccl"), default="auto",
+                       help="gloo (CPUs), nccl (GPUs, one per rank), auto: nccl when every rank has a GPU "
+                            "(default: %(default)s)")
+    group.add_argument("--timeout", type=float, default=120.0,
+                       help="seconds a rank waits for the others in one exchange before it ends with a message "
+                            "(default: %(default)s)")
+
+
+def add_hessian_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL.pt2", help="an exported model (torch.export.save)")
+    parser.add_argument("--data", required=True, metavar="DATA",
+                        help="inputs and targets (.pt, .safetensors or .npz with `inputs` and `targets`)")
+    parser.add_argument("--curvature", choices=("hessian", "ggn"), default="hessian",
+                        help="the loss Hessian or the Gauss-Newton matrix (default: %(default)s)")
+    parser.add_argument("--loss", default=None,
+                        help="cross_entropy or mse (default: the sample model's, else cross_entropy)")
+    parser.add_argument("--parameters", default=None, metavar="GLOB",
+                        help="which parameters: a glob such as 'layers.0.*' or a module name (default: all)")
+    parser.add_argument("--batch-size", dest="batch_size", type=int, default=None,
+                        help="samples per chunk of the data (memory; the sum over chunks is exact)")
+    parser.add_argument("--minibatch", type=int, default=None,
+                        help="a random subset of this many samples (drawn with --seed)")
+
+
 def build_parser(handlers: dict[str, Callable[[argparse.Namespace], int]] | None = None) -> argparse.ArgumentParser:
     """The ``python -m explorer`` parser; ``handlers[command]`` becomes ``args.handler``."""
     handlers = handlers or {}
@@ -119,6 +148,21 @@ def build_parser(handlers: dict[str, Callable[[argparse.Namespace], int]] | None
     add_solver_arguments(solve)
     add_store_arguments(solve)
     add_output_arguments(solve)
+    add_distributed_arguments(solve)
+
+    hessian = commands.add_parser("hessian", help="eigenvalues of a model's loss Hessian; --distributed splits "
+                                  "the data across torchrun's ranks",
+                                  description="The top (or bottom) eigenvalues of the loss Hessian or Gauss-Newton "
+                                  "matrix of MODEL.pt2 over DATA, matrix-free (Hessian-vector products). Under "
+                                  "torchrun with --distributed each rank takes a shard of the data and the "
+                                  "products are summed: the same Hessian as one process over all of it.",
+                                  epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_hessian_arguments(hessian)
+    add_solver_arguments(hessian)
+    hessian.set_defaults(dtype="float32", tol=1e-4)  # float32 as the app's Model page; a tol it can reach
+    add_store_arguments(hessian)
+    add_output_arguments(hessian)
+    add_distributed_arguments(hessian)
 
     runs = commands.add_parser("runs", help="list the stored runs", epilog=_EPILOG,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -130,7 +174,7 @@ def build_parser(handlers: dict[str, Callable[[argparse.Namespace], int]] | None
     samples = commands.add_parser("samples", help="list the sample problems SOURCE may name")
     samples.add_argument("--json", action="store_true")
 
-    for name, sub in (("solve", solve), ("runs", runs), ("samples", samples)):
+    for name, sub in (("solve", solve), ("hessian", hessian), ("runs", runs), ("samples", samples)):
         handler: Any = handlers.get(name)
         if handler is not None:
             sub.set_defaults(handler=handler)

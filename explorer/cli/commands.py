@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import warnings
@@ -76,6 +77,14 @@ def solve_command(args: argparse.Namespace) -> int:
     from explorer.runs.jobs import friendly_error
     from explorer.store import StoreTracker
 
+    if getattr(args, "distributed", False):
+        from explorer.cli.distributed import distributed_solve_command
+
+        return distributed_solve_command(args)
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        error("started as one of several ranks (torchrun) without --distributed: every rank would solve the whole "
+              "problem on its own. Add --distributed to split it")
+        return EXIT_USAGE
     if args.threads is not None:
         if args.threads < 1:
             error(f"--threads must be at least 1, got {args.threads}")

@@ -162,9 +162,21 @@ def _fix_targets(loss: str, outputs: torch.Tensor, targets: torch.Tensor, data_n
     """Validate targets against the model outputs; return them in the form the loss takes."""
     out_shape = tuple(outputs.shape)
     if loss == "cross_entropy":
+        if outputs.ndim == 3 and not targets.is_floating_point() and targets.ndim == 2:
+            # a sequence model: logits (N, T, classes), one class index per position (N, T); the
+            # loss is the mean over all N T positions (the flattened (N T, classes) logits)
+            if targets.shape[1] != out_shape[1]:
+                raise ModelInputError(f"the model returns {out_shape[1]} positions per sequence but `{data_name}` "
+                                      f"has targets for {targets.shape[1]}; they must match")
+            low, high = int(targets.min()), int(targets.max())
+            if low < 0 or high >= out_shape[2]:
+                raise ModelInputError(f"`{data_name}` has class indices {low}..{high} but the model outputs "
+                                      f"{out_shape[2]} classes (0..{out_shape[2] - 1})")
+            return targets
         if outputs.ndim != 2:
             raise ModelInputError(
-                f"cross-entropy needs outputs of shape (N, classes), but the model returns {out_shape}. Use "
+                f"cross-entropy needs outputs of shape (N, classes), or (N, T, classes) for sequences with integer "
+                f"targets of shape (N, T), but the model returns {out_shape}. Use "
                 "'mse' for regression outputs, or a model that returns class logits."
             )
         classes = out_shape[1]
@@ -212,8 +224,9 @@ def _fix_targets(loss: str, outputs: torch.Tensor, targets: torch.Tensor, data_n
 
 
 def _loss_fn(loss: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    if loss == "cross_entropy":
-        return lambda out, tgt: nn.functional.cross_entropy(out, tgt)
+    if loss == "cross_entropy":  # (N, T, C) sequence logits: the mean over the flattened (N T, C)
+        return lambda out, tgt: nn.functional.cross_entropy(out.reshape(-1, out.shape[-1]) if out.ndim == 3 else out,
+                                                            tgt.reshape(-1) if out.ndim == 3 else tgt)
     # Written out rather than nn.functional.mse_loss: in torch 2.13 the latter fails under
     # torch.func.jvp(torch.func.grad(...)) ("ZeroTensors are immutable"); the value is the same.
     return lambda out, tgt: (out - tgt).pow(2).mean()
@@ -597,10 +610,10 @@ class GGNOperator(CurvatureOperator):
 
     def _output_hessian(self, out: torch.Tensor, u: torch.Tensor, weight: float) -> torch.Tensor:
         n_chunk = out.shape[0]
-        if self.loss == "cross_entropy":
-            p = torch.softmax(out.detach(), dim=1)
-            hu = p * u - p * (p * u).sum(dim=1, keepdim=True)
-            return hu * (weight / n_chunk)
+        if self.loss == "cross_entropy":  # rows of logits: N samples, or N T positions of sequences
+            p = torch.softmax(out.detach(), dim=-1)
+            hu = p * u - p * (p * u).sum(dim=-1, keepdim=True)
+            return hu * (weight / (out.numel() // out.shape[-1]))
         d = out[0].numel()
         return u * (2.0 * weight / (n_chunk * d))
 
@@ -630,11 +643,17 @@ class GGNOperator(CurvatureOperator):
 def dense_hessian(model: Any, data: Dataset | tuple[torch.Tensor, torch.Tensor], loss: str = "cross_entropy",
                   params: ParamFilter = None, *, dtype: torch.dtype = torch.float64, minibatch: int | None = None,
                   seed: int = 0, max_parameters: int = 4000) -> torch.Tensor:
-    """The assembled loss Hessian from ``torch.func.hessian`` (forward-over-reverse, vmapped).
+    """The assembled loss Hessian from ``torch.autograd.functional.hessian(vectorize=True)``.
 
-    An independent path from :class:`HessianOperator` (which uses cached double
-    backward); the tests and the benchmark compare the two. O(n^2) memory and about
-    n HVPs of work, so it refuses more than ``max_parameters`` parameters.
+    The gradient of the flat loss, then its Jacobian by one batched backward pass over the n
+    unit vectors (``is_grads_batched``): an independent path from :class:`HessianOperator`
+    (whose products go through the cached gradient graph of the per-parameter dict); the
+    tests and the benchmark compare the two. O(n^2) memory and about n HVPs of work, so it
+    refuses more than ``max_parameters`` parameters. Not ``torch.func.hessian``: in torch 2.13,
+    under ``vmap`` (``hessian``, ``jacrev(jacrev)``), its mixed second derivatives of
+    ``layer_norm`` in (input, weight) are wrong (``torch.autograd`` and ``jvp(grad)`` are
+    right; tests/test_models_hessian.py checks against finite differences of the gradient),
+    which puts a relative error of ~1e-2 into the Hessian of any model with a LayerNorm.
 
     Returns:
         (n, n) symmetric tensor in the operator's parameter order.
@@ -653,5 +672,5 @@ def dense_hessian(model: Any, data: Dataset | tuple[torch.Tensor, torch.Tensor],
             total = total + weight * op._chunk_loss(theta, inputs, targets)
         return total
 
-    H = torch.func.hessian(flat_loss)(theta0)
+    H = torch.autograd.functional.hessian(flat_loss, theta0, vectorize=True)
     return 0.5 * (H + H.T)

@@ -13,9 +13,23 @@ from abc import ABC, abstractmethod
 
 import torch
 
-__all__ = ["LinearOperator", "SUPPORTED_DTYPES"]
+__all__ = ["LinearOperator", "SUPPORTED_DTYPES", "canonical_device"]
 
 SUPPORTED_DTYPES = (torch.float32, torch.float64)
+
+
+def canonical_device(device: torch.device | str) -> torch.device:
+    """``device`` with its index filled in for CUDA (``"cuda"`` -> ``cuda:<current>``).
+
+    Tensors always report an index (``cuda:0``) while ``torch.device("cuda")`` has none, and
+    the two compare unequal: without this an operator built for ``"cuda"`` would take its own
+    products for foreign ones (copies where none are needed) and ``to("cuda")`` would copy an
+    operator already there.
+    """
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
 
 
 class LinearOperator(ABC):
@@ -33,7 +47,7 @@ class LinearOperator(ABC):
                  *, is_symmetric: bool = True) -> None:
         self.shape = (int(shape[0]), int(shape[1]))
         self.dtype = dtype
-        self.device = torch.device(device)
+        self.device = canonical_device(device)
         self.is_symmetric = is_symmetric
         self._count_lock = threading.Lock()
         self.n_matvec = 0
@@ -88,7 +102,7 @@ class LinearOperator(ABC):
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "LinearOperator":
         """A copy on ``device`` with ``dtype`` (self when nothing changes)."""
-        device = self.device if device is None else torch.device(device)
+        device = self.device if device is None else canonical_device(device)
         dtype = self.dtype if dtype is None else dtype
         if device == self.device and dtype == self.dtype:
             return self

@@ -35,6 +35,18 @@ class ParamSpec:
     optional: bool = False  # None allowed (means "solver picks", or what ``placeholder`` says)
     # What an empty (None) value means, as a form shows it in the empty field; None: "auto (solver picks)".
     placeholder: str | None = None
+    # "choice" only: what the form shows for each choice (default: the value itself), and
+    # whether any whole number within minimum/maximum is accepted besides the listed choices
+    # (e.g. "auto" or an integer step count; the form offers the listed ones).
+    labels: tuple[str, ...] = ()
+    integers: bool = False
+
+    def label(self, value: Any) -> str:
+        """The form's text for a choice ``value``."""
+        for choice, text in zip(self.choices, self.labels):
+            if choice == value and type(choice) is type(value):
+                return text
+        return str(value)
 
     def validate(self, value: Any) -> Any:
         """Return the value normalized, or raise ValueError naming the parameter and the rule."""
@@ -45,9 +57,12 @@ class ParamSpec:
                 raise TypeError(f"`{self.name}` must be True or False, got {value!r}")
             return value
         if self.kind == "choice":
-            if value not in self.choices:
-                raise ValueError(f"`{self.name}` must be one of {list(self.choices)}, got {value!r}")
-            return value
+            if value in self.choices and not (self.integers and isinstance(value, bool)):  # (True == 1)
+                return value
+            if not (self.integers and not isinstance(value, (str, bool)) and value is not None):
+                more = " or a whole number" if self.integers else ""
+                raise ValueError(f"`{self.name}` must be one of {list(self.choices)}{more}, got {value!r}")
+            value = check_int(self.name, value, minimum=None)
         if self.kind == "int":
             value = check_int(self.name, value, minimum=None)
         elif self.kind == "float":

@@ -52,9 +52,12 @@ def _ghost_build(values: Mapping[str, Any]) -> LessonSetup:
     problem = problems.diagonal(spectrum)
     x0 = start_vector(n, seed)
     basis = max(steps + 5, 20)
-    configs = (RunConfig("lanczos", {"reorthogonalization": "none", "max_basis": basis, "block_size": 1, "X0": x0},
+    every = {"ritz_every": 1}  # the loss and the ghosts step by step
+    configs = (RunConfig("lanczos", {"reorthogonalization": "none", "max_basis": basis, "block_size": 1, "X0": x0,
+                                     **every},
                          label="no re-orthogonalization"),
-               RunConfig("lanczos", {"reorthogonalization": "full", "max_basis": basis, "block_size": 1, "X0": x0},
+               RunConfig("lanczos", {"reorthogonalization": "full", "max_basis": basis, "block_size": 1, "X0": x0,
+                                     **every},
                          label="full re-orthogonalization"))
     # tol below what float64 can certify on purpose: the runs go on for `steps` iterations.
     settings = CompareSettings(k=k, which="LA", tol=1e-18, max_iter=steps, budget=None, seed=seed)

@@ -147,12 +147,12 @@ def weights_section(inputs: ModelInputs) -> None:
             text = (f"**{METHODS[last['method']]} ({res.solver}): {status}** after {res.n_iter} iterations, {res.n_matvec:,} "
                     f"products with W or W\u1d40, {res.elapsed_s:.2f} s. {res.message}")
             (st.success if res.status.ok else st.warning)(text)
-            frame = {"\u03c3 (computed)": res.values.numpy(), "residual": res.residuals.numpy(),
-                     "converged": res.converged.numpy()}
+            frame = {"\u03c3 (computed)": res.values.cpu().numpy(), "residual": res.residuals.cpu().numpy(),
+                     "converged": res.converged.cpu().numpy()}
             if last.get("exact") is not None:
                 ex = last["exact"][: res.k]
                 frame["\u03c3 (LAPACK)"] = ex
-                frame["|error|"] = np.abs(res.values.numpy() - ex)
+                frame["|error|"] = np.abs(res.values.cpu().numpy() - ex)
             import pandas as pd
 
             table = pd.DataFrame(frame)
@@ -163,7 +163,7 @@ def weights_section(inputs: ModelInputs) -> None:
         a, b = st.columns(2)
         top = None
         if last and last["name"] == name and last.get("result") is not None:
-            top = last["result"].values.numpy()
+            top = last["result"].values.cpu().numpy()
         with a:
             st.markdown(f"**Singular values of `{name}`** ({rows} x {cols}, all of them by LAPACK)")
             show(singular_spectrum_figure(full, top), key="model_w_spectrum")

@@ -2,7 +2,7 @@
 
 ``param_widget(spec, key)`` picks the widget from ``spec.kind``: int -> number_input
 (step 1), float -> number_input (``"%.1e"`` for ``log_scale`` specs such as tol),
-choice -> selectbox, bool -> checkbox; ``spec.help`` becomes the widget help, and the
+choice -> selectbox (showing ``spec.labels`` where given), bool -> checkbox; ``spec.help`` becomes the widget help, and the
 declared minimum/maximum become the widget bounds. Values live in
 ``st.session_state[key]`` (set to the default the first time) and every key is a
 session setting (``explorer.ui.state.keep``), so forms keep their values across
@@ -118,7 +118,7 @@ def param_widget(spec: ParamSpec, key: str, *, label: str | None = None, default
                                 help=help_text, disabled=disabled, placeholder=empty, **none_default)
     if spec.kind == "choice":
         return box.selectbox(label, options, key=key, help=help_text, disabled=disabled,
-                             **({"format_func": format_func} if format_func is not None else {}))
+                             format_func=format_func if format_func is not None else (spec.label if spec.labels else str))
     if spec.kind == "bool":
         return box.checkbox(label, key=key, help=help_text, disabled=disabled)
     raise ValueError(f"unknown parameter kind {spec.kind!r} for {spec.name}")

@@ -99,6 +99,26 @@ def test_run_a_sample_to_the_end_and_see_table_and_charts(apptest, wait_job):
     assert any("solve(" in c.value for c in at.code)  # the reproduce snippet
 
 
+def test_the_lanczos_form_offers_a_record_for_every_step(apptest, wait_job):
+    """ritz_every is a registry parameter: its selectbox shows "record every step", and a run
+    with it records each Lanczos step (the default "auto" records fewer)."""
+    if "lanczos" not in SOLVERS:
+        pytest.skip("lanczos is not registered")
+    at = apptest()
+    at.selectbox(key="solver").set_value("lanczos").run()
+    box = at.selectbox(key="p_lanczos_ritz_every")
+    assert box.value == "auto" and "record every step" in box.options
+    box.set_value(1).run()
+    at.number_input(key="k").set_value(2).run()
+    at.button(key="run").click().run()
+    wait_job(at, timeout=90)
+    _no_trouble(at)
+    run = at.session_state["runs"][-1]
+    assert run.params["ritz_every"] == 1
+    history = run.result.history
+    assert [r.iteration for r in history] == list(range(1, run.result.n_iter + 1))
+
+
 def test_stop_mid_run_keeps_the_partial_history(apptest, get_job):
     at = apptest()
     solver = _iterative_solver()

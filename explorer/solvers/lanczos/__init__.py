@@ -7,8 +7,10 @@ Lanczos (1950) builds an orthonormal basis ``V = [v_1 .. v_m]`` of the Krylov sp
 ``beta_j v_(j+1) = A v_j - alpha_j v_j - beta_(j-1) v_(j-1)``; the projected matrix
 ``T_m = V^T A V`` is tridiagonal and its eigenpairs (theta_i, s_i) give Ritz pairs
 ``(theta_i, V s_i)`` whose residual norm is ``|beta_m e_m^T s_i|`` (Golub & Van Loan,
-Matrix Computations, 4th ed., 10.1). That estimate is free, so every iteration records it
-(``estimated=True``) after a Rayleigh-Ritz step on the small projected matrix. The *true*
+Matrix Computations, 4th ed., 10.1). That estimate is free once the small projected
+matrix is decomposed (a Rayleigh-Ritz step); records carry it (``estimated=True``), one per
+step with ``ritz_every=1``, or at restarts, near convergence and about every 20 ms with the
+default ``ritz_every="auto"`` (``iteration``). The *true*
 residuals ``||A x - theta x||`` are computed when the estimates say "converged" and at the
 end; only they decide ``converged`` and the CONVERGED status.
 
@@ -48,7 +50,7 @@ Ghosts and records
 ------------------
 Ghosts are flagged in ``ghost_mask`` and never count as converged; the result skips them and
 returns k distinct pairs with true residuals (hessian-eigenthings 1.0.0a5 reports them as
-converged). Each iteration records ``ritz_values`` / ``residual_norms`` (estimates) of the
+converged). Each record holds ``ritz_values`` / ``residual_norms`` (estimates) of the
 best k Ritz values in ``which`` order (fewer in the first steps, while the basis has fewer
 than k vectors), ``all_ritz_values`` (every Ritz value: the "staircase"), ``ghost_mask`` and
 ``orthogonality_loss``: "full", the measured overlap when no correction was needed, else the
@@ -73,6 +75,9 @@ Defaults and why
   except for sparse CPU matrices, whose matvec is cheaper than carrying ``A V`` through
   restarts, or when the buffer would pass 1 GiB.
 * ``max_iter = 10000`` Lanczos steps; one step applies A to one block (b matvecs).
+* ``ritz_every="auto"``: a live view needs a fresh record every 50-100 ms, not one per step;
+  the Rayleigh-Ritz step is then skipped where neither a restart nor the convergence test
+  needs it (same matvecs to a few steps, docs/benchmarks-lanczos.md, "ritz_every").
 
 The projected eigenproblem runs on the caller's torch threads (``linalg.small_eigh``): on a
 shared host, run the solver on one thread (the app's jobs, the bench and the tests do).
@@ -101,6 +106,7 @@ from typing import Any
 import torch
 
 from explorer.solvers._common import WHICH, Monitor, check_int, make_generator, validate_common
+from explorer.solvers.lanczos.copies import COPY_CHECK
 from explorer.solvers.lanczos.iteration import _Lanczos
 from explorer.solvers.lanczos.state import sparse_on_cpu
 from explorer.solvers.registry import ParamSpec, SolverSpec, register_solver
@@ -148,6 +154,8 @@ def lanczos(
     max_basis: int | None = None,
     block_size: int | None = None,
     products: str = "auto",
+    ritz_every: int | str = "auto",
+    copy_check: str = "auto",
     sigma: float | None = None,
     factorization: str = "auto",
     lower: float | None = None,
@@ -169,7 +177,8 @@ def lanczos(
             ones; more are mixed into ``block_size`` random combinations (each keeps every
             column's directions). A zero or dependent start is replaced by random vectors.
         seed: seed of the local generator (random start, padding, breakdown vectors).
-        tracker: receives one record per Lanczos step (estimated residuals).
+        tracker: receives the records (estimated residuals): one per Lanczos step with
+            ``ritz_every=1``, fewer with the default "auto" (below).
         B: accepted for the shared signature; a generalized problem is refused with a
             ValueError that points to ``lobpcg`` or ``eigh``.
         reorthogonalization: "partial", "full" or "none" (module docstring); "auto" (default):
@@ -187,6 +196,23 @@ def lanczos(
             operator is sparse on the CPU (a matvec there is cheaper than the extra memory
             traffic of carrying ``A V`` through restarts) or the extra buffer would pass
             ``_STORE_LIMIT_BYTES`` (1 GiB).
+        ritz_every: how often the Rayleigh-Ritz step on the projected matrix runs, and with it
+            the record to the tracker and the convergence test. "auto" (default): at every
+            restart, whenever the residual estimates (extrapolated geometrically from the last
+            two such steps) say a wanted pair may have converged, and otherwise once
+            ``RECORD_INTERVAL_S`` (20 ms) has passed since the last record: a live view gets
+            a fresh record every 50-100 ms while the steps in between cost only the
+            recurrence. An integer s: every s steps (and at every restart and the last
+            step); 1: every step (per-step curves, the lessons). A record's ``iteration`` is
+            always the Lanczos step.
+        copy_check: after convergence, look for a copy of a returned value that the block
+            could not see (a value returned ``block_size`` times may have more copies) with a
+            few block steps on the deflated operator, and add what it finds (``copies``).
+            "auto" (default): on when ``block_size`` is left to its default and is below k
+            (with k <= block_size every value of multiplicity up to k is seen; a block size
+            you give states the largest multiplicity you expect, ``block_size=1`` simple
+            eigenvalues, so the check is not needed); "on"; "off". Its cost in matvecs and
+            what it found are in ``result.message``. Not run for ``which="BE"``.
 
         sigma: shift-invert (``explorer.solvers.shift_invert``): the k eigenvalues nearest sigma,
             ARPACK's mode 3 ((A - sigma B)^-1 B, B allowed); ``which`` then means LM (default: the
@@ -215,7 +241,8 @@ def lanczos(
         return spectral_entry("lanczos", operator, k, which=which, sigma=sigma, lower=lower, upper=upper,
                               factorization=factorization, tol=tol, max_iter=max_iter, X0=X0, seed=seed,
                               tracker=tracker, B=B, reorthogonalization=reorthogonalization, max_basis=max_basis,
-                              block_size=block_size, products=products)
+                              block_size=block_size, products=products, ritz_every=ritz_every,
+                              copy_check=copy_check)
     which = "LA" if which is None else which
     v = validate_common("lanczos", operator, k, which=which, tol=tol, max_iter=max_iter,
                         default_max_iter=DEFAULT_MAX_ITER, supported_which=WHICH, X0=X0, B=B)
@@ -243,6 +270,10 @@ def lanczos(
         raise ValueError(
             f"`max_basis` must be at least k + block_size = {v.k + b} (room for the k wanted vectors and one "
             f"block), got max_basis={max_basis}; raise it (e.g. {default_max_basis(v.k, b, n)}) or lower `k`")
+    every = _check_ritz_every(ritz_every)
+    if not isinstance(copy_check, str) or copy_check not in COPY_CHECK:
+        raise ValueError(f"`copy_check` must be one of {list(COPY_CHECK)}, got {copy_check!r}; 'auto' checks when "
+                         "block_size < k")
     if not isinstance(products, str) or products not in PRODUCTS:
         raise ValueError(f"`products` must be one of {list(PRODUCTS)}, got {products!r}; 'auto' picks per operator")
     op = v.operator
@@ -254,9 +285,22 @@ def lanczos(
     generator = make_generator(seed)
     monitor = Monitor("lanczos", v, tracker, extras={"reorthogonalization": reorthogonalization,
                                                       "max_basis": m, "block_size": b,
-                                                      "products": "stored" if store else "recomputed"})
-    return _Lanczos(v, monitor, mode=reorthogonalization, m=m, b=b, generator=generator,
-                    store_products=store).run()
+                                                      "products": "stored" if store else "recomputed",
+                                                      "ritz_every": ritz_every, "copy_check": copy_check})
+    solver = _Lanczos(v, monitor, mode=reorthogonalization, m=m, b=b, generator=generator,
+                      store_products=store, ritz_every=every, copy_check=copy_check)
+    solver.block_size_given = block_size is not None
+    return solver.run()
+
+
+def _check_ritz_every(value: Any) -> int:
+    """``ritz_every`` as the loop reads it: 0 for "auto", else the step count (>= 1)."""
+    if isinstance(value, str):
+        if value == "auto":
+            return 0
+        raise ValueError(f"`ritz_every` must be 'auto' or a whole number >= 1, got {value!r}; "
+                         "'auto' records about every 20 ms, 1 records every step")
+    return check_int("ritz_every", value, hint="use 'auto' (default) or 1 to record every step")
 
 
 register_solver(SolverSpec(
@@ -284,6 +328,20 @@ register_solver(SolverSpec(
                   "How many vectors the Krylov space grows by per step. A single vector cannot see the "
                   "second copy of a repeated eigenvalue; a block of b sees multiplicities up to b. "
                   "Empty = 1 for k = 1, else 2.", minimum=1, maximum=16, optional=True),
+        ParamSpec("ritz_every", "choice", "auto",
+                  "How often the Ritz values are extracted and recorded. 'auto': at restarts, when a pair may "
+                  "have converged, and about every 20 ms (enough for the live view; the steps in between "
+                  "cost only the recurrence). 1: every step (a curve point per Lanczos step, slower on "
+                  "cheap operators). Any whole number s: every s steps.",
+                  choices=("auto", 1, 10, 100), labels=("auto (about every 20 ms)", "record every step",
+                                                        "every 10 steps", "every 100 steps"),
+                  integers=True, minimum=1),
+        ParamSpec("copy_check", "choice", "auto",
+                  "After convergence, look for a hidden copy of a returned eigenvalue that a block of "
+                  "block_size vectors cannot see (a few block steps on the deflated operator; the message says "
+                  "what it cost in matvecs) and add what it finds. 'auto': when block_size is left empty "
+                  "and is below k (a block size you set says which multiplicities to expect).",
+                  choices=COPY_CHECK),
         ParamSpec("products", "choice", "auto",
                   "How the final (true) residuals ||Ax - theta x|| are computed. 'stored' keeps A times every "
                   "basis vector (twice the memory) so checking costs no extra matvec; 'recomputed' applies A "

@@ -88,8 +88,11 @@ class BlockOrthonormalization(LanczosState):
         return torch.stack(out)
 
     def orthonormalize(self, W: torch.Tensor, p: int, local_from: int = 0,
-                       scale: float | None = None) -> tuple[torch.Tensor, np.ndarray, int]:
+                       scale: float | None = None, out: torch.Tensor | None = None) -> tuple[torch.Tensor, np.ndarray, int]:
         """``W = R^T Qn`` with orthonormal rows Qn (bn, n), R (bn, bc). Returns (Qn, R, replaced).
+
+        ``out`` (bc, n), not overlapping W: where the usual (Cholesky QR) path gives Qn, it is
+        written there (the basis rows it goes to), saving a copy.
 
         Directions of W with norm below ``100 eps ||A||`` are an invariant subspace
         (breakdown): they get fresh random vectors orthogonal to the basis and a zero
@@ -120,13 +123,15 @@ class BlockOrthonormalization(LanczosState):
             # orthogonal to the basis. Only a clearly full-rank block (cond(W) < 1e4, well
             # inside CholQR2's ~1/sqrt(eps)) takes this path; the rest the rank-revealing one.
             if dl is not None and dl.min() > max(floor, 1e-4 * dl.max()):
-                Qn = combine(to_tensor(small_lower_inverse(L1), W), W)
                 R = L1.T.copy()
                 if dl.min() < 1e-2 * dl.max():
+                    Qn = combine(to_tensor(small_lower_inverse(L1), W), W)
                     L2 = small_cholesky(to_numpy(dots(Qn, Qn)))
                     if L2 is not None:
-                        Qn = combine(to_tensor(small_lower_inverse(L2), W), Qn)
+                        Qn = combine(to_tensor(small_lower_inverse(L2), W), Qn, out=out)
                         R = L2.T @ R
+                else:
+                    Qn = combine(to_tensor(small_lower_inverse(L1), W), W, out=out)
                 return Qn, R, 0
 
         def reveal(X: torch.Tensor, G: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:

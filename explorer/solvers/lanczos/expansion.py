@@ -30,23 +30,29 @@ __all__ = ["Expansion"]
 class Expansion(LanczosState):
     """Operator application and the Lanczos step (single vector and block)."""
 
-    def apply(self, X: torch.Tensor) -> torch.Tensor:
-        """``(A X^T)^T`` (in ``self.units``) for a block of rows X (c, n); counts c matvecs."""
-        if X.shape[0] == 1 or self.columnwise:
+    def apply(self, X: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``(A X^T)^T`` (in ``self.units``) for a block of rows X (c, n), into ``out`` when
+        given; counts c matvecs. Operators with a kernel for rows (scipy CSR on the CPU) write
+        into ``out`` directly; a single row goes through ``matvec``; the rest through one
+        ``matmat`` (one GEMM / HVP batch)."""
+        if out is None:
             out = X.new_empty(X.shape)
-            if self.op.matvecs_into(X, out):  # (scipy CSR on the CPU: the kernel writes the rows)
-                return out
+        if self.op.matvecs_into(X, out):
+            return out
+        if X.shape[0] == 1 or self.columnwise:
             for i in range(X.shape[0]):
                 out[i] = self.op.matvec(X[i])
             return out
-        return self.op.matmat(X.T).T.contiguous()
+        out.copy_(self.op.matmat(X.T).T)
+        return out
 
     def _step_single(self, j: int, lo: int, iteration: int) -> tuple[np.ndarray, int]:
         """One single-vector Lanczos step (any mode): few, fused tensor operations."""
         H, Vt = self.H, self.Vt
         p = j + 1
         q = Vt[j]
-        w = self.op.matvec(q)
+        w = Vt[p]  # the next basis vector is built in its row
+        self.apply(Vt[j:p], out=Vt[p:p + 1])
         if self.AVt is not None:
             self.AVt[j].copy_(w)
         w_norm0 = float(torch.linalg.vector_norm(w)) if (iteration == 1 or self.mode == "none") else 0.0
@@ -59,6 +65,7 @@ class Expansion(LanczosState):
         a = float(torch.dot(w, q))
         w.sub_(q, alpha=a)
         H[j, j] = a
+        self.alpha_max = abs(a)
         if self.mode == "full":
             V = Vt[:p]
             c = V.mv(w)
@@ -88,7 +95,7 @@ class Expansion(LanczosState):
         floor = self.breakdown_floor()
         replaced = 0
         if beta > floor:
-            torch.div(w, beta, out=Vt[p])
+            w.div_(beta)
             bn, R = 1, np.array([[beta]])
             if self.mode == "full" and overlap > self.loss:
                 self.loss = overlap
@@ -100,9 +107,10 @@ class Expansion(LanczosState):
                 self._new_segment(p)
             R = np.zeros((bn, 1))
         if self.mode == "partial" and bn:  # Simon's estimate; re-orthogonalizes past sqrt(eps)
-            Qn, R = self._partial_step(Vt[p:p + 1], R, j, p, bn, replaced)
+            row = Vt[p:p + 1]
+            Qn, R = self._partial_step(row, R, j, p, bn, replaced)
             bn = Qn.shape[0]
-            if bn:
+            if bn and Qn is not row:
                 Vt[p:p + bn] = Qn
         if bn:
             H[p, :] = 0.0
@@ -116,7 +124,7 @@ class Expansion(LanczosState):
         """One block Lanczos step (any block size and mode)."""
         H, Vt = self.H, self.Vt
         Q = Vt[j:p]
-        W = self.apply(Q)
+        W = self.apply(Q, out=self._work(bc))
         if self.AVt is not None:
             self.AVt[j:p] = W
         if iteration == 1:
@@ -130,6 +138,7 @@ class Expansion(LanczosState):
         sub_combine(W, alpha_t, Q)
         alpha = to_numpy(alpha_t)
         H[j:p, j:p] = 0.5 * (alpha + alpha.T)
+        self.alpha_max = float(np.abs(np.diagonal(alpha)).max())
         if norms0 is not None:
             after = torch.linalg.vector_norm(W, dim=1).tolist()
             if any(a < DGKS_ETA * b0 for a, b0 in zip(after, norms0)):
@@ -140,7 +149,7 @@ class Expansion(LanczosState):
                 H[:p, j:p] += c.T
                 H[j:p, :j] = H[:j, j:p].T
                 H[j:p, j:p] = 0.5 * (H[j:p, j:p] + H[j:p, j:p].T)
-        Qn, R, replaced = self.orthonormalize(W, p, local_from=lo if lo < j else j)
+        Qn, R, replaced = self.orthonormalize(W, p, local_from=lo if lo < j else j, out=Vt[p:p + bc])
         if replaced:
             self._new_segment(p)
         bn = Qn.shape[0]
@@ -149,7 +158,8 @@ class Expansion(LanczosState):
         if self.mode == "partial" and bn:
             Qn, R = self._partial_step(Qn, R, j, p, bn, replaced)
             bn = Qn.shape[0]
-        Vt[p:p + bn] = Qn
+        if bn and Qn.data_ptr() != Vt[p].data_ptr():
+            Vt[p:p + bn] = Qn
         H[p:p + bn, :] = 0.0
         H[:, p:p + bn] = 0.0
         H[p:p + bn, j:p] = R

@@ -5,14 +5,24 @@ Each iteration (one Lanczos step, b matvecs):
 1. ``expansion``: apply A to the current block and run the three-term (block) recurrence,
    with the mode's re-orthogonalization (``reorthogonalization``) and the orthonormalization
    of the new block (``blocks``);
-2. Rayleigh-Ritz on the projected matrix ``H[:p, :p]`` (``small_eigh``): Ritz values, their
-   free residual estimates ``||R_j S[last rows]||``, thresholds and ghost flags
-   (``convergence``);
-3. one record to the tracker (``Monitor.record``);
-4. when the estimates say the k wanted pairs converged, the true residuals (``ritz``); a
+2. at a *look* (below): Rayleigh-Ritz on the projected matrix ``H[:p, :p]``
+   (``small_eigh``): Ritz values, their free residual estimates ``||R_j S[last rows]||``,
+   thresholds and ghost flags (``convergence``), and one record to the tracker;
+3. when the estimates say the k wanted pairs converged, the true residuals (``ritz``); a
    failed check tightens the estimates' target and waits a growing number of steps; in
    "partial" it switches to "full" once (``restart._start_over``);
-5. when the basis is full, a thick restart (``restart``).
+4. when the basis is full, a thick restart (``restart``).
+
+``ritz_every`` decides the looks. The recurrence does not need the Ritz pairs, only the
+restart and the convergence test do, and on a cheap operator the Rayleigh-Ritz step costs
+more than the matvec (an m x m eigh against O(n b) work). With ``ritz_every=1`` every step
+is a look (one record per step: the lessons). With an integer s, every s-th step, every
+restart and the last step. With "auto" (default), every restart and the steps at which the
+estimates, extrapolated geometrically from the last two looks (``_next_look``), say a wanted
+pair may have converged; in between, when ``RECORD_INTERVAL_S`` has passed since the last
+record, a *glance* computes the Ritz values for a record only and changes nothing, so the
+steps, matvecs and answer do not depend on the machine's speed. A record's iteration is
+always the Lanczos step.
 
 ``_finish`` returns the k wanted pairs (never ghosts) with true residuals and a message that
 names breakdowns, ghosts, possible hidden multiplicities, the mode switch and the restarts.
@@ -21,6 +31,7 @@ names breakdowns, ghosts, possible hidden multiplicities, the mode switch and th
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import torch
@@ -28,6 +39,7 @@ import torch
 from explorer.solvers._common import nonfinite_message
 from explorer.solvers.lanczos.blocks import BlockOrthonormalization
 from explorer.solvers.lanczos.convergence import ConvergenceChecks
+from explorer.solvers.lanczos.copies import HiddenCopyCheck
 from explorer.solvers.lanczos.expansion import Expansion
 from explorer.solvers.lanczos.linalg import small_eigh, to_tensor
 from explorer.solvers.lanczos.reorthogonalization import Reorthogonalization
@@ -36,11 +48,15 @@ from explorer.solvers.lanczos.ritz import RitzExtraction, which_order
 from explorer.solvers.lanczos.state import SKIP_FACTOR
 from explorer.tracking.results import EigenResult, SolveStatus
 
-__all__ = ["_Lanczos"]
+__all__ = ["_Lanczos", "RECORD_INTERVAL_S"]
+
+# ritz_every="auto": a Rayleigh-Ritz step and a record at least this often (seconds), so that a
+# live view gets a fresh record every few of its refreshes (50-100 ms) on any problem size.
+RECORD_INTERVAL_S = 0.02
 
 
 class _Lanczos(Expansion, BlockOrthonormalization, Reorthogonalization, ThickRestart, RitzExtraction,
-               ConvergenceChecks):
+               ConvergenceChecks, HiddenCopyCheck):
     """One thick-restart (block) Lanczos solve: ``_Lanczos(v, monitor, ...).run()``."""
 
     def run(self) -> EigenResult:
@@ -64,6 +80,11 @@ class _Lanczos(Expansion, BlockOrthonormalization, Reorthogonalization, ThickRes
         status = SolveStatus.MAX_ITER
         message = ""
         next_check, check_gap = 0, 4
+        every = self.ritz_every  # 0: "auto"
+        recorded = 0  # iteration of the last record
+        next_look = 1  # "auto": the step at which the estimates may show a newly converged pair
+        last_t = time.perf_counter()
+        R_skipped = R
         while iteration < self.v.max_iter:
             iteration += 1
             self._iteration = iteration
@@ -85,12 +106,35 @@ class _Lanczos(Expansion, BlockOrthonormalization, Reorthogonalization, ThickRes
                 theta, S = small_eigh(self.H[:p, :p]) if p else (np.zeros(0), np.zeros((0, 0)))
                 est_all, ghost = np.full(p, np.nan), np.zeros(p, dtype=bool)
                 order = which_order(theta, which)
+                if iteration > recorded and p:
+                    # The last completed step was not recorded ("auto" / ritz_every > 1). Its Ritz
+                    # pairs are those of H[:p, :p], their estimates from that step's coupling
+                    # R_skipped to the current block (it coupled to the rows [lo, j)).
+                    est_rec = np.sqrt(((R_skipped @ S[lo:j, :]) ** 2).sum(axis=0))
+                    shown = order[:k]
+                    monitor.record(iteration, theta[shown], est_rec[shown], estimated=True,
+                                   n_converged=int((est_rec[shown] <= self._thresholds(theta)[shown]).sum()),
+                                   orthogonality_loss=self.loss, all_ritz_values=theta, ghost_mask=ghost[shown])
                 break
+            # A "look" (Rayleigh-Ritz, record, convergence test) where the method needs one or
+            # ritz_every asks for it; in "auto" a "glance" (Rayleigh-Ritz and record only, no
+            # state change) when RECORD_INTERVAL_S has passed, so the run itself, its matvecs and
+            # its answer never depend on the machine's speed.
+            look = (every == 1 or bn == 0 or p + bn > m or iteration >= self.v.max_iter
+                    or (every > 1 and iteration % every == 0) or (every == 0 and iteration >= next_look))
+            if not look:
+                # ||A|| is still bounded below by the new diagonal block (Rayleigh quotients).
+                self.anorm = max(self.anorm, self.alpha_max)
+                if not (every == 0 and time.perf_counter() - last_t >= RECORD_INTERVAL_S):
+                    R_skipped = R
+                    lo, j, bc = j, p, bn
+                    continue
             # Ritz pairs of the projected matrix and their residual estimates ||R S[last rows]||.
             theta, S = small_eigh(self.H[:p, :p])
-            top = max(-theta[0], theta[-1])
-            if top > self.anorm:
-                self.anorm = top
+            if look:
+                top = max(-theta[0], theta[-1])
+                if top > self.anorm:
+                    self.anorm = top
             if bn == 0:
                 est_all = np.zeros(p)
             elif bn == 1 and bc == 1:
@@ -102,7 +146,7 @@ class _Lanczos(Expansion, BlockOrthonormalization, Reorthogonalization, ThickRes
             ghost = self._ghosts(theta, S, est_all, thresh_all, p)
             wanted = order[~ghost[order]][:k] if ghost.any() else order[:k]
             conv_w = est_all[wanted] <= self.tol_factor * thresh_all[wanted]
-            if len(wanted):
+            if len(wanted) and look:
                 # An overlap delta left in each of p vectors moves the Rayleigh quotient by up to
                 # ~p delta ||A||; keep that 10x below the smallest wanted threshold (matters in
                 # float32, where 64 eps ||A|| can exceed tol |theta|).
@@ -114,9 +158,16 @@ class _Lanczos(Expansion, BlockOrthonormalization, Reorthogonalization, ThickRes
                 n_converged=int(conv_w.sum()), orthogonality_loss=self.loss,
                 all_ritz_values=theta, ghost_mask=ghost[shown],
             )
+            recorded, last_t = iteration, time.perf_counter()
             if stop:
                 status, message = SolveStatus.STOPPED, ""
                 break
+            if not look:
+                lo, j, bc = j, p, bn
+                continue
+            if every == 0:
+                next_look = self._next_look(iteration, est_all[wanted] / np.maximum(
+                    self.tol_factor * thresh_all[wanted], self.tiny))
             exhausted = bn == 0
             if exhausted or (len(wanted) == k and bool(conv_w.all()) and iteration >= next_check
                              and self._segment_settled(theta, S, est_all, thresh_all, wanted, p, iteration)):
@@ -163,6 +214,33 @@ class _Lanczos(Expansion, BlockOrthonormalization, Reorthogonalization, ThickRes
                 lo, j, bc = j, p, bn
         return self._finish(theta, S, est_all, order, ghost, p, iteration, status, message)
 
+    def _next_look(self, iteration: int, ratios: np.ndarray) -> int:
+        """"auto": the step at which the next Rayleigh-Ritz step may find a newly converged pair.
+
+        ``ratios``: estimate / threshold of the wanted pairs (converged at <= 1). Between two
+        Rayleigh-Ritz steps each ratio is assumed to fall geometrically (the Chebyshev rate of
+        Kaniel-Paige theory); the next look is at half the predicted number of steps of the
+        pair expected first, so a pair that converges faster than the model (Lanczos converges
+        superlinearly) is found soon after, and the looks get denser as a pair nears its
+        threshold. The gap between looks at most doubles; when no open ratio fell, the next look
+        comes after as many steps as the last.
+        """
+        previous, since = self._look_ratios, self._look_at
+        self._look_ratios, self._look_at = ratios, iteration
+        if previous is None or len(previous) != len(ratios) or iteration <= since:
+            return iteration + 1
+        gap = iteration - since
+        open_ = ratios > 1.0
+        falling = open_ & (ratios < previous)
+        if not falling.any():
+            # converged (the test follows), or the estimates went up (they do, near convergence
+            # and as new Ritz values appear): look again after the same number of steps
+            return iteration + (1 if not open_.any() else gap)
+        rate = (np.log(previous[falling]) - np.log(ratios[falling])) / gap
+        steps = np.log(ratios[falling]) / rate
+        # at most twice the last gap: a barely falling ratio says little about the next steps
+        return iteration + max(1, min(2 * gap, int(0.5 * float(steps.min()))))
+
     def _finish(self, theta: np.ndarray, S: np.ndarray, est: np.ndarray, order: np.ndarray, ghost: np.ndarray,
                 p: int, iteration: int, status: SolveStatus, message: str) -> EigenResult:
         """The k wanted pairs with true residuals (polished unless "full"), the status and the notes."""
@@ -183,6 +261,14 @@ class _Lanczos(Expansion, BlockOrthonormalization, Reorthogonalization, ThickRes
         if status is SolveStatus.MAX_ITER and bool(ok.all()) and len(wanted) == self.k:
             status = SolveStatus.CONVERGED
         notes = []
+        checked_copies = False
+        if status is SolveStatus.CONVERGED and len(wanted) == self.k and self._copy_check_wanted():
+            X, values, res, ok, note = self._complete(X, values, res, ok, theta)
+            checked_copies = bool(note)
+            if note:
+                notes.append(note)
+            if not bool(ok.all()):
+                status = SolveStatus.MAX_ITER
         if len(wanted) < self.k:
             notes.append(f"Only {len(wanted)} distinct Ritz pairs were available for k = {self.k}.")
         if self.n_breakdowns:
@@ -191,7 +277,7 @@ class _Lanczos(Expansion, BlockOrthonormalization, Reorthogonalization, ThickRes
         if self.mode == "none" and bool(ghost.any()):
             notes.append(f"{int(ghost.sum())} ghost Ritz value(s) (copies of converged ones, from lost "
                          "orthogonality) were skipped.")
-        if len(wanted) >= self.b + 1 and self.n_breakdowns == 0:
+        if len(wanted) >= self.b + 1 and self.n_breakdowns == 0 and not checked_copies:
             # b equal values: the block sees at most b copies, so there may be more
             vals = theta[wanted]
             # equal to within 10 thresholds, but never looser than sqrt(eps) ||A||: at a loose tol

@@ -1,9 +1,11 @@
 """Small dense linear algebra for the Lanczos solver: thin row-block products and tiny factorizations.
 
-The basis is stored as rows (``Vt``, shape (m, n)), so every per-step product pairs a few
-rows (one block) with many (the basis). ``dots`` / ``combine`` / ``sub_combine`` write those
-products as loops of matrix-vector products over the thin side; ``mix`` switches to one GEMM
-for the restart-sized combinations, where one pass over the basis pays. The projected
+The basis is stored as rows (``Vt``, shape (m, n)), so every product pairs a few rows (one
+block) with many (the basis): ``dots`` / ``combine`` / ``sub_combine`` are single GEMM calls
+on the caller's torch threads (on one thread a small GEMM is one library call, where a loop
+of matrix-vector products made one per row: 2-2.5x the time at b = 2, n = 10^4,
+docs/benchmarks-lanczos.md). On a shared host run on one thread: a multi-threaded MKL call
+this small can wait milliseconds for a descheduled thread. The projected
 matrices (at most ``max_basis`` square) live in numpy float64; ``to_numpy`` / ``to_tensor``
 move them between numpy and the basis' dtype and device. ``small_cholesky`` /
 ``small_lower_inverse`` are the block-size (b x b) Cholesky QR factors, ``small_eigh`` the
@@ -17,11 +19,8 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["GEMM_WORK", "to_numpy", "to_tensor", "dots", "combine", "mix", "sub_combine", "small_cholesky",
+__all__ = ["to_numpy", "to_tensor", "dots", "combine", "sub_combine", "combine_rows_", "small_cholesky",
            "small_lower_inverse", "small_eigh"]
-
-# Restart products with n * p * L below this many multiply-adds run as GEMVs (see dots).
-GEMM_WORK = 4_000_000
 
 
 def to_numpy(t: torch.Tensor) -> np.ndarray:
@@ -37,41 +36,41 @@ def to_tensor(a: np.ndarray, like: torch.Tensor) -> torch.Tensor:
 
 
 def dots(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
-    """``A @ B.T`` for row blocks A (a, n), B (c, n) with few rows on one side, as GEMVs.
-
-    torch sends small GEMMs to MKL, whose OpenMP team can stall for milliseconds per call
-    when torch has more than one thread on a busy host; matrix-vector products do not, and
-    they read the basis at the same memory speed. So every per-step product loops over the
-    thin side.
-    """
-    if A.shape[0] <= B.shape[0]:
-        return torch.stack([B.mv(A[i]) for i in range(A.shape[0])]) if A.shape[0] else A.new_zeros(0, B.shape[0])
-    return torch.stack([A.mv(B[i]) for i in range(B.shape[0])], dim=1) if B.shape[0] else A.new_zeros(A.shape[0], 0)
+    """``A @ B.T`` for row blocks A (a, n), B (c, n): the overlaps of two sets of rows."""
+    return torch.mm(A, B.T)
 
 
 def combine(M: torch.Tensor, X: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """``M @ X`` for a small coefficient matrix M (r, q) and rows X (q, n), as r GEMVs."""
-    if out is None:
-        out = X.new_empty(M.shape[0], X.shape[1])
-    XT = X.T
-    for i in range(M.shape[0]):
-        torch.mv(XT, M[i], out=out[i])
-    return out
-
-
-def mix(M: torch.Tensor, X: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """``M @ X`` for the restart-sized products (kept Ritz vectors and their products): one
-    GEMM (reads X once) when ``n * r * q`` reaches ``GEMM_WORK``, else GEMVs (``combine``)."""
-    if X.shape[1] * M.shape[0] * M.shape[1] >= GEMM_WORK:
-        return torch.mm(M, X, out=out) if out is not None else torch.mm(M, X)
-    return combine(M, X, out=out)
+    """``M @ X`` for a small coefficient matrix M (r, q) and rows X (q, n)."""
+    return torch.mm(M, X, out=out) if out is not None else torch.mm(M, X)
 
 
 def sub_combine(W: torch.Tensor, M: torch.Tensor, X: torch.Tensor) -> None:
-    """``W -= M @ X`` in place (rows), as GEMVs."""
-    XT = X.T
-    for i in range(M.shape[0]):
-        W[i].addmv_(XT, M[i], alpha=-1.0)
+    """``W -= M @ X`` in place (rows)."""
+    W.addmm_(M, X, alpha=-1.0)
+
+
+# combine_rows_: columns per GEMM so that the chunk of the basis it reads (q rows) is ~2 MiB.
+_CHUNK_BYTES = 1 << 21
+
+
+def combine_rows_(M: torch.Tensor, X: torch.Tensor) -> None:
+    """``X[:r] = M @ X[:q]`` in place for M (r, q), r <= q, one column chunk at a time.
+
+    The thick restart and the kept-block cleanup rewrite the basis with it: no second
+    ``n x max_basis`` buffer (memory stays n (max_basis + block) numbers), and each GEMM
+    reads a chunk of the basis that fits in cache. Each output column is the same dot
+    products as one big GEMM's; only the columns are split.
+    """
+    r, q = M.shape
+    n = X.shape[1]
+    width = max(256, _CHUNK_BYTES // (X.element_size() * max(q, 1)))
+    buffer = X.new_empty(r * min(width, n))
+    for c0 in range(0, n, width):
+        c1 = min(n, c0 + width)
+        chunk = buffer[: r * (c1 - c0)].view(r, c1 - c0)
+        torch.mm(M, X[:q, c0:c1], out=chunk)
+        X[:r, c0:c1].copy_(chunk)
 
 
 def small_cholesky(G: np.ndarray) -> np.ndarray | None:

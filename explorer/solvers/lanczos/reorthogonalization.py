@@ -129,6 +129,21 @@ class Reorthogonalization(LanczosState):
         H = self.H
         eps, sqrt_eps = self.eps, math.sqrt(self.eps)
         bc = p - j
+        if bn == bc == 1 and j > 0 and not replaced and R[0, 0] > 0:
+            # the single-vector case of the recurrence below, on 1-D slices
+            beta = float(R[0, 0])
+            col1 = (H[:j, :p] @ Om[:p, j] - Om[:j, :p] @ H[:p, j]) / beta
+            noise = eps * (self.anorm / beta + math.sqrt(self.n))
+            col1 += np.where(col1 < 0, -noise, noise)
+            local = eps * math.sqrt(self.n)
+            estimate = max(float(np.abs(col1).max()), local)
+            if estimate <= sqrt_eps:
+                Om[:j, p] = col1
+                Om[j, p] = local
+                Om[p, :p] = Om[:p, p]
+                Om[p, p] = 0.0
+                self.loss = max(self.loss, estimate)
+                return Qn, R
         col = np.zeros((p, bn))
         diag_r = np.abs(np.diag(R[:, :bc])) if R.shape[0] else np.zeros(0)
         if j > 0 and not replaced and diag_r.min() > 0:

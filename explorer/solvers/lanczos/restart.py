@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from scipy.linalg import lapack as _lapack
 
-from explorer.solvers.lanczos.linalg import GEMM_WORK, dots, mix, sub_combine, to_numpy, to_tensor
+from explorer.solvers.lanczos.linalg import combine, combine_rows_, dots, sub_combine, to_numpy, to_tensor
 from explorer.solvers.lanczos.state import LanczosState
 
 __all__ = ["choose_keep", "ThickRestart"]
@@ -97,19 +97,12 @@ class ThickRestart(LanczosState):
         L = choose_keep(theta[candidates], first_target, self.k, self.m, bn, self.which)
         keep = candidates[:L]
         Sk = S[:, keep]  # (p, L)
-        if self.Vt_spare is None:
-            self.Vt_spare = torch.empty_like(self.Vt)
-        new = self.Vt_spare
+        new = self.Vt  # rewritten in place: Y = V S_L into the first L rows, then the next block
         Sk_t = to_tensor(Sk.T, self.Vt)
-        mix(Sk_t, self.Vt[:p], out=new[:L])
-        new[L:L + bn] = self.Vt[p:p + bn]
-        # From here on the new rows are the basis (orthonormalize() reads self.Vt).
-        self.Vt, self.Vt_spare = new, self.Vt
+        combine_rows_(Sk_t, new)
+        new[L:L + bn] = new[p:p + bn]  # (L + bn <= p: choose_keep leaves room for two blocks)
         if self.AVt is not None:  # A Y = (A V) S_L, combined like Y (no matvec)
-            if self.AVt_spare is None:
-                self.AVt_spare = torch.empty_like(self.AVt)
-            mix(Sk_t, self.AVt[:p], out=self.AVt_spare[:L])
-            self.AVt, self.AVt_spare = self.AVt_spare, self.AVt
+            combine_rows_(Sk_t, self.AVt)
             self.av_drift += p * self.eps * self.anorm
         if self.n_breakdowns:  # a kept Ritz vector belongs to the segment holding most of its weight
             for flags in (self.segment, self.previous_segment):
@@ -176,13 +169,13 @@ class ThickRestart(LanczosState):
         L, L2 = Sk.shape[1], P.shape[1]
         Y = Vt[:L]
         Pt = to_tensor(P.T, Y)
-        Yh = mix(Pt, Y)
+        Yh = combine(Pt, Y)
         D = P.T @ cross  # Yh^T F  (L', bn)
         F = Vt[L:L + bn].clone()
         sub_combine(F, to_tensor(D.T, Y), Yh)
         if self.AVt is not None:
             AY = self.AVt[:L]
-            self.AVt[:L2] = mix(Pt, AY)
+            self.AVt[:L2] = combine(Pt, AY)
             self.av_drift += L * self.eps * self.anorm * float(np.abs(P).sum(axis=0).max())
         Vt[:L2] = Yh
         Q2, Rf, _ = self.orthonormalize(F, L2, scale=1.0)
@@ -205,7 +198,7 @@ class ThickRestart(LanczosState):
         """
         Y = Vt[:L]
         F = Vt[L:L + bn]
-        gram = to_numpy(Y @ Y.T if self.n * L * L >= GEMM_WORK else dots(Y, Y))
+        gram = to_numpy(dots(Y, Y))
         Lc, info = _lapack.dpotrf(gram, lower=1, clean=1)
         if info != 0:  # not numerically positive definite: keep the block as it is
             Rc, Rc_inv = np.eye(L), np.eye(L)
@@ -214,10 +207,9 @@ class ThickRestart(LanczosState):
             Lc_inv = _lapack.dtrtri(Lc, lower=1)[0]
             Rc_inv = Lc_inv.T
             Linv = to_tensor(Lc_inv, Y)
-            Y.copy_(mix(Linv, Y))
+            combine_rows_(Linv, Vt)
             if self.AVt is not None:
-                AY = self.AVt[:L]
-                AY.copy_(mix(Linv, AY))
+                combine_rows_(Linv, self.AVt)
                 self.av_drift += L * self.eps * self.anorm * float(np.abs(Lc_inv).sum(axis=1).max())
         D = to_numpy(dots(Y, F))  # (L, bn)
         sub_combine(F, to_tensor(D.T, Y), Y)

@@ -39,8 +39,14 @@ class LanczosState:
     """Basis, projected matrix and bookkeeping of one solve. Rows of ``Vt`` are basis vectors."""
 
     def __init__(self, v: Any, monitor: Monitor, *, mode: str, m: int, b: int,
-                 generator: torch.Generator, store_products: bool = False) -> None:
+                 generator: torch.Generator, store_products: bool = False, ritz_every: int = 1,
+                 copy_check: str = "off") -> None:
         self.v = v
+        self.copy_check = copy_check  # "auto" / "on" / "off" (see copies.py)
+        self.ritz_every = ritz_every  # 0 = "auto" (see iteration._Lanczos.run)
+        self.alpha_max = 0.0  # largest |diagonal entry| of the last step's block (a Rayleigh quotient)
+        self._look_ratios: np.ndarray | None = None  # "auto": estimate / threshold at the last look
+        self._look_at = 0
         # Products are divided by 2^e (exact) when the first one is so large or so small that
         # squares of its entries would overflow or underflow (ProductUnits); the monitor reports
         # values and residuals back in A's units.
@@ -57,11 +63,9 @@ class LanczosState:
         self.generator = generator
         cap = m + b
         self.Vt = torch.empty(cap, self.n, dtype=self.dtype, device=self.device)
-        self.Vt_spare: torch.Tensor | None = None  # swap buffer for restarts (lazy)
         # products="stored": AVt[i] = A Vt[i] for every row that has been multiplied (the
         # current block included), carried through restarts with the same coefficients.
         self.AVt = torch.empty_like(self.Vt) if store_products else None
-        self.AVt_spare: torch.Tensor | None = None
         self.av_drift = 0.0  # bound on the rounding the restart combinations left in AVt
         self.H = np.zeros((cap, cap))
         # "none": exact Gram matrix V^T V; "partial": omega estimates (V^T V - I).
@@ -96,3 +100,10 @@ class LanczosState:
         # single-column products on one thread (csr_matvecs), so sparse CPU operators are
         # applied column by column; every other operator gets the block (one GEMM / HVP batch).
         self.columnwise = sparse_on_cpu(self.op)
+        self._work_rows: torch.Tensor | None = None  # the block step's product rows (see _work)
+
+    def _work(self, rows: int) -> torch.Tensor:
+        """A reusable (rows, n) buffer for the block step's ``A Q`` (one allocation per solve)."""
+        if self._work_rows is None or self._work_rows.shape[0] < rows:
+            self._work_rows = torch.empty(max(rows, self.b), self.n, dtype=self.dtype, device=self.device)
+        return self._work_rows[:rows]

@@ -73,4 +73,4 @@ class BasicStep(EngineBase):
         XPt = combine(S, C)
         AXPt = combine([b[1] for b in blocks], C)
         BXPt = combine([b[2] for b in blocks], C) if self.B is not None else XPt
-        return BlockState(XPt, AXPt, BXPt, values[:m].to(XPt.dtype), m)
+        return BlockState(XPt, AXPt, BXPt, values[:m].to(XPt.device, XPt.dtype), m)

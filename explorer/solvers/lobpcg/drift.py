@@ -76,16 +76,16 @@ class DriftAudit(EngineBase):
         if Tx.shape[1] != m:
             return s
         M = torch.zeros(q, m, dtype=f64)
-        M[:m] = Tx.to(f64)
+        M[:m] = Tx.to("cpu", f64)
         if self.method == "ortho" and s.p > 0:
             BXn = Tx.T @ s.BXt
-            Cx = (BXn @ s.XPt[m:].T).to(f64)  # (m, p): overlap of P with the new X
+            Cx = (BXn @ s.XPt[m:].T).to("cpu", f64)  # (m, p): overlap of P with the new X
             Mp = torch.zeros(q, s.p, dtype=f64)
-            Mp[:m] = -Tx.to(f64) @ Cx
+            Mp[:m] = -Tx.to("cpu", f64) @ Cx
             Mp[m:] = torch.eye(s.p, dtype=f64)
             Pt, BPt = combine([s.XPt], Mp), combine([s.BXPt], Mp)
             keep, Tp, _ = svqb_from_gram(Pt @ BPt.T, self.drop_tol)
-            M = torch.cat([M, Mp[:, keep] @ Tp.to(f64)], 1)
+            M = torch.cat([M, Mp[:, keep] @ Tp.to("cpu", f64)], 1)
         elif s.p > 0:  # "basic": P is aligned with the columns of X and is not B-orthogonal to it; keep it
             M = torch.cat([M, torch.cat([torch.zeros(m, s.p, dtype=f64), torch.eye(s.p, dtype=f64)], 0)], 1)
         XPt = combine([s.XPt], M)

@@ -66,9 +66,9 @@ class Engine(OrthoStep, BasicStep, DriftAudit):
                              "pass independent starting vectors or fewer columns")
         AXt = apply_rows(self.A, Xt)
         values, Z = self._ritz(gram([Xt], [AXt]))
-        Zt = Z.T.to(Xt.dtype)
+        Zt = Z.T.to(Xt.device, Xt.dtype)
         XZ = Zt @ Xt
-        return BlockState(XZ, Zt @ AXt, Zt @ BXt if self.B is not None else XZ, values.to(Xt.dtype), self.m)
+        return BlockState(XZ, Zt @ AXt, Zt @ BXt if self.B is not None else XZ, values.to(Xt.device, Xt.dtype), self.m)
 
     def _residuals(self, s: BlockState) -> tuple[torch.Tensor, torch.Tensor]:
         """R = A X - B X Theta, as rows (written into the buffer above [X, P] when it lives in

@@ -29,7 +29,7 @@ _SPARSE_BLOCK_MAX = 250_000
 
 def sym_eigh(G: torch.Tensor, largest: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """``eigh`` of a small symmetric matrix in float64 (cheap; robust for float32 problems)."""
-    G64 = G.to(torch.float64)
+    G64 = G.to("cpu", torch.float64)
     values, vectors = torch.linalg.eigh(0.5 * (G64 + G64.T))
     if largest:
         values, vectors = values.flip(0), vectors.flip(1)
@@ -101,7 +101,7 @@ def svqb_from_gram(G: torch.Tensor, drop_tol: float) -> tuple[torch.Tensor, torc
     dropped, so T may have fewer columns. Zero columns are removed first. ``conditioning``:
     smallest / largest eigenvalue of the scaled Gram matrix (0 when columns were dropped).
     """
-    G64 = G.to(torch.float64)
+    G64 = G.to("cpu", torch.float64)
     d = G64.diagonal()
     keep = d > torch.finfo(G.dtype).tiny * 1e4
     if not bool(keep.all()):
@@ -117,7 +117,7 @@ def svqb_from_gram(G: torch.Tensor, drop_tol: float) -> tuple[torch.Tensor, torc
     first = next((i for i, e in enumerate(values) if e > threshold), len(values))
     # C order, as the boolean selection it replaces made it: the GEMMs it enters round the same way.
     T = ((scale * Z[:, first:]) * E[first:].rsqrt().unsqueeze(0)).contiguous()
-    return keep, T.to(G.dtype), values[0] / values[-1] if values[0] > 0 else 0.0
+    return keep, T.to(G.device, G.dtype), values[0] / values[-1] if values[0] > 0 else 0.0
 
 
 def transform_rows(Ut: torch.Tensor, keep: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
@@ -160,7 +160,7 @@ def gram(left: list[torch.Tensor], right: list[torch.Tensor]) -> torch.Tensor:
     G = torch.zeros(offsets[-1], offsets[-1], dtype=torch.float64)
     for i, Li in enumerate(left):
         for j in range(i, len(right)):
-            block = (Li @ right[j].T).to(torch.float64)
+            block = (Li @ right[j].T).to("cpu", torch.float64)
             G[offsets[i]:offsets[i + 1], offsets[j]:offsets[j + 1]] = block
             if j != i:
                 G[offsets[j]:offsets[j + 1], offsets[i]:offsets[i + 1]] = block.T
@@ -169,7 +169,7 @@ def gram(left: list[torch.Tensor], right: list[torch.Tensor]) -> torch.Tensor:
 
 def combine(blocks: list[torch.Tensor], C: torch.Tensor) -> torch.Tensor:
     """Rows of ``[B_0 ... B_b] @ C`` from the rows of the blocks (one GEMM per block)."""
-    Ct = C.to(blocks[0].dtype).T.contiguous()  # a contiguous left factor: faster GEMMs
+    Ct = C.to(blocks[0].device, blocks[0].dtype).T.contiguous()  # a contiguous left factor: faster GEMMs
     row = blocks[0].shape[0]
     out = Ct[:, :row] @ blocks[0]
     for block in blocks[1:]:

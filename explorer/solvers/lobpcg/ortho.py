@@ -76,7 +76,7 @@ class OrthoStep(EngineBase):
             norms = torch.sqrt(torch.clamp((Wt * BWt).sum(1), min=torch.finfo(Wt.dtype).tiny))
         XPt, BXPt = s.XPt, s.BXPt
         C = BXPt @ Wt.T  # (q, a)
-        Cn = (C / norms.clamp_min(torch.finfo(Wt.dtype).tiny).unsqueeze(0)).to(torch.float64)
+        Cn = (C / norms.clamp_min(torch.finfo(Wt.dtype).tiny).unsqueeze(0)).to("cpu", torch.float64)
         # ||Cn||_2 <= ||Cn||_F: the SVD is only needed when the cheap bound is inconclusive.
         projected = float(torch.linalg.vector_norm(Cn)) > 0.9 and float(torch.linalg.matrix_norm(Cn, ord=2)) > 0.9
         if projected:
@@ -167,7 +167,7 @@ class OrthoStep(EngineBase):
             # residual rows may overlap W, so it is copied out first.
             W.copy_(take_rows(Rt, sel).clone() if isinstance(sel, slice) else take_rows(Rt, sel))
         AW = apply_rows(self.A, W, out=xbuf[z - 2 * a: z - a])
-        G = (xbuf[z - a: z + q] @ xbuf[z - 2 * a: z].T).to(f64)  # rows [W; X; P], columns [A W, W]
+        G = (xbuf[z - a: z + q] @ xbuf[z - 2 * a: z].T).to("cpu", f64)  # rows [W; X; P], columns [A W, W]
         WW, C = G[:a, a:], G[a:, a:]
         norms = WW.diagonal().clamp_min(torch.finfo(f64).tiny).sqrt()
         Cn = C / norms.unsqueeze(0)
@@ -183,13 +183,13 @@ class OrthoStep(EngineBase):
             C = C @ fold
         else:  # ill-conditioned or dependent directions: transform W (and A W) explicitly
             fold = None
-            Tw = Tm.to(W.dtype)
+            Tw = Tm.to(W.device, W.dtype)
             Wt, AWt = transform_rows(W, keep, Tw), transform_rows(AW, keep, Tw)
             a = Wt.shape[0]
             xbuf[z - a: z].copy_(Wt)
             xbuf[z - 2 * a: z - a].copy_(AWt)
             W, AW = xbuf[z - a: z], xbuf[z - 2 * a: z - a]
-            G = (xbuf[z - a: z + q] @ xbuf[z - 2 * a: z - a].T).to(f64)
+            G = (xbuf[z - a: z + q] @ xbuf[z - 2 * a: z - a].T).to("cpu", f64)
             WAW, XAW = G[:a], G[a:]
             C = C[:, keep] @ Tm
         rr = self._rayleigh_ritz_ortho(s, active, XAW, 0.5 * (WAW + WAW.T), C, sel)
@@ -198,7 +198,7 @@ class OrthoStep(EngineBase):
         values, Cf, GA = rr
         # Coefficients on the buffer rows [W (raw); X; P].
         Craw = torch.cat([Cf[q:] if fold is None else fold @ Cf[q:], Cf[:q]], 0)
-        CrawT = Craw.T.to(W.dtype).contiguous()
+        CrawT = Craw.T.to(W.device, W.dtype).contiguous()
         q_new = Craw.shape[1]
         XPt = torch.mm(CrawT, xbuf[z - a: z + q], out=xnext[z: z + q_new])
         if self.recompute_AX:
@@ -208,7 +208,7 @@ class OrthoStep(EngineBase):
             abuf[z - a: z].copy_(AW)
             AXPt = torch.mm(CrawT, abuf[z - a: z + q], out=anext[z: z + q_new])
         G_new, theta = self._carried_gram(Cf.T @ GA @ Cf, values[:m], XPt, AXPt, XPt)
-        return BlockState(XPt, AXPt, XPt, theta.to(XPt.dtype), m, G=G_new)
+        return BlockState(XPt, AXPt, XPt, theta.to(XPt.device, XPt.dtype), m, G=G_new)
 
     def _step_ortho_general(self, s: BlockState, active: torch.Tensor, Rt: torch.Tensor,
                             res: torch.Tensor) -> BlockState | None:
@@ -225,8 +225,8 @@ class OrthoStep(EngineBase):
             return None  # every new direction lies in span[X, P]: stagnation at rounding level
         Wt, BWt, C = directions
         AWt = apply_rows(self.A, Wt)
-        rr = self._rayleigh_ritz_ortho(s, active, (s.XPt @ AWt.T).to(torch.float64),
-                                       (Wt @ AWt.T).to(torch.float64), C.to(torch.float64))
+        rr = self._rayleigh_ritz_ortho(s, active, (s.XPt @ AWt.T).to("cpu", torch.float64),
+                                       (Wt @ AWt.T).to("cpu", torch.float64), C.to("cpu", torch.float64))
         if rr is None:
             return None
         values, Cf, GA = rr
@@ -237,7 +237,7 @@ class OrthoStep(EngineBase):
             AXPt = combine([s.AXPt, AWt], Cf)
         BXPt = combine([s.BXPt, BWt], Cf) if self.B is not None else XPt
         G_new, theta = self._carried_gram(Cf.T @ GA @ Cf, values[:m], XPt, AXPt, BXPt)
-        return BlockState(XPt, AXPt, BXPt, theta.to(XPt.dtype), m, G=G_new)
+        return BlockState(XPt, AXPt, BXPt, theta.to(XPt.device, XPt.dtype), m, G=G_new)
 
     def _carried_gram(self, G: torch.Tensor, values: torch.Tensor, XPt: torch.Tensor, AXPt: torch.Tensor,
                       BXPt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -257,11 +257,11 @@ class OrthoStep(EngineBase):
         m = self.m
         if not self.fresh_rows:
             return 0.5 * (G + G.T), values
-        fresh = (XPt @ AXPt[:m].T).to(torch.float64)  # (q, m): [X; P]^T A X
+        fresh = (XPt @ AXPt[:m].T).to("cpu", torch.float64)  # (q, m): [X; P]^T A X
         G = G.clone()
         G[:, :m] = fresh
         G[:m, :] = fresh.T
-        quotients = fresh.diagonal() / (XPt[:m] * BXPt[:m]).sum(1).to(torch.float64)
+        quotients = fresh.diagonal() / (XPt[:m] * BXPt[:m]).sum(1).to("cpu", torch.float64)
         return 0.5 * (G + G.T), quotients
 
     def _rayleigh_ritz_ortho(self, s: BlockState, active: torch.Tensor, XAW: torch.Tensor, WAW: torch.Tensor,
@@ -295,7 +295,7 @@ class OrthoStep(EngineBase):
         # the directions that reproduce the old active X: basis of Yr^T GB e_rows.
         if sel is None:
             sel = selection(active)
-        GB_rows = GB[:, sel] if isinstance(sel, slice) else GB.index_select(1, sel)
+        GB_rows = GB[:, sel] if isinstance(sel, slice) else GB.index_select(1, sel.to(GB.device))
         n_p = min(GB_rows.shape[1], Yr.shape[1])
         Cf = torch.cat([Yx, Yr @ orth_basis_of_rows(Yr.T @ GB_rows, n_p)], 1) if n_p > 0 else Yx
         return values, Cf, GA

@@ -101,7 +101,7 @@ def suite(context, matrix_dir: Path, full: bool) -> dict:
     # A Stop on rank 0 ends every rank, at the same iteration.
     tracker = _StopAt(3) if context.is_root else None
     outcome = solve_distributed("laplacian_2d:30", "lanczos", 4, which="LA", tol=1e-12, seed=0, context=context,
-                                tracker=tracker)
+                                tracker=tracker, ritz_every=1)  # a record per step: the stop's step is known
     out["stop"] = {"status": outcome.result.status.value, "n_iter": outcome.result.n_iter,
                    "records": len(outcome.result.history), "tracker_calls": tracker.seen if tracker else None}
 

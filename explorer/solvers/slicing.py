@@ -260,7 +260,8 @@ def spectrum_slice(
                                     "factorization": ends[0].method})
     monitor.factorizations = list(ends)
     monitor._t0 -= sum(f.factor_seconds for f in ends)
-    counted = (f"Sylvester's law of inertia: the LDL^T of A - s B has {ends[0].inertia.negative} negative pivots "
+    low_neg = ends[0].inertia.negative
+    counted = (f"Sylvester's law of inertia: the LDL^T of A - s B has {low_neg} negative pivot{'' if low_neg == 1 else 's'} "
                f"at s = {lower:g} and {ends[1].inertia.negative} at s = {upper:g}, so {count} eigenvalue"
                f"{'' if count == 1 else 's'} lie in [{lower:g}, {upper:g})")
     certainty = (f" (factorization backward error {omega:.1g} eps: exact unless an eigenvalue lies within "

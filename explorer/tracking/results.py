@@ -34,9 +34,9 @@ class SolveStatus(Enum):
 
 
 _STATUS_MESSAGES = {
-    SolveStatus.CONVERGED: "All k wanted eigenpairs met the tolerance.",
+    SolveStatus.CONVERGED: "Every wanted pair met the tolerance.",
     SolveStatus.MAX_ITER: (
-        "The iteration limit was reached before all k eigenpairs met the tolerance. "
+        "The iteration limit was reached before every wanted pair met the tolerance. "
         "Raise `max_iter`, loosen `tol`, or try a solver that suits the spectrum better."
     ),
     SolveStatus.STOPPED: "The solve was stopped before it finished; the partial result is kept.",

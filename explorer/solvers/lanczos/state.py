@@ -80,6 +80,7 @@ class LanczosState:
         self._stall_worst: float | None = None  # see _stalled_at_rounding
         self._stall_checks = 0
         self.n_cleanups = 0  # "partial": restarts that re-orthonormalized the kept Ritz vectors
+        self.n_measured = 0  # "partial": restarts that measured the kept block's Gram matrix
         self._kept_level = 0.0  # "partial": bound on ||Y^T Y - I||_2 of the kept block
         self._cycle_start = 0  # "partial": first basis row created in the current cycle
         self.n_skipped = 0  # "full": Gram-Schmidt corrections skipped (overlap already at eps level)

@@ -57,13 +57,17 @@ _CLEAN_LEVEL = 0.1
 _KEEP_CAP = 0.5
 
 
-def choose_keep(theta_ord: np.ndarray, first_target: int, k: int, m: int, b: int, which: str) -> int:
+def choose_keep(theta_ord: np.ndarray, first_target: int, k: int, m: int, b: int, which: str,
+                restart_weight: float = 0.0) -> int:
     """How many Ritz vectors to keep at a restart (``theta_ord`` in ``which`` order, best first).
 
-    LA / SA: maximize ``(m - L) * sqrt(gamma_L)``, ``gamma_L = |theta_t - theta_(L+1)| /
-    |theta_(L+1) - theta_far|`` over ``k <= L <= k + _KEEP_CAP (m - k)`` (see the module
-    docstring). LM / BE (the wanted values sit at both ends, the one-sided Chebyshev model
-    does not apply): keep ``k + (m - k) / 2``.
+    LA / SA: maximize ``(m - L) * sqrt(gamma_L) / (1 + restart_weight * L / (m - L))``,
+    ``gamma_L = |theta_t - theta_(L+1)| / |theta_(L+1) - theta_far|`` over
+    ``k <= L <= k + _KEEP_CAP (m - k)`` (see the module docstring): the convergence of the next
+    cycle over its cost, ``m - L`` new vectors plus a restart that combines L vectors, each
+    ``restart_weight`` new vectors' worth (``restart_weight``; 0: the restart costs nothing next
+    to the products, the objective of Stathopoulos, Saad & Wu). LM / BE (the wanted values sit at
+    both ends, the one-sided Chebyshev model does not apply): keep ``k + (m - k) / 2``.
     """
     q = len(theta_ord)
     low = min(k, q - 1)
@@ -81,9 +85,8 @@ def choose_keep(theta_ord: np.ndarray, first_target: int, k: int, m: int, b: int
     # end coincided with theta_(L+1), e.g. a spectrum of few distinct values)
     scale = max(float(np.abs(theta_ord).max()), np.finfo(np.float64).tiny)
     gamma = np.abs(t - nxt) / np.maximum(spread, np.finfo(np.float64).eps * scale)
-    score = (m - cand) * np.sqrt(gamma)
+    score = (m - cand) * np.sqrt(gamma) / (1.0 + restart_weight * cand / (m - cand))
     return int(cand[int(np.argmax(score))])
-
 
 
 class ThickRestart(LanczosState):
@@ -97,7 +100,7 @@ class ThickRestart(LanczosState):
         conv = est[candidates] <= self.tol_factor * thresh[candidates]
         unconverged = np.flatnonzero(~conv[: self.k])
         first_target = int(unconverged[0]) if unconverged.size else self.k - 1
-        L = choose_keep(theta[candidates], first_target, self.k, self.m, bn, self.which)
+        L = choose_keep(theta[candidates], first_target, self.k, self.m, bn, self.which, self.restart_weight)
         keep = candidates[:L]
         Sk = S[:, keep]  # (p, L)
         new = self.Vt  # rewritten in place: Y = V S_L into the first L rows, then the next block

@@ -20,13 +20,52 @@ import torch
 
 from explorer.solvers._common import Monitor, ProductUnits, UnitsOperator
 
-__all__ = ["LanczosState", "sparse_on_cpu"]
+__all__ = ["LanczosState", "sparse_on_cpu", "restart_weight"]
 
 
 def sparse_on_cpu(op: Any) -> bool:
     """A sparse matrix on the CPU: a matvec is cheap (scipy's CSR kernel), columns go one by one
     (``Expansion.apply``) and products are recomputed rather than stored (``products="auto"``)."""
     return getattr(op, "kind", "") == "sparse" and op.device.type == "cpu"
+
+
+# restart_weight's cost model (CPU, where it was measured): a new basis vector costs the product
+# with A plus the local step, both memory-bound: ~16 bytes per stored entry of a sparse matrix
+# (value and int64 index) plus 16 for x and y, 8 per entry of a dense one, and _STEP_BYTES per
+# row for the step's passes over its blocks; a kept vector costs 2 m flops per row of the
+# restart's GEMM. One thread of this host does ~12 GFLOP/s of DGEMM and streams ~12-16 GB/s, so
+# a flop and a byte are counted alike (docs/benchmarks-lanczos.md, "Restart cost").
+_STEP_BYTES = 64.0
+
+
+def restart_weight(op: Any, m: int) -> float:
+    """The cost of keeping one Ritz vector at a restart, in new basis vectors (``choose_keep``).
+
+    0 (the restart is free next to the products) for matrix-free operators (Hessian-vector
+    products and other callables: their cost is unknown and usually far above a GEMM's) and off
+    the CPU (not measured there)."""
+    if op.device.type != "cpu":
+        return 0.0
+    n = op.shape[0]
+    kind = op.kind
+    if kind == "sparse":
+        nnz = operator_nnz(op)
+        per_row = 16.0 * (nnz / n if nnz else 5.0) + 16.0
+    elif kind == "dense":
+        per_row = 8.0 * n
+    else:
+        return 0.0
+    return 2.0 * m / (per_row + _STEP_BYTES)
+
+
+def operator_nnz(op: Any) -> int | None:
+    """Stored entries of a sparse operator, through the wrappers (units, counting) around it."""
+    while op is not None:
+        nnz = getattr(op, "nnz", None)
+        if nnz:
+            return int(nnz)
+        op = getattr(op, "base", None)
+    return None
 
 
 # "full": skip the Gram-Schmidt correction when the measured overlap is below this many eps
@@ -102,6 +141,7 @@ class LanczosState:
         # applied column by column; every other operator gets the block (one GEMM / HVP batch).
         self.columnwise = sparse_on_cpu(self.op)
         self._work_rows: torch.Tensor | None = None  # the block step's product rows (see _work)
+        self.restart_weight = restart_weight(self.op, m)  # a kept vector's cost at a restart (choose_keep)
 
     def _work(self, rows: int) -> torch.Tensor:
         """A reusable (rows, n) buffer for the block step's ``A Q`` (one allocation per solve)."""

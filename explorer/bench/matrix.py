@@ -440,17 +440,6 @@ class _CountingOperator(CountedOperator):
         self.budget.charge(X.shape[1])
         return self.base._matmat(X)
 
-    def diagonal(self) -> torch.Tensor | None:
-        return self.base.diagonal()
-
-    @property
-    def kind(self) -> str:
-        return self.base.kind
-
-    @property
-    def rows_kernel(self) -> bool:
-        return self.base.rows_kernel
-
     def _matvecs_into(self, Xt: torch.Tensor, out: torch.Tensor) -> None:
         self.budget.charge(Xt.shape[0])
         self.base._matvecs_into(Xt, out)
@@ -737,20 +726,8 @@ def _applies(problem: BenchProblem, solver: str) -> bool:
     return (solver in _SVD_ROWS) == isinstance(problem, SVDBenchProblem)
 
 
-class _CountingScipyRect(sla.LinearOperator):
+class _CountingScipyRect(_CountingScipy):
     """scipy LinearOperator of an m x n matrix with A^T, charging a Budget for both products."""
-
-    def __init__(self, matrix: Any, budget: Budget) -> None:
-        super().__init__(dtype=matrix.dtype, shape=matrix.shape)
-        self.matrix, self.budget = matrix, budget
-
-    def _matvec(self, x: np.ndarray) -> np.ndarray:
-        self.budget.charge(1)
-        return self.matrix @ x.reshape(-1)
-
-    def _matmat(self, X: np.ndarray) -> np.ndarray:
-        self.budget.charge(X.shape[1])
-        return self.matrix @ X
 
     def _rmatvec(self, x: np.ndarray) -> np.ndarray:
         self.budget.charge(1)

@@ -43,6 +43,7 @@ from explorer.store.errors import StoreError, StoreUnavailableError, describe
 from explorer.store.paths import default_store_path
 from explorer.store.writer import STALE_AFTER_S, this_writer, writer_alive
 from explorer.tracking import IterationRecord, history_frame
+from explorer.tracking.results import PairCounts
 
 __all__ = ["RunStore", "RunInfo", "StoredResult", "RunNotFoundError", "RUNNING", "INTERRUPTED", "FAILED",
            "RUN_COLUMNS"]
@@ -120,7 +121,7 @@ class RunInfo:
 
 
 @dataclass(frozen=True)
-class StoredResult:
+class StoredResult(PairCounts):
     """The final values of a stored run (``RunStore.result(id)``): what ``EigenResult`` holds
     except the eigenvectors and the history (those are n x k and per-iteration data; the
     history is ``RunStore.history`` / ``records``)."""
@@ -150,14 +151,6 @@ class StoredResult:
         return cls(eigenvalues=values, residual_norms=residuals, converged=converged, n_iter=int(info.n_iter or 0),
                    n_matvec=int(info.n_matvec or 0), elapsed_s=float(info.elapsed_s or 0.0), status=info.status,
                    message=info.message, solver=info.solver, which=info.which, tol=info.tol)
-
-    @property
-    def k(self) -> int:
-        return int(self.eigenvalues.numel())
-
-    @property
-    def n_converged(self) -> int:
-        return int(self.converged.sum())
 
     @property
     def status_message(self) -> str:

@@ -13,7 +13,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from explorer.tracking.records import IterationRecord
 
-__all__ = ["SolveStatus", "EigenResult", "SingularResult", "SVDResult", "ConvergenceError"]
+__all__ = ["SolveStatus", "PairCounts", "EigenResult", "SingularResult", "SVDResult", "ConvergenceError"]
 
 
 class SolveStatus(Enum):
@@ -47,8 +47,23 @@ _STATUS_MESSAGES = {
 }
 
 
+class PairCounts:
+    """``k`` and ``n_converged`` of any result that holds ``eigenvalues`` and ``converged``."""
+
+    eigenvalues: torch.Tensor
+    converged: torch.Tensor
+
+    @property
+    def k(self) -> int:
+        return int(self.eigenvalues.numel())
+
+    @property
+    def n_converged(self) -> int:
+        return int(self.converged.sum())
+
+
 @dataclass(frozen=True)
-class EigenResult:
+class EigenResult(PairCounts):
     """Eigenpairs of a symmetric (or symmetric-definite) problem.
 
     Attributes:
@@ -79,14 +94,6 @@ class EigenResult:
     which: str = "LA"
     tol: float = 0.0
     history: tuple["IterationRecord", ...] = field(default=(), repr=False)
-
-    @property
-    def k(self) -> int:
-        return int(self.eigenvalues.numel())
-
-    @property
-    def n_converged(self) -> int:
-        return int(self.converged.sum())
 
     @property
     def status_message(self) -> str:

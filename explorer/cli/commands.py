@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from explorer.cli.args import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NOT_CONVERGED, EXIT_OK, EXIT_USAGE
-from explorer.cli.output import ProgressLine, result_payload, result_text, runs_payload, runs_text
+from explorer.cli.output import ProgressLine, result_payload, result_text, runs_payload, runs_text, stored_run_id
 from explorer.solvers import get_solver
 from explorer.tracking import CompositeTracker, NullTracker, StopFlagTracker
 
@@ -127,10 +127,7 @@ def solve_command(args: argparse.Namespace) -> int:
     except Exception as err:  # noqa: BLE001 - reported, stored as failed, never a traceback
         message = friendly_error(err)
         return _failed(args, store_tracker, config, loaded, problem, message, EXIT_FAILED, started)
-    run_id = store_tracker.run_id if store_tracker is not None else None
-    if store_tracker is not None and store_tracker.error:
-        print(f"warning: {store_tracker.error}", file=sys.stderr)
-        run_id = None
+    run_id = stored_run_id(store_tracker)
     status = result.status.value
     if args.json:
         payload = result_payload(run_id, status, result, elapsed=time.perf_counter() - started,

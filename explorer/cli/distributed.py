@@ -24,7 +24,7 @@ import time
 from typing import Any, Callable
 
 from explorer.cli.args import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NOT_CONVERGED, EXIT_OK, EXIT_USAGE
-from explorer.cli.output import ProgressLine, result_payload, result_text
+from explorer.cli.output import ProgressLine, result_payload, result_text, stored_run_id
 from explorer.tracking import CompositeTracker, StopFlagTracker
 
 __all__ = ["distributed_solve_command", "hessian_command", "on_sigterm", "source_spec"]
@@ -151,10 +151,7 @@ def _run(args: argparse.Namespace, config: Any, label: str, runner: Callable[...
     if not root:
         return _exit_code(outcome.result.status.value, stop)
     result = outcome.result
-    run_id = store_tracker.run_id if store_tracker is not None else None
-    if store_tracker is not None and store_tracker.error:
-        print(f"warning: {store_tracker.error}", file=sys.stderr)
-        run_id = None
+    run_id = stored_run_id(store_tracker)
     status = result.status.value
     if args.json:
         payload = result_payload(run_id, status, result, elapsed=time.perf_counter() - started)

@@ -81,6 +81,16 @@ def _values(tensor: Any) -> list[float]:
     return [float(v) for v in tensor.detach().cpu().double().reshape(-1).tolist()]
 
 
+def stored_run_id(store_tracker: Any) -> int | None:
+    """The run's id in the store, or None (with a warning on stderr) when the store failed."""
+    if store_tracker is None:
+        return None
+    if store_tracker.error:
+        print(f"warning: {store_tracker.error}", file=sys.stderr)
+        return None
+    return store_tracker.run_id
+
+
 def result_payload(run_id: int | None, status: str, result: Any, *, elapsed: float,
                    svd: bool = False) -> dict[str, Any]:
     """``{"run_id", "status", "eigenvalues", "residual_norms", "n_matvec", "elapsed"}`` (NaN / Inf as null);

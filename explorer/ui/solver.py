@@ -186,7 +186,11 @@ def solver_sidebar(prefix: str = "", container: Any = None, *, n: int | None = N
 def _mode_caption(prefix: str, solver: str, mode: str) -> str:
     s = st.session_state
     if mode == "sigma":
-        return (f"Shift-invert at sigma = {s.get(f'{prefix}p_{solver}_sigma'):g}: the k eigenvalues nearest it, "
+        sigma = s.get(f'{prefix}p_{solver}_sigma')
+        if "factorization" not in {p.name for p in SOLVERS[solver].params}:  # eigh: every eigenvalue, then the nearest
+            return (f"Near sigma = {sigma:g}: the k eigenvalues nearest it, picked from the whole dense spectrum "
+                    "(clear sigma for an end of the spectrum).")
+        return (f"Shift-invert at sigma = {sigma:g}: the k eigenvalues nearest it, "
                 "through a factorization of A \u2212 \u03c3B (options below; clear sigma to switch it off).")
     return (f"Spectrum slicing: every eigenvalue in [{s.get(f'{prefix}p_{solver}_lower'):g}, "
             f"{s.get(f'{prefix}p_{solver}_upper'):g}), counted by Sylvester's law of inertia so that none is "

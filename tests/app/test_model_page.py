@@ -122,3 +122,42 @@ def test_settings_survive_a_visit_to_another_page(apptest) -> None:  # noqa: ANN
     assert at.radio(key="model_analysis").value == "slq"
     assert at.text_input(key="model_params").value == "layers.4.*"
     assert at.selectbox(key="model_sample").value == "cnn"
+
+
+def test_sigma_on_the_hessian_runs_through_minres_in_float64(apptest, wait_job) -> None:  # noqa: ANN001
+    """The Hessian is matrix-free: the sigma field is there (an inner MINRES per application), the interval
+    fields are not (inertia slicing needs a factorization; a caption says why), float32 is refused before it
+    would stall, and a float64 run finds the 5 eigenvalues nearest sigma of the dense Hessian."""
+    import numpy as np
+
+    at = apptest(page=PAGE)
+    _no_trouble(at)
+    keys = {str(n.key) for n in at.number_input}
+    assert "model_p_lanczos_sigma" in keys and "model_p_lanczos_lower" not in keys
+    assert list(at.selectbox(key="model_p_lanczos_factorization").options) == ["auto", "minres", "cg"]
+    assert any("No interval here" in c.value and "LDL^T" in c.value for c in at.caption)
+    at.number_input(key="model_p_lanczos_sigma").set_value(0.5).run()
+    _no_trouble(at)
+    assert at.session_state["model_which"] == "LM"
+    assert any("inner MINRES solve" in c.value for c in at.caption)
+    assert any("float32" in w.value and "float64" in w.value for w in at.warning)
+    at.button(key="model_run").click().run()  # refused at once, with the fix
+    _no_trouble(at)
+    assert not [r for r in at.session_state["runs"] if r.page == "model"]
+    assert any("Switch dtype to float64" in e.value for e in at.error)
+    at.selectbox(key="model_dtype").set_value("float64").run()
+    assert not any("float32" in w.value for w in at.warning)
+    at.button(key="model_exact").click().run()  # the dense spectrum: the reference near sigma
+    _no_trouble(at)
+    at.button(key="model_run").click().run()
+    wait_job(at, "model", timeout=240, poll=0.5)
+    _no_trouble(at)
+    run = at.session_state["runs"][-1]
+    assert run.status == "converged", run.message
+    assert "MINRES" in run.message and run.params["sigma"] == 0.5
+    exact = next(iter(at.session_state["_model_exact"].values()))
+    nearest = exact[np.argsort(np.abs(exact - 0.5), kind="stable")[:5]]
+    np.testing.assert_allclose(np.sort(run.reference), np.sort(nearest), rtol=1e-12)
+    tol = run.params["tol"]
+    # |theta - lambda| <= ||r|| <= tol * ||H|| for converged pairs (||H|| = max |lambda| of the dense spectrum)
+    assert run.max_error <= tol * float(np.abs(exact).max())

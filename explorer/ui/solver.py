@@ -117,14 +117,15 @@ def solver_sidebar(prefix: str = "", container: Any = None, *, n: int | None = N
     ``kind``: "eigen" offers the eigensolvers, "svd" (a rectangular matrix) the SVD solvers
     only (``SolverSpec.kind``); a selection of the other kind goes to that kind's default
     solver, with its default tol / max_iter. ``matrix_free``: the operator exists only through
-    products (a Hessian): no interval fields (spectrum slicing counts with the inertia of an
-    LDL^T factorization, which needs the matrix; a caption says so), and shift-invert's
-    ``factorization`` offers only the inner Krylov solves (auto = MINRES, or CG).
+    products (a Hessian): no interval fields for lanczos / lobpcg (spectrum slicing counts with the
+    inertia of an LDL^T factorization, which needs the matrix; a caption says so; chebyshev keeps
+    them: its band-pass filter needs products only), and shift-invert's ``factorization`` offers
+    only the inner Krylov solves (auto = MINRES, or CG).
     """
     if matrix_free:  # no interval fields here: an old value must not switch slicing on
         for solver_name, solver_spec in SOLVERS.items():
             for name in _INTERVAL:
-                if any(p.name == name for p in solver_spec.params) \
+                if _slices(solver_spec.name) and any(p.name == name for p in solver_spec.params) \
                         and st.session_state.get(f"{prefix}p_{solver_name}_{name}") is not None:
                     st.session_state[f"{prefix}p_{solver_name}_{name}"] = None
     box = container if container is not None else st.sidebar
@@ -185,14 +186,15 @@ def solver_sidebar(prefix: str = "", container: Any = None, *, n: int | None = N
     if spec.params:
         with box.expander(f"{spec.name} options", expanded=mode != "plain"):
             for p in spec.params:
-                if matrix_free and p.name in _INTERVAL:
+                if matrix_free and p.name in _INTERVAL and _slices(spec.name):
                     continue
                 choices = _MATRIX_FREE_FACTORIZATIONS if matrix_free and p.name == "factorization" else None
                 param_widget(p, f"{prefix}p_{spec.name}_{p.name}", disabled=disabled, choices=choices)
-            if matrix_free and {"lower", "upper"} <= {p.name for p in spec.params}:
+            if matrix_free and _slices(spec.name):
                 st.caption("No interval here: spectrum slicing counts the eigenvalues in [lower, upper) with the "
                            "inertia of an LDL^T factorization, and this operator exists only through products "
-                           "(no matrix to factor). Use sigma with a k: the k eigenvalues nearest it.")
+                           "(no matrix to factor). Use sigma with a k (the k eigenvalues nearest it), or chebyshev, "
+                           "whose band-pass filter needs only products.")
             problem = _spectral_problem(prefix, spec.name)
             if problem:
                 st.warning(problem, icon=":material/warning:")
@@ -200,6 +202,12 @@ def solver_sidebar(prefix: str = "", container: Any = None, *, n: int | None = N
 
 
 _INTERVAL = ("lower", "upper")
+
+
+def _slices(solver: str) -> bool:
+    """True where an interval means inertia spectrum slicing (it needs a factorization): lanczos, lobpcg."""
+    names = {p.name for p in SOLVERS[solver].params}
+    return {"lower", "upper", "factorization"} <= names
 _MATRIX_FREE_FACTORIZATIONS = ("auto", "minres", "cg")
 
 
@@ -216,18 +224,23 @@ def _mode_caption(prefix: str, solver: str, mode: str, matrix_free: bool = False
                     "of products each; clear sigma to switch it off).")
         return (f"Shift-invert at sigma = {sigma:g}: the k eigenvalues nearest it, "
                 "through a factorization of A \u2212 \u03c3B (options below; clear sigma to switch it off).")
-    return (f"Spectrum slicing: every eigenvalue in [{s.get(f'{prefix}p_{solver}_lower'):g}, "
-            f"{s.get(f'{prefix}p_{solver}_upper'):g}), counted by Sylvester's law of inertia so that none is "
-            "missed (clear lower and upper to switch it off).")
+    lower, upper = s.get(f'{prefix}p_{solver}_lower'), s.get(f'{prefix}p_{solver}_upper')
+    if "factorization" not in {p.name for p in SOLVERS[solver].params}:  # chebyshev: a band-pass filter
+        return (f"Every eigenvalue in [{lower:g}, {upper:g}) by a band-pass Chebyshev-Jackson filter (products "
+                "only); counted by Sylvester's law of inertia where the matrix is assembled, else estimated from the "
+                "filter's trace (clear lower and upper to switch it off).")
+    return (f"Spectrum slicing: every eigenvalue in [{lower:g}, {upper:g}), counted by Sylvester's law of inertia "
+            "so that none is missed (clear lower and upper to switch it off).")
 
 
 def _spectral_problem(prefix: str, solver: str) -> str | None:
     """A line about sigma / interval settings the solver will refuse (both given, one end only), or None."""
     s = st.session_state
     names = {p.name for p in SOLVERS[solver].params}
-    if not {"sigma", "lower", "upper"} <= names:
+    if not {"lower", "upper"} <= names:
         return None
-    sigma, lower, upper = (s.get(f"{prefix}p_{solver}_{name}") for name in ("sigma", "lower", "upper"))
+    sigma, lower, upper = (s.get(f"{prefix}p_{solver}_{name}") if name in names else None
+                           for name in ("sigma", "lower", "upper"))
     if (lower is None) != (upper is None):
         return "Spectrum slicing needs both ends: set `lower` and `upper` (or clear both)."
     if lower is not None and upper is not None and sigma is not None:

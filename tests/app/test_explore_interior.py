@@ -244,3 +244,42 @@ def test_the_live_error_panel_of_an_interior_run_ends_at_the_solution(apptest, w
     assert len(errors) == (4 if mode == "sigma" else 16)
     # |theta - lambda| <= ||r|| <= tol ||A|| (||A|| < 8) for a converged pair
     assert all(e[-1] < 8e-9 for e in errors), [float(e[-1]) for e in errors]
+
+
+def test_chebyshev_takes_an_interval_through_its_band_pass_filter(apptest, wait_job):
+    at = _lanczos(apptest(), "chebyshev")
+    at.number_input(key="p_chebyshev_lower").set_value(1.0).run()
+    assert any("needs both ends" in w for w in _texts(at.warning))
+    at.number_input(key="p_chebyshev_upper").set_value(1.2).run()
+    _no_trouble(at)
+    assert at.selectbox(key="which").disabled and at.session_state["which"] == "SA"
+    assert any("band-pass Chebyshev-Jackson filter" in c for c in _texts(at.caption))
+    at.number_input(key="tol").set_value(1e-9).run()
+    at.button(key="run").click().run()
+    wait_job(at, timeout=120)
+    _no_trouble(at)
+    run = at.session_state["runs"][-1]
+    exact = _exact_2d()
+    inside = exact[(exact >= 1.0) & (exact < 1.2)]
+    assert run.status == "converged", run.message
+    np.testing.assert_allclose(run.reference, inside, rtol=1e-13)
+    assert run.result.k == 16 and run.max_error <= run.max_residual + 1e-14
+    assert "all 16 found" in run.message and "inertia" in run.message
+    # early records may hold more Ritz values inside the interval than it has eigenvalues; the last one holds 16
+    final = [float(e[-1]) for e in _error_traces(at) if np.isfinite(e[-1])]
+    assert len(final) == 16 and max(final) < 8e-9
+    # the records carry the degree and the interval (the run table's extras)
+    record = run.records[-1]
+    assert record.extras["degree"] > 20 and (record.extras["pass_low"], record.extras["pass_high"]) == (1.0, 1.2)
+
+
+def test_the_model_page_keeps_the_interval_for_chebyshev_only(apptest):
+    at = apptest(page="pages/model.py")
+    at.selectbox(key="model_solver").set_value("chebyshev").run()
+    _no_trouble(at)
+    keys = {str(n.key) for n in at.number_input}
+    assert {"model_p_chebyshev_lower", "model_p_chebyshev_upper"} <= keys
+    assert not any("No interval here" in c for c in _texts(at.caption))
+    at.selectbox(key="model_solver").set_value("lobpcg").run()
+    keys = {str(n.key) for n in at.number_input}
+    assert "model_p_lobpcg_lower" not in keys and any("No interval here" in c for c in _texts(at.caption))

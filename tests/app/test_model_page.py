@@ -161,3 +161,31 @@ def test_sigma_on_the_hessian_runs_through_minres_in_float64(apptest, wait_job) 
     tol = run.params["tol"]
     # |theta - lambda| <= ||r|| <= tol * ||H|| for converged pairs (||H|| = max |lambda| of the dense spectrum)
     assert run.max_error <= tol * float(np.abs(exact).max())
+
+
+def test_an_interval_of_the_hessian_through_the_chebyshev_band_pass_filter(apptest, wait_job) -> None:  # noqa: ANN001
+    """Matrix-free: no inertia, so chebyshev estimates the count from the filter's trace and says so; the
+    eigenvalues it returns are the dense Hessian's in the interval."""
+    import numpy as np
+
+    at = apptest(page=PAGE)
+    at.selectbox(key="model_solver").set_value("chebyshev").run()
+    at.number_input(key="model_p_chebyshev_lower").set_value(0.4).run()
+    at.number_input(key="model_p_chebyshev_upper").set_value(0.6).run()
+    _no_trouble(at)
+    assert any("band-pass Chebyshev-Jackson filter" in c.value for c in at.caption)
+    at.number_input(key="model_tol").set_value(1e-4).run()  # float32 HVPs
+    at.button(key="model_exact").click().run()
+    at.button(key="model_run").click().run()
+    wait_job(at, "model", timeout=240, poll=0.5)
+    _no_trouble(at)
+    run = at.session_state["runs"][-1]
+    assert run.status == "converged", run.message
+    exact = next(iter(at.session_state["_model_exact"].values()))
+    inside = np.sort(exact[(exact >= 0.4) & (exact < 0.6)])
+    np.testing.assert_allclose(run.reference, inside, rtol=1e-12)
+    values = np.sort(run.result.eigenvalues.double().numpy())
+    assert values.size == inside.size
+    # |theta - lambda| <= ||r|| <= tol ||H||, plus float32 HVP rounding (~n eps ||H||)
+    assert np.abs(values - inside).max() <= (1e-4 + 1732 * 1.2e-7) * float(np.abs(exact).max())
+    assert "stochastic estimate" in run.message and "not proven" in run.message

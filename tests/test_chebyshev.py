@@ -308,3 +308,13 @@ def test_interval_mode_refuses_what_it_cannot_do() -> None:
         chebyshev(A, 10, lower=1.0, upper=1.0 + 1e-7)
     empty = chebyshev(A, 10, lower=4.5, upper=5.0)  # above the spectrum: the inertia says none
     assert empty.status is SolveStatus.CONVERGED and empty.k == 0 and "none to find" in empty.message
+
+
+def test_the_live_chart_draws_the_pass_band_of_an_interval_run() -> None:
+    from explorer.plots.figures import filter_cut, live_figure
+
+    result = chebyshev(problems.laplacian_1d(300).operator, 100, lower=1.0, upper=1.5, tol=1e-8, seed=0)
+    assert filter_cut(result.history) is None  # no one-sided cut here
+    figure = live_figure(result.history, reference=_exact_1d(300)[(_exact_1d(300) >= 1) & (_exact_1d(300) < 1.5)])
+    band = next(t for t in figure.data if t.name == "filter pass band")
+    assert [y for y in band.y if y is not None] == [1.0, 1.0, 1.5, 1.5]

@@ -228,7 +228,7 @@ def live_figure(records: Sequence[IterationRecord], *, reference: Any = None, to
     on a log axis with ``tol`` (top right), error against the reference on a log
     axis, or the converged count when no reference is known (bottom left), and the
     orthogonality loss ``max |V^T V - I|`` on a log axis (bottom right). A filter solver's cut
-    (:func:`filter_cut`) is drawn in the Ritz panel.
+    (:func:`filter_cut`), or the pass band of a band-pass filter, is drawn in the Ritz panel.
     """
     idx = decimate_indices(len(records), max_points)
     picked = [records[i] for i in idx]
@@ -280,6 +280,15 @@ def live_figure(records: Sequence[IterationRecord], *, reference: Any = None, to
         traces.append(go.Scatter(x=xs, y=cut[0], mode="lines", name="filter cut", customdata=cut[1],
                                  line=dict(color="#7f7f7f", width=1.2, dash="dashdot", shape="hv"), xaxis="x",
                                  yaxis="y", hovertemplate="damped beyond %{y:.6g} (degree %{customdata:d})"
+                                 "<extra>filter</extra>"))
+    if picked and "pass_low" in picked[-1].extras and "pass_high" in picked[-1].extras:
+        # a band-pass filter's interval (chebyshev with lower / upper): the wanted Ritz values lie between
+        ends = (float(picked[-1].extras["pass_low"]), float(picked[-1].extras["pass_high"]))
+        degree = int(picked[-1].extras.get("degree", 0))
+        traces.append(go.Scatter(x=[x0, x1, None, x0, x1], y=[ends[0], ends[0], None, ends[1], ends[1]],
+                                 mode="lines", name="filter pass band", xaxis="x", yaxis="y",
+                                 line=dict(color="#7f7f7f", width=1.2, dash="dashdot"),
+                                 hovertemplate=f"pass band [{ends[0]:.6g}, {ends[1]:.6g}) (degree {degree})"
                                  "<extra>filter</extra>"))
     if tol is not None and tol > 0:
         traces.append(go.Scatter(x=[x0, x1], y=[tol, tol], mode="lines", name=f"tol = {tol:.0e}",

@@ -512,8 +512,10 @@ def _target_text(config: RunConfig, settings: CompareSettings) -> str:
         return f"every eigenvalue in [{spectral['lower']:g}, {spectral['upper']:g})"
     if spectral["sigma"] is not None:
         return f"the {settings.k} {_SIDE_TEXT.get(which, 'nearest')} sigma = {spectral['sigma']:g}"
-    if config.fn is None and config.solver in SOLVERS and SOLVERS[config.solver].kind == "eigen" \
-            and config.solver != "randomized_svd":
+    spec = SOLVERS.get(config.solver) if config.fn is None else None
+    if spec is not None and spec.kind == "svd":
+        return f"the {settings.k} {'smallest' if which == 'SA' else 'largest'} singular values"
+    if spec is not None and config.solver != "randomized_svd":
         return f"the {settings.k} {_END_TEXT.get(which, which)} ({which})"
     return f"the {settings.k} largest |\u03bb| (singular values)"
 
@@ -530,12 +532,16 @@ def target_note(configs: Sequence[RunConfig], settings: CompareSettings, eigenva
         return None
     resolved = [settings.resolve(config) for config in configs]
     texts = [_target_text(config, settings) for config in resolved]
+    sets: list[np.ndarray | None] = []
     if eigenvalues is not None:
-        sets = []
-        for i, config in enumerate(resolved):
-            ref = reference_for(RunOutcome(index=i, config=config, label=""), eigenvalues, settings.k,
-                                settings.which)
-            sets.append(None if ref is None else np.sort(np.asarray(ref, dtype=float)))
+        try:
+            for i, config in enumerate(resolved):
+                ref = reference_for(RunOutcome(index=i, config=config, label=""), eigenvalues, settings.k,
+                                    settings.which)
+                sets.append(None if ref is None else np.sort(np.asarray(ref, dtype=float)))
+        except (TypeError, ValueError):  # a setting the Run button will refuse with its own message
+            eigenvalues, sets = None, []
+    if eigenvalues is not None:
         first = sets[0]
         same = all(other is not None and first is not None and other.shape == first.shape
                    and np.allclose(other, first, rtol=1e-12, atol=0.0) for other in sets[1:])

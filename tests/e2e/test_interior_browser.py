@@ -86,6 +86,8 @@ def test_a_comparison_near_sigma_through_the_compare_form(page, app_server, stre
     ui.fill("cmp_budget", "0")
     ui.click("cmp_run")
     page.get_by_role("heading", name="Diagnosis").first.wait_for(timeout=120_000)
-    healthy = page.locator('[data-testid="stAlert"]').filter(has_text="No problem found")
-    assert healthy.filter(visible=True).count() == 2
+    healthy = page.locator('[data-testid="stAlert"]').filter(has_text="No problem found").filter(visible=True)
+    healthy.nth(1).wait_for(timeout=30_000)  # the diagnosis of both runs (it renders after the heading)
+    ui.wait_idle()
+    assert healthy.count() == 2
     assert page.get_by_text("Missed eigenvalue").count() == 0

@@ -5,9 +5,9 @@ from typing import Sequence
 import numpy as np
 import streamlit as st
 
-from explorer.analysis.compare import RunOutcome, angle_frame, reference_for, summary_frame
+from explorer.analysis.compare import RunOutcome, angle_frame, reference_for, summary_frame, target_note
 from explorer.runs.jobs import friendly_error
-from explorer.plots.figures import live_figure
+from explorer.plots.figures import live_figure, reference_match
 from explorer.ui import compare_form, entry, live, problem
 from explorer.ui.charts import show
 from explorer.plots.compare import SEVERITY_ICONS, orthogonality_figure, overlay_figure, pairs_figure
@@ -39,6 +39,9 @@ st.caption("Why does a solver not converge? Run several configurations on the sa
 with st.expander("Settings and configurations", expanded=live.current_job(KEY) is None, icon=":material/tune:"):
     compare_form.settings_form(n=prob.k_max, disabled=running, kind=prob.kind)
     compare_form.configs_form(disabled=running, kind=prob.kind)
+    note = target_note(compare_form.read_configs(), compare_form.read_settings(), eigenvalues)
+    if note:
+        st.warning(note, icon=":material/compare_arrows:")
 
 
 def on_run() -> None:
@@ -108,7 +111,7 @@ def render(outcomes: Sequence[RunOutcome], alive: bool) -> None:
             continue
         with st.expander(outcome.label, icon=":material/insights:"):
             show(live_figure(outcome.records, reference=reference_for(outcome, exact, settings.k, settings.which),
-                             tol=settings.tol,
+                             tol=settings.tol, spectrum=exact, match=reference_match(outcome.config.params),
                              dtype=outcome.dtype, x="n_matvec", height=520), key=f"cmp_detail_{i}")
     st.subheader("Diagnosis")
     for outcome in outcomes:

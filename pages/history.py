@@ -54,7 +54,8 @@ if chosen:
     tols = {run.params.get("tol") for run in chosen}
     figure = charts.compare_figure(
         [{"label": run.label, "records": runstore.records_of(run), "reference": run.reference, "dtype": run.dtype,
-          "match": charts.reference_match(run.params)} for run in chosen], metric=metric, x=x, tol=tols.pop() if len(tols) == 1 else None)
+          "match": charts.reference_match(run.params),
+          "spectrum": run.extra.get("spectrum")} for run in chosen], metric=metric, x=x, tol=tols.pop() if len(tols) == 1 else None)
     charts.show(figure, key="history_compare")
 
 st.subheader("Run details")

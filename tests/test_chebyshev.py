@@ -212,3 +212,109 @@ def test_the_live_chart_draws_the_cut_on_the_side_of_the_wanted_values() -> None
     assert filter_cut(SOLVERS["lanczos"].fn(problem.operator, 2, tol=1e-8, seed=0).history) is None
     text = extras_text(smallest.history[-1])
     assert text.startswith("degree 20 \u00b7 filter low ") and "locked 3" in text
+
+
+# -- interval mode: a band-pass Chebyshev-Jackson filter --------------------------------
+def _exact_1d(n: int) -> np.ndarray:
+    """The closed form of problems.laplacian_1d(n): 2 - 2 cos(i pi / (n + 1)), ascending."""
+    return 2.0 - 2.0 * np.cos(np.arange(1, n + 1) * np.pi / (n + 1))
+
+
+def _exact_2d(n: int) -> np.ndarray:
+    one = _exact_1d(n)
+    return np.sort((one[:, None] + one[None, :]).ravel())
+
+
+def test_the_jackson_filter_approximates_the_indicator_and_stays_in_0_1() -> None:
+    from explorer.solvers.bandpass import bandpass_coefficients, bandpass_filter, bandpass_values, jackson_coefficients
+
+    g = jackson_coefficients(50)
+    assert g[0] == pytest.approx(1.0, abs=1e-14) and np.all(np.diff(g) < 0) and g[-1] > 0
+    ta, tb = -0.3, 0.2
+    coefficients = bandpass_coefficients(120, ta, tb)
+    t = np.linspace(-1, 1, 4001)
+    p = bandpass_values(t, coefficients, 0.0, 1.0)
+    # a convolution of the indicator with the (positive, unit-mass) Jackson kernel: within [0, 1]
+    assert p.min() >= -1e-12 and p.max() <= 1 + 1e-12
+    np.testing.assert_allclose(bandpass_values([ta, tb], coefficients, 0.0, 1.0), 0.5, atol=1e-3)  # half at the ends
+    assert bandpass_values([-0.05], coefficients, 0.0, 1.0)[0] > 0.99  # ~1 inside
+    assert np.all(p[(t < ta - 0.2) | (t > tb + 0.2)] < 1e-3)  # ~0 away from it
+    # on eigen-directions the block filter multiplies by p (a diagonal matrix in A's units)
+    d = torch.linspace(-3.0, 5.0, 40, dtype=torch.float64)
+    X = torch.eye(40, dtype=torch.float64)
+    Y = bandpass_filter(lambda V: d[:, None] * V, X, coefficients, center=1.0, half_width=4.0)
+    np.testing.assert_allclose(torch.diagonal(Y).numpy(), bandpass_values(d.numpy(), coefficients, 1.0, 4.0),
+                               rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-9), (torch.float32, 1e-4)])
+def test_interval_of_the_1d_laplacian_finds_every_eigenvalue_in_it(dtype, tol) -> None:
+    n, lower, upper = 300, 1.0, 1.5
+    exact = _exact_1d(n)
+    inside = exact[(exact >= lower) & (exact < upper)]
+    problem = problems.laplacian_1d(n, dtype=dtype)
+    tracker = HistoryTracker()
+    result = chebyshev(problem.operator, 200, lower=lower, upper=upper, tol=tol, seed=0, tracker=tracker)
+    assert result.status is SolveStatus.CONVERGED, result.message
+    assert result.k == inside.size == 26
+    values = result.eigenvalues.double().numpy()
+    np.testing.assert_allclose(values, inside, rtol=0, atol=_bound(tol, n, dtype, 4.0))  # ascending, all of them
+    assert "inertia" in result.message and "none was missed" in result.message
+    assert tracker.start.extras["lower"] == lower and tracker.start.extras["upper"] == upper
+    assert tracker.start.extras["count_method"] == "inertia"
+    degree = tracker.start.extras["degree"]
+    assert degree > chebyshev_module.DEFAULT_DEGREE  # raised to resolve the interval
+    for record in result.history:
+        assert record.extras["degree"] == degree and record.extras["count"] == 26
+        assert (record.extras["pass_low"], record.extras["pass_high"]) == (lower, upper)
+        theta = record.ritz_values.double().numpy()
+        assert np.all((theta >= lower) & (theta < upper))  # a record holds the interval's Ritz values
+    # n_matvec: the Lanczos bound steps plus (degree + 1) products per block vector per iteration
+    assert result.n_matvec >= result.n_iter * degree
+
+
+def test_interval_of_a_matrix_free_2d_laplacian_uses_a_stochastic_count() -> None:
+    from explorer.operators.concrete import CallableOperator
+
+    nx, lower, upper = 30, 1.0, 1.2
+    exact = _exact_2d(nx)
+    inside = exact[(exact >= lower) & (exact < upper)]
+    A = problems.laplacian_2d(nx).operator
+    free = CallableOperator(A.matvec, A.shape[0], matmat=A.matmat)
+    tol = 1e-9
+    result = solve("chebyshev", free, 100, lower=lower, upper=upper, tol=tol, seed=0)
+    assert result.status is SolveStatus.CONVERGED, result.message
+    np.testing.assert_allclose(result.eigenvalues.numpy(), inside, rtol=0, atol=_bound(tol, nx * nx, torch.float64, 8.0))
+    assert inside.size == 16  # eight double eigenvalues: the block finds both copies of each
+    assert "stochastic estimate" in result.message and "completeness is not proven" in result.message
+    extras = result.history[-1].extras
+    # the trace estimate of the filter: within 3 of its standard errors (~0.8 on 30 probes) of the count
+    assert abs(extras["count_estimate"] - inside.size) < 3 * extras["count_stderr"]
+    assert 0.1 < extras["count_stderr"] < 2
+    assert result.history[-1].extras["pass_low"] == lower
+
+
+def test_interval_mode_refuses_what_it_cannot_do() -> None:
+    A = problems.laplacian_1d(300).operator
+    with pytest.raises(ValueError, match="both ends"):
+        chebyshev(A, 10, lower=1.0)
+    with pytest.raises(ValueError, match="lower < upper"):
+        chebyshev(A, 10, lower=1.5, upper=1.0)
+    with pytest.raises(ValueError, match="`cut`.*say different things"):
+        chebyshev(A, 10, lower=1.0, upper=1.5, cut=1.2)
+    with pytest.raises(ValueError, match=r"holds 26 eigenvalues \(inertia count\), more than k = 10.*raise `k` to 26"):
+        chebyshev(A, 10, lower=1.0, upper=1.5)
+    with pytest.raises(ValueError, match="too narrow for a polynomial filter.*sigma"):
+        chebyshev(A, 10, lower=1.0, upper=1.0 + 1e-7)
+    empty = chebyshev(A, 10, lower=4.5, upper=5.0)  # above the spectrum: the inertia says none
+    assert empty.status is SolveStatus.CONVERGED and empty.k == 0 and "none to find" in empty.message
+
+
+def test_the_live_chart_draws_the_pass_band_of_an_interval_run() -> None:
+    from explorer.plots.figures import filter_cut, live_figure
+
+    result = chebyshev(problems.laplacian_1d(300).operator, 100, lower=1.0, upper=1.5, tol=1e-8, seed=0)
+    assert filter_cut(result.history) is None  # no one-sided cut here
+    figure = live_figure(result.history, reference=_exact_1d(300)[(_exact_1d(300) >= 1) & (_exact_1d(300) < 1.5)])
+    band = next(t for t in figure.data if t.name == "filter pass band")
+    assert [y for y in band.y if y is not None] == [1.0, 1.0, 1.5, 1.5]

@@ -197,3 +197,92 @@ def test_a_core_function_outside_the_menu_can_run(laplacian) -> None:  # noqa: A
     assert outcomes[0].label == "dense-by-hand(scale=2.0)"
     with pytest.raises(TypeError, match="callable"):
         check_configs([RunConfig("x", fn=42), RunConfig("lobpcg")], settings)  # type: ignore[arg-type]
+
+
+# -- interior eigenvalues: a shared sigma ----------------------------------------------
+def _exact_2d(n: int) -> np.ndarray:
+    """The closed form of problems.laplacian_2d(n): sums of 4 sin^2(i pi / (2 (n + 1)))."""
+    one = 4.0 * np.sin(np.arange(1, n + 1) * np.pi / (2 * (n + 1))) ** 2
+    return np.sort((one[:, None] + one[None, :]).ravel())
+
+
+@pytest.mark.parametrize("which", ["LM", "LA", "SA"])
+def test_a_shared_sigma_compares_every_run_on_the_eigenvalues_nearest_it(laplacian, which) -> None:  # noqa: ANN001
+    sigma, k, tol = 3.1, 4, 1e-9
+    exact = _exact_2d(12)
+    d = exact - sigma
+    key = {"LM": np.abs(d), "LA": np.where(d >= 0, d, np.inf), "SA": np.where(d <= 0, -d, np.inf)}[which]
+    wanted = exact[np.argsort(key, kind="stable")[:k]]
+    settings = CompareSettings(k=k, which=which, tol=tol, budget=None, sigma=sigma)
+    configs = [RunConfig("lanczos"), RunConfig("lobpcg"), RunConfig("eigh")]
+    outcomes = run_comparison(laplacian, configs, settings, count=(2, 5), reference=exact)
+    table = summary_frame(outcomes, settings, exact)
+    assert list(table["status"]) == ["converged"] * 3, list(table["run"])
+    for outcome in outcomes:
+        assert outcome.config.params["sigma"] == sigma  # the shared sigma reached every run
+        values = np.sort(outcome.result.eigenvalues.numpy())
+        # a converged pair's eigenvalue error is at most its residual (here <= tol ||A||, ||A|| < 8)
+        np.testing.assert_allclose(values, np.sort(wanted), rtol=0, atol=8 * tol)
+        ref = wanted_reference(exact, k, which, sigma=sigma)
+        np.testing.assert_allclose(np.sort(ref), np.sort(wanted), rtol=1e-14)
+    assert (table["max rel. error"] < 8 * tol / np.min(np.abs(wanted))).all()
+    assert table["matvecs to error <= tol"].notna().all()
+    # the runs found one invariant subspace (the wanted eigenvalues are separated from the rest)
+    angles = angle_frame(outcomes, degrees=False).to_numpy()
+    assert np.nanmax(angles) < 1e-5
+    assert not any(f.rule == "missed_eigenvalue" for o in outcomes for f in o.findings)
+
+
+def test_a_solver_without_sigma_is_refused_near_sigma_with_the_alternatives(laplacian) -> None:  # noqa: ANN001
+    settings = CompareSettings(k=3, which="LM", sigma=1.0)
+    with pytest.raises(ValueError, match=r"run 2 .*power_iteration cannot look for the eigenvalues nearest sigma = 1.*"
+                                         r"lobpcg, lanczos, eigh"):
+        check_configs([RunConfig("lanczos"), RunConfig("power_iteration")], settings)
+    with pytest.raises(ValueError, match="with sigma, `which` is LM"):
+        check_configs([RunConfig("lanczos"), RunConfig("eigh")], CompareSettings(k=3, which="BE", sigma=1.0))
+    # lobpcg alone has no LM; near sigma it has (its own sigma counts as well as the shared one)
+    check_configs([RunConfig("lobpcg", {"sigma": 1.0}), RunConfig("lanczos", {"sigma": 1.0})],
+                  CompareSettings(k=3, which="LM"))
+    with pytest.raises(ValueError, match="lobpcg supports which"):
+        check_configs([RunConfig("lobpcg"), RunConfig("lanczos", {"sigma": 1.0})], CompareSettings(k=3, which="LM"))
+
+
+def test_runs_that_look_for_different_eigenvalues_are_flagged(laplacian) -> None:  # noqa: ANN001
+    from explorer.analysis.compare import target_note
+
+    exact = _exact_2d(12)
+    # plain SA and shift-invert at 0 look for the same 3 (the Laplacian is positive definite): no note
+    same = [RunConfig("lanczos"), RunConfig("lanczos", {"sigma": 0.0})]
+    assert target_note(same, CompareSettings(k=3, which="SA"), exact) is None
+    # ... but LM near 0 is not "the 3 largest"
+    note = target_note([RunConfig("lanczos"), RunConfig("lanczos", {"sigma": 0.0})], CompareSettings(k=3, which="LA"),
+                       exact)
+    assert note and "run 1 the 3 largest (LA)" in note and "run 2 the 3 nearest above sigma = 0" in note
+    # without exact eigenvalues the descriptions are compared
+    assert target_note(same, CompareSettings(k=3, which="SA"), None) is not None
+    assert target_note([RunConfig("lanczos"), RunConfig("eigh")], CompareSettings(k=3, sigma=2.0, which="LM")) is None
+
+
+def test_lobpcg_near_sigma_reaches_tol_in_its_last_pass(laplacian) -> None:  # noqa: ANN001
+    """LOBPCG with LM near sigma runs above sigma, then below: the first pass's records hold values that are
+    not among the k nearest; each record is judged against what its pass looks for, and 'reached tol'
+    is only counted in the last pass."""
+    from explorer.solvers.shift_invert import last_pass_start, pass_references
+
+    exact = _exact_2d(12)
+    sigma, k = 3.1, 4
+    result = solve("lobpcg", laplacian.operator, k, which="LM", sigma=sigma, tol=1e-10, seed=0)
+    records = result.history
+    sides = [r.extras["target_which"] for r in records]
+    assert "LA" in sides and "SA" in sides
+    start = last_pass_start(records)
+    assert 0 < start < len(records) and set(sides[start:]) == {sides[-1]}
+    targets = pass_references(records, exact)
+    above = exact[exact >= sigma][: records[0].extras["target_k"]]
+    np.testing.assert_allclose(np.sort(targets[0]), above, rtol=1e-14)
+    ref = wanted_reference(exact, k, "LM", sigma=sigma)
+    errors = error_series(records, ref, match="nearest", spectrum=exact)
+    assert errors[start - 1] < 1e-8  # the first pass converged to its own target
+    naive = error_series(records, ref, match="nearest")  # against the result's eigenvalues only
+    assert naive[start - 1] > 1e-3  # ... which its values are not all among
+    assert errors[-1] < 1e-8

@@ -69,3 +69,19 @@ def test_notes_report_each_run(demo) -> None:  # type: ignore[no-untyped-def]
     notes = setup.notes(outcomes)
     assert sum("converged" in note for note in notes) == 3
     assert any("promised" in note for note in notes)
+
+
+def test_the_band_pass_chart_shows_the_jackson_filter_against_the_gibbs_overshoot(demo) -> None:  # type: ignore[no-untyped-def]
+    setup, outcomes = demo
+    n = setup.problem.operator.shape[0]
+    exact = 2.0 - 2.0 * np.cos(np.arange(1, n + 1) * np.pi / (n + 1))  # closed form, ascending
+    chart = next(c for c in setup.charts(outcomes) if c.key == "chebyshev_bandpass")
+    series = {s.name.split(",")[0]: s for s in chart.series}
+    damped, plain = series["Jackson-damped"], series["plain truncation (Gibbs)"]
+    assert damped.y.min() >= -1e-12 and damped.y.max() <= 1 + 1e-12  # a positive kernel: within [0, 1]
+    assert plain.y.max() > 1.02 or plain.y.min() < -0.02  # the undamped series overshoots
+    inside = next(s for s in chart.series if s.name.startswith("the ") and "eigenvalues in [1, 1.5)" in s.name)
+    np.testing.assert_allclose(inside.x, exact[(exact >= 1.0) & (exact < 1.5)], rtol=1e-12)
+    assert inside.y.min() > 0.3  # every wanted direction kept (about 1/2 at the ends, 1 inside)
+    outside = series["eigenvalues outside"]
+    assert np.all(outside.y[np.abs(outside.x - 1.25) > 0.6] < 1e-2)  # far ones damped

@@ -18,6 +18,7 @@ import copy
 import json
 import threading
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -460,3 +461,22 @@ def test_sequence_targets_that_do_not_fit_are_explained() -> None:
         HessianOperator(model, (tokens, targets[:, :4]), loss="cross_entropy")
     with pytest.raises(ModelInputError, match=r"class indices \d\.\.9 but the model outputs 7 classes \(0\.\.6\)"):
         HessianOperator(model, (tokens, torch.where(targets == 0, 9, targets)), loss="cross_entropy")
+
+
+def test_shift_invert_on_the_hessian_goes_through_minres_and_finds_the_nearest(mlp: tuple, mlp_eig: torch.Tensor) -> None:
+    """A Hessian has no matrix to factor: sigma runs an inner MINRES per application (float64), and the k
+    eigenvalues nearest sigma match the dense Hessian's; an interval (inertia slicing) is refused with
+    the reason and the alternative."""
+    model, data = mlp
+    op = HessianOperator(model, data, "cross_entropy", dtype=torch.float64)
+    sigma, k, tol = 0.5, 3, 1e-8
+    result = solve("lanczos", op, k, which="LM", sigma=sigma, tol=tol, seed=0)
+    assert result.status.value == "converged", result.message
+    assert "MINRES" in result.message
+    exact = mlp_eig.numpy()
+    nearest = exact[np.argsort(np.abs(exact - sigma), kind="stable")[:k]]
+    # |theta - lambda| <= ||r|| <= tol * max(|theta|, ...) for a converged pair; the dense eigh is exact to ~n eps ||H||
+    np.testing.assert_allclose(np.sort(result.eigenvalues.numpy()), np.sort(nearest),
+                               atol=tol * float(np.abs(exact).max()) + 1e-12)
+    with pytest.raises(ValueError, match="matrix-free operator has none.*use shift-invert"):
+        solve("lanczos", op, 10, lower=0.4, upper=0.6)

@@ -22,6 +22,7 @@ findings.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -39,8 +40,8 @@ from explorer.operators.devices import parse_dtype
 from explorer.analysis.diagnosis import Finding, diagnose
 from explorer.runs.jobs import friendly_error
 from explorer.solvers import SOLVERS, get_solver, solve
-from explorer.solvers._common import select_order
-from explorer.solvers.shift_invert import spectral_reference
+from explorer.solvers._common import is_real_number, select_order
+from explorer.solvers.shift_invert import SIGMA_WHICH, last_pass_start, pass_references, spectral_reference
 from explorer.tracking import IterationRecord, NullTracker, SolveStart, StopSolve, Tracker
 
 __all__ = [
@@ -62,11 +63,27 @@ __all__ = [
     "result_values",
     "is_svd",
     "reference_for",
+    "sigma_solvers",
+    "spectral_of",
+    "target_note",
 ]
 
 MIN_CONFIGS = 2
 MAX_CONFIGS = 5
 _COMMON_OVERRIDES = ("which", "tol", "max_iter", "seed", "X0")
+_SPECTRAL = ("sigma", "lower", "upper")
+
+
+def sigma_solvers(kind: str = "eigen") -> list[str]:
+    """The registered solvers of ``kind`` that take a ``sigma`` (the k eigenvalues nearest it)."""
+    names = [name for name, spec in SOLVERS.items() if spec.kind == kind and any(p.name == "sigma" for p in spec.params)]
+    return sorted(names, key=lambda name: name == "eigh")  # the iterative ones first, the dense reference last
+
+
+def spectral_of(config: RunConfig, settings: "CompareSettings") -> dict[str, Any]:
+    """``sigma``, ``lower``, ``upper`` a run is solved with (its own, or the shared sigma where it applies)."""
+    params = settings.resolve(config).params
+    return {name: params.get(name) for name in _SPECTRAL}
 
 
 @dataclass(frozen=True)
@@ -117,6 +134,12 @@ class CompareSettings:
         seed: seed of every run's random start (the same start for a fair comparison).
         dtype: "float64" or "float32" (the operator is cast once per run).
         mode: "sequential" (one after another: fair times) or "parallel" (threads).
+        sigma: compare on the k eigenvalues nearest sigma instead of an end of the spectrum:
+            every run's solver must take a ``sigma`` (shift-invert in lanczos / lobpcg, the
+            nearest of the dense spectrum in eigh; :func:`sigma_solvers`), which gets it unless
+            the run sets its own ``sigma`` or interval; ``which`` is then LM (nearest), LA
+            (nearest above) or SA (nearest below), and the reference is the k exact eigenvalues
+            nearest sigma on that side.
     """
 
     k: int = 4
@@ -127,6 +150,18 @@ class CompareSettings:
     seed: int | None = 0
     dtype: str = "float64"
     mode: Literal["sequential", "parallel"] = "sequential"
+    sigma: float | None = None
+
+    def resolve(self, config: RunConfig) -> RunConfig:
+        """``config`` with the shared ``sigma`` among its parameters where it applies (a registry solver that
+        takes one, and no ``sigma`` / interval of its own); otherwise ``config`` itself."""
+        if self.sigma is None or config.fn is not None or config.solver not in SOLVERS:
+            return config
+        if "sigma" not in {p.name for p in SOLVERS[config.solver].params}:
+            return config
+        if any(config.params.get(name) is not None for name in _SPECTRAL):
+            return config
+        return dataclasses.replace(config, params={**config.params, "sigma": float(self.sigma)})
 
     def kwargs_for(self, config: RunConfig) -> dict[str, Any]:
         common: dict[str, Any] = {"which": self.which, "tol": self.tol, "max_iter": self.max_iter, "seed": self.seed}
@@ -150,16 +185,36 @@ def check_configs(configs: Sequence[RunConfig], settings: CompareSettings, n: in
     if settings.mode not in ("sequential", "parallel"):
         raise ValueError(f"`mode` must be 'sequential' or 'parallel', got {settings.mode!r}")
     parse_dtype(settings.dtype)
+    if settings.sigma is not None:
+        if not is_real_number(settings.sigma) or not math.isfinite(float(settings.sigma)):
+            raise ValueError(f"`sigma` must be a finite number (or empty), got {settings.sigma!r}")
+        if settings.which not in SIGMA_WHICH:
+            raise ValueError(f"with sigma, `which` is LM (the k eigenvalues nearest sigma), LA (the k nearest above "
+                             f"it) or SA (the k nearest below), not {settings.which!r}")
     for index, config in enumerate(configs):
         if config.fn is not None:
             if not callable(config.fn):
                 raise TypeError(f"run {index + 1}: `fn` must be callable, got {config.fn!r}")
             continue  # its own function validates its own parameters
         spec = get_solver(config.solver)
+        if settings.sigma is not None and config.solver not in sigma_solvers(spec.kind):
+            raise ValueError(f"run {index + 1} ({config.display()}): {spec.name} cannot look for the eigenvalues "
+                             f"nearest sigma = {float(settings.sigma):g} (it has no shift-invert and would compare an "
+                             f"end of the spectrum); runs near sigma can use {', '.join(sigma_solvers(spec.kind))}. "
+                             "Change or remove this run, or clear sigma")
+        config = settings.resolve(config)
         which = config.params.get("which", settings.which)
-        if which not in spec.which:
-            raise ValueError(f"run {index + 1} ({config.display()}): {spec.name} supports which in "
-                             f"{list(spec.which)}, not {which!r}")
+        spectral = spectral_of(config, settings)
+        if spectral["lower"] is not None and spectral["upper"] is not None:
+            allowed: tuple[str, ...] = ("SA", "LA")
+            what = "with an interval the run returns the interval's eigenvalues, ascending: which"
+        elif spectral["sigma"] is not None:
+            allowed = SIGMA_WHICH
+            what = "with sigma, which (LM nearest, LA nearest above, SA nearest below)"
+        else:
+            allowed, what = spec.which, f"{spec.name} supports which"
+        if which not in allowed:
+            raise ValueError(f"run {index + 1} ({config.display()}): {what} in {list(allowed)}, not {which!r}")
         names = {p.name for p in spec.params}
         for key, value in config.extras().items():
             if key not in names:
@@ -345,7 +400,8 @@ def _run_one(problem: Any, config: RunConfig, settings: CompareSettings, index: 
     findings: list[Finding] = []
     if hasattr(result, "eigenvalues"):
         exact = getattr(problem, "eigenvalues", None) if reference is None or config.problem is not None else reference
-        findings = diagnose(result, records, reference=exact, dtype=dtype, tol=kwargs.get("tol"))
+        findings = diagnose(result, records, reference=exact, dtype=dtype, tol=kwargs.get("tol"),
+                            **{name: config.params.get(name) for name in _SPECTRAL})
     collector._update(index, state="done", result=result, budget_hit=budget.hit, findings=findings,
                       wall_s=time.perf_counter() - t0)
 
@@ -370,6 +426,7 @@ def run_comparison(problem: Any, configs: Sequence[RunConfig], settings: Compare
         One ``RunOutcome`` per configuration, in order. A configuration that raises
         (bad parameters for this problem, ...) is "failed" with a message; the others run.
     """
+    configs = [settings.resolve(config) for config in configs]
     check_configs(configs, settings, n=problem.operator.shape[0], count=count)
     kind = getattr(problem, "kind", "eigen")
     for index, config in enumerate(configs):
@@ -427,8 +484,10 @@ def reference_for(outcome: RunOutcome, eigenvalues: Any, k: int, which: str) -> 
     """What a run's values should converge to, in its order.
 
     Eigenvalue solvers: the k wanted eigenvalues in ``which`` order (the run's own
-    ``which`` when it overrides it). SVD solvers: the k largest ``|lambda|``, descending
-    (the singular values of a symmetric matrix).
+    ``which`` when it overrides it); for a run with ``sigma`` (its own, or the comparison's,
+    which :func:`run_comparison` puts among its parameters) the k nearest sigma on ``which``'s
+    side, for one with an interval every eigenvalue in it. SVD solvers: the k largest
+    ``|lambda|``, descending (the singular values of a symmetric matrix).
     """
     if eigenvalues is None:
         return None
@@ -439,6 +498,61 @@ def reference_for(outcome: RunOutcome, eigenvalues: Any, k: int, which: str) -> 
     params = outcome.config.params
     return wanted_reference(eigenvalues, k, str(params.get("which", which)), sigma=params.get("sigma"),
                             lower=params.get("lower"), upper=params.get("upper"))
+
+
+_END_TEXT = {"LA": "largest", "SA": "smallest", "LM": "largest in magnitude", "BE": "largest and smallest"}
+_SIDE_TEXT = {"LM": "nearest", "LA": "nearest above", "SA": "nearest below"}
+
+
+def _target_text(config: RunConfig, settings: CompareSettings) -> str:
+    """What one run looks for, in words ("the 4 nearest sigma = 1", "every eigenvalue in [1, 1.2)", ...)."""
+    spectral = spectral_of(config, settings)
+    which = str(config.params.get("which", settings.which))
+    if spectral["lower"] is not None and spectral["upper"] is not None:
+        return f"every eigenvalue in [{spectral['lower']:g}, {spectral['upper']:g})"
+    if spectral["sigma"] is not None:
+        return f"the {settings.k} {_SIDE_TEXT.get(which, 'nearest')} sigma = {spectral['sigma']:g}"
+    spec = SOLVERS.get(config.solver) if config.fn is None else None
+    if spec is not None and spec.kind == "svd":
+        return f"the {settings.k} {'smallest' if which == 'SA' else 'largest'} singular values"
+    if spec is not None and config.solver != "randomized_svd":
+        return f"the {settings.k} {_END_TEXT.get(which, which)} ({which})"
+    return f"the {settings.k} largest |\u03bb| (singular values)"
+
+
+def target_note(configs: Sequence[RunConfig], settings: CompareSettings, eigenvalues: Any = None) -> str | None:
+    """A warning when the runs look for different eigenvalues (say one near sigma, one at an end), else None.
+
+    With ``eigenvalues`` (every exact one) the runs' wanted sets are compared, so "the 4 smallest" and
+    "the 4 nearest sigma = 0" of a positive definite matrix count as the same; without, their descriptions.
+    Each run is still judged against its own wanted set, but the overlays, the table and the subspace angles
+    then set side by side solves of different problems.
+    """
+    if len(configs) < 2:
+        return None
+    resolved = [settings.resolve(config) for config in configs]
+    texts = [_target_text(config, settings) for config in resolved]
+    sets: list[np.ndarray | None] = []
+    if eigenvalues is not None:
+        try:
+            for i, config in enumerate(resolved):
+                ref = reference_for(RunOutcome(index=i, config=config, label=""), eigenvalues, settings.k,
+                                    settings.which)
+                sets.append(None if ref is None else np.sort(np.asarray(ref, dtype=float)))
+        except (TypeError, ValueError):  # a setting the Run button will refuse with its own message
+            eigenvalues, sets = None, []
+    if eigenvalues is not None:
+        first = sets[0]
+        same = all(other is not None and first is not None and other.shape == first.shape
+                   and np.allclose(other, first, rtol=1e-12, atol=0.0) for other in sets[1:])
+    else:
+        same = len(set(texts)) == 1
+    if same:
+        return None
+    listed = "; ".join(f"run {i + 1} {text}" for i, text in enumerate(texts))
+    return (f"These runs look for different eigenvalues ({listed}): each is judged against its own, but the "
+            "curves, the table and the subspace angles then compare different problems. Set the shared sigma "
+            "(or which) so that every run looks for the same ones.")
 
 
 def result_values(result: Any) -> np.ndarray:
@@ -461,20 +575,32 @@ def result_vectors(result: Any) -> np.ndarray | None:
     return vectors.detach().cpu().double().numpy()
 
 
-def error_series(records: Sequence[IterationRecord], reference: np.ndarray | None) -> np.ndarray:
+def error_series(records: Sequence[IterationRecord], reference: np.ndarray | None, *, match: str = "index",
+                 spectrum: Any = None) -> np.ndarray:
     """(T,) worst relative eigenvalue error ``max_i |theta_i - lambda_i| / |lambda_i|`` per record.
 
     ``reference``: the wanted exact eigenvalues in ``which`` order (see
     :func:`wanted_reference`); NaN everywhere without one. Eigenvalues at zero use
-    the largest |lambda| as the scale instead.
+    the largest |lambda| as the scale instead. ``match="nearest"`` (a shift-invert or slicing
+    run, ``explorer.plots.figures.reference_match``): each Ritz value against the nearest wanted
+    eigenvalue, and with ``spectrum`` (every exact eigenvalue) each record against what its pass
+    looks for (``explorer.solvers.shift_invert.pass_references``: LOBPCG's passes above and below
+    sigma, a slicing run's shifts), not against the final result's eigenvalues.
     """
     out = np.full(len(records), np.nan)
     if reference is None:
         return out
     ref = np.asarray(reference, dtype=float).ravel()
     scale_floor = max(float(np.max(np.abs(ref))) if ref.size else 1.0, np.finfo(float).tiny) * 1e-12
+    targets = pass_references(records, spectrum) if match == "nearest" and spectrum is not None else None
     for t, record in enumerate(records):
         theta = record.ritz_values.detach().cpu().double().numpy().ravel()
+        if match == "nearest":
+            row = ref if targets is None or targets[t] is None else np.asarray(targets[t], dtype=float)
+            if theta.size and row.size:
+                nearest = row[np.argmin(np.abs(theta[:, None] - row[None, :]), axis=1)]
+                out[t] = float(np.max(np.abs(theta - nearest) / np.maximum(np.abs(nearest), scale_floor)))
+            continue
         m = min(theta.size, ref.size)
         if m:
             out[t] = float(np.max(np.abs(theta[:m] - ref[:m]) / np.maximum(np.abs(ref[:m]), scale_floor)))
@@ -520,12 +646,21 @@ def summary_frame(outcomes: Sequence[RunOutcome], settings: CompareSettings, eig
     rows = []
     for outcome in outcomes:
         result = outcome.result
-        k = settings.k
+        spectral = spectral_of(outcome.config, settings)
+        interval = spectral["lower"] is not None and spectral["upper"] is not None
+        # an interval decides the count (k only caps it)
+        k = int(result.k) if interval and result is not None and hasattr(result, "k") else settings.k
         tol = float(outcome.config.params.get("tol", settings.tol))
-        ref = reference_for(outcome, eigenvalues, k, settings.which)
-        errors = error_series(outcome.records, ref)
-        reach = first_reaching(outcome.records, k)
-        reach_err = first_reaching(outcome.records, k, errors=errors, tol=tol) if ref is not None else None
+        ref = reference_for(outcome, eigenvalues, settings.k, settings.which)
+        if interval and ref is not None and result is None:
+            k = ref.size
+        match = "nearest" if any(v is not None for v in spectral.values()) else "index"
+        errors = error_series(outcome.records, ref, match=match, spectrum=eigenvalues)
+        # a run in passes (LOBPCG above and below sigma, a slicing run's shifts) is done in its last pass
+        start = last_pass_start(outcome.records) if match == "nearest" else 0
+        later = outcome.records[start:]
+        reach = first_reaching(later, k)
+        reach_err = first_reaching(later, k, errors=errors[start:], tol=tol) if ref is not None else None
         last = outcome.records[-1] if outcome.records else None
         status = outcome.state if result is None else result.status.value
         if outcome.budget_hit:
@@ -534,7 +669,11 @@ def summary_frame(outcomes: Sequence[RunOutcome], settings: CompareSettings, eig
         if result is not None and ref is not None:
             values = result_values(result)
             m = min(values.size, ref.size)
-            if m:
+            if m and match == "nearest":  # ties in distance to sigma may come in either order
+                nearest = ref[np.argmin(np.abs(values[:, None] - ref[None, :]), axis=1)]
+                scale = np.maximum(np.abs(nearest), max(float(np.max(np.abs(ref))), 1e-300) * 1e-12)
+                final_error = float(np.max(np.abs(values - nearest) / scale))
+            elif m:
                 scale = np.maximum(np.abs(ref[:m]), max(float(np.max(np.abs(ref))), 1e-300) * 1e-12)
                 final_error = float(np.max(np.abs(values[:m] - ref[:m]) / scale))
         converged = getattr(result, "converged", None)

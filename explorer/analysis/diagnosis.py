@@ -152,6 +152,30 @@ class _Context:
     values: np.ndarray  # returned eigenvalues (which order)
     residuals: np.ndarray  # returned true residual norms
     converged: np.ndarray  # bool
+    sigma: float | None = None  # shift-invert: the wanted ones are the nearest sigma (``which`` its side)
+    interval: tuple[float, float] | None = None  # spectrum slicing: the wanted ones lie in [lower, upper)
+
+    def wanted_text(self) -> str:
+        if self.interval is not None:
+            return f"[{self.interval[0]:g}, {self.interval[1]:g}), ascending"
+        if self.sigma is not None:
+            return f"order of nearness to sigma = {self.sigma:g}"
+        return f"{self.which} order"
+
+    def order(self, values: np.ndarray) -> np.ndarray:
+        """``values`` most wanted first: ``which`` order, or nearest sigma, or the interval's (ascending) first."""
+        if self.interval is not None:
+            lo, hi = self.interval
+            inside = (values >= lo) & (values < hi)
+            outside = values[~inside]
+            distance = np.maximum(lo - outside, outside - hi)
+            return np.concatenate([np.sort(values[inside]), outside[np.argsort(distance, kind="stable")]])
+        if self.sigma is not None:
+            from explorer.solvers.shift_invert import SIGMA_WHICH, nearest_order
+
+            side = self.which if self.which in SIGMA_WHICH else "LM"
+            return values[nearest_order(torch.from_numpy(np.ascontiguousarray(values)), self.sigma, side).numpy()]
+        return _which_order(values, self.which)
 
     def relative(self, residuals: np.ndarray, values: np.ndarray) -> np.ndarray:
         """``r / max(|theta|, sqrt(eps) ||A||)``: what the solvers compare with ``tol``."""
@@ -462,7 +486,7 @@ def _match_converged(ctx: _Context) -> tuple[list[int], list[int]] | None:
     """
     if ctx.reference is None:
         return None
-    ordered = _which_order(ctx.reference, ctx.which)
+    ordered = ctx.order(ctx.reference)
     taken = np.zeros(ordered.size, dtype=bool)
     floor = ATTAINABLE_FACTOR * ctx.eps * ctx.norm_a
     # Reference eigenvalues of a float32 operator describe the float64 matrix: allow its rounding.
@@ -490,7 +514,7 @@ def _rule_missed(ctx: _Context) -> Finding | None:
     if match is None or not ctx.converged.any():
         return None
     positions, unmatched = match
-    ordered = _which_order(ctx.reference, ctx.which)  # type: ignore[arg-type]
+    ordered = ctx.order(ctx.reference)  # type: ignore[arg-type]
     k = min(ctx.k, ordered.size)
     wanted_free = [p for p in range(k) if p not in set(positions)]
     beyond = [p for p in positions if p >= k]
@@ -516,7 +540,7 @@ def _rule_missed(ctx: _Context) -> Finding | None:
         suggestion = ("A single-vector Krylov method sees one vector per eigenspace. Use a block method (LOBPCG "
                       "with block_size >= multiplicity + k), or deflate the found vectors and restart.")
     else:
-        what = f"the wanted eigenvalue {first['value']:.10g} (position {first['position'] + 1} in {ctx.which} order) was skipped"
+        what = f"the wanted eigenvalue {first['value']:.10g} (position {first['position'] + 1} in {ctx.wanted_text()}) was skipped"
         suggestion = ("The start had (almost) no component along its eigenvector, or the solver stopped at the "
                       "first k converged values. Ask for a few more pairs than needed (larger k), use another "
                       "seed, or a block method.")
@@ -556,7 +580,8 @@ RULES: dict[str, RuleSpec] = {
 # --------------------------------------------------------------------------------------
 def diagnose(result: EigenResult, records: Iterable[IterationRecord] | None = None, reference: Any = None,
              dtype: torch.dtype | str | None = None, tol: float | None = None,
-             *, rules: Iterable[str] | None = None) -> list[Finding]:
+             *, rules: Iterable[str] | None = None, sigma: float | None = None, lower: float | None = None,
+             upper: float | None = None) -> list[Finding]:
     """Run the diagnosis rules on one solve.
 
     Args:
@@ -567,6 +592,9 @@ def diagnose(result: EigenResult, records: Iterable[IterationRecord] | None = No
         dtype: the working dtype (default: the dtype of ``result.eigenvalues``).
         tol: the tolerance the solve used (default: ``result.tol``).
         rules: rule keys to run (default: all of :data:`RULES`).
+        sigma, lower, upper: what a shift-invert (``sigma``) or spectrum-slicing (``lower``, ``upper``)
+            solve was asked for: the wanted eigenvalues are then the k nearest sigma on ``which``'s side,
+            or those in [lower, upper), not an end of the spectrum (the missed-eigenvalue rule).
 
     Returns:
         The findings, errors first, then warnings, then info; empty for a healthy run.
@@ -588,7 +616,8 @@ def diagnose(result: EigenResult, records: Iterable[IterationRecord] | None = No
         result=result, records=record_list, reference=ref, dtype=dtype, tol=tol,
         eps=float(torch.finfo(dtype).eps), norm_a=_norm_estimate(result, record_list, ref),
         k=int(values.size), which=str(result.which).upper(), values=values, residuals=residuals,
-        converged=converged,
+        converged=converged, sigma=None if sigma is None else float(sigma),
+        interval=None if lower is None or upper is None else (float(lower), float(upper)),
     )
     selected = list(RULES) if rules is None else list(rules)
     findings = []

@@ -14,7 +14,9 @@ import numpy as np
 import plotly.graph_objects as go
 
 from explorer.analysis.compare import RunOutcome, reference_for
-from explorer.plots.figures import PALETTE, compare_figure, decimate_indices, records_matrix, relative_residuals
+from explorer.plots.figures import (PALETTE, compare_figure, decimate_indices, records_matrix, reference_match,
+                                    relative_residuals, ritz_errors)
+from explorer.solvers.shift_invert import pass_references
 
 __all__ = ["plot_runs", "overlay_figure", "pairs_figure", "orthogonality_figure", "SEVERITY_ICONS"]
 
@@ -27,7 +29,8 @@ def plot_runs(outcomes: Sequence[RunOutcome], eigenvalues: Any, k: int, which: s
     for outcome in outcomes:
         reference = reference_for(outcome, eigenvalues, k, which)
         runs.append({"label": outcome.label, "records": outcome.records, "reference": reference,
-                     "dtype": outcome.dtype})
+                     "dtype": outcome.dtype, "match": reference_match(outcome.config.params),
+                     "spectrum": eigenvalues})
     return runs
 
 
@@ -75,7 +78,10 @@ def pairs_figure(outcomes: Sequence[RunOutcome], eigenvalues: Any, k: int, which
         hi = max(hi, float(xs.max()))
         ritz = records_matrix(picked, "ritz_values")
         ref = reference_for(outcome, eigenvalues, k, which)
-        if ref is not None:
+        match = reference_match(outcome.config.params)
+        if ref is not None and match == "nearest":  # shift-invert / slicing: each pass against its own target
+            values = ritz_errors(ritz, ref, match, targets=pass_references(picked, eigenvalues))
+        elif ref is not None:
             m = min(ref.size, ritz.shape[1])
             values = np.abs(ritz[:, :m] - ref[None, :m])
         else:

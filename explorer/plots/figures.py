@@ -139,16 +139,27 @@ def reference_match(params: Mapping[str, Any] | None) -> str:
     return "nearest" if params is not None and is_spectral(params) else "index"
 
 
-def ritz_errors(ritz: np.ndarray, reference: Any, match: str = "index") -> np.ndarray:
+def ritz_errors(ritz: np.ndarray, reference: Any, match: str = "index",
+                targets: Sequence[Any] | None = None) -> np.ndarray:
     """(T, k) ``|theta_i - lambda_i|`` of a :func:`records_matrix` against ``reference``: by index (NaN
-    past the reference's length) or, ``match="nearest"``, against the nearest reference value."""
+    past the reference's length) or, ``match="nearest"``, against the nearest reference value.
+
+    ``targets`` (with "nearest"): one array per row, what that record's pass converges to
+    (``explorer.solvers.shift_invert.pass_references``), used instead of ``reference`` where not None:
+    a shift-invert or slicing solve in passes (LOBPCG above then below sigma, one solve per shift)
+    records each pass's own Ritz values, most of which are not in the final result."""
     ritz = np.asarray(ritz, dtype=float)
     out = np.full(ritz.shape, np.nan)
     ref = np.asarray(reference, dtype=float).ravel() if reference is not None else np.zeros(0)
-    if ref.size == 0 or ritz.size == 0:
+    if (ref.size == 0 and targets is None) or ritz.size == 0:
         return out
     with np.errstate(invalid="ignore"):
-        if match == "nearest":
+        if match == "nearest" and targets is not None:
+            for t, target in enumerate(targets):
+                row = ref if target is None else np.asarray(target, dtype=float).ravel()
+                if row.size:
+                    out[t] = np.min(np.abs(ritz[t][:, None] - row[None, :]), axis=1)
+        elif match == "nearest":
             out = np.min(np.abs(ritz[:, :, None] - ref[None, None, :]), axis=2)
         elif match == "index":
             m = min(ref.size, ritz.shape[1])
@@ -204,7 +215,9 @@ def live_figure(records: Sequence[IterationRecord], *, reference: Any = None, to
             lines in the Ritz panel; enables the error panel ``|theta_i - lambda_i|``.
         tol: the solve's tolerance, drawn as a line on the relative-residual panel.
         spectrum: optional every exact eigenvalue; the ones nearest the wanted ones (up to
-            max(4, k)) are drawn as faint dotted lines in the Ritz panel.
+            max(4, k)) are drawn as faint dotted lines in the Ritz panel. With ``match="nearest"``
+            the error panel judges each record of a shift-invert run in passes against its pass's
+            own target (:func:`ritz_errors`).
         x: "iteration", "n_matvec" or "elapsed_s" for the horizontal axes.
         dtype: the solve's dtype (sets the sqrt(eps) floor of the relative residual).
         norm_estimate: ||A|| estimate for that floor (default: largest |theta| seen).
@@ -215,7 +228,7 @@ def live_figure(records: Sequence[IterationRecord], *, reference: Any = None, to
     on a log axis with ``tol`` (top right), error against the reference on a log
     axis, or the converged count when no reference is known (bottom left), and the
     orthogonality loss ``max |V^T V - I|`` on a log axis (bottom right). A filter solver's cut
-    (:func:`filter_cut`) is drawn in the Ritz panel.
+    (:func:`filter_cut`), or the pass band of a band-pass filter, is drawn in the Ritz panel.
     """
     idx = decimate_indices(len(records), max_points)
     picked = [records[i] for i in idx]
@@ -227,7 +240,7 @@ def live_figure(records: Sequence[IterationRecord], *, reference: Any = None, to
         norm_estimate = float(np.nanmax(np.abs(ritz)))
     rel = relative_residuals(res, ritz, norm_estimate=norm_estimate, dtype=dtype) if k else res
     ref = None if reference is None else np.asarray(reference, dtype=float).ravel()
-    errors = ritz_errors(ritz, ref, match) if ref is not None else None
+    errors = ritz_errors(ritz, ref, match, targets=_targets(picked, spectrum, match)) if ref is not None else None
     estimated = bool(picked and picked[-1].residuals_estimated)
     x0, x1 = (float(xs[0]), float(xs[-1])) if xs.size else (0.0, 1.0)
     if x1 <= x0:
@@ -267,6 +280,15 @@ def live_figure(records: Sequence[IterationRecord], *, reference: Any = None, to
         traces.append(go.Scatter(x=xs, y=cut[0], mode="lines", name="filter cut", customdata=cut[1],
                                  line=dict(color="#7f7f7f", width=1.2, dash="dashdot", shape="hv"), xaxis="x",
                                  yaxis="y", hovertemplate="damped beyond %{y:.6g} (degree %{customdata:d})"
+                                 "<extra>filter</extra>"))
+    if picked and "pass_low" in picked[-1].extras and "pass_high" in picked[-1].extras:
+        # a band-pass filter's interval (chebyshev with lower / upper): the wanted Ritz values lie between
+        ends = (float(picked[-1].extras["pass_low"]), float(picked[-1].extras["pass_high"]))
+        degree = int(picked[-1].extras.get("degree", 0))
+        traces.append(go.Scatter(x=[x0, x1, None, x0, x1], y=[ends[0], ends[0], None, ends[1], ends[1]],
+                                 mode="lines", name="filter pass band", xaxis="x", yaxis="y",
+                                 line=dict(color="#7f7f7f", width=1.2, dash="dashdot"),
+                                 hovertemplate=f"pass band [{ends[0]:.6g}, {ends[1]:.6g}) (degree {degree})"
                                  "<extra>filter</extra>"))
     if tol is not None and tol > 0:
         traces.append(go.Scatter(x=[x0, x1], y=[tol, tol], mode="lines", name=f"tol = {tol:.0e}",
@@ -379,13 +401,25 @@ def spectrum_figure(computed: Any, spectrum: Any = None, *, converged: Any = Non
     return go.Figure(data=traces, layout=layout)
 
 
+def _targets(records: Sequence[IterationRecord], spectrum: Any, match: str) -> list[Any] | None:
+    """Per-record pass targets of a shift-invert / slicing run (``match="nearest"`` and every eigenvalue
+    known), else None (:func:`ritz_errors`)."""
+    if match != "nearest" or spectrum is None:
+        return None
+    from explorer.solvers.shift_invert import pass_references
+
+    return pass_references(records, spectrum)
+
+
 def convergence_curve(records: Sequence[IterationRecord], *, metric: str = "residual", x: str = "n_matvec",
-                      reference: Any = None, dtype: str = "float64", match: str = "index") -> tuple[np.ndarray, np.ndarray]:
+                      reference: Any = None, dtype: str = "float64", match: str = "index",
+                      spectrum: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """One curve per run: the worst pair's value per iteration.
 
     metric: "residual" (max relative residual over the wanted pairs) or "error"
     (max ``|theta_i - lambda_i|``, needs ``reference`` in ``which`` order; NaN otherwise;
-    ``match`` as in :func:`ritz_errors`).
+    ``match`` as in :func:`ritz_errors`; ``spectrum``, every exact eigenvalue, lets a shift-invert
+    run's passes be judged against their own targets).
     x: "n_matvec", "iteration" or "elapsed_s".
     """
     xs = np.asarray([float(getattr(r, x)) for r in records])
@@ -399,7 +433,7 @@ def convergence_curve(records: Sequence[IterationRecord], *, metric: str = "resi
     elif metric == "error":
         if reference is None:
             return xs, np.full(len(records), np.nan)
-        errors = ritz_errors(ritz, reference, match)
+        errors = ritz_errors(ritz, reference, match, targets=_targets(records, spectrum, match))
         with np.errstate(all="ignore"):
             finite = np.isfinite(errors).any(axis=1)
             ys = np.full(len(records), np.nan)
@@ -417,7 +451,8 @@ def compare_figure(runs: Sequence[Mapping[str, Any]], *, metric: str = "residual
 
     ``runs``: mappings with ``label`` and ``records`` (an IterationRecord list), and
     optionally ``reference`` (wanted exact eigenvalues in ``which`` order, needed for
-    metric "error"), ``match`` (:func:`reference_match`) and ``dtype``. Curves are from
+    metric "error"), ``match`` (:func:`reference_match`), ``spectrum`` (every exact eigenvalue:
+    see :func:`convergence_curve`) and ``dtype``. Curves are from
     :func:`convergence_curve`.
     """
     traces = []
@@ -425,7 +460,8 @@ def compare_figure(runs: Sequence[Mapping[str, Any]], *, metric: str = "residual
         records = list(run.get("records") or [])
         idx = decimate_indices(len(records), max_points)
         xs, ys = convergence_curve([records[j] for j in idx], metric=metric, x=x, reference=run.get("reference"),
-                                   dtype=run.get("dtype", "float64"), match=run.get("match", "index"))
+                                   dtype=run.get("dtype", "float64"), match=run.get("match", "index"),
+                                   spectrum=run.get("spectrum"))
         traces.append(go.Scatter(x=xs, y=_positive(ys), mode="lines", name=str(run.get("label", f"run {i + 1}")),
                                  line=dict(color=PALETTE[i % len(PALETTE)], width=2),
                                  hovertemplate="%{x:g}: %{y:.2e}<extra>%{fullData.name}</extra>"))

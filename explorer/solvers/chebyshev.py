@@ -213,8 +213,12 @@ def chebyshev(
     block_size: int | None = None,
     bound_steps: int = DEFAULT_BOUND_STEPS,
     cut: float | None = None,
+    lower: float | None = None,
+    upper: float | None = None,
 ) -> EigenResult:
-    """k lowest ("SA") or highest ("LA") eigenpairs by Chebyshev-filtered subspace iteration.
+    """k lowest ("SA") or highest ("LA") eigenpairs by Chebyshev-filtered subspace iteration, or with
+    ``lower`` and ``upper`` every eigenpair in that interior interval (a band-pass filter,
+    ``explorer.solvers.bandpass``).
 
     Args:
         operator: symmetric n x n operator; only block products are used (matrix-free, no
@@ -233,11 +237,19 @@ def chebyshev(
         bound_steps: Lanczos steps for the upper bound of the spectrum (>= 2).
         cut: optional fixed lower end of the damped interval, in A's units ("SA": eigenvalues
             below it are amplified; "LA": above it). Default: adapted every iteration.
+        lower, upper: every eigenpair with ``lower <= lambda < upper`` instead (both or neither):
+            a Chebyshev-Jackson band-pass filter of at least ``degree`` (raised to resolve the
+            interval), the count exact from the inertia for an assembled matrix or a stochastic
+            estimate for a matrix-free one; k is then the most accepted, ``which`` has no meaning
+            (ascending), ``cut`` and ``X0`` do not apply.
 
     Returns:
         EigenResult in ``which`` order with true residuals; CONVERGED, MAX_ITER, STOPPED or
         BREAKDOWN (NaN/Inf from the operator, or a ``cut`` that leaves no wanted eigenvalue).
     """
+    if (lower is not None or upper is not None) and isinstance(k, int) and not isinstance(k, bool) \
+            and len(getattr(operator, "shape", ())) == 2:
+        k = min(k, int(operator.shape[0]))  # with an interval k only caps the count
     v = validate_common("chebyshev", operator, k, which=which, tol=tol, max_iter=max_iter,
                         default_max_iter=DEFAULT_MAX_ITER, supported_which=("SA", "LA"), X0=X0, B=B)
     n = v.operator.shape[0]
@@ -249,6 +261,18 @@ def chebyshev(
                          f"e.g. {default_block_size(v.k, n)}")
     if cut is not None and (not is_real_number(cut) or not math.isfinite(cut)):
         raise ValueError(f"`cut` must be a finite number or None, got cut={cut!r}")
+    if lower is not None or upper is not None:
+        if lower is None or upper is None:
+            raise ValueError("an interval needs both ends: pass `lower` and `upper` (or neither)")
+        if cut is not None:
+            raise ValueError("`cut` (the k lowest below it) and an interval `lower`, `upper` say different things; "
+                             "give one of them")
+        if v.X0 is not None:
+            raise ValueError("`X0` does not apply to an interval (the filter starts from random probes)")
+        from explorer.solvers.bandpass import interval_chebyshev
+
+        return interval_chebyshev(v, lower, upper, tracker=tracker, degree=degree, block_size=block_size,
+                                  bound_steps=bound_steps, seed=seed)
     sign = 1.0 if v.which == "SA" else -1.0
     monitor = Monitor("chebyshev", v, tracker, extras={"degree": degree, "block_size": nb,
                                                         "bound_steps": bound_steps,
@@ -431,6 +455,12 @@ register_solver(SolverSpec(
         ParamSpec("cut", "float", None, "Fixed lower end of the damped interval (SA: eigenvalues below it are "
                   "amplified; LA: above it). Empty = adapted each iteration (the block's largest Ritz value).",
                   minimum=-1e12, maximum=1e12, optional=True),
+        ParamSpec("lower", "float", None, "Interval mode: with `upper`, every eigenvalue in [lower, upper) by a "
+                  "band-pass Chebyshev-Jackson filter (degree raised to resolve the interval); the count is exact "
+                  "(inertia) for a sparse or dense matrix and a stochastic estimate for a matrix-free one; k is "
+                  "then the most accepted. Empty = off.", optional=True, placeholder="off (empty = no interval)"),
+        ParamSpec("upper", "float", None, "The upper end of the interval (see `lower`). Empty = off.", optional=True,
+                  placeholder="off (empty = no interval)"),
     ),
     supports_B=False,
     matrix_free=True,

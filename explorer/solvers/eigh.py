@@ -9,6 +9,7 @@ It refuses sizes whose dense copies would not fit in memory, with a clear messag
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -16,7 +17,9 @@ import torch
 
 from explorer.operators import LinearOperator
 from explorer.tracking.results import EigenResult, SolveStatus
-from explorer.solvers._common import Monitor, select_order, true_residual_norms, validate_common, residual_threshold
+from explorer.solvers._common import (Monitor, is_real_number, residual_threshold, select_order, true_residual_norms,
+                                      validate_common)
+from explorer.solvers.shift_invert import SIGMA_WHICH, nearest_order
 from explorer.solvers.registry import ParamSpec, SolverSpec, register_solver
 from explorer.tracking import Tracker
 
@@ -82,6 +85,7 @@ def eigh(
     tracker: Tracker | None = None,
     B: Any = None,
     max_memory_fraction: float = 0.5,
+    sigma: float | None = None,
 ) -> EigenResult:
     """Dense symmetric eigendecomposition (the reference every other solver is checked against).
 
@@ -96,13 +100,19 @@ def eigh(
         B: optional symmetric positive definite matrix for A x = lambda B x.
         max_memory_fraction: refuse when the dense copies would exceed this share of
             the free memory.
+        sigma: keep the k eigenpairs nearest this value instead of an end of the spectrum
+            (``which`` then means LM nearest, LA nearest above, SA nearest below, as for the
+            shift-invert solvers): the dense reference of a shift-invert solve.
 
     References:
         LAPACK Users' Guide, xSYEVD; Golub & Van Loan, Matrix Computations, 4th ed., 8.7.2
         (Cholesky reduction of the symmetric-definite problem).
     """
+    if sigma is not None and not (is_real_number(sigma) and math.isfinite(float(sigma))):
+        raise ValueError(f"`sigma` must be a finite real number (or None), got {sigma!r}")
     v = validate_common("eigh", operator, k, which=which, tol=tol, max_iter=max_iter, default_max_iter=1,
-                        supported_which=("LA", "SA", "LM", "BE"), B=B, supports_B=True)
+                        supported_which=SIGMA_WHICH if sigma is not None else ("LA", "SA", "LM", "BE"), B=B,
+                        supports_B=True)
     n = v.operator.shape[0]
     needed = dense_memory_bytes(n, v.operator.dtype)
     if v.operator.device.type == "cpu":
@@ -129,7 +139,7 @@ def eigh(
     # values (an SA subset near 0 would make the floor vanish, and residuals at eigh's own
     # rounding level would read as "tol unattainable")
     norm_estimate = float(values.abs().max()) if values.numel() else 0.0
-    order = select_order(values, v.which)[: v.k]
+    order = (select_order(values, v.which) if sigma is None else nearest_order(values, float(sigma), v.which))[: v.k]
     values, vectors = values[order], vectors[:, order]
     residuals = true_residual_norms(v.operator, vectors, values, v.B)
     converged = residuals <= residual_threshold(values, v.tol, norm_estimate)
@@ -153,7 +163,11 @@ register_solver(SolverSpec(
     summary="torch.linalg.eigh on the assembled matrix: exact to rounding, O(n^3) time, O(n^2) memory.",
     which=("LA", "SA", "LM", "BE"),
     params=(ParamSpec("max_memory_fraction", "float", 0.5, "Refuse when the dense copies would exceed this "
-                      "share of free memory.", minimum=0.05, maximum=0.95),),
+                      "share of free memory.", minimum=0.05, maximum=0.95),
+            ParamSpec("sigma", "float", None, "Keep the k eigenvalues nearest this value (which: LM nearest, LA "
+                      "nearest above, SA nearest below), the dense reference of a shift-invert solve; all "
+                      "eigenvalues are computed either way. Empty = an end of the spectrum.", optional=True,
+                      placeholder="off (empty = an end of the spectrum)")),
     supports_B=True,
     matrix_free=False,
     default_max_iter=1,

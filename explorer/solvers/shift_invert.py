@@ -79,7 +79,7 @@ from explorer.tracking.results import EigenResult, SolveStatus
 from explorer.tracking import IterationRecord, NullTracker, StopSolve, Tracker
 
 __all__ = ["SIGMA_WHICH", "REFINE_ROUNDS", "shift_invert", "nearest_order", "sigma_param_help", "spectral_reference",
-           "is_spectral", "SPECTRAL_PARAMS", "B_WITH"]
+           "is_spectral", "SPECTRAL_PARAMS", "B_WITH", "pass_reference", "pass_references", "last_pass_start"]
 
 SIGMA_WHICH = ("LM", "LA", "SA")
 INNER_SOLVERS = ("lanczos", "lobpcg")
@@ -149,6 +149,51 @@ def spectral_reference(eigenvalues: Any, k: int, *, which: str | None = None, si
     return values[nearest_order(values, float(sigma), side)[: max(0, min(int(k), values.numel()))]].numpy()
 
 
+def pass_reference(record: IterationRecord, spectrum: Any) -> np.ndarray | None:
+    """The exact eigenvalues one record of a shift-invert solve converges to, in the order of
+    :func:`nearest_order`: those its *pass* asks for, from the record's ``extras`` (``sigma``,
+    ``target_which``, ``target_k``; None for a record without them, or without ``spectrum``).
+
+    A shift-invert solve can run in passes whose records hold other values than its result:
+    LOBPCG with ``which="LM"`` runs for the nearest above sigma and then for the nearest below
+    (and keeps the k nearest of both); spectrum slicing runs one solve per shift. Each pass's
+    Ritz values converge to its own target, which is what a live error panel compares them with
+    (against the result's eigenvalues a pass's other values would read as never converging).
+    """
+    extras = record.extras
+    if spectrum is None or "sigma" not in extras or not extras.get("target_k"):
+        return None
+    return spectral_reference(spectrum, int(extras["target_k"]), which=str(extras.get("target_which", "LM")),
+                              sigma=float(extras["sigma"]))
+
+
+def pass_references(records: Any, spectrum: Any) -> list[np.ndarray | None]:
+    """:func:`pass_reference` of every record (one selection per distinct pass, not per record)."""
+    cache: dict[tuple[Any, ...], np.ndarray | None] = {}
+    out: list[np.ndarray | None] = []
+    for record in records:
+        e = record.extras
+        key = (e.get("sigma"), e.get("target_which"), e.get("target_k"))
+        if key not in cache:
+            cache[key] = pass_reference(record, spectrum)
+        out.append(cache[key])
+    return out
+
+
+def last_pass_start(records: Any) -> int:
+    """Index of the first record of the last pass (0 for a solve in one pass): the records after it are
+    the last to run, so a solve in passes has reached its goal no earlier than inside them."""
+    if not records:
+        return 0
+    def key(r: IterationRecord) -> tuple[Any, ...]:
+        return (r.extras.get("sigma"), r.extras.get("target_which"), r.extras.get("target_k"))
+    last = key(records[-1])
+    start = len(records) - 1
+    while start > 0 and key(records[start - 1]) == last:
+        start -= 1
+    return start
+
+
 class _Relay(NullTracker):
     """The inner solver's tracker: maps each record to the original problem and hands it to
     the outer monitor; a stop requested there stops the inner solver."""
@@ -156,6 +201,8 @@ class _Relay(NullTracker):
     def __init__(self, monitor: Monitor, sigma: float, norm: float, offset: int) -> None:
         self.monitor, self.sigma, self.norm, self.offset = monitor, sigma, norm, offset
         self.iterations = 0
+        # the pass under way: its side of sigma and how many it asks for (``pass_reference``)
+        self.side, self.count = "LM", 0
 
     def on_iteration(self, record: IterationRecord) -> None:
         self.iterations = record.iteration
@@ -170,6 +217,7 @@ class _Relay(NullTracker):
             every = self.sigma + 1.0 / t_all
         extras = dict(record.extras)
         extras["sigma"] = self.sigma
+        extras["target_which"], extras["target_k"] = self.side, self.count
         stop = self.monitor.record(self.offset + record.iteration, values, residuals, estimated=True,
                                    n_converged=record.n_converged, orthogonality_loss=record.orthogonality_loss,
                                    all_ritz_values=every, ghost_mask=record.ghost_mask, extras=extras)
@@ -320,6 +368,7 @@ def shift_invert(
                     Y0 = X_start
                 if Y0 is not None and factor is not None:
                     Y0 = factor.apply_t(Y0)
+            relay.side, relay.count = side, count
             result = inner_fn(T, count, which=side, tol=tol_in, max_iter=max_iter, X0=Y0, seed=seed,
                               tracker=relay, B=Bc if inner == "lobpcg" else None, **extras)
             relay.offset += result.n_iter

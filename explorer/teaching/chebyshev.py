@@ -14,6 +14,8 @@ import numpy as np
 
 from explorer import problems
 from explorer.analysis.compare import CompareSettings, RunConfig, RunOutcome
+from explorer.solvers.bandpass import (MAX_DEGREE, bandpass_coefficients, bandpass_values, interval_degree,
+                                      jackson_coefficients)
 from explorer.solvers.chebyshev import default_block_size, filter_values
 from explorer.solvers.registry import ParamSpec
 from explorer.teaching.lesson import Chart, Lesson, LessonSetup, Series, iterations, positive, ritz_column
@@ -47,6 +49,17 @@ and every Rayleigh-Ritz step costs one more matvec per vector. Lanczos, which bu
 polynomial of its Krylov space adaptively instead of a fixed one per iteration, needs far fewer
 matvecs; the filter's advantages are elsewhere: no inner products inside it, large blocks of
 products (fast on GPUs), and no factorization.
+
+**An interior interval** $[\alpha, \beta)$ needs a *band-pass* polynomial instead: with the spectrum
+mapped to $[-1, 1]$, the Chebyshev series of the interval's indicator,
+$\gamma_0 = (\arccos\hat\alpha - \arccos\hat\beta)/\pi$,
+$\gamma_j = 2(\sin j\arccos\hat\alpha - \sin j\arccos\hat\beta)/(j\pi)$, truncated at degree $m$
+overshoots near the ends (Gibbs); the **Jackson** damping factors $g_j$ turn the truncation into a
+convolution with a positive kernel, so $p(t) = \sum_j g_j\gamma_j T_j(t)$ stays in $[0, 1]$: about 1
+inside, $1/2$ at the ends, small outside (Di Napoli, Polizzi & Saad 2016). The last chart draws both
+for the interval of the parameters; ``chebyshev(A, k, lower=..., upper=...)`` filters a block with it
+(degree raised until the kernel is a quarter of the interval), keeps the Ritz pairs inside, and
+counts the interval's eigenvalues by inertia, or estimates the count as the trace of $p(A)$.
 """
 
 
@@ -71,6 +84,26 @@ def predicted_errors(first_error: float, rates: np.ndarray) -> np.ndarray:
     """The eigenvalue error after each iteration: ``first_error`` at the first, then times rho^2 per iteration."""
     factors = np.concatenate([[1.0], np.cumprod(np.asarray(rates, dtype=float)[1:] ** 2)])
     return first_error * factors
+
+
+def _bandpass_chart(exact: np.ndarray, low: float, high: float) -> Chart:
+    """The band-pass filter of [low, high) over the exact spectrum: Jackson-damped and plain truncation."""
+    low, high = sorted((low, high))
+    center, half = 0.5 * (exact[-1] + exact[0]), 0.5 * (exact[-1] - exact[0])
+    ta, tb = (low - center) / half, (high - center) / half
+    degree = min(interval_degree(ta, tb, 20), MAX_DEGREE)
+    damped = bandpass_coefficients(degree, ta, tb)
+    plain = damped / jackson_coefficients(degree)  # the undamped series gamma_j
+    grid = np.linspace(float(exact[0]), float(exact[-1]), 1200)
+    on_spectrum = bandpass_values(exact, damped, center, half)
+    inside = (exact >= low) & (exact < high)
+    series = (Series(f"Jackson-damped, degree {degree}", grid, bandpass_values(grid, damped, center, half), color=0),
+              Series("plain truncation (Gibbs)", grid, bandpass_values(grid, plain, center, half), role="theory",
+                     color=1),
+              Series("eigenvalues outside", exact[~inside], on_spectrum[~inside], role="reference", mode="markers"),
+              Series(f"the {int(inside.sum())} eigenvalues in [{low:g}, {high:g})", exact[inside], on_spectrum[inside],
+                     mode="markers", color=3))
+    return Chart("chebyshev_bandpass", f"A band-pass filter for [{low:g}, {high:g})", "eigenvalue t", "p(t)", series)
 
 
 def _build(values: Mapping[str, Any]) -> LessonSetup:
@@ -137,6 +170,7 @@ def _build(values: Mapping[str, Any]) -> LessonSetup:
             per_matvec.append(Series(outcome.label, mv, positive(err), color=outcome.index))
         out.append(Chart("chebyshev_matvecs", f"The k-th eigenvalue's error per matvec", "matvecs",
                          f"|theta_{k} - lambda_{k}| / ||A||", tuple(per_matvec)))
+        out.append(_bandpass_chart(exact, float(values["interval_low"]), float(values["interval_high"])))
         return out
 
     def notes(outcomes: Sequence[RunOutcome]) -> list[str]:
@@ -181,10 +215,15 @@ CHEBYSHEV = Lesson(
         ParamSpec("low_degree", "int", 6, "Filter degree of the comparison run.", minimum=1, maximum=80),
         ParamSpec("max_iter", "int", 200, "Iteration limit of every run.", minimum=5, maximum=2000),
         ParamSpec("seed", "int", 0, "Seed of the random start.", minimum=0),
+        ParamSpec("interval_low", "float", 1.0, "Lower end of the interior interval of the band-pass chart.",
+                  minimum=0.0, maximum=4.0),
+        ParamSpec("interval_high", "float", 1.5, "Upper end of the interior interval of the band-pass chart.",
+                  minimum=0.0, maximum=4.0),
     ),
     build=_build,
     references=("Y. Zhou, Y. Saad, M. L. Tiago, J. R. Chelikowsky, J. Comput. Phys. 219 (2006) 172-184",
                 "Y. Zhou, Y. Saad, SIAM J. Matrix Anal. Appl. 29(3) (2007) 954-971",
-                "Y. Saad, Numerical Methods for Large Eigenvalue Problems, 2nd ed. (2011), 7.4"),
+                "Y. Saad, Numerical Methods for Large Eigenvalue Problems, 2nd ed. (2011), 7.4",
+                "E. Di Napoli, E. Polizzi, Y. Saad, Numer. Linear Algebra Appl. 23 (2016) 674-692"),
     solvers=("chebyshev", "lanczos"),
 )

@@ -1,10 +1,15 @@
 """The Compare page's form: shared settings, two to five solver configurations, presets.
 
 Widget keys (for AppTest and the browser tests): ``cmp_preset``, ``cmp_count``,
-``cmp_k``, ``cmp_which``, ``cmp_tol``, ``cmp_max_iter``, ``cmp_budget``, ``cmp_seed``,
+``cmp_k``, ``cmp_sigma``, ``cmp_which``, ``cmp_tol``, ``cmp_max_iter``, ``cmp_budget``, ``cmp_seed``,
 ``cmp_dtype``, ``cmp_mode``; per configuration i (0-based) ``cmp_solver_{i}``,
 ``cmp_label_{i}`` and ``cmp{i}_{solver}_{param}`` for the solver's own parameters
 (``explorer.ui.widgets.param_widget`` from its ``ParamSpec``).
+
+``cmp_sigma`` (empty = off) compares the runs on the k eigenvalues nearest sigma: ``which`` then
+switches to LM and offers nearest / nearest above / nearest below (clearing sigma gives the earlier
+``which`` back), every run whose solver takes a sigma gets it (``CompareSettings.resolve``), and a run
+whose solver has none is flagged in its column (the Run button refuses it with the same message).
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ from typing import Any
 
 import streamlit as st
 
-from explorer.analysis.compare import MAX_CONFIGS, MIN_CONFIGS, CompareSettings, RunConfig
+from explorer.analysis.compare import MAX_CONFIGS, MIN_CONFIGS, CompareSettings, RunConfig, sigma_solvers
+from explorer.solvers.shift_invert import SIGMA_WHICH
 from explorer.solvers import COMMON_PARAMS, SOLVERS
 from explorer.solvers.registry import ParamSpec
 from explorer.ui.state import ensure, ensure_choice
@@ -73,7 +79,10 @@ def apply_preset(name: str | None = None) -> None:
         return
     which, runs = PRESETS[name]
     st.session_state["cmp_count"] = len(runs)
-    st.session_state["cmp_which"] = which
+    if st.session_state.get("cmp_sigma") is None:
+        st.session_state["cmp_which"] = which
+    else:  # near sigma the preset's end has no meaning; it comes back when sigma is cleared
+        st.session_state["_cmp_plain_which"] = which
     for i, (solver, params) in enumerate(runs):
         st.session_state[f"cmp_solver_{i}"] = solver
         st.session_state[f"cmp_label_{i}"] = ""
@@ -94,6 +103,30 @@ def _init(kind: str = "eigen") -> None:
         st.session_state["cmp_count"] = MIN_CONFIGS
 
 
+_SIGMA = ParamSpec("sigma", "float", None, "Compare on the k eigenvalues nearest sigma instead of an end of the "
+                   "spectrum: lanczos and lobpcg by shift-invert (a factorization of A - sigma B), eigh from the whole "
+                   "dense spectrum; solvers without a sigma cannot take part. Empty = off.", optional=True,
+                   placeholder="off (an end of the spectrum)")
+_WHICH_SIGMA = ParamSpec("which", "choice", "LM", "Near sigma: LM the k nearest on either side, LA the k nearest "
+                         "above, SA the k nearest below.", choices=SIGMA_WHICH)
+_SIGMA_LABELS = {"LM": "LM: nearest sigma", "LA": "LA: nearest above sigma", "SA": "SA: nearest below sigma"}
+
+
+def _follow_sigma() -> bool:
+    """``which`` follows the shared sigma (LM once it is set; the earlier choice back once cleared). True near sigma."""
+    s = st.session_state
+    near = s.get("cmp_sigma") is not None
+    if near != s.get("_cmp_near", False):
+        if near:
+            s["_cmp_plain_which"] = s.get("cmp_which")
+            s["cmp_which"] = "LM"
+        else:
+            plain = s.pop("_cmp_plain_which", None)
+            s["cmp_which"] = plain if plain in _COMMON["which"].choices else "LA"
+        s["_cmp_near"] = near
+    return near
+
+
 def settings_form(container: Any = None, *, n: int | None = None, disabled: bool = False,
                   kind: str = "eigen") -> None:
     """The shared settings: preset, k, which, tol, max_iter, matvec budget, seed, dtype, mode. ``kind``
@@ -108,11 +141,25 @@ def settings_form(container: Any = None, *, n: int | None = None, disabled: bool
     k_spec = _COMMON["k"]
     if n is not None:
         k_spec = ParamSpec("k", "int", min(4, n), k_spec.help, minimum=1, maximum=n)
-    c1, c2, c3 = box.columns(3)
+    if kind == "svd":
+        st.session_state["cmp_sigma"] = None  # singular values have no sigma here
+    near = kind != "svd" and _follow_sigma()
+    c1, c2, c3, c4 = box.columns(4)
     param_widget(k_spec, "cmp_k", container=c1, disabled=disabled)
-    param_widget(_COMMON["which"], "cmp_which", container=c2, disabled=disabled,
-                 choices=("LA", "SA") if kind == "svd" else None)
-    param_widget(_COMMON["tol"], "cmp_tol", container=c3, disabled=disabled)
+    if kind != "svd":
+        param_widget(_SIGMA, "cmp_sigma", container=c2, disabled=disabled)
+    if near:
+        param_widget(_WHICH_SIGMA, "cmp_which", container=c3, disabled=disabled, label="which (near sigma)",
+                     format_func=_SIGMA_LABELS.get)
+    else:
+        param_widget(_COMMON["which"], "cmp_which", container=c3, disabled=disabled,
+                     choices=("LA", "SA") if kind == "svd" else None)
+    param_widget(_COMMON["tol"], "cmp_tol", container=c4, disabled=disabled)
+    if near:
+        box.caption(f"Near sigma = {st.session_state['cmp_sigma']:g}: every run looks for the k eigenvalues "
+                    f"{_SIGMA_LABELS[st.session_state['cmp_which']].split(': ')[1]} and is judged against the exact "
+                    f"ones there. Solvers that can: {', '.join(sigma_solvers(kind))} (a run's own sigma or interval "
+                    "takes precedence).")
     c1, c2, c3 = box.columns(3)
     param_widget(ParamSpec("budget", "int", 2000, "Matvec budget of every run (0 = none): a run stops at the "
                            "first iteration that reaches it.", minimum=0, maximum=10_000_000), "cmp_budget",
@@ -148,6 +195,11 @@ def configs_form(container: Any = None, *, disabled: bool = False, kind: str = "
             st.selectbox("Solver", names, key=f"cmp_solver_{i}", format_func=lambda n: SOLVERS[n].label,
                          disabled=disabled)
             spec = SOLVERS[st.session_state[f"cmp_solver_{i}"]]
+            sigma = st.session_state.get("cmp_sigma") if kind != "svd" else None
+            if sigma is not None and spec.name not in sigma_solvers(kind):
+                st.warning(f"{spec.label} has no sigma: it finds an end of the spectrum, not the eigenvalues near "
+                           f"sigma = {sigma:g}. Pick {', '.join(sigma_solvers(kind))} for this run, or clear sigma.",
+                           icon=":material/block:")
             for param in spec.params:
                 param_widget(param, _param_key(i, spec.name, param.name), disabled=disabled)
             ensure(f"cmp_label_{i}", "")
@@ -162,7 +214,8 @@ def read_settings() -> CompareSettings:
     return CompareSettings(k=int(s.get("cmp_k", 4)), which=str(s.get("cmp_which", "LA")),
                            tol=float(s.get("cmp_tol", 1e-6)), max_iter=int(s.get("cmp_max_iter", 1000)),
                            budget=budget or None, seed=None if seed is None else int(seed),
-                           dtype=str(s.get("cmp_dtype", "float64")), mode=s.get("cmp_mode", "sequential"))
+                           dtype=str(s.get("cmp_dtype", "float64")), mode=s.get("cmp_mode", "sequential"),
+                           sigma=None if s.get("cmp_sigma") is None else float(s["cmp_sigma"]))
 
 
 def read_configs() -> list[RunConfig]:

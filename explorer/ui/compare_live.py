@@ -69,6 +69,7 @@ def start_comparison(key: str, problem: Any, configs: Sequence[RunConfig], setti
     eigenvalue (for the diagnosis and the error curves), or None. ``log_as``: a problem
     label; when given, every run goes to the session's run log when the job ends.
     """
+    configs = [settings.resolve(config) for config in configs]  # the shared sigma, where it applies
     check_configs(configs, settings, n=problem.operator.shape[0], count=count)
     collector = ComparisonCollector(configs)
 
@@ -83,7 +84,7 @@ def start_comparison(key: str, problem: Any, configs: Sequence[RunConfig], setti
 
     live.start_job(key, target, label=label, on_finish=on_finish,
                    params={"runs": [c.display() for c in configs], "k": settings.k, "which": settings.which,
-                           "tol": settings.tol, "budget": settings.budget},
+                           "tol": settings.tol, "budget": settings.budget, "sigma": settings.sigma},
                    meta={"collector": collector, "settings": settings, "reference": reference,
                          "configs": tuple(configs), **(meta or {})})
 

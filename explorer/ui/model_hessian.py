@@ -28,7 +28,7 @@ from explorer.operators.devices import DTYPES, parse_device, parse_dtype
 from explorer.runs.jobs import JobView, SolveJob, friendly_error
 from explorer.models import GGNOperator, HessianOperator, ModelInputError, dense_hessian, select_parameters
 from explorer.models.analysis import hutchinson_trace, spectral_density
-from explorer.plots.figures import wanted_reference
+from explorer.plots.figures import reference_match, wanted_reference
 from explorer.runs.record import run_from_view
 from explorer.solvers import solve
 from explorer.tracking import Tracker
@@ -38,7 +38,7 @@ from explorer.plots.models import density_figure, layer_share_figure, trace_figu
 from explorer.ui.model_source import ModelInputs
 from explorer.ui.state import add_run, ensure, get_run, next_run_id
 
-__all__ = ["KEY", "hessian_section", "build_operator", "operator_settings"]
+__all__ = ["KEY", "hessian_section", "build_operator", "operator_settings", "sigma_problem"]
 
 KEY = "model"
 PREFIX = "model_"
@@ -96,10 +96,16 @@ def _known_extremes(inputs: ModelInputs, settings: dict[str, Any]) -> dict[str, 
     return {"LA": manifest.get("hessian_top5", []), "SA": manifest.get("hessian_bottom3", [])}
 
 
-def _reference(inputs: ModelInputs, settings: dict[str, Any], k: int, which: str) -> np.ndarray | None:
+def _reference(inputs: ModelInputs, settings: dict[str, Any], k: int, which: str,
+               spectral: dict[str, Any] | None = None) -> np.ndarray | None:
+    """The wanted exact eigenvalues: from the computed spectrum (near sigma with ``spectral``), else the
+    manifest's extremes for an end of the spectrum."""
+    spectral = spectral or {}
     exact = st.session_state.get(EXACT, {}).get(_spec_key(inputs, settings))
     if exact is not None:
-        return wanted_reference(exact, k, which)
+        return wanted_reference(exact, k, which, **spectral)
+    if any(value is not None for value in spectral.values()):
+        return None  # the manifest knows only the ends
     extremes = _known_extremes(inputs, settings)
     if extremes and which in extremes and k <= len(extremes[which]):
         return np.asarray(extremes[which][:k], dtype=float)
@@ -129,6 +135,24 @@ def _snippet(inputs: ModelInputs, settings: dict[str, Any], call: str) -> str:
     ])
 
 
+def sigma_problem(config: Any, dtype: str) -> str | None:
+    """Why a shift-invert run on this matrix-free operator would not work, or None.
+
+    A Hessian has no matrix to factor, so ``(H - sigma I)^-1`` is an inner MINRES (or CG) solve
+    with relative tolerance ``max(1e-10, 100 eps)``: in float32 that is ~1e-5, the transformed
+    operator is only that consistent, and the outer Krylov run stalls until its iteration limit
+    (each step one inner solve of tens of HVPs) instead of converging. eigh (the dense spectrum,
+    then the nearest) has no inner solve.
+    """
+    if config.extras.get("sigma") is None or "factorization" not in config.extras or dtype != "float32":
+        return None
+    return ("Shift-invert on the Hessian applies (H \u2212 \u03c3I)\u207b\u00b9 by an inner MINRES solve, which in "
+            "float32 stops at a relative residual near 1e-5: the transformed operator is then too inexact for the "
+            "outer solve to converge, and it would run to its iteration limit (minutes of HVPs). Switch dtype to "
+            "float64, or clear sigma (or use eigh, which assembles the matrix and takes the nearest of its whole "
+            "spectrum).")
+
+
 # -- starting a run -----------------------------------------------------------------
 def _start() -> None:
     st.session_state[ERROR] = None
@@ -143,7 +167,10 @@ def _start() -> None:
         label = f"{ANALYSES[analysis].split(' (')[0].lower()} of the {op.curvature} ({inputs.label})"
         if analysis == "eigen":
             config = solver.solver_config(PREFIX)
-            reference = _reference(inputs, settings, config.k, config.which)
+            problem = sigma_problem(config, settings["dtype"])
+            if problem:
+                raise ModelInputError(problem)
+            reference = _reference(inputs, settings, config.k, config.which, config.spectral())
             snippet = _snippet(inputs, settings, f"result = solve({config.solver!r}, H, {config.k}, "
                                + ", ".join(f"{k}={v!r}" for k, v in config.solver_kwargs().items()) + ")")
             params = {**config.params(), "device": settings["device"], "dtype": settings["dtype"]}
@@ -163,8 +190,10 @@ def _start() -> None:
                 st.session_state[LAST] = {"kind": "eigen", "run_id": run.run_id, "operator": op,
                                           "description": op.description}
 
+            exact = st.session_state.get(EXACT, {}).get(_spec_key(inputs, settings))
             live.start_job(KEY, target, label=label, params=params, on_finish=on_finish,
-                           meta={"reference": reference, "tol": config.tol, "dtype": settings["dtype"]})
+                           meta={"reference": reference, "tol": config.tol, "dtype": settings["dtype"],
+                                 "spectrum": exact, "match": reference_match(params)})
             return
         seed = int(_s("an_seed", 0) or 0)
         if analysis == "slq":
@@ -291,7 +320,10 @@ def hessian_section(inputs: ModelInputs) -> None:
         if analysis == "eigen":
             with st.container(border=True):
                 st.markdown("**Solver**")
-                solver.solver_sidebar(PREFIX, container=st.container(), disabled=running)
+                config = solver.solver_sidebar(PREFIX, container=st.container(), disabled=running, matrix_free=True)
+                problem = sigma_problem(config, settings["dtype"])
+                if problem:
+                    st.warning(problem, icon=":material/warning:")
         else:
             with st.container(border=True):
                 st.markdown("**Estimator**")

@@ -109,15 +109,25 @@ _WHICH_SVD = ParamSpec("which", "choice", "LA", "Which singular values: LA the l
 
 
 def solver_sidebar(prefix: str = "", container: Any = None, *, n: int | None = None,
-                   disabled: bool = False, kind: str = "eigen") -> SolveConfig:
+                   disabled: bool = False, kind: str = "eigen", matrix_free: bool = False) -> SolveConfig:
     """Draw the solver widgets; return the resulting SolveConfig.
 
     ``n`` (the problem size; min(m, n) for an SVD problem) caps the k widget; ``disabled``
     greys the form out (e.g. while a solve runs, so the settings shown are the ones running).
     ``kind``: "eigen" offers the eigensolvers, "svd" (a rectangular matrix) the SVD solvers
     only (``SolverSpec.kind``); a selection of the other kind goes to that kind's default
-    solver, with its default tol / max_iter.
+    solver, with its default tol / max_iter. ``matrix_free``: the operator exists only through
+    products (a Hessian): no interval fields for lanczos / lobpcg (spectrum slicing counts with the
+    inertia of an LDL^T factorization, which needs the matrix; a caption says so; chebyshev keeps
+    them: its band-pass filter needs products only), and shift-invert's ``factorization`` offers
+    only the inner Krylov solves (auto = MINRES, or CG).
     """
+    if matrix_free:  # no interval fields here: an old value must not switch slicing on
+        for solver_name, solver_spec in SOLVERS.items():
+            for name in _INTERVAL:
+                if _slices(solver_spec.name) and any(p.name == name for p in solver_spec.params) \
+                        and st.session_state.get(f"{prefix}p_{solver_name}_{name}") is not None:
+                    st.session_state[f"{prefix}p_{solver_name}_{name}"] = None
     box = container if container is not None else st.sidebar
     names = [name for name, spec in SOLVERS.items() if spec.kind == kind]
     key = f"{prefix}solver"
@@ -159,7 +169,7 @@ def solver_sidebar(prefix: str = "", container: Any = None, *, n: int | None = N
         which_spec = _WHICH_SVD if kind == "svd" else _COMMON["which"]
         param_widget(which_spec, f"{prefix}which", container=c2, choices=spec.which, disabled=disabled)
     if mode != "plain":
-        box.caption(_mode_caption(prefix, spec.name, mode))
+        box.caption(_mode_caption(prefix, spec.name, mode, matrix_free))
     c1, c2 = box.columns(2)
     param_widget(_COMMON["tol"], f"{prefix}tol", container=c1, default=spec.default_tol, disabled=disabled)
     param_widget(_COMMON["max_iter"], f"{prefix}max_iter", container=c2, default=spec.default_max_iter,
@@ -176,30 +186,61 @@ def solver_sidebar(prefix: str = "", container: Any = None, *, n: int | None = N
     if spec.params:
         with box.expander(f"{spec.name} options", expanded=mode != "plain"):
             for p in spec.params:
-                param_widget(p, f"{prefix}p_{spec.name}_{p.name}", disabled=disabled)
+                if matrix_free and p.name in _INTERVAL and _slices(spec.name):
+                    continue
+                choices = _MATRIX_FREE_FACTORIZATIONS if matrix_free and p.name == "factorization" else None
+                param_widget(p, f"{prefix}p_{spec.name}_{p.name}", disabled=disabled, choices=choices)
+            if matrix_free and _slices(spec.name):
+                st.caption("No interval here: spectrum slicing counts the eigenvalues in [lower, upper) with the "
+                           "inertia of an LDL^T factorization, and this operator exists only through products "
+                           "(no matrix to factor). Use sigma with a k (the k eigenvalues nearest it), or chebyshev, "
+                           "whose band-pass filter needs only products.")
             problem = _spectral_problem(prefix, spec.name)
             if problem:
                 st.warning(problem, icon=":material/warning:")
     return solver_config(prefix)
 
 
-def _mode_caption(prefix: str, solver: str, mode: str) -> str:
+_INTERVAL = ("lower", "upper")
+
+
+def _slices(solver: str) -> bool:
+    """True where an interval means inertia spectrum slicing (it needs a factorization): lanczos, lobpcg."""
+    names = {p.name for p in SOLVERS[solver].params}
+    return {"lower", "upper", "factorization"} <= names
+_MATRIX_FREE_FACTORIZATIONS = ("auto", "minres", "cg")
+
+
+def _mode_caption(prefix: str, solver: str, mode: str, matrix_free: bool = False) -> str:
     s = st.session_state
     if mode == "sigma":
-        return (f"Shift-invert at sigma = {s.get(f'{prefix}p_{solver}_sigma'):g}: the k eigenvalues nearest it, "
+        sigma = s.get(f'{prefix}p_{solver}_sigma')
+        if "factorization" not in {p.name for p in SOLVERS[solver].params}:  # eigh: every eigenvalue, then the nearest
+            return (f"Near sigma = {sigma:g}: the k eigenvalues nearest it, picked from the whole dense spectrum "
+                    "(clear sigma for an end of the spectrum).")
+        if matrix_free:
+            return (f"Shift-invert at sigma = {sigma:g}: the k eigenvalues nearest it. This operator has no matrix to "
+                    "factor, so every application of (A \u2212 \u03c3I)\u207b\u00b9 is an inner MINRES solve (tens "
+                    "of products each; clear sigma to switch it off).")
+        return (f"Shift-invert at sigma = {sigma:g}: the k eigenvalues nearest it, "
                 "through a factorization of A \u2212 \u03c3B (options below; clear sigma to switch it off).")
-    return (f"Spectrum slicing: every eigenvalue in [{s.get(f'{prefix}p_{solver}_lower'):g}, "
-            f"{s.get(f'{prefix}p_{solver}_upper'):g}), counted by Sylvester's law of inertia so that none is "
-            "missed (clear lower and upper to switch it off).")
+    lower, upper = s.get(f'{prefix}p_{solver}_lower'), s.get(f'{prefix}p_{solver}_upper')
+    if "factorization" not in {p.name for p in SOLVERS[solver].params}:  # chebyshev: a band-pass filter
+        return (f"Every eigenvalue in [{lower:g}, {upper:g}) by a band-pass Chebyshev-Jackson filter (products "
+                "only); counted by Sylvester's law of inertia where the matrix is assembled, else estimated from the "
+                "filter's trace (clear lower and upper to switch it off).")
+    return (f"Spectrum slicing: every eigenvalue in [{lower:g}, {upper:g}), counted by Sylvester's law of inertia "
+            "so that none is missed (clear lower and upper to switch it off).")
 
 
 def _spectral_problem(prefix: str, solver: str) -> str | None:
     """A line about sigma / interval settings the solver will refuse (both given, one end only), or None."""
     s = st.session_state
     names = {p.name for p in SOLVERS[solver].params}
-    if not {"sigma", "lower", "upper"} <= names:
+    if not {"lower", "upper"} <= names:
         return None
-    sigma, lower, upper = (s.get(f"{prefix}p_{solver}_{name}") for name in ("sigma", "lower", "upper"))
+    sigma, lower, upper = (s.get(f"{prefix}p_{solver}_{name}") if name in names else None
+                           for name in ("sigma", "lower", "upper"))
     if (lower is None) != (upper is None):
         return "Spectrum slicing needs both ends: set `lower` and `upper` (or clear both)."
     if lower is not None and upper is not None and sigma is not None:

@@ -148,3 +148,81 @@ def test_a_rectangular_problem_gets_the_svd_presets_and_runs(apptest, wait_job) 
     assert list(table["run"]) == ["golub_kahan(reorthogonalization=full)", "golub_kahan(reorthogonalization=one-sided)"]
     assert set(table["status"]) == {"converged"}
     assert (table["max rel. error"] <= 1e-5).all()  # against the exact singular values 1, 0.8, 0.64
+
+
+def _exact_2d(n: int = 30):  # noqa: ANN202
+    """The closed form of the default sample (the 2-D Laplacian on a 30 x 30 grid)."""
+    import numpy as np
+
+    one = 4.0 * np.sin(np.arange(1, n + 1) * np.pi / (2 * (n + 1))) ** 2
+    return np.sort((one[:, None] + one[None, :]).ravel())
+
+
+def test_a_comparison_near_sigma_judges_every_run_against_the_nearest(apptest, wait_job) -> None:  # noqa: ANN001
+    import base64
+
+    import numpy as np
+
+    at = apptest(page=PAGE)
+    at.selectbox(key="sample").set_value("laplacian2d_30x30").run()
+    at.selectbox(key="cmp_preset").set_value("Lanczos vs LOBPCG").run()
+    assert at.session_state["cmp_which"] == "LA"
+    at.number_input(key="cmp_sigma").set_value(1.0).run()
+    _no_trouble(at)
+    # which follows sigma: the nearest, on either side or one
+    assert at.session_state["cmp_which"] == "LM"
+    assert list(at.selectbox(key="cmp_which").options) == ["LM: nearest sigma", "LA: nearest above sigma",
+                                                           "SA: nearest below sigma"]
+    assert any("Near sigma = 1" in c.value for c in at.caption)
+    assert not at.warning  # both solvers take a sigma
+    at.number_input(key="cmp_tol").set_value(1e-9).run()
+    at.number_input(key="cmp_budget").set_value(0).run()
+    at.button(key="cmp_run").click().run()
+    assert not at.session_state["compare_error"]
+    wait_job(at, KEY, timeout=120, poll=0.5)
+    _no_trouble(at)
+    exact = _exact_2d()
+    nearest = exact[np.argsort(np.abs(exact - 1.0), kind="stable")[:4]]
+    table = _table(at, "cmp_table")
+    assert list(table["status"]) == ["converged", "converged"]
+    assert (table["max rel. error"] < 8e-9 / nearest.min()).all()  # |theta - lambda| <= ||r|| <= tol ||A||
+    logged = [run for run in at.session_state["runs"] if run.page == KEY]
+    for run in logged:
+        assert run.params["sigma"] == 1.0 and run.params["which"] == "LM"
+        np.testing.assert_allclose(np.sort(run.reference), np.sort(nearest), rtol=1e-13)
+    # each run's detail panel: the error of every Ritz value ends below tol (LOBPCG's pass above sigma
+    # is judged against the nearest above, not against the result's values below it)
+    details = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    details = [d for d in details if "yaxis4" in d.get("layout", {})]
+    assert len(details) == 2
+    for spec in details:
+        errors = [t for t in spec["data"] if str(t.get("name", "")).startswith("err")]
+        assert len(errors) == 4
+        for trace in errors:
+            y = trace["y"]
+            y = np.frombuffer(base64.b64decode(y["bdata"]), dtype=np.dtype(y["dtype"])) if isinstance(y, dict) \
+                else np.asarray(y, dtype=float)
+            assert y[-1] < 1e-9 * 8
+    # no missed eigenvalue: the diagnosis knows the run looked near sigma
+    assert not any("Missed eigenvalue" in e.value for e in at.error)
+    # a solver without sigma: flagged in its column, and refused with the alternatives
+    at.selectbox(key="cmp_solver_1").set_value("power_iteration").run()
+    assert any("has no sigma" in w.value for w in at.warning)
+    at.button(key="cmp_run").click().run()
+    assert "power_iteration cannot look for the eigenvalues nearest sigma" in at.session_state["compare_error"]
+    assert any("lobpcg, lanczos, eigh" in e.value for e in at.error)
+    # clearing sigma gives the end of the spectrum back
+    at.number_input(key="cmp_sigma").set_value(None).run()
+    _no_trouble(at)
+    assert at.session_state["cmp_which"] == "LA" and not any("has no sigma" in w.value for w in at.warning)
+
+
+def test_runs_looking_for_different_eigenvalues_get_a_note(apptest) -> None:  # noqa: ANN001
+    at = apptest(page=PAGE)
+    at.selectbox(key="sample").set_value("laplacian2d_30x30").run()
+    at.selectbox(key="cmp_preset").set_value("Lanczos vs LOBPCG").run()
+    at.number_input(key="cmp0_lanczos_sigma").set_value(1.0).run()  # only run 1 near sigma
+    _no_trouble(at)
+    assert any("look for different eigenvalues" in w.value for w in at.warning)
+    at.number_input(key="cmp0_lanczos_sigma").set_value(None).run()
+    assert not any("look for different eigenvalues" in w.value for w in at.warning)

@@ -204,3 +204,82 @@ def test_a_compare_run_with_sigma_is_judged_against_the_nearest(apptest, wait_jo
     np.testing.assert_allclose(plain.reference, exact[::-1][:2])
     np.testing.assert_allclose(shifted.reference, np.sort(exact[exact >= 1.0])[:2])
     assert shifted.status == "converged" and shifted.max_error <= shifted.max_residual + 1e-14
+
+
+def _error_traces(at) -> list[np.ndarray]:
+    """The y values of the live panel's error traces ("err i"), decoded from plotly's typed arrays."""
+    import base64
+
+    live = next(json.loads(c.proto.spec) for c in at.get("plotly_chart")
+                if "yaxis4" in json.loads(c.proto.spec).get("layout", {}))
+    out = []
+    for trace in live["data"]:
+        if str(trace.get("name", "")).startswith("err"):
+            y = trace["y"]
+            out.append(np.frombuffer(base64.b64decode(y["bdata"]), dtype=np.dtype(y["dtype"])) if isinstance(y, dict)
+                       else np.asarray(y, dtype=float))
+    return out
+
+
+@pytest.mark.parametrize("solver", ["lanczos", "lobpcg"])
+@pytest.mark.parametrize("mode", ["sigma", "interval"])
+def test_the_live_error_panel_of_an_interior_run_ends_at_the_solution(apptest, wait_job, solver, mode):
+    """LOBPCG near sigma runs above sigma, then below; a slicing run solves one shift after another. Every record
+    is judged against what its own pass looks for, so a converged run's error curves all end below tol
+    (against the result's eigenvalues, the values of LOBPCG's other pass and of the outer shifts would stay
+    0.04 - 0.16 off: 'never converged')."""
+    at = _lanczos(apptest(), solver)
+    if mode == "sigma":
+        at.number_input(key=f"p_{solver}_sigma").set_value(1.0).run()
+    else:
+        at.number_input(key=f"p_{solver}_lower").set_value(1.0).run()
+        at.number_input(key=f"p_{solver}_upper").set_value(1.2).run()
+    at.number_input(key="tol").set_value(1e-9).run()
+    at.button(key="run").click().run()
+    wait_job(at, timeout=120)
+    _no_trouble(at)
+    run = at.session_state["runs"][-1]
+    assert run.status == "converged", run.message
+    errors = _error_traces(at)
+    assert len(errors) == (4 if mode == "sigma" else 16)
+    # |theta - lambda| <= ||r|| <= tol ||A|| (||A|| < 8) for a converged pair
+    assert all(e[-1] < 8e-9 for e in errors), [float(e[-1]) for e in errors]
+
+
+def test_chebyshev_takes_an_interval_through_its_band_pass_filter(apptest, wait_job):
+    at = _lanczos(apptest(), "chebyshev")
+    at.number_input(key="p_chebyshev_lower").set_value(1.0).run()
+    assert any("needs both ends" in w for w in _texts(at.warning))
+    at.number_input(key="p_chebyshev_upper").set_value(1.2).run()
+    _no_trouble(at)
+    assert at.selectbox(key="which").disabled and at.session_state["which"] == "SA"
+    assert any("band-pass Chebyshev-Jackson filter" in c for c in _texts(at.caption))
+    at.number_input(key="tol").set_value(1e-9).run()
+    at.button(key="run").click().run()
+    wait_job(at, timeout=120)
+    _no_trouble(at)
+    run = at.session_state["runs"][-1]
+    exact = _exact_2d()
+    inside = exact[(exact >= 1.0) & (exact < 1.2)]
+    assert run.status == "converged", run.message
+    np.testing.assert_allclose(run.reference, inside, rtol=1e-13)
+    assert run.result.k == 16 and run.max_error <= run.max_residual + 1e-14
+    assert "all 16 found" in run.message and "inertia" in run.message
+    # early records may hold more Ritz values inside the interval than it has eigenvalues; the last one holds 16
+    final = [float(e[-1]) for e in _error_traces(at) if np.isfinite(e[-1])]
+    assert len(final) == 16 and max(final) < 8e-9
+    # the records carry the degree and the interval (the run table's extras)
+    record = run.records[-1]
+    assert record.extras["degree"] > 20 and (record.extras["pass_low"], record.extras["pass_high"]) == (1.0, 1.2)
+
+
+def test_the_model_page_keeps_the_interval_for_chebyshev_only(apptest):
+    at = apptest(page="pages/model.py")
+    at.selectbox(key="model_solver").set_value("chebyshev").run()
+    _no_trouble(at)
+    keys = {str(n.key) for n in at.number_input}
+    assert {"model_p_chebyshev_lower", "model_p_chebyshev_upper"} <= keys
+    assert not any("No interval here" in c for c in _texts(at.caption))
+    at.selectbox(key="model_solver").set_value("lobpcg").run()
+    keys = {str(n.key) for n in at.number_input}
+    assert "model_p_lobpcg_lower" not in keys and any("No interval here" in c for c in _texts(at.caption))

@@ -122,3 +122,70 @@ def test_settings_survive_a_visit_to_another_page(apptest) -> None:  # noqa: ANN
     assert at.radio(key="model_analysis").value == "slq"
     assert at.text_input(key="model_params").value == "layers.4.*"
     assert at.selectbox(key="model_sample").value == "cnn"
+
+
+def test_sigma_on_the_hessian_runs_through_minres_in_float64(apptest, wait_job) -> None:  # noqa: ANN001
+    """The Hessian is matrix-free: the sigma field is there (an inner MINRES per application), the interval
+    fields are not (inertia slicing needs a factorization; a caption says why), float32 is refused before it
+    would stall, and a float64 run finds the 5 eigenvalues nearest sigma of the dense Hessian."""
+    import numpy as np
+
+    at = apptest(page=PAGE)
+    _no_trouble(at)
+    keys = {str(n.key) for n in at.number_input}
+    assert "model_p_lanczos_sigma" in keys and "model_p_lanczos_lower" not in keys
+    assert list(at.selectbox(key="model_p_lanczos_factorization").options) == ["auto", "minres", "cg"]
+    assert any("No interval here" in c.value and "LDL^T" in c.value for c in at.caption)
+    at.number_input(key="model_p_lanczos_sigma").set_value(0.5).run()
+    _no_trouble(at)
+    assert at.session_state["model_which"] == "LM"
+    assert any("inner MINRES solve" in c.value for c in at.caption)
+    assert any("float32" in w.value and "float64" in w.value for w in at.warning)
+    at.button(key="model_run").click().run()  # refused at once, with the fix
+    _no_trouble(at)
+    assert not [r for r in at.session_state["runs"] if r.page == "model"]
+    assert any("Switch dtype to float64" in e.value for e in at.error)
+    at.selectbox(key="model_dtype").set_value("float64").run()
+    assert not any("float32" in w.value for w in at.warning)
+    at.button(key="model_exact").click().run()  # the dense spectrum: the reference near sigma
+    _no_trouble(at)
+    at.button(key="model_run").click().run()
+    wait_job(at, "model", timeout=240, poll=0.5)
+    _no_trouble(at)
+    run = at.session_state["runs"][-1]
+    assert run.status == "converged", run.message
+    assert "MINRES" in run.message and run.params["sigma"] == 0.5
+    exact = next(iter(at.session_state["_model_exact"].values()))
+    nearest = exact[np.argsort(np.abs(exact - 0.5), kind="stable")[:5]]
+    np.testing.assert_allclose(np.sort(run.reference), np.sort(nearest), rtol=1e-12)
+    tol = run.params["tol"]
+    # |theta - lambda| <= ||r|| <= tol * ||H|| for converged pairs (||H|| = max |lambda| of the dense spectrum)
+    assert run.max_error <= tol * float(np.abs(exact).max())
+
+
+def test_an_interval_of_the_hessian_through_the_chebyshev_band_pass_filter(apptest, wait_job) -> None:  # noqa: ANN001
+    """Matrix-free: no inertia, so chebyshev estimates the count from the filter's trace and says so; the
+    eigenvalues it returns are the dense Hessian's in the interval."""
+    import numpy as np
+
+    at = apptest(page=PAGE)
+    at.selectbox(key="model_solver").set_value("chebyshev").run()
+    at.number_input(key="model_p_chebyshev_lower").set_value(0.4).run()
+    at.number_input(key="model_p_chebyshev_upper").set_value(0.6).run()
+    _no_trouble(at)
+    assert any("band-pass Chebyshev-Jackson filter" in c.value for c in at.caption)
+    at.number_input(key="model_tol").set_value(1e-4).run()  # float32 HVPs
+    at.button(key="model_exact").click().run()
+    at.button(key="model_run").click().run()
+    wait_job(at, "model", timeout=240, poll=0.5)
+    _no_trouble(at)
+    run = at.session_state["runs"][-1]
+    assert run.status == "converged", run.message
+    exact = next(iter(at.session_state["_model_exact"].values()))
+    inside = np.sort(exact[(exact >= 0.4) & (exact < 0.6)])
+    np.testing.assert_allclose(run.reference, inside, rtol=1e-12)
+    values = np.sort(run.result.eigenvalues.double().numpy())
+    assert values.size == inside.size
+    # |theta - lambda| <= ||r|| <= tol ||H||, plus float32 HVP rounding (~n eps ||H||)
+    assert np.abs(values - inside).max() <= (1e-4 + 1732 * 1.2e-7) * float(np.abs(exact).max())
+    assert "stochastic estimate" in run.message and "not proven" in run.message

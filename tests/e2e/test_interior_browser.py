@@ -67,3 +67,27 @@ def test_a_shift_invert_run_through_the_form(ui):
     ui.wait_idle()
     caption.first.wait_for(state="detached", timeout=30_000)
     assert _choice(ui, "which") == "LA"
+
+
+def test_a_comparison_near_sigma_through_the_compare_form(page, app_server, streamlit_ui):
+    """The shared sigma of the Compare page: which follows it, Lanczos and LOBPCG run near sigma = 1, and
+    the diagnosis finds nothing wrong (before sigma was known to it, their results read as 'missed
+    eigenvalues' of the LM end)."""
+    page.set_default_timeout(60_000)
+    page.goto(app_server + "/compare")
+    ui = streamlit_ui(page)
+    page.locator(".st-key-cmp_run button").filter(visible=True).first.wait_for(state="visible", timeout=90_000)
+    ui.select("cmp_preset", "Lanczos vs LOBPCG")
+    assert _choice(ui, "cmp_which") == "LA"
+    ui.fill("cmp_sigma", "1.0")
+    page.get_by_text("Near sigma = 1: every run looks for the k eigenvalues nearest sigma").first.wait_for()
+    assert _choice(ui, "cmp_which") == "LM: nearest sigma"
+    ui.fill("cmp_tol", "1e-9")
+    ui.fill("cmp_budget", "0")
+    ui.click("cmp_run")
+    page.get_by_role("heading", name="Diagnosis").first.wait_for(timeout=120_000)
+    healthy = page.locator('[data-testid="stAlert"]').filter(has_text="No problem found").filter(visible=True)
+    healthy.nth(1).wait_for(timeout=30_000)  # the diagnosis of both runs (it renders after the heading)
+    ui.wait_idle()
+    assert healthy.count() == 2
+    assert page.get_by_text("Missed eigenvalue").count() == 0

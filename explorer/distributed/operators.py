@@ -100,7 +100,7 @@ class RowShardedOperator(_Checked, LinearOperator):
         ranges: every rank's (start, stop) rows (``sharding.row_ranges``).
         context: the process group (``DistContext.local()`` for one process).
         dtype: float32 or float64.
-        nnz_total: stored entries of the whole matrix, when known (``nnz_total``).
+        nnz_total: stored entries of the whole matrix; counted with one all-reduce when not given.
 
     The all-gather pads every piece to the largest block (at most one row more) and adds
     two entries (checksum, stop flag) per column; ``exchange_bytes`` is what one product
@@ -122,7 +122,11 @@ class RowShardedOperator(_Checked, LinearOperator):
         self._weights = None
         np_dtype = np.float64 if dtype == torch.float64 else np.float32
         self.block = sp.csr_matrix(block, dtype=np_dtype, copy=False)
-        self._nnz_total = nnz_total
+        if nnz_total is None:  # Lanczos weighs its restarts by the whole matrix's density
+            count = torch.tensor([float(self.block.nnz)], dtype=torch.float64, device=context.device)
+            nnz_total = int(context.all_reduce(count, where="counting the stored entries")[0]) if \
+                context.world_size > 1 else self.block.nnz
+        self._nnz_total = int(nnz_total)
         self.rows_max = max(b - a for a, b in self.ranges)
         self._torch_block: torch.Tensor | None = None
         if self.device.type != "cpu":  # NCCL: the block as a torch CSR tensor on this rank's GPU
@@ -146,8 +150,8 @@ class RowShardedOperator(_Checked, LinearOperator):
         return self.context.world_size * (self.rows_max + 2) * columns * torch.finfo(self.dtype).bits // 8
 
     @property
-    def nnz_total(self) -> int | None:
-        """Stored entries of the whole matrix, when known."""
+    def nnz_total(self) -> int:
+        """Stored entries of the whole matrix."""
         return self._nnz_total
 
     @property

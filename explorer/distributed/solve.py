@@ -239,7 +239,8 @@ def row_sharded_operator(source: str | SourceSpec, context: DistContext, *, dtyp
         context.agree({"source": spec.label, "dtype": str(dtype), "world_size": context.world_size,
                        **block.fingerprint, **(extra_fingerprint or {})}, what="problem and solver settings")
     ranges = row_ranges(block.n, context.world_size)
-    operator = RowShardedOperator(block.matrix, ranges, context, dtype=dtype, nnz_total=block.nnz_total)
+    # nnz counted from the blocks (one all-reduce): a file's header may count one triangle or duplicates
+    operator = RowShardedOperator(block.matrix, ranges, context, dtype=dtype)
     if check:
         check_symmetric(operator)  # four products, collective like every product
         operator.reset_count()

@@ -43,12 +43,14 @@ def restart_weight(op: Any, m: int) -> float:
 
     0 (the restart is free next to the products) for matrix-free operators (Hessian-vector
     products and other callables: their cost is unknown and usually far above a GEMM's) and off
-    the CPU (not measured there)."""
+    the CPU (not measured there). A row-sharded matrix (``explorer.distributed``) is weighed as
+    the whole matrix, so that every rank count keeps the same vectors as one process and the
+    runs agree bit for bit."""
     if op.device.type != "cpu":
         return 0.0
     n = op.shape[0]
     kind = op.kind
-    if kind == "sparse":
+    if kind in ("sparse", "sparse (row-sharded)"):
         nnz = operator_nnz(op)
         per_row = 16.0 * (nnz / n if nnz else 5.0) + 16.0
     elif kind == "dense":
@@ -59,9 +61,10 @@ def restart_weight(op: Any, m: int) -> float:
 
 
 def operator_nnz(op: Any) -> int | None:
-    """Stored entries of a sparse operator, through the wrappers (units, counting) around it."""
+    """Stored entries of a sparse operator (of the whole matrix for a row-sharded one), through
+    the wrappers (units, counting) around it."""
     while op is not None:
-        nnz = getattr(op, "nnz", None)
+        nnz = getattr(op, "nnz", None) or getattr(op, "nnz_total", None)
         if nnz:
             return int(nnz)
         op = getattr(op, "base", None)

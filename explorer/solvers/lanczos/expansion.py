@@ -37,7 +37,9 @@ class Expansion(LanczosState):
         ``matmat`` (one GEMM / HVP batch)."""
         if out is None:
             out = X.new_empty(X.shape)
-        if self.op.matvecs_into(X, out):
+        # rows_kernel is fixed per operator (read once in LanczosState): skip the wrappers' call
+        # chain where there is no kernel
+        if self.rows_kernel and self.op.matvecs_into(X, out):
             return out
         if X.shape[0] == 1 or self.columnwise:
             for i in range(X.shape[0]):

@@ -31,8 +31,14 @@ def to_numpy(t: torch.Tensor) -> np.ndarray:
 
 
 def to_tensor(a: np.ndarray, like: torch.Tensor) -> torch.Tensor:
-    """A small numpy matrix as a contiguous tensor with ``like``'s dtype and device."""
-    return torch.from_numpy(np.ascontiguousarray(a)).to(device=like.device, dtype=like.dtype)
+    """A small numpy matrix as a contiguous tensor with ``like``'s dtype and device.
+
+    A float64 CPU ``like`` (the usual case) skips the ``.to`` call: it would return the same
+    tensor, after a few microseconds of dispatch, several times per Lanczos step."""
+    t = torch.from_numpy(np.ascontiguousarray(a))
+    if like.dtype == t.dtype and like.device.type == "cpu":
+        return t
+    return t.to(device=like.device, dtype=like.dtype)
 
 
 def dots(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
@@ -78,6 +84,16 @@ def small_cholesky(G: np.ndarray) -> np.ndarray | None:
     numpy.linalg call at b = 2 (docs/benchmarks-lanczos.md); None when G is not numerically
     positive definite."""
     b = G.shape[0]
+    if b == 2:  # the default block: the loop below written out (the same operations, in order)
+        g00, g10, g11 = float(G[0, 0]), float(G[1, 0]), float(G[1, 1])
+        if g00 <= 0.0:
+            return None
+        l00 = math.sqrt(g00)
+        l10 = g10 / l00
+        acc = g11 - l10 * l10
+        if acc <= 0.0:
+            return None
+        return np.array([[l00, 0.0], [l10, math.sqrt(acc)]])
     L = np.zeros((b, b))
     for i in range(b):
         for j in range(i + 1):
@@ -94,6 +110,10 @@ def small_cholesky(G: np.ndarray) -> np.ndarray | None:
 def small_lower_inverse(L: np.ndarray) -> np.ndarray:
     """Inverse of a tiny lower-triangular matrix (forward substitution on the identity)."""
     b = L.shape[0]
+    if b == 2:  # the loop below written out (the same operations, in order)
+        l00, l10, l11 = float(L[0, 0]), float(L[1, 0]), float(L[1, 1])
+        x00 = 1.0 / l00
+        return np.array([[x00, 0.0], [(0.0 - l10 * x00) / l11, 1.0 / l11]])
     X = np.zeros((b, b))
     for col in range(b):
         for i in range(col, b):

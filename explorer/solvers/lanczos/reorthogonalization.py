@@ -174,10 +174,11 @@ class Reorthogonalization(LanczosState):
             Qn, R, bn = Q2, (R2 if square else R2 @ R), Q2.shape[0]
             col = np.full((p, bn), eps * math.sqrt(self.n))
             self.n_reorth += 1
+            estimate = float(np.abs(col).max(initial=0.0))
         Om[:p, p:p + bn] = col
         Om[p:p + bn, :p] = col.T
         Om[p:p + bn, p:p + bn] = 0.0
         # Omega changes only in this new column (and at restarts, which set the loss too),
-        # so the running maximum is the max over the whole matrix.
-        self.loss = max(self.loss, float(np.abs(col).max(initial=0.0)))
+        # so the running maximum is the max over the whole matrix (``estimate``: max |col|).
+        self.loss = max(self.loss, estimate)
         return Qn, R

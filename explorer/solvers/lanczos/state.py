@@ -143,6 +143,7 @@ class LanczosState:
         # single-column products on one thread (csr_matvecs), so sparse CPU operators are
         # applied column by column; every other operator gets the block (one GEMM / HVP batch).
         self.columnwise = sparse_on_cpu(self.op)
+        self.rows_kernel = bool(self.op.rows_kernel)  # the operator writes products into rows (apply)
         self._work_rows: torch.Tensor | None = None  # the block step's product rows (see _work)
         self.restart_weight = restart_weight(self.op, m)  # a kept vector's cost at a restart (choose_keep)
 

@@ -422,10 +422,11 @@ def test_torchrun_solve_prints_the_single_process_eigenvalues_and_rank_0_stores_
     args = ["solve", "laplacian_2d:40", "--solver", "lanczos", "-k", "6", "--which", "LA", "--json"]
     one = _cli(args, nproc=None)
     assert one.returncode == 0, one.stderr[-2000:]
-    two = _cli(args + ["--distributed", "--name", "two ranks"], nproc=2)
+    two = _cli(args + ["--distributed", "--vectors", "replicated", "--name", "two ranks"], nproc=2)
     assert two.returncode == 0, two.stderr[-3000:]
     single, dist_ = json.loads(one.stdout), json.loads(two.stdout)  # rank 0 alone prints
     assert dist_["distributed"]["world_size"] == 2 and dist_["status"] == "converged"
+    two_basis = dist_["distributed"]["local"]["basis_bytes"]  # replicated: the whole basis on each rank
     exact = laplacian_2d(40).reference(6, "LA").numpy()
     assert dist_["eigenvalues"] == single["eigenvalues"]  # Lanczos recomputes products in both: bit for bit
     assert dist_["n_matvec"] == single["n_matvec"]
@@ -437,6 +438,18 @@ def test_torchrun_solve_prints_the_single_process_eigenvalues_and_rank_0_stores_
     assert len(history) > 0  # the records of rank 0, streamed while it ran
     assert len(store.runs()) == 2  # one process and rank 0; the other rank wrote nothing
     assert info.problem == store.run(single["run_id"]).problem == "laplacian_2d(nx=40, ny=40)"
+    # sharded vectors (what --distributed picks for Lanczos): the same values to tolerance (see
+    # _check_sharded: each within its residual of the exact one, so within 2 tol ||A|| of one process's)
+    sharded = _cli(args + ["--distributed", "--vectors", "sharded"], nproc=2)
+    assert sharded.returncode == 0, sharded.stderr[-3000:]
+    shard = json.loads(sharded.stdout)
+    assert shard["status"] == "converged" and shard["distributed"]["vectors"] == "sharded"
+    assert np.allclose(shard["eigenvalues"], single["eigenvalues"], rtol=0, atol=2 * 1e-6 * 8 + 1600 * EPS * 8)
+    assert np.allclose(shard["eigenvalues"], exact, rtol=0, atol=1e-6 * 8)
+    assert shard["distributed"]["local"]["basis_bytes"] < two_basis
+    lobpcg = _cli(["solve", "laplacian_2d:20", "--solver", "lobpcg", "-k", "3", "--distributed", "--vectors",
+                   "sharded"], nproc=2)
+    assert lobpcg.returncode != 0 and "--vectors replicated" in lobpcg.stderr, lobpcg.stderr[-2000:]
     # hessian: the sample MLP's top eigenvalues against its dense Hessian
     from explorer.models.samples import read_manifest
 

@@ -5,7 +5,10 @@
 of the process group (``init_from_env`` when no context is given): each rank builds its
 share of the operator, the ranks check that they agree on the problem, every rank runs
 the registry's solver with the same seed, and only rank 0's tracker sees the records.
-Each returns a :class:`DistributedOutcome` with the result (the same on every rank) and
+A row-sharded Lanczos solve runs on sharded vectors by default (``vectors="auto"``: each
+rank keeps its rows of the basis, ``space.ShardedSpace``); everything else on replicated ones.
+Each returns a :class:`DistributedOutcome` with the result (eigenvalues and residuals the same
+on every rank; with sharded vectors the eigenvectors whole on rank 0 only) and
 what this rank spent: time to load, time to solve, the collectives (count, bytes, time)
 and memory (its block or shard, its peak resident memory).
 """

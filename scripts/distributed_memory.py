@@ -120,9 +120,9 @@ def main() -> int:
                     reports = [json.loads((Path(out) / f"rank{r}.json").read_text()) for r in range(world)]
                 rows.append({"reports": reports, "wall_s": time.perf_counter() - start})
                 r0 = reports[0]
-                print(f"# {case} {vectors} {world} rank(s): {r0['n_iter']} steps, peak RSS "
-                      f"{_mb(max(r['peak_rss'] for r in reports))} MB, solve {max(r['solve_s'] for r in reports):.1f} s",
-                      file=sys.stderr, flush=True)
+                peak, solve_s = max(r["peak_rss"] for r in reports), max(r["solve_s"] for r in reports)
+                print(f"# {case} {vectors} {world} rank(s): {r0['n_iter']} steps, peak RSS {_mb(peak)} MB, "
+                      f"solve {solve_s:.1f} s", file=sys.stderr, flush=True)
         results[case] = rows
         print(_table(case, rows) + "\n", flush=True)
     if args.json:

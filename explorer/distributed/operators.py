@@ -236,18 +236,24 @@ class RowShardedOperator(_Checked, LinearOperator):
         """This rank's rows of ``A X`` from this rank's rows of X: all-gather X, multiply the block."""
         b = X.shape[1]
         rows, width = self.stop - self.start, self.rows_max + 2
+        world = self.context.world_size
+        result = torch.empty(rows, b, dtype=self.dtype, device=self.device)
+        if world == 1:  # nothing to gather: this rank's rows are the whole vector
+            if self._stop_flag() > 0:
+                self.context.sync.stop_seen = True
+            self._local_into(X, result)
+            return result
         piece = torch.zeros(width, b, dtype=self.dtype, device=self.device)
         piece[:rows] = X
         piece[self.rows_max + 1] = self._stop_flag()
-        world = self.context.world_size
         out = torch.empty(world * width, b, dtype=self.dtype, device=self.device)
         self.context.all_gather_into(out, piece, where=f"product {self.n_matvec} (all-gather of the input, "
                                                        f"{self.shape[0]} rows x {b})")
+        del piece
         if bool(out[self.rows_max + 1, 0].item() > 0):  # rank 0's stop flag
             self.context.sync.stop_seen = True
-        whole = out[:rows] if world == 1 else out.index_select(0, self._rows_index)
+        whole = out.index_select(0, self._rows_index)
         del out
-        result = torch.empty(rows, b, dtype=self.dtype, device=self.device)
         self._local_into(whole, result)
         return result
 

@@ -146,11 +146,14 @@ class ShardedSpace(LocalSpace):
     def gather(self, X: torch.Tensor, *, where: str = "gathering the eigenvectors") -> torch.Tensor | None:
         """The whole (n, c) from every rank's rows X (local rows, c), on rank 0; None elsewhere."""
         context = self.context
-        if not context.distributed:
+        if not context.distributed or context.world_size == 1:
             return X
         rows, c = X.shape
-        piece = torch.zeros(self.rows_max, c, dtype=X.dtype, device=X.device)
-        piece[:rows] = X
+        if rows == self.rows_max and X.is_contiguous():
+            piece = X
+        else:
+            piece = torch.zeros(self.rows_max, c, dtype=X.dtype, device=X.device)
+            piece[:rows] = X
         pieces = context.gather(piece, where=where)
         if pieces is None:
             return None

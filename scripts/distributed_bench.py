@@ -85,7 +85,8 @@ def rank_main(case: str, directory: Path) -> dict:
             kwargs = dict(k=10, which="LA", tol=1e-6) if case == "lanczos" else dict(k=4, which="LA", tol=1e-6,
                                                                                        max_iter=10)
             if distributed:
-                outcome = solve_distributed(str(path), "lanczos", context=context, tracker=start, **kwargs)
+                outcome = solve_distributed(str(path), "lanczos", context=context, tracker=start, vectors="replicated",
+                                            **kwargs)  # (the sharded runs: scripts/distributed_memory.py)
                 result, stats = outcome.result, outcome.stats
             else:
                 from explorer.problems.files import load_operator

@@ -10,7 +10,10 @@ on stderr when the run failed with a DistributedError. Scenarios:
   ``full`` also Lanczos with stored products, a compressed .npz and LOBPCG), the data-parallel
   Hessian of the sample MLP (products against given vectors, top eigenvalues; ``full``: the
   Gauss-Newton products too), a Stop from rank 0's tracker, mismatched problems, and a rank
-  whose input vector drifts.
+  whose input vector drifts; all of these on replicated vectors (the one-process path, bit for
+  bit). Then Lanczos on sharded vectors: a solve (rank 0 checks the gathered eigenvectors'
+  residuals against the whole matrix; ``full``: stored products and full
+  re-orthogonalization too), a Stop, and LOBPCG's refusal.
 * ``kill RANK PRODUCT``: rank RANK SIGKILLs itself at its PRODUCT-th product.
 * ``hang RANK PRODUCT SECONDS``: rank RANK sleeps SECONDS in its PRODUCT-th product.
 """
@@ -44,11 +47,23 @@ from explorer.tracking import NullTracker, StopSolve  # noqa: E402
 TIMEOUT = float(os.environ.get("EXPLORER_TEST_TIMEOUT", "30"))
 
 
-def _solve(context, source, solver, k, which, **extras):
-    outcome = solve_distributed(source, solver, k, which=which, tol=1e-8, seed=0, context=context, **extras)
+def _solve(context, source, solver, k, which, vectors="replicated", **extras):
+    outcome = solve_distributed(source, solver, k, which=which, tol=1e-8, seed=0, context=context, vectors=vectors,
+                                **extras)
     r = outcome.result
-    return {"eigenvalues": r.eigenvalues.tolist(), "n_matvec": r.n_matvec, "n_iter": r.n_iter,
-            "status": r.status.value, "reference": outcome.reference, "stats": outcome.stats}
+    out = {"eigenvalues": r.eigenvalues.tolist(), "n_matvec": r.n_matvec, "n_iter": r.n_iter,
+           "status": r.status.value, "reference": outcome.reference, "stats": outcome.stats,
+           "residual_norms": r.residual_norms.tolist(), "vector_rows": r.eigenvectors.shape[0]}
+    if vectors == "sharded" and context.is_root and source.startswith("laplacian_2d:"):
+        # the gathered eigenvectors against the whole matrix, in one process
+        from explorer.problems import laplacian_2d
+
+        A = laplacian_2d(int(source.split(":")[1])).operator.to_scipy()
+        X = r.eigenvectors.numpy()
+        R = A @ X - X * r.eigenvalues.numpy()
+        out["vector_residuals"] = [float(v) for v in (R ** 2).sum(axis=0) ** 0.5]
+        out["vector_norms"] = [float(v) for v in (X ** 2).sum(axis=0) ** 0.5]
+    return out
 
 
 class _StopAt(NullTracker):
@@ -130,6 +145,25 @@ def suite(context, matrix_dir: Path, full: bool) -> dict:
         out["diverged"] = str(error)
     out["after_divergence"] = op.matvec(x).sum().item()  # the group still works
     lap("failures")
+
+    # Sharded vectors: each rank keeps its rows of the basis; inner products are all-reduced.
+    out["sharded"] = _solve(context, "laplacian_2d:30", "lanczos", 6, "LA", vectors="sharded")
+    if full:
+        out["sharded_stored"] = _solve(context, "laplacian_2d:30", "lanczos", 6, "SA", vectors="sharded",
+                                       products="stored")
+        out["sharded_full"] = _solve(context, "laplacian_2d:30", "lanczos", 6, "LA", vectors="sharded",
+                                     reorthogonalization="full")
+    tracker = _StopAt(3) if context.is_root else None
+    outcome = solve_distributed("laplacian_2d:30", "lanczos", 4, which="LA", tol=1e-12, seed=0, context=context,
+                                tracker=tracker, ritz_every=1, vectors="sharded")
+    out["sharded_stop"] = {"status": outcome.result.status.value, "n_iter": outcome.result.n_iter,
+                           "tracker_calls": tracker.seen if tracker else None}
+    try:
+        solve_distributed("laplacian_2d:30", "lobpcg", 4, context=context, vectors="sharded")
+        out["sharded_lobpcg"] = "no error"
+    except ValueError as error:
+        out["sharded_lobpcg"] = str(error)
+    lap("sharded")
     return out
 
 

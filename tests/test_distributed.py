@@ -157,6 +157,46 @@ def test_one_rank_lanczos_equals_the_single_process_run() -> None:
     assert torch.equal(single.eigenvalues, ours.eigenvalues) and single.n_matvec == ours.n_matvec
 
 
+def test_one_rank_sharded_lanczos_equals_the_single_process_run() -> None:
+    """One rank of sharded vectors is one process: every reduction is a sum of one term (norms:
+    sqrt(fl(s^2)) = s), so eigenvalues, eigenvectors, residuals and matvecs are the same bits."""
+    problem = laplacian_2d(30)
+    A = problem.operator.to_scipy()
+    op = RowShardedOperator(slice_rows(A, 0, A.shape[0]), row_ranges(A.shape[0], 1), DistContext.local(),
+                            vectors="sharded")
+    assert op.space is not None and op.space.sharded
+    for extras in ({"products": "recomputed"}, {"products": "stored", "reorthogonalization": "full"}):
+        single = solve("lanczos", problem.operator, 6, which="LA", tol=1e-8, seed=0, **extras)
+        ours = solve("lanczos", op, 6, which="LA", tol=1e-8, seed=0, **extras)
+        assert torch.equal(single.eigenvalues, ours.eigenvalues) and single.n_matvec == ours.n_matvec
+        assert torch.equal(single.eigenvectors, ours.eigenvectors)
+        assert torch.equal(single.residual_norms, ours.residual_norms)
+    assert op.space.reductions > 0
+    single = solve("lanczos", problem.operator, 6, which="LA", tol=1e-8, seed=0, products="recomputed")
+    outcome = solve_distributed("laplacian_2d:30", "lanczos", 6, which="LA", tol=1e-8, context=DistContext.local())
+    assert outcome.stats["vectors"] == "sharded"  # "auto": Lanczos on a row-sharded matrix
+    assert torch.equal(outcome.result.eigenvalues, single.eigenvalues)
+    assert torch.equal(outcome.result.eigenvectors, single.eigenvectors)
+    with pytest.raises(ValueError, match="--vectors replicated"):
+        solve_distributed("laplacian_2d:20", "lobpcg", 4, context=DistContext.local(), vectors="sharded")
+
+
+def test_sharded_space_reduces_like_one_process() -> None:
+    """The sharded space's pieces (Gram blocks, norms, TSQR, random rows) on a one-rank group."""
+    from explorer.distributed.space import ShardedSpace
+
+    space = ShardedSpace(DistContext.local(), row_ranges(50, 1))
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(4, 50, dtype=torch.float64, generator=g)
+    assert torch.equal(space.norms(X), torch.linalg.vector_norm(X, dim=1))
+    assert torch.equal(space.dots(X, X), X @ X.T)
+    Q, R = space.qr(X.T)
+    assert torch.allclose(Q @ R, X.T, rtol=0, atol=1e-13)
+    a = space.random(50, 2, torch.Generator().manual_seed(1), dtype=torch.float64, device=torch.device("cpu"))
+    b = torch.randn(50, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    assert torch.equal(a, b)
+
+
 def test_data_parallel_operator_weights_the_local_product() -> None:
     M = torch.randn(6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     op = DataParallelOperator(DenseOperator(M + M.T), 0.25, DistContext.local())
@@ -278,12 +318,60 @@ def test_suite_across_ranks_equals_one_process(world: int, matrix_dir: Path, tmp
 
     # Stop: every rank STOPPED at the same iteration, one after rank 0's tracker asked.
     assert r["stop"]["status"] == "stopped" and r["stop"]["n_iter"] == 4 and r["stop"]["tracker_calls"] == 3
+    # Sharded vectors: the same eigenvalues and status on every rank; eigenvectors gathered on rank 0.
+    _check_sharded(reports, problem, world, world == 2)  # (`full` was reused above)
     # Mismatches: named on every rank.
     for report in reports:
         assert "source: rank 0 has" in report["mismatch_source"] and "laplacian_2d(nx=31)" in report["mismatch_source"]
         assert "k: rank 0 has 4, rank 1 has 5" in report["mismatch_k"]
         assert re.search(r"rank [1-9]'s input vector differs from rank 0's", report["diverged"]), report["diverged"]
         assert report["after_divergence"] == reports[0]["after_divergence"]
+
+
+def _check_sharded(reports: list[dict], problem, world: int, full: bool) -> None:  # type: ignore[no-untyped-def]
+    """Sharded Lanczos across ranks against the analytic spectrum and one process.
+
+    The ranks sum each inner product from p partial sums, so the run is not one process's bit
+    for bit (the summation order differs at rounding level, and the iterations drift apart
+    from there); both are converged runs of the same method. For a symmetric A and a unit
+    x, some eigenvalue lies within ``||A x - theta x||`` of the Rayleigh quotient theta
+    (Weyl / Bauer-Fike), and the solver returns Ritz pairs with true residuals below
+    ``tol max(|theta|, sqrt(eps) ||A||)``; so each value is within its residual (plus the
+    rounding of forming it, ~n eps ||A|| with ||A|| <= 8) of the exact one, and within twice
+    ``tol ||A||`` of one process's.
+    """
+    keys = ("sharded", "sharded_stored", "sharded_full") if full else ("sharded",)
+    for report in reports:
+        for key in keys:
+            assert report[key]["eigenvalues"] == reports[0][key]["eigenvalues"], key
+            assert report[key]["residual_norms"] == reports[0][key]["residual_norms"], key
+            assert report[key]["status"] == "converged", key
+        assert report["sharded_stop"] == {**reports[0]["sharded_stop"], "tracker_calls": report["sharded_stop"][
+            "tracker_calls"]}
+        assert "--vectors replicated" in report["sharded_lobpcg"], report["sharded_lobpcg"]
+    r = reports[0]
+    n, norm_a, tol = 900, 8.0, 1e-8
+    rounding = n * EPS * norm_a
+    for key, which in (("sharded", "LA"), ("sharded_stored", "SA"), ("sharded_full", "LA"))[:len(keys)]:
+        got = np.array(r[key]["eigenvalues"])
+        res = np.array(r[key]["residual_norms"])
+        exact = problem.reference(6, which).numpy()
+        assert np.all(np.abs(got - exact) <= res + rounding), (key, got - exact, res)
+        single = _single(None, problem, "lanczos", 6, which, products="recomputed")
+        assert np.allclose(got, single.eigenvalues.numpy(), rtol=0, atol=2 * tol * norm_a + rounding), key
+        # the vectors gathered on rank 0 are eigenvectors: unit norm, residuals as reported (true global norms)
+        assert r[key]["vector_rows"] == n
+        assert np.allclose(r[key]["vector_norms"], 1.0, rtol=0, atol=1e3 * EPS)
+        assert np.allclose(r[key]["vector_residuals"], res, rtol=1e-3, atol=1e2 * rounding)
+        assert max(r[key]["vector_residuals"]) <= tol * norm_a
+        stats = r[key]["stats"]
+        assert stats["vectors"] == "sharded" and stats["reductions"]["reductions"] > 0
+        assert stats["local"]["basis_bytes"] < 900 * 8 * 40  # this rank's rows only (max_basis + b = 44)
+    for rank, report in enumerate(reports[1:], start=1):  # the other ranks keep their own rows
+        start, stop = row_ranges(n, world)[rank]
+        assert report["sharded"]["vector_rows"] == stop - start
+    # Stop with sharded vectors: every rank STOPPED at the same iteration, as with replicated ones.
+    assert r["sharded_stop"]["status"] == "stopped" and r["sharded_stop"]["n_iter"] == 4
 
 
 @pytest.mark.timeout(200)
@@ -334,10 +422,11 @@ def test_torchrun_solve_prints_the_single_process_eigenvalues_and_rank_0_stores_
     args = ["solve", "laplacian_2d:40", "--solver", "lanczos", "-k", "6", "--which", "LA", "--json"]
     one = _cli(args, nproc=None)
     assert one.returncode == 0, one.stderr[-2000:]
-    two = _cli(args + ["--distributed", "--name", "two ranks"], nproc=2)
+    two = _cli(args + ["--distributed", "--vectors", "replicated", "--name", "two ranks"], nproc=2)
     assert two.returncode == 0, two.stderr[-3000:]
     single, dist_ = json.loads(one.stdout), json.loads(two.stdout)  # rank 0 alone prints
     assert dist_["distributed"]["world_size"] == 2 and dist_["status"] == "converged"
+    two_basis = dist_["distributed"]["local"]["basis_bytes"]  # replicated: the whole basis on each rank
     exact = laplacian_2d(40).reference(6, "LA").numpy()
     assert dist_["eigenvalues"] == single["eigenvalues"]  # Lanczos recomputes products in both: bit for bit
     assert dist_["n_matvec"] == single["n_matvec"]
@@ -349,6 +438,18 @@ def test_torchrun_solve_prints_the_single_process_eigenvalues_and_rank_0_stores_
     assert len(history) > 0  # the records of rank 0, streamed while it ran
     assert len(store.runs()) == 2  # one process and rank 0; the other rank wrote nothing
     assert info.problem == store.run(single["run_id"]).problem == "laplacian_2d(nx=40, ny=40)"
+    # sharded vectors (what --distributed picks for Lanczos): the same values to tolerance (see
+    # _check_sharded: each within its residual of the exact one, so within 2 tol ||A|| of one process's)
+    sharded = _cli(args + ["--distributed", "--vectors", "sharded"], nproc=2)
+    assert sharded.returncode == 0, sharded.stderr[-3000:]
+    shard = json.loads(sharded.stdout)
+    assert shard["status"] == "converged" and shard["distributed"]["vectors"] == "sharded"
+    assert np.allclose(shard["eigenvalues"], single["eigenvalues"], rtol=0, atol=2 * 1e-6 * 8 + 1600 * EPS * 8)
+    assert np.allclose(shard["eigenvalues"], exact, rtol=0, atol=1e-6 * 8)
+    assert shard["distributed"]["local"]["basis_bytes"] < two_basis
+    lobpcg = _cli(["solve", "laplacian_2d:20", "--solver", "lobpcg", "-k", "3", "--distributed", "--vectors",
+                   "sharded"], nproc=2)
+    assert lobpcg.returncode != 0 and "--vectors replicated" in lobpcg.stderr, lobpcg.stderr[-2000:]
     # hessian: the sample MLP's top eigenvalues against its dense Hessian
     from explorer.models.samples import read_manifest
 

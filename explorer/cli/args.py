@@ -104,8 +104,9 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress line on stderr")
 
 
-def add_distributed_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--distributed`` (split the work across the ranks torchrun started), ``--backend``, ``--timeout``."""
+def add_distributed_arguments(parser: argparse.ArgumentParser, *, vectors: bool = False) -> None:
+    """``--distributed`` (split the work across the ranks torchrun started), ``--backend``, ``--timeout``;
+    with ``vectors`` (the row-sharded ``solve``) also ``--vectors``."""
     group = parser.add_argument_group("across processes (under torchrun --nproc-per-node N -m explorer ...)")
     group.add_argument("--distributed", action="store_true",
                        help="split the work across torchrun's ranks (rank 0 writes the run to the store)")
@@ -115,6 +116,12 @@ def add_distributed_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--timeout", type=float, default=120.0,
                        help="seconds a rank waits for the others in one exchange before it ends with a message "
                             "(default: %(default)s)")
+    if vectors:
+        group.add_argument("--vectors", choices=("auto", "sharded", "replicated"), default="auto",
+                           help="sharded: each rank keeps only its rows of the solver's vectors (memory per rank "
+                                "falls with the ranks; inner products are summed across them; Lanczos only); "
+                                "replicated: every rank holds the whole vectors (any solver); auto: sharded for "
+                                "lanczos, else replicated (default: %(default)s)")
 
 
 def add_hessian_arguments(parser: argparse.ArgumentParser) -> None:
@@ -148,7 +155,7 @@ def build_parser(handlers: dict[str, Callable[[argparse.Namespace], int]] | None
     add_solver_arguments(solve)
     add_store_arguments(solve)
     add_output_arguments(solve)
-    add_distributed_arguments(solve)
+    add_distributed_arguments(solve, vectors=True)
 
     hessian = commands.add_parser("hessian", help="eigenvalues of a model's loss Hessian; --distributed splits "
                                   "the data across torchrun's ranks",

@@ -215,6 +215,10 @@ def distributed_solve_command(args: argparse.Namespace) -> int:
                              "drop --device")
         spec = source_spec(args.source)
         dtype = _dtype(config)
+        vectors = getattr(args, "vectors", "auto")
+        if vectors == "sharded" and config.solver != "lanczos":
+            raise ValueError(f"--vectors sharded runs Lanczos only ({config.solver} keeps whole vectors on every "
+                             "rank): use `--vectors replicated`, or `--solver lanczos`")
     except (LoadError, ValueError, TypeError) as err:
         _error(friendly_error(err))
         return EXIT_USAGE
@@ -222,7 +226,7 @@ def distributed_solve_command(args: argparse.Namespace) -> int:
     def runner(context: Any, tracker: Any, on_problem: Callable[[str, Any], None]) -> Any:
         return solve_distributed(spec, config.solver, config.k, which=config.which, tol=config.tol,
                                  max_iter=config.max_iter, seed=config.seed, dtype=dtype, context=context,
-                                 tracker=tracker, on_problem=on_problem, **config.extras)
+                                 tracker=tracker, on_problem=on_problem, vectors=vectors, **config.extras)
 
     return _run(args, config, spec.label, runner, distributed=True)
 

@@ -18,8 +18,11 @@ Launched by ``torchrun`` (gloo on CPUs, NCCL on GPUs):
   line calls; ``launch``: ``launch_local`` starts N local ranks (the tests, the benchmark);
   ``hessian.data_parallel_curvature`` is imported from its module (it loads ``explorer.models``).
 
-Vectors are replicated: every registry solver runs unchanged, each rank running the same
-solve; only rank 0 records. ARCHITECTURE.md ("Past one process") says what that costs at scale.
+Vectors are replicated (every registry solver runs unchanged, each rank running the same
+solve) or, for Lanczos on a row-sharded matrix, sharded (``space.ShardedSpace``: each rank
+keeps its rows of every vector and the solver's inner products are all-reduced, so memory per
+rank falls with the ranks); only rank 0 records. ARCHITECTURE.md ("Past one process") says what
+each costs at scale.
 """
 
 from explorer.distributed.context import (

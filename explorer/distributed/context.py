@@ -267,6 +267,15 @@ class DistContext:
                         where=where)
         return out
 
+    def gather(self, piece: torch.Tensor, *, dst: int = 0, where: str = "") -> list[torch.Tensor] | None:
+        """Every rank's ``piece`` (all the same shape), in rank order, on rank ``dst``; None elsewhere."""
+        if not self.distributed:
+            return [piece]
+        out = [torch.empty_like(piece) for _ in range(self.world_size)] if self.rank == dst else None
+        self.collective("gather", lambda: dist.gather(piece, out, dst=dst),
+                        nbytes=piece.numel() * piece.element_size() * (self.world_size if out else 1), where=where)
+        return out
+
     def all_gather_object(self, obj: Any, *, where: str = "") -> list[Any]:
         if not self.distributed:
             return [obj]

@@ -1,15 +1,20 @@
-"""Distributed linear operators with replicated vectors, and the tracker that lets only rank 0 record.
+"""Distributed linear operators, and the tracker that lets only rank 0 record.
 
-Both operators take a vector that every rank holds whole (replicated) and return the
-product whole on every rank, so every registry solver runs on them unchanged: each
-rank runs the same solver with the same seed on the same numbers, and the ranks stay
-in step because the products they receive are bit-for-bit the same (the collectives
-copy one result to everyone).
+With *replicated* vectors an operator takes a vector that every rank holds whole and
+returns the product whole on every rank, so every registry solver runs on it unchanged:
+each rank runs the same solver with the same seed on the same numbers, and the ranks stay
+in step because the products they receive are bit-for-bit the same (the collectives copy
+one result to everyone). Every rank then holds the solver's whole basis.
 
 * :class:`RowShardedOperator`: each rank holds a block of rows (CSR); a product is the
   block times the whole vector, then an all-gather of the pieces. Per product each rank
   receives the n - n/p entries it does not own, (p - 1)/p n entries: about 8 n bytes in
   float64 whatever p is (a ring all-gather also sends as much).
+  With ``vectors="sharded"`` its input and output are this rank's rows only (``.space``,
+  ``space.ShardedSpace``: the solver reduces its inner products over the ranks, so each
+  rank keeps its rows of the basis, max_basis x n / p numbers): a product all-gathers the
+  input's pieces into the whole vector (the same bytes as above: the gather moves from the
+  output to the input) and multiplies the local block; its result is not exchanged.
 * :class:`DataParallelOperator`: each rank holds the curvature operator of its shard of
   the data; a product is the shard's product weighted by its share of the samples, then
   an all-reduce (sum). A ring all-reduce sends and receives 2 (p - 1)/p n entries per rank.
@@ -43,7 +48,10 @@ try:  # scipy's CSR SpMV into a given output, as explorer.operators.SparseOperat
 except ImportError:  # pragma: no cover - then the product takes one temporary more
     _csr_matvec = None
 
-__all__ = ["RowShardedOperator", "DataParallelOperator", "RootTracker", "checksum_weights"]
+__all__ = ["RowShardedOperator", "DataParallelOperator", "RootTracker", "checksum_weights", "VECTORS"]
+
+#: How a row-sharded operator's vectors are laid out (``RowShardedOperator``'s ``vectors``).
+VECTORS = ("replicated", "sharded")
 
 # Relative difference of two ranks' checksums still taken as rounding (64 eps, of the
 # weighted 1-norm): identical hardware gives identical numbers, so this only matters across
@@ -93,7 +101,7 @@ class _Checked:
 
 
 class RowShardedOperator(_Checked, LinearOperator):
-    """Rows ``ranges[rank]`` of a symmetric (n, n) matrix on each rank; vectors replicated.
+    """Rows ``ranges[rank]`` of a symmetric (n, n) matrix on each rank; vectors replicated or sharded.
 
     Args:
         block: this rank's rows, (rows, n), as a scipy CSR matrix.
@@ -101,15 +109,22 @@ class RowShardedOperator(_Checked, LinearOperator):
         context: the process group (``DistContext.local()`` for one process).
         dtype: float32 or float64.
         nnz_total: stored entries of the whole matrix; counted with one all-reduce when not given.
+        vectors: "replicated" (products take and return whole vectors, every rank the same)
+            or "sharded" (they take and return this rank's rows ``start:stop``; ``space`` is the
+            ``ShardedSpace`` a solver reduces its inner products with).
 
     The all-gather pads every piece to the largest block (at most one row more) and adds
     two entries (checksum, stop flag) per column; ``exchange_bytes`` is what one product
-    moves into each rank.
+    moves into each rank. With sharded vectors the checksum entry is unused (the ranks'
+    inputs differ by design; their solvers stay in step because every inner product they
+    use is one all-reduced sum, the same on every rank) and the stop flag rides as before.
     """
 
     def __init__(self, block: sp.csr_matrix, ranges: list[tuple[int, int]], context: DistContext, *,
                  dtype: torch.dtype = torch.float64, nnz_total: int | None = None,
-                 is_symmetric: bool = True) -> None:
+                 is_symmetric: bool = True, vectors: str = "replicated") -> None:
+        if vectors not in VECTORS:
+            raise ValueError(f"`vectors` must be one of {list(VECTORS)}, got {vectors!r}")
         n = ranges[-1][1]
         start, stop = ranges[context.rank]
         if len(ranges) != context.world_size:
@@ -119,6 +134,11 @@ class RowShardedOperator(_Checked, LinearOperator):
         super().__init__((n, n), dtype, context.device, is_symmetric=is_symmetric)
         self.context, self.ranges = context, list(ranges)
         self.start, self.stop = start, stop
+        self.vectors = vectors
+        if vectors == "sharded":
+            from explorer.distributed.space import ShardedSpace
+
+            self.space = ShardedSpace(context, self.ranges)
         self._weights = None
         np_dtype = np.float64 if dtype == torch.float64 else np.float32
         self.block = sp.csr_matrix(block, dtype=np_dtype, copy=False)
@@ -168,7 +188,7 @@ class RowShardedOperator(_Checked, LinearOperator):
 
     def __repr__(self) -> str:
         return (f"RowShardedOperator(n={self.shape[0]}, rows {self.start}:{self.stop} on rank {self.context.rank} "
-                f"of {self.context.world_size}, dtype={self.dtype})")
+                f"of {self.context.world_size}, dtype={self.dtype}, vectors={self.vectors!r})")
 
     # -- products ----------------------------------------------------------------
     def _local_into(self, X: torch.Tensor, out: torch.Tensor) -> None:
@@ -193,6 +213,8 @@ class RowShardedOperator(_Checked, LinearOperator):
         return out
 
     def _matmat(self, X: torch.Tensor) -> torch.Tensor:
+        if self.vectors == "sharded":
+            return self._matmat_sharded(X)
         b = X.shape[1]
         rows, width = self.stop - self.start, self.rows_max + 2
         piece = torch.empty(width, b, dtype=self.dtype, device=self.device)
@@ -210,10 +232,38 @@ class RowShardedOperator(_Checked, LinearOperator):
             return out[:rows]  # no gaps to close: a view
         return out.index_select(0, self._rows_index)
 
+    def _matmat_sharded(self, X: torch.Tensor) -> torch.Tensor:
+        """This rank's rows of ``A X`` from this rank's rows of X: all-gather X, multiply the block."""
+        b = X.shape[1]
+        rows, width = self.stop - self.start, self.rows_max + 2
+        world = self.context.world_size
+        result = torch.empty(rows, b, dtype=self.dtype, device=self.device)
+        if world == 1:  # nothing to gather: this rank's rows are the whole vector
+            if self._stop_flag() > 0:
+                self.context.sync.stop_seen = True
+            self._local_into(X, result)
+            return result
+        piece = torch.zeros(width, b, dtype=self.dtype, device=self.device)
+        piece[:rows] = X
+        piece[self.rows_max + 1] = self._stop_flag()
+        out = torch.empty(world * width, b, dtype=self.dtype, device=self.device)
+        self.context.all_gather_into(out, piece, where=f"product {self.n_matvec} (all-gather of the input, "
+                                                       f"{self.shape[0]} rows x {b})")
+        del piece
+        if bool(out[self.rows_max + 1, 0].item() > 0):  # rank 0's stop flag
+            self.context.sync.stop_seen = True
+        whole = out.index_select(0, self._rows_index)
+        del out
+        self._local_into(whole, result)
+        return result
+
     def _matvec(self, x: torch.Tensor) -> torch.Tensor:
         return self._matmat(x.unsqueeze(1)).squeeze(1)
 
     def diagonal(self) -> torch.Tensor:
+        if self.vectors == "sharded":  # this rank's rows of the diagonal
+            diag = np.asarray(self.block.diagonal(k=self.start))
+            return torch.from_numpy(diag.astype(self.block.dtype, copy=True)).to(self.device)
         local = torch.zeros(self.rows_max + 2, 1, dtype=self.dtype)
         rows = self.stop - self.start
         local[:rows, 0] = torch.from_numpy(np.asarray(self.block.diagonal(k=self.start)))
@@ -227,7 +277,14 @@ class RowShardedOperator(_Checked, LinearOperator):
             raise TypeError(f"a row-sharded operator lives on its rank's device {self.context.device}; it cannot "
                             f"move to {device}")
         return RowShardedOperator(self.block, self.ranges, self.context, dtype=dtype, nnz_total=self._nnz_total,
-                                  is_symmetric=self.is_symmetric)
+                                  is_symmetric=self.is_symmetric, vectors=self.vectors)
+
+    def with_vectors(self, vectors: str) -> "RowShardedOperator":
+        """The same block (shared, not copied) with ``vectors`` "replicated" or "sharded"."""
+        if vectors == self.vectors:
+            return self
+        return RowShardedOperator(self.block, self.ranges, self.context, dtype=self.dtype, nnz_total=self._nnz_total,
+                                  is_symmetric=self.is_symmetric, vectors=vectors)
 
 
 class DataParallelOperator(_Checked, LinearOperator):
@@ -295,11 +352,17 @@ class RootTracker(NullTracker):
     product's collective, and at the first iteration after it every rank raises
     ``StopSolve`` together. The solve therefore stops one iteration later than a
     single-process one would.
+
+    ``space``: a ``ShardedSpace`` when the solve runs on sharded vectors; ``on_finish`` (run on
+    every rank) then gathers the eigenvectors on rank 0 first, so that ``inner`` and
+    :attr:`finished` see the whole vectors there (the other ranks keep their rows).
     """
 
-    def __init__(self, context: DistContext, inner: Tracker | None = None) -> None:
+    def __init__(self, context: DistContext, inner: Tracker | None = None, *, space: Any = None) -> None:
         self.context = context
         self.inner = inner if context.is_root else None
+        self.space = space
+        self.finished: Any = None  # the result as on_finish saw it (gathered with sharded vectors)
 
     def on_start(self, start: Any) -> None:
         if self.inner is not None:
@@ -318,5 +381,12 @@ class RootTracker(NullTracker):
                     raise
 
     def on_finish(self, result: Any) -> None:
+        if self.space is not None and getattr(result, "eigenvectors", None) is not None:
+            import dataclasses
+
+            whole = self.space.gather(result.eigenvectors)
+            if whole is not None:
+                result = dataclasses.replace(result, eigenvectors=whole)
+        self.finished = result
         if self.inner is not None:
             self.inner.on_finish(result)

@@ -5,7 +5,10 @@
 of the process group (``init_from_env`` when no context is given): each rank builds its
 share of the operator, the ranks check that they agree on the problem, every rank runs
 the registry's solver with the same seed, and only rank 0's tracker sees the records.
-Each returns a :class:`DistributedOutcome` with the result (the same on every rank) and
+A row-sharded Lanczos solve runs on sharded vectors by default (``vectors="auto"``: each
+rank keeps its rows of the basis, ``space.ShardedSpace``); everything else on replicated ones.
+Each returns a :class:`DistributedOutcome` with the result (eigenvalues and residuals the same
+on every rank; with sharded vectors the eigenvectors whole on rank 0 only) and
 what this rank spent: time to load, time to solve, the collectives (count, bytes, time)
 and memory (its block or shard, its peak resident memory).
 """
@@ -22,7 +25,7 @@ from typing import Any, Callable
 import torch
 
 from explorer.distributed.context import DistContext, init_from_env
-from explorer.distributed.operators import DataParallelOperator, RootTracker, RowShardedOperator
+from explorer.distributed.operators import VECTORS, DataParallelOperator, RootTracker, RowShardedOperator
 from explorer.distributed.sharding import RowBlock, read_row_block, row_ranges, slice_rows
 from explorer.operators import DenseOperator, SparseOperator, check_symmetric
 from explorer.solvers.registry import get_solver, solve
@@ -229,10 +232,11 @@ def _matrix_size(path: Path) -> int:
 
 
 def row_sharded_operator(source: str | SourceSpec, context: DistContext, *, dtype: torch.dtype = torch.float64,
-                         check: bool = True, extra_fingerprint: dict[str, Any] | None = None
-                         ) -> tuple[RowShardedOperator, RowBlock, Any]:
+                         check: bool = True, extra_fingerprint: dict[str, Any] | None = None,
+                         vectors: str = "replicated") -> tuple[RowShardedOperator, RowBlock, Any]:
     """This rank's :class:`RowShardedOperator` for ``source``, after the agreement check
-    (``extra_fingerprint``: solver settings to compare as well) and the symmetry probe."""
+    (``extra_fingerprint``: solver settings to compare as well) and the symmetry probe (on
+    whole vectors), with ``vectors`` "replicated" or "sharded"."""
     spec = parse_source(source) if isinstance(source, str) else source
     block, problem = _row_block(spec, context, dtype)
     if check:
@@ -244,7 +248,7 @@ def row_sharded_operator(source: str | SourceSpec, context: DistContext, *, dtyp
     if check:
         check_symmetric(operator)  # four products, collective like every product
         operator.reset_count()
-    return operator, block, problem
+    return operator.with_vectors(vectors), block, problem
 
 
 def _label(spec: SourceSpec, problem: Any) -> str:
@@ -281,9 +285,14 @@ def _run(operator: Any, context: DistContext, solver: str, k: int, which: str, t
          seed: int | None, tracker: Tracker | None, extras: dict[str, Any]) -> tuple[EigenResult, dict[str, Any]]:
     before = memory_now()
     comm0 = context.comm.as_dict()
+    # A Stop belongs to one solve: an earlier one's flag must not stop this one at its first step.
+    context.sync.stop_requested, context.sync.stop_reason, context.sync.stop_seen = False, "", False
     start = time.perf_counter()
-    result = solve(solver, operator, k, which=which, tol=tol, max_iter=max_iter, seed=seed,
-                   tracker=RootTracker(context, tracker), **extras)
+    space = getattr(operator, "space", None)
+    root = RootTracker(context, tracker, space=space)
+    result = solve(solver, operator, k, which=which, tol=tol, max_iter=max_iter, seed=seed, tracker=root, **extras)
+    if space is not None and root.finished is not None:
+        result = root.finished  # eigenvectors gathered on rank 0 (this rank's rows elsewhere)
     solve_s = time.perf_counter() - start
     comm = context.comm.as_dict()
     after = memory_now()
@@ -293,6 +302,8 @@ def _run(operator: Any, context: DistContext, solver: str, k: int, which: str, t
     stats = {"solve_s": solve_s, "collectives": collectives,
              "collective_s_per_product": collectives["seconds"] / products,
              "exchange_bytes_per_product": operator.exchange_bytes(1),
+             "vectors": getattr(operator, "vectors", "replicated"),
+             **({"reductions": space.describe()} if space is not None else {}),
              "memory": {"rss_before_solve": before["rss_bytes"], "peak_rss": after["peak_rss_bytes"],
                         "rss_after_solve": after["rss_bytes"]}}
     return result, stats
@@ -309,7 +320,7 @@ def solve_distributed(source: str | SourceSpec, solver: str = "lanczos", k: int 
                       dtype: torch.dtype = torch.float64, context: DistContext | None = None,
                       tracker: Tracker | None = None, backend: str = "auto", timeout: float = 120.0,
                       on_problem: Callable[[str, list[float] | None], None] | None = None,
-                      **extras: Any) -> DistributedOutcome:
+                      vectors: str = "auto", **extras: Any) -> DistributedOutcome:
     """Solve the problem ``source`` with its rows split across the ranks (see the module docstring).
 
     Args:
@@ -327,12 +338,20 @@ def solve_distributed(source: str | SourceSpec, solver: str = "lanczos", k: int 
         on_problem: called on rank 0 before the solve with the problem's label (a generated
             problem's with all its parameters, as one process labels it) and its k exact
             eigenvalues in ``which`` order when it knows them (else None): for a run store.
+        vectors: "sharded" (each rank keeps its rows of every basis vector and the solver's
+            inner products are all-reduced: memory per rank falls with the ranks; Lanczos
+            only), "replicated" (every rank holds the whole vectors and runs the same solve:
+            any solver) or "auto" (default: sharded for Lanczos, replicated otherwise). With
+            sharded vectors the eigenvectors are gathered on rank 0 (the other ranks' results
+            hold their rows ``stats["local"]["rows"]``); eigenvalues and residual norms (global
+            norms, reduced) are the same on every rank.
 
     Raises:
         ProblemMismatchError, RankFailureError, RanksDivergedError, DistributedSetupError,
         and the solver's and the readers' ValueError / TypeError.
     """
     get_solver(solver)  # unknown names fail before any collective
+    vectors = _vectors(vectors, solver)
     if solver == "lanczos":
         extras.setdefault("products", "recomputed")
     context, owned = _context(context, backend, timeout)
@@ -340,7 +359,8 @@ def solve_distributed(source: str | SourceSpec, solver: str = "lanczos", k: int 
         start = time.perf_counter()
         before = memory_now()
         settings = _settings(solver, k, which, tol, max_iter, seed, extras)
-        operator, block, problem = row_sharded_operator(source, context, dtype=dtype, extra_fingerprint=settings)
+        operator, block, problem = row_sharded_operator(source, context, dtype=dtype, extra_fingerprint=settings,
+                                                        vectors=vectors)
         load_s = time.perf_counter() - start
         loaded = memory_now()
         spec = parse_source(source) if isinstance(source, str) else source
@@ -351,7 +371,9 @@ def solve_distributed(source: str | SourceSpec, solver: str = "lanczos", k: int 
         stats["load_s"] = load_s
         stats["local"] = {"rows": [block.start, block.stop], "nnz": int(block.matrix.nnz),
                           "block_bytes": operator.block_bytes, "read": block.how,
-                          "vector_bytes": block.n * torch.finfo(dtype).bits // 8}
+                          "vector_bytes": (block.stop - block.start if vectors == "sharded" else block.n)
+                          * torch.finfo(dtype).bits // 8,
+                          "basis_bytes": _basis_bytes(solver, k, extras, block, vectors, dtype)}
         stats["memory"].update({"rss_at_start": before["rss_bytes"], "rss_after_load": loaded["rss_bytes"],
                                 "peak_rss_after_load": loaded["peak_rss_bytes"]})
         outcome = DistributedOutcome(result, context.rank, context.world_size, context.backend, label,
@@ -364,6 +386,34 @@ def solve_distributed(source: str | SourceSpec, solver: str = "lanczos", k: int 
     finally:
         if owned:
             context.close()
+
+
+def _vectors(vectors: str, solver: str) -> str:
+    """``vectors`` resolved for ``solver`` ("auto": sharded for Lanczos); sharded vectors for
+    another solver are refused with the fix."""
+    if vectors not in ("auto", *VECTORS):
+        raise ValueError(f"`vectors` must be one of {['auto', *VECTORS]}, got {vectors!r}")
+    if vectors == "auto":
+        return "sharded" if solver == "lanczos" else "replicated"
+    if vectors == "sharded" and solver != "lanczos":
+        raise ValueError(f"{solver} does not run on sharded vectors (only lanczos does: its inner products go "
+                         "through explorer.solvers._space); use `--vectors replicated` (vectors=\"replicated\"), "
+                         "where every rank holds the whole vectors")
+    return vectors
+
+
+def _basis_bytes(solver: str, k: int, extras: dict[str, Any], block: RowBlock, vectors: str,
+                 dtype: torch.dtype) -> int | None:
+    """Bytes of this rank's Lanczos basis: max_basis + block_size rows of its vector length
+    (None for other solvers)."""
+    if solver != "lanczos":
+        return None
+    from explorer.solvers.lanczos import default_block_size, default_max_basis
+
+    b = extras.get("block_size") or default_block_size(k)
+    m = extras.get("max_basis") or default_max_basis(k, b, block.n)
+    rows = block.stop - block.start if vectors == "sharded" else block.n
+    return int((m + b) * rows * torch.finfo(dtype).bits // 8)
 
 
 def hessian_distributed(model: Any, data: Any, solver: str = "lanczos", k: int = 4, *, which: str = "LA",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
+from typing import Any
 
 import torch
 
@@ -52,7 +53,16 @@ class LinearOperator(ABC):
         self._count_lock = threading.Lock()
         self.n_matvec = 0
 
+    #: Where the operator's input and output vectors live (``explorer.solvers._space``): None for
+    #: whole vectors in this process; a sharded space (``explorer.distributed.space``) when each
+    #: process holds only its rows of every vector (then ``matvec`` takes and returns those rows).
+    space: Any = None
+
     # -- public API ---------------------------------------------------------
+    def _vector_rows(self) -> int:
+        """Entries of an input vector held here: n, or this process's rows with a sharded space."""
+        return self.shape[1] if self.space is None else self.space.rows(self.shape[1])
+
     @property
     def n(self) -> int:
         """Number of columns (the size of a square operator)."""
@@ -60,15 +70,15 @@ class LinearOperator(ABC):
 
     def matvec(self, x: torch.Tensor) -> torch.Tensor:
         """``A @ x`` for x of shape (n,)."""
-        if x.shape != (self.shape[1],):
-            raise ValueError(f"`matvec` expects a vector of shape ({self.shape[1]},), got {tuple(x.shape)}")
+        if x.shape != (self._vector_rows(),):
+            raise ValueError(f"`matvec` expects a vector of shape ({self._vector_rows()},), got {tuple(x.shape)}")
         self._count(1)
         return self._matvec(x)
 
     def matmat(self, X: torch.Tensor) -> torch.Tensor:
         """``A @ X`` for X of shape (n, b); counts b matvecs."""
-        if X.ndim != 2 or X.shape[0] != self.shape[1]:
-            raise ValueError(f"`matmat` expects a matrix of shape ({self.shape[1]}, b), got {tuple(X.shape)}")
+        if X.ndim != 2 or X.shape[0] != self._vector_rows():
+            raise ValueError(f"`matmat` expects a matrix of shape ({self._vector_rows()}, b), got {tuple(X.shape)}")
         self._count(X.shape[1])
         return self._matmat(X)
 
@@ -82,7 +92,7 @@ class LinearOperator(ABC):
         transposing copies that ``matmat`` needs in that layout (scipy CSR on the CPU, n = 10^4,
         13 rows: 372 us against 536 us, the same numbers bit for bit).
         """
-        if not self.rows_kernel or Xt.ndim != 2 or Xt.shape != out.shape or Xt.shape[1] != self.shape[1]:
+        if not self.rows_kernel or Xt.ndim != 2 or Xt.shape != out.shape or Xt.shape[1] != self._vector_rows():
             return False
         self._count(Xt.shape[0])
         self._matvecs_into(Xt, out)

@@ -303,6 +303,7 @@ class CountedOperator(LinearOperator):
     def __init__(self, base: LinearOperator) -> None:
         super().__init__(base.shape, base.dtype, base.device, is_symmetric=base.is_symmetric)
         self.base = base
+        self.space = base.space  # sharded vectors stay sharded through the count
 
     def _matmat(self, X: torch.Tensor) -> torch.Tensor:
         return self.base.matmat(X)

@@ -91,16 +91,20 @@ class ProductUnits:
     through untouched (the same tensor, no copy).
     """
 
-    def __init__(self, dtype: torch.dtype) -> None:
+    def __init__(self, dtype: torch.dtype, space: Any = None) -> None:
         self.limit = SAFE_EXPONENT.get(dtype, SAFE_EXPONENT[torch.float32])
         self.scale, self._inverse, self._fixed = 1.0, 1.0, False
+        self.space = space  # sharded vectors: the largest entry over all ranks (``_space``)
 
     def __call__(self, W: torch.Tensor) -> torch.Tensor:
         """``W / scale`` (a new tensor when ``scale`` is not 1: W may be the operator's own
         storage, or even its input)."""
         if not self._fixed:
             self._fixed = True
-            top = float(W.abs().max()) if W.numel() else 0.0
+            if self.space is not None:
+                top = self.space.max_abs(W)
+            else:
+                top = float(W.abs().max()) if W.numel() else 0.0
             if 0.0 < top < math.inf:
                 exponent = math.frexp(top)[1]
                 if abs(exponent) > self.limit:
@@ -115,6 +119,7 @@ class UnitsOperator(LinearOperator):
     def __init__(self, base: LinearOperator, units: ProductUnits) -> None:
         super().__init__(base.shape, base.dtype, base.device, is_symmetric=base.is_symmetric)
         self.base, self.units = base, units
+        self.space = base.space
 
     def _matmat(self, X: torch.Tensor) -> torch.Tensor:
         return self.units(self.base.matmat(X))

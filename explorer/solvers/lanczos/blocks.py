@@ -23,10 +23,8 @@ import math
 import numpy as np
 import torch
 
-from explorer.solvers._common import random_block
 from explorer.solvers.lanczos.linalg import (
     combine,
-    dots,
     small_cholesky,
     small_eigh,
     small_lower_inverse,
@@ -63,14 +61,20 @@ class BlockOrthonormalization(LanczosState):
 
     def _random_orthogonal(self, count: int, against: torch.Tensor) -> torch.Tensor:
         """``count`` random rows orthonormal to the rows of ``against`` (CGS2); may return fewer."""
-        Z = random_block(self.n, count, self.generator, dtype=self.dtype, device=self.device).T.contiguous()
+        space = self.space
+        Z = space.random(self.n, count, self.generator, dtype=self.dtype, device=self.device).T.contiguous()
         if self.mode == "none" and against.shape[0]:
             # The basis of plain Lanczos is not orthonormal (and may hold more than n rows), so
             # Gram-Schmidt against it is no projection: use an orthonormal basis of its span
             # (SVD, O(n p^2), only at a breakdown). Otherwise, once the Krylov space has run
             # out, the "fresh" vector overlaps the block it follows and the next step's local
             # coupling (assumed 0) is wrong by that overlap.
-            U, sv, _ = torch.linalg.svd(against.T, full_matrices=False)
+            if space.sharded:  # the SVD of the rows' QR factor R (TSQR), U = Q U_R
+                Qa, Ra = space.qr(against.T)
+                Ur, sv, _ = torch.linalg.svd(Ra, full_matrices=False)
+                U = Qa @ Ur
+            else:
+                U, sv, _ = torch.linalg.svd(against.T, full_matrices=False)
             against = U[:, sv > math.sqrt(self.eps) * sv[0]].T.contiguous()
         out = []
         for i in range(count):
@@ -78,13 +82,13 @@ class BlockOrthonormalization(LanczosState):
             basis = torch.cat([against] + [r.unsqueeze(0) for r in out]) if (against.shape[0] or out) else against
             for _ in range(2):
                 if basis.shape[0]:
-                    z = z - basis.T.mv(basis.mv(z))
-            nz = float(torch.linalg.vector_norm(z))
+                    z = z - basis.T.mv(space.mv(basis, z))
+            nz = float(space.norm(z))
             if nz <= 1e3 * self.eps * math.sqrt(self.n):  # the basis spans (numerically) everything
                 break
             out.append(z / nz)
         if not out:
-            return torch.empty(0, self.n, dtype=self.dtype, device=self.device)
+            return torch.empty(0, self.n_local, dtype=self.dtype, device=self.device)
         return torch.stack(out)
 
     def orthonormalize(self, W: torch.Tensor, p: int, local_from: int = 0,
@@ -103,12 +107,13 @@ class BlockOrthonormalization(LanczosState):
         bc = W.shape[0]
         floor = self.breakdown_floor(scale)
         if bc == 1:
-            beta = float(torch.linalg.vector_norm(W[0]))
+            beta = float(self.space.norm(W[0]))
             if beta > floor:
                 return W / beta, np.array([[beta]]), 0
             Qn = self._random_orthogonal(1, self.Vt[:p])
             return Qn, np.zeros((Qn.shape[0], 1)), Qn.shape[0]
-        gram = to_numpy(dots(W, W))
+        space = self.space
+        gram = to_numpy(space.dots(W, W))
         d = np.sqrt(np.maximum(gram.diagonal(), 0.0))
         if d.min() > max(floor, 1e-4 * d.max()):
             # Cholesky QR: W = L Qn with G = W W^T = L L^T (one small GEMM instead of a
@@ -126,7 +131,7 @@ class BlockOrthonormalization(LanczosState):
                 R = L1.T.copy()
                 if dl.min() < 1e-2 * dl.max():
                     Qn = combine(to_tensor(small_lower_inverse(L1), W), W)
-                    L2 = small_cholesky(to_numpy(dots(Qn, Qn)))
+                    L2 = small_cholesky(to_numpy(space.dots(Qn, Qn)))
                     if L2 is not None:
                         Qn = combine(to_tensor(small_lower_inverse(L2), W), Qn, out=out)
                         R = L2.T @ R
@@ -140,7 +145,7 @@ class BlockOrthonormalization(LanczosState):
             _s2, Ux = small_eigh(np.ascontiguousarray(G))
             Ux = Ux[:, ::-1].copy()  # descending; copies: torch refuses negative strides
             Zx = to_tensor(Ux.T, X) @ X
-            ok = np.flatnonzero(np.asarray(torch.linalg.vector_norm(Zx, dim=1).tolist()) > floor)
+            ok = np.flatnonzero(np.asarray(space.norms(Zx).tolist()) > floor)
             return np.ascontiguousarray(Ux[:, ok]), Zx[torch.as_tensor(ok, dtype=torch.long, device=Zx.device)]
 
         U, Z = reveal(W, gram)  # W ~ U Z, rows of Z ~orthogonal
@@ -157,39 +162,41 @@ class BlockOrthonormalization(LanczosState):
             # projected matrix grew eigenvalues 30-100x outside the spectrum.
             V = self.Vt[local_from:p] if self.mode == "none" else self.Vt[:p]
             for _ in range(2):
-                sub_combine(Z, dots(Z, V), V)
-            U2, Z = reveal(Z, to_numpy(dots(Z, Z)))
+                sub_combine(Z, space.dots(Z, V), V)
+            U2, Z = reveal(Z, to_numpy(space.dots(Z, Z)))
             U = np.ascontiguousarray(U @ U2)
             r = U.shape[1]
         rows: list[torch.Tensor] = []
         Rk = np.zeros((0, r))
         if r:
-            Qc, Rkt = torch.linalg.qr(Z.T)
+            Qc, Rkt = space.qr(Z.T)
             rows.append(Qc.T)
             Rk = to_numpy(Rkt)
         fresh = self._random_orthogonal(bc - r, torch.cat([self.Vt[:p]] + rows))
         if fresh.shape[0]:
             rows.append(fresh)
-        Qn = torch.cat(rows) if rows else torch.empty(0, self.n, dtype=self.dtype, device=self.device)
+        Qn = torch.cat(rows) if rows else torch.empty(0, self.n_local, dtype=self.dtype, device=self.device)
         R = np.zeros((Qn.shape[0], bc))
         R[:r] = Rk @ U[:, :r].T  # W^T = [Q_k R_k, ~0] U^T
         return Qn.contiguous(), R, fresh.shape[0]
 
     def start_block(self, X0: torch.Tensor | None) -> torch.Tensor:
         """b orthonormal start rows from X0 (n, c) columns (see ``lanczos``'s X0) or at random."""
-        b = self.b
+        b, space = self.b, self.space
+        if X0 is not None and X0.shape[0] != self.n_local:
+            X0 = space.local(X0)  # a start given whole: this rank's rows of it
         if X0 is None:
-            X = random_block(self.n, b, self.generator, dtype=self.dtype, device=self.device)
+            X = space.random(self.n, b, self.generator, dtype=self.dtype, device=self.device)
         elif X0.shape[1] > b:  # a random combination keeps every column's directions
             mix = torch.randn(X0.shape[1], b, generator=self.generator, dtype=torch.float64).to(self.dtype)
             X = X0 @ mix.to(self.device)
         elif X0.shape[1] < b:
-            X = torch.cat([X0, random_block(self.n, b - X0.shape[1], self.generator, dtype=self.dtype,
+            X = torch.cat([X0, space.random(self.n, b - X0.shape[1], self.generator, dtype=self.dtype,
                                             device=self.device)], dim=1)
         else:
             X = X0.clone()
         Xt = X.T.contiguous()
-        size = float(torch.linalg.vector_norm(Xt, dim=1).max()) if Xt.numel() else 0.0
+        size = float(space.norms(Xt).max()) if Xt.numel() else 0.0
         Qn, _R, _ = self.orthonormalize(Xt, 0, scale=size)
         if Qn.shape[0] < b:  # a zero / dependent start: fill with random directions
             Qn = torch.cat([Qn, self._random_orthogonal(b - Qn.shape[0], Qn)])

@@ -48,9 +48,8 @@ import numpy as np
 import torch
 from scipy.linalg import LinAlgError, cholesky_banded
 
-from explorer.operators import CountedOperator, DeflatedOperator
-from explorer.solvers._common import random_block
-from explorer.solvers.lanczos.linalg import dots, sub_combine, to_numpy, to_tensor
+from explorer.operators import CountedOperator
+from explorer.solvers.lanczos.linalg import sub_combine, to_numpy, to_tensor
 from explorer.solvers.lanczos.ritz import which_order
 from explorer.solvers.lanczos.state import LanczosState
 
@@ -91,7 +90,7 @@ class HiddenCopyCheck(LanczosState):
     def _copy_check(self, X: torch.Tensor, values: np.ndarray, thresholds: np.ndarray, spread: float,
                     candidates: list[int]) -> tuple[bool, int, int]:
         """Plain block Lanczos on P A P for a few steps; returns (found, steps, matvecs)."""
-        b, n = self.b, self.n
+        b, n, space = self.b, self.n, self.space
         theta_k = values[-1]
         margin = 10.0 * float(thresholds.max())
         deltas = [abs(values[c] - theta_k) / max(spread, self.tiny) for c in candidates]
@@ -105,11 +104,11 @@ class HiddenCopyCheck(LanczosState):
 
         def deflate(W: torch.Tensor) -> None:
             for _ in range(2):
-                sub_combine(W, dots(W, X), X)
+                sub_combine(W, space.dots(W, X), X)
 
-        Q = random_block(n, b, self.generator, dtype=self.dtype, device=self.device).T.contiguous()
+        Q = space.random(n, b, self.generator, dtype=self.dtype, device=self.device).T.contiguous()
         deflate(Q)
-        Q = torch.linalg.qr(Q.T)[0].T.contiguous()
+        Q = space.qr(Q.T)[0].T.contiguous()
         Q_prev: torch.Tensor | None = None
         B_prev: np.ndarray | None = None
         T = np.zeros(((steps + 1) * b, (steps + 1) * b))
@@ -118,15 +117,15 @@ class HiddenCopyCheck(LanczosState):
             deflate(W)
             if Q_prev is not None:
                 sub_combine(W, to_tensor(B_prev, W), Q_prev)  # B_prev: (b, b), W -= B_prev Q_prev
-            alpha = dots(W, Q)
+            alpha = space.dots(W, Q)
             sub_combine(W, alpha, Q)
-            again = dots(W, Q)  # local orthogonality, once more (cheap: b rows)
+            again = space.dots(W, Q)  # local orthogonality, once more (cheap: b rows)
             sub_combine(W, again, Q)
             a = to_numpy(alpha + again)
             rows = slice(s * b, (s + 1) * b)
             T[rows, rows] = 0.5 * (a + a.T)
             deflate(W)
-            Qn, Rn = torch.linalg.qr(W.T)
+            Qn, Rn = space.qr(W.T)
             R = to_numpy(Rn)  # W = R^T Qn^T rows: W^T = Qn Rn
             size = (s + 1) * b
             if self._beyond(T[:size, :size], level, sign):
@@ -180,7 +179,7 @@ class HiddenCopyCheck(LanczosState):
             shift = float(theta_all.min() if self.which == "LA" else theta_all.max() if self.which == "SA" else 0.0)
             # Hotelling deflation A - X^T diag(values - shift) X: the returned directions move to
             # `shift`; its products go through self.op, so they are counted with the solve's
-            sub_op = DeflatedOperator(self.op, X.T, values - shift)
+            sub_op = self.space.deflated(self.op, X.T, values - shift)
             v = Validated(operator=CountedOperator(sub_op), k=k_sub, which=self.which, tol=self.tol,
                           max_iter=self.v.max_iter, B=None, X0=None)
             inner = _Lanczos(v, Monitor("lanczos", v, None), mode=self.mode if self.mode != "none" else "full",
@@ -188,16 +187,16 @@ class HiddenCopyCheck(LanczosState):
                              store_products=False, ritz_every=0, copy_check="off")
             sub = inner.run()
             Y = sub.eigenvectors.T.contiguous().to(self.dtype)
-            Y = Y - (Y @ X.T) @ X  # exactly on the complement, then orthonormal
-            Y = torch.linalg.qr(Y.T)[0].T.contiguous()
+            Y = Y - self.space.dots(Y, X) @ X  # exactly on the complement, then orthonormal
+            Y = self.space.qr(Y.T)[0].T.contiguous()
             cand_X = torch.cat([X, Y])
             AXc = self.apply(cand_X)  # true residuals of the merged set (k + k_sub products)
-            rq = (cand_X * AXc).sum(dim=1)
+            rq = self.space.rowdots(cand_X, AXc)
             order = which_order(np.sort(to_numpy(rq)), self.which)
             ascending = np.argsort(to_numpy(rq), kind="stable")
             pick = torch.as_tensor(ascending[order[: self.k]], dtype=torch.long, device=X.device)
             X, values = cand_X[pick].contiguous(), rq[pick]
-            res = torch.linalg.vector_norm(AXc[pick] - values.unsqueeze(1) * X, dim=1)
+            res = self.space.norms(AXc[pick] - values.unsqueeze(1) * X)
             ok = (res <= residual_threshold(values, self.tol, self.anorm)).cpu()
             added += int((pick >= self.k).sum())
         cost = self.monitor.n_matvec - start

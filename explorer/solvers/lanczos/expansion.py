@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from explorer.solvers.lanczos.linalg import dots, sub_combine, to_numpy, to_tensor
+from explorer.solvers.lanczos.linalg import sub_combine, to_numpy, to_tensor
 from explorer.solvers.lanczos.reorthogonalization import DGKS_ETA
 from explorer.solvers.lanczos.state import LanczosState
 
@@ -50,48 +50,48 @@ class Expansion(LanczosState):
 
     def _step_single(self, j: int, lo: int, iteration: int) -> tuple[np.ndarray, int]:
         """One single-vector Lanczos step (any mode): few, fused tensor operations."""
-        H, Vt = self.H, self.Vt
+        H, Vt, space = self.H, self.Vt, self.space
         p = j + 1
         q = Vt[j]
         w = Vt[p]  # the next basis vector is built in its row
         self.apply(Vt[j:p], out=Vt[p:p + 1])
         if self.AVt is not None:
             self.AVt[j].copy_(w)
-        w_norm0 = float(torch.linalg.vector_norm(w)) if (iteration == 1 or self.mode == "none") else 0.0
+        w_norm0 = float(space.norm(w)) if (iteration == 1 or self.mode == "none") else 0.0
         if iteration == 1:  # ||A q|| <= ||A||: a scale for the breakdown test before any Ritz value
             self.anorm = max(self.anorm, w_norm0)
         if lo == j - 1:  # previous vector: beta_(j-1)
             w.sub_(Vt[lo], alpha=float(H[j, lo]))
         elif lo < j:  # right after a restart: the arrow row couples to every kept Ritz vector
             w.addmv_(Vt[lo:j].T, to_tensor(H[j, lo:j], w), alpha=-1.0)
-        a = float(torch.dot(w, q))
+        a = float(space.dot(w, q))
         w.sub_(q, alpha=a)
         H[j, j] = a
         self.alpha_max = abs(a)
         if self.mode == "full":
             V = Vt[:p]
-            c = V.mv(w)
+            c = space.mv(V, w)
             cn = to_numpy(c)
-            nb = float(torch.linalg.vector_norm(w))
+            nb = float(space.norm(w))
             overlap = float(np.abs(cn).max()) / max(nb, 1e-300)
             if overlap <= self.skip_level:  # see cgs(): measured, nothing to correct
                 self.n_skipped += 1
                 beta = nb
             else:
                 w.addmv_(V.T, c, alpha=-1.0)
-                beta = float(torch.linalg.vector_norm(w))
+                beta = float(space.norm(w))
                 ratio = nb / max(beta, 1e-300)
                 if beta < DGKS_ETA * nb:
-                    c2 = V.mv(w)
+                    c2 = space.mv(V, w)
                     w.addmv_(V.T, c2, alpha=-1.0)
                     cn = cn + to_numpy(c2)
-                    before, beta = beta, float(torch.linalg.vector_norm(w))
+                    before, beta = beta, float(space.norm(w))
                     ratio = before / max(beta, 1e-300)
                 overlap = p * self.eps * ratio
                 H[:p, j] += cn
                 H[j, :p] = H[:p, j]
         else:
-            beta = float(torch.linalg.vector_norm(w))
+            beta = float(space.norm(w))
             if beta < DGKS_ETA * w_norm0:
                 beta = self._local_reorth(w.unsqueeze(0), lo if lo < j else j, j, p)[0]
         floor = self.breakdown_floor()
@@ -124,25 +124,25 @@ class Expansion(LanczosState):
 
     def _step_block(self, j: int, p: int, lo: int, bc: int, iteration: int) -> tuple[np.ndarray, int]:
         """One block Lanczos step (any block size and mode)."""
-        H, Vt = self.H, self.Vt
+        H, Vt, space = self.H, self.Vt, self.space
         Q = Vt[j:p]
         W = self.apply(Q, out=self._work(bc))
         if self.AVt is not None:
             self.AVt[j:p] = W
         if iteration == 1:
-            self.anorm = max(self.anorm, float(torch.linalg.vector_norm(W, dim=1).max()))
+            self.anorm = max(self.anorm, float(space.norms(W).max()))
         # local step: subtract the known couplings (previous block, or the kept Ritz
         # vectors right after a restart: the "arrow" rows) and the diagonal block alpha.
         if lo < j:
             sub_combine(W, to_tensor(H[j:p, lo:j], W), Vt[lo:j])
-        norms0 = torch.linalg.vector_norm(W, dim=1).tolist() if self.mode == "none" else None
-        alpha_t = dots(W, Q)
+        norms0 = space.norms(W).tolist() if self.mode == "none" else None
+        alpha_t = space.dots(W, Q)
         sub_combine(W, alpha_t, Q)
         alpha = to_numpy(alpha_t)
         H[j:p, j:p] = 0.5 * (alpha + alpha.T)
         self.alpha_max = float(np.abs(np.diagonal(alpha)).max())
         if norms0 is not None:
-            after = torch.linalg.vector_norm(W, dim=1).tolist()
+            after = space.norms(W).tolist()
             if any(a < DGKS_ETA * b0 for a, b0 in zip(after, norms0)):
                 self._local_reorth(W, lo if lo < j else j, j, p)
         if self.mode == "full":

@@ -253,7 +253,7 @@ class _Lanczos(Expansion, BlockOrthonormalization, Reorthogonalization, ThickRes
         elif len(wanted):
             X, AX, values, res, ok = self._true_residuals(theta, S, wanted, p)
         else:
-            X = AX = torch.zeros(0, self.n, dtype=self.dtype, device=self.device)
+            X = AX = torch.zeros(0, self.n_local, dtype=self.dtype, device=self.device)
             res = torch.zeros(0, dtype=self.dtype, device=self.device)
             ok = torch.zeros(0, dtype=torch.bool)
         if self.mode != "full" and X.shape[0] >= 2 and bool(torch.isfinite(AX).all()):

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from scipy.linalg import lapack as _lapack
 
-from explorer.solvers.lanczos.linalg import combine, dots, sub_combine, to_numpy, to_tensor
+from explorer.solvers.lanczos.linalg import combine, sub_combine, to_numpy, to_tensor
 from explorer.solvers.lanczos.state import LanczosState
 
 __all__ = ["DGKS_ETA", "Reorthogonalization"]
@@ -66,22 +66,22 @@ class Reorthogonalization(LanczosState):
         Returns:
             (coefficients added to the projected matrix or None, orthogonality of the result).
         """
-        V = self.Vt[:p]
-        c = dots(W, V)  # (bc, p)
+        V, space = self.Vt[:p], self.space
+        c = space.dots(W, V)  # (bc, p)
         cn = to_numpy(c)
-        nb = torch.linalg.vector_norm(W, dim=1).tolist()
+        nb = space.norms(W).tolist()
         measured = float(np.abs(cn).max()) / max(min(nb), 1e-300)
         if not force and measured <= self.skip_level:
             self.n_skipped += 1
             return None, measured
         sub_combine(W, c, V)
-        na = torch.linalg.vector_norm(W, dim=1).tolist()
+        na = space.norms(W).tolist()
         ratio = max(x / max(a, 1e-300) for a, x in zip(na, nb))
         if ratio > 1.0 / DGKS_ETA:
-            c2 = dots(W, V)
+            c2 = space.dots(W, V)
             sub_combine(W, c2, V)
             cn = cn + to_numpy(c2)
-            n2 = torch.linalg.vector_norm(W, dim=1).tolist()
+            n2 = space.norms(W).tolist()
             ratio = max(x / max(a, 1e-300) for a, x in zip(n2, na))
         return cn, p * self.eps * ratio
 
@@ -99,19 +99,19 @@ class Reorthogonalization(LanczosState):
         Returns the new row norms.
         """
         V = self.Vt[lo:p]
-        c = dots(W, V)  # (rows, p - lo)
+        c = self.space.dots(W, V)  # (rows, p - lo)
         sub_combine(W, c, V)
         cn = to_numpy(c)
         H = self.H
         H[lo:p, j:p] += cn.T
         H[j:p, lo:j] = H[lo:j, j:p].T
         H[j:p, j:p] = 0.5 * (H[j:p, j:p] + H[j:p, j:p].T)
-        return torch.linalg.vector_norm(W, dim=1).tolist()
+        return self.space.norms(W).tolist()
 
     def _measure_gram(self, p: int, bn: int) -> None:
         """"none": the exact overlaps of the new block with the basis (one GEMV pass)."""
         new = self.Vt[p:p + bn]
-        g = to_numpy(dots(self.Vt[:p + bn], new))  # (p + bn, bn)
+        g = to_numpy(self.space.dots(self.Vt[:p + bn], new))  # (p + bn, bn)
         G = self.G
         assert G is not None
         G[:p + bn, p:p + bn] = g

@@ -23,7 +23,7 @@ import torch
 from scipy.linalg import lapack as _lapack
 
 from explorer.solvers._common import residual_threshold
-from explorer.solvers.lanczos.linalg import combine, dots, small_eigh, to_numpy, to_tensor
+from explorer.solvers.lanczos.linalg import combine, small_eigh, to_numpy, to_tensor
 from explorer.solvers.lanczos.state import LanczosState
 
 __all__ = ["which_order", "RitzExtraction"]
@@ -63,7 +63,7 @@ class RitzExtraction(LanczosState):
         X = combine(coef, self.Vt[:p])
         AX = combine(coef, self.AVt[:p]) if self.AVt is not None else None
         if self.mode != "full":  # a semi- or non-orthogonal basis: normalize the Ritz vectors
-            norms = torch.linalg.vector_norm(X, dim=1, keepdim=True)
+            norms = self.space.norms(X).unsqueeze(1)
             X = X / norms
             if AX is not None:
                 AX = AX / norms
@@ -83,16 +83,16 @@ class RitzExtraction(LanczosState):
         values = to_tensor(theta[wanted], self.Vt)
         thr = residual_threshold(values, self.tol, self.anorm)
         if AX is not None:
-            res = torch.linalg.vector_norm(AX - values.unsqueeze(1) * X, dim=1)
+            res = self.space.norms(AX - values.unsqueeze(1) * X)
             margin = self.av_drift + p * self.eps * self.anorm
             unsure = torch.nonzero((res - thr).abs() < margin).flatten()
             if unsure.numel():
                 AXu = self.apply(X[unsure])
                 AX[unsure] = AXu
-                res[unsure] = torch.linalg.vector_norm(AXu - values[unsure].unsqueeze(1) * X[unsure], dim=1)
+                res[unsure] = self.space.norms(AXu - values[unsure].unsqueeze(1) * X[unsure])
         else:
             AX = self.apply(X)
-            res = torch.linalg.vector_norm(AX - values.unsqueeze(1) * X, dim=1)
+            res = self.space.norms(AX - values.unsqueeze(1) * X)
         return X, AX, values, res, res <= thr
 
     def _verify(self, theta: np.ndarray, S: np.ndarray, wanted: np.ndarray, p: int) -> bool:
@@ -113,18 +113,19 @@ class RitzExtraction(LanczosState):
         Kept only when at least as many pairs meet the tolerance as before.
         """
         k = X.shape[0]
-        Lc, info = _lapack.dpotrf(to_numpy(dots(X, X)), lower=1, clean=1)
+        space = self.space
+        Lc, info = _lapack.dpotrf(to_numpy(space.dots(X, X)), lower=1, clean=1)
         if info != 0:
             return X, values, res, ok
         Linv = to_tensor(_lapack.dtrtri(Lc, lower=1)[0], X)
         Xh, AXh = combine(Linv, X), combine(Linv, AX)
-        Hs = to_numpy(dots(Xh, AXh))
+        Hs = to_numpy(space.dots(Xh, AXh))
         th, U = small_eigh(0.5 * (Hs + Hs.T))
         pick = which_order(th, self.which)[:k]
         Ut = to_tensor(np.ascontiguousarray(U[:, pick].T), X)
         Xn, AXn = combine(Ut, Xh), combine(Ut, AXh)
         vals = to_tensor(th[pick], X)
-        resn = torch.linalg.vector_norm(AXn - vals.unsqueeze(1) * Xn, dim=1)
+        resn = space.norms(AXn - vals.unsqueeze(1) * Xn)
         okn = resn <= residual_threshold(vals, self.tol, self.anorm)
         if int(okn.sum()) < int(ok.sum()):
             return X, values, res, ok

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from explorer.solvers._common import Monitor, ProductUnits, UnitsOperator
+from explorer.solvers._space import space_of
 
 __all__ = ["LanczosState", "sparse_on_cpu", "restart_weight"]
 
@@ -84,6 +85,10 @@ class LanczosState:
                  generator: torch.Generator, store_products: bool = False, ritz_every: int = 1,
                  copy_check: str = "off") -> None:
         self.v = v
+        # Where the vectors live (``explorer.solvers._space``): every inner product over the
+        # vectors' length goes through it, so sharded vectors (each rank holds its rows) and
+        # whole ones run the same code.
+        self.space = space_of(v.operator)
         self.copy_check = copy_check  # "auto" / "on" / "off" (see copies.py)
         self.ritz_every = ritz_every  # 0 = "auto" (see iteration._Lanczos.run)
         self.alpha_max = 0.0  # largest |diagonal entry| of the last step's block (a Rayleigh quotient)
@@ -92,19 +97,20 @@ class LanczosState:
         # Products are divided by 2^e (exact) when the first one is so large or so small that
         # squares of its entries would overflow or underflow (ProductUnits); the monitor reports
         # values and residuals back in A's units.
-        self.units = monitor.units = ProductUnits(v.operator.dtype)
+        self.units = monitor.units = ProductUnits(v.operator.dtype, self.space if self.space.sharded else None)
         self.op = UnitsOperator(v.operator, self.units)
         self.monitor = monitor
         self.mode = mode
         self.k, self.which, self.tol = v.k, v.which, v.tol
-        self.n = self.op.shape[0]
+        self.n = self.op.shape[0]  # the vectors' length (every rank's, with sharded vectors)
+        self.n_local = self.space.rows(self.n)  # the entries of each vector held here
         self.dtype, self.device = self.op.dtype, self.op.device
         self.eps = float(torch.finfo(self.dtype).eps)
         self.tiny = float(torch.finfo(self.dtype).tiny)
         self.m, self.b = m, b
         self.generator = generator
         cap = m + b
-        self.Vt = torch.empty(cap, self.n, dtype=self.dtype, device=self.device)
+        self.Vt = torch.empty(cap, self.n_local, dtype=self.dtype, device=self.device)
         # products="stored": AVt[i] = A Vt[i] for every row that has been multiplied (the
         # current block included), carried through restarts with the same coefficients.
         self.AVt = torch.empty_like(self.Vt) if store_products else None
@@ -150,5 +156,5 @@ class LanczosState:
     def _work(self, rows: int) -> torch.Tensor:
         """A reusable (rows, n) buffer for the block step's ``A Q`` (one allocation per solve)."""
         if self._work_rows is None or self._work_rows.shape[0] < rows:
-            self._work_rows = torch.empty(max(rows, self.b), self.n, dtype=self.dtype, device=self.device)
+            self._work_rows = torch.empty(max(rows, self.b), self.n_local, dtype=self.dtype, device=self.device)
         return self._work_rows[:rows]

@@ -75,13 +75,16 @@ class ShardedSpace(LocalSpace):
         return X[self.start:self.stop]
 
     # -- reductions --------------------------------------------------------------
-    def _sum(self, t: torch.Tensor, where: str = "an inner product") -> torch.Tensor:
-        """The sum over ranks of the local partial results ``t``, in float64, back in t's dtype."""
-        buffer = t.to(torch.float64, copy=True)
-        self.context.all_reduce(buffer, where=where)
+    def _reduce(self, buffer: torch.Tensor, *, op: str = "sum", where: str) -> torch.Tensor:
+        """All-reduce ``buffer`` in place, counted in ``reductions`` / ``reduced_bytes``."""
+        self.context.all_reduce(buffer, op=op, where=where)
         self.reductions += 1
         self.reduced_bytes += buffer.numel() * buffer.element_size()
-        return buffer.to(t.dtype)
+        return buffer
+
+    def _sum(self, t: torch.Tensor, where: str = "an inner product") -> torch.Tensor:
+        """The sum over ranks of the local partial results ``t``, in float64, back in t's dtype."""
+        return self._reduce(t.to(torch.float64, copy=True), where=where).to(t.dtype)
 
     def dots(self, A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
         return self._sum(torch.mm(A, B.T), where=f"a Gram block {A.shape[0]} x {B.shape[0]}")
@@ -93,11 +96,7 @@ class ShardedSpace(LocalSpace):
         return self._sum(torch.dot(w, q).reshape(1), where="a dot product")[0]
 
     def _norms(self, s: torch.Tensor) -> torch.Tensor:
-        squares = s.to(torch.float64) ** 2
-        self.context.all_reduce(squares, where="norms")
-        self.reductions += 1
-        self.reduced_bytes += squares.numel() * squares.element_size()
-        return squares.sqrt().to(s.dtype)
+        return self._reduce(s.to(torch.float64) ** 2, where="norms").sqrt().to(s.dtype)
 
     def norm(self, w: torch.Tensor) -> torch.Tensor:
         return self._norms(torch.linalg.vector_norm(w).reshape(1))[0]
@@ -111,10 +110,7 @@ class ShardedSpace(LocalSpace):
     def max_abs(self, W: torch.Tensor) -> float:
         top = torch.tensor([float(W.abs().max()) if W.numel() else 0.0], dtype=torch.float64,
                            device=self.context.device)
-        self.context.all_reduce(top, op="max", where="the largest entry")
-        self.reductions += 1
-        self.reduced_bytes += 8
-        return float(top[0])
+        return float(self._reduce(top, op="max", where="the largest entry")[0])
 
     def qr(self, M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """TSQR of the columns M (local rows, c): (this rank's rows of Q, the c x c R, the same on
@@ -127,9 +123,7 @@ class ShardedSpace(LocalSpace):
         r = R1.shape[0]
         stack = torch.zeros(world * c, c, dtype=torch.float64, device=M.device)
         stack[rank * c:rank * c + r] = R1
-        self.context.all_reduce(stack, where=f"TSQR of {c} columns")
-        self.reductions += 1
-        self.reduced_bytes += stack.numel() * stack.element_size()
+        self._reduce(stack, where=f"TSQR of {c} columns")
         Q2, R = torch.linalg.qr(stack)  # the same numbers on every rank: the same factors
         Q = Q1 @ Q2[rank * c:rank * c + r].to(M.dtype)
         return Q, R.to(M.dtype)

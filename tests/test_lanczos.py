@@ -665,6 +665,48 @@ def test_auto_reorthogonalization_is_partial_in_float64_and_full_in_float32(dtyp
 
 
 # ---------------------------------------------------------------------------------------
+# Resolved sets: residual intervals of distinct returned values must not overlap
+# ---------------------------------------------------------------------------------------
+def test_a_tolerance_as_large_as_the_gaps_still_returns_the_right_set() -> None:
+    """2-D Laplacian N = 200, k = 10 LA, tol 3e-5: the relative gap between the 10th value
+    (a double, lambda_(1,4) = lambda_(4,1)) and the 11th (lambda_(3,3)) is 3.04e-5, as large as
+    tol. With seed 2 the run used to stop with one copy of the double replaced by the 11th value
+    (error 3.04e-5, every residual inside tol: a mixture of the two eigenvectors passes the test).
+    Their residual intervals overlapped, so the solve now goes on with a smaller target until
+    they separate, returns the exact top ten and says so. Seed 0 was resolved at tol: same run."""
+    N, k, tol = 200, 10, 3e-5
+    exact = wanted(laplacian_2d_exact(N), k, "LA")
+    unit = (exact[0] - exact[1]) / 3.0  # lambda_(i,j) = 8 - unit (i^2 + j^2) to first order
+    op = problems.laplacian_2d(N).operator
+    result = lanczos(op, k, which="LA", tol=tol, seed=2)
+    assert result.status is SolveStatus.CONVERGED, result.message
+    got = np.sort(result.eigenvalues.numpy())[::-1]
+    # right set: each value within its residual of the exact one; a skipped copy is off by ~1 unit
+    assert np.all(np.abs(got - exact) <= result.residual_norms.numpy().max() + 1e3 * EPS64 * 8.0)
+    assert np.max(np.abs(got - exact)) < 0.5 * unit
+    assert "tightened" in result.message and "Warning" not in result.message
+    plain = lanczos(op, k, which="LA", tol=tol, seed=0)
+    assert "tightened" not in plain.message and np.max(np.abs(np.sort(plain.eigenvalues.numpy())[::-1] - exact)) < 0.5 * unit
+
+
+def test_unresolved_pairs_are_told_from_copies_and_from_separated_values() -> None:
+    """``_unresolved``: overlapping intervals of two values farther apart than a tenth of their
+    residual sum ask for a smaller target (so that r + r' <= g / 2); copies (g far inside r + r')
+    and separated values (g >= r + r') do not."""
+    from explorer.solvers.lanczos.iteration import _Lanczos
+
+    state = _Lanczos.__new__(_Lanczos)
+    state.tol, state.eps, state.anorm, state.tiny, state.tol_factor = 1e-3, EPS64, 10.0, 1e-300, 1.0
+    copies = state._unresolved(np.array([5.0, 5.0 + 1e-6, 1.0]), np.array([4e-3, 4e-3, 1e-3]))
+    separated = state._unresolved(np.array([5.0, 5.01, 1.0]), np.array([4e-3, 4e-3, 1e-3]))
+    assert copies is None and separated is None
+    factor, pair = state._unresolved(np.array([5.0, 5.004, 1.0]), np.array([4e-3, 4e-3, 1e-3]))
+    assert pair == (5.0, 5.004)
+    # residuals at 0.8 of their threshold (5e-3) must shrink by (0.004 / 2) / 0.008 = 0.25
+    assert math.isclose(factor, 0.8 * 0.25, rel_tol=1e-3)
+
+
+# ---------------------------------------------------------------------------------------
 # Hidden copies (a value of multiplicity above block_size)
 # ---------------------------------------------------------------------------------------
 def test_a_hidden_triple_eigenvalue_is_found_and_reported() -> None:

@@ -18,6 +18,15 @@ true residuals (``ritz``) decide convergence. This module holds the tests around
   be left).
 * ``_stalled_at_rounding``: true residuals that stay at the rounding level after repeated
   checks end the run with a reason instead of running into max_iter.
+* ``_unresolved``: the returned values must be *resolved*: a Ritz value theta with residual
+  r has an eigenvalue in [theta - r, theta + r] (Weyl; Parlett, The Symmetric Eigenvalue
+  Problem, thm 4.5.1), so two distinct returned values whose intervals overlap could be one
+  eigenvalue seen twice, or one copy of a double eigenvalue next to the following value: the
+  residual test cannot tell the set is the k wanted ones. That is how a tolerance as large as
+  the spectrum's gaps returned a wrong set on the 2-D Laplacian n = 10^6 (the 10th value one
+  gap too low, every residual inside tol; docs/benchmarks.md, "n = 10^6"). The solve then goes
+  on with a smaller residual target until the intervals separate (at most ``RESOLVE_LIMIT``
+  times tighter than tol), and says so in the message.
 
 References:
     C. C. Paige, Error analysis of the Lanczos algorithm for tridiagonalizing a symmetric
@@ -40,6 +49,12 @@ __all__ = ["ConvergenceChecks"]
 # Failed true-residual checks in a row, with the residuals near the rounding level and not
 # halved, after which the solve ends (see _stalled_at_rounding).
 _STALL_CHECKS = 3
+
+# _unresolved: two returned values closer than this share of their residual sum are copies of one
+# eigenvalue (Ritz values of a multiple eigenvalue agree to O(r^2 / gap), far inside r + r').
+SAME_VALUE = 0.1
+# The residual target of an unresolved set shrinks at most to this share of tol.
+RESOLVE_LIMIT = 0.01
 
 
 class ConvergenceChecks(LanczosState):
@@ -141,6 +156,34 @@ class ConvergenceChecks(LanczosState):
         if self._wait_since is None:
             self._wait_since = iteration
         return iteration - self._wait_since > max(10, self._wait_since - self._segment_started)
+
+    def _unresolved(self, values: np.ndarray, res: np.ndarray) -> tuple[float, tuple[float, float]] | None:
+        """Whether the returned values are resolved by their residuals (module docstring).
+
+        ``values``, ``res``: the returned Ritz values and their true residual norms. Sorted, two
+        neighbours with gap ``g`` and residuals ``r, r'`` are *unresolved* when
+        ``SAME_VALUE (r + r') < g < r + r'``: their inclusion intervals overlap, yet they are too
+        far apart to be two copies of one eigenvalue. Returns None when no pair is unresolved,
+        else (the factor by which ``tol_factor`` must shrink so that every such pair ends with
+        ``r + r' <= g / 2``, the closest such pair of values).
+        """
+        if len(values) < 2:
+            return None
+        order = np.argsort(values, kind="stable")
+        v, r = values[order], res[order]
+        gap = np.diff(v)
+        both = r[:-1] + r[1:]
+        bad = np.flatnonzero((gap < both) & (gap > SAME_VALUE * both))
+        if bad.size == 0:
+            return None
+        thresh = self._thresholds(v)
+        # the residuals are at most tol_factor * thresh; to end with r + r' <= g / 2 they must
+        # shrink by (g / 2) / (r + r') from where they are now
+        level = np.maximum(r[bad] / thresh[bad], r[bad + 1] / thresh[bad + 1])
+        shrink = 0.5 * gap[bad] / both[bad]
+        worst = int(np.argmin(shrink))
+        i = int(bad[worst])
+        return float(np.min(np.minimum(level, self.tol_factor) * shrink)), (float(v[i]), float(v[i + 1]))
 
     def _stalled_at_rounding(self) -> str:
         """After a failed true-residual check: a message when the true residuals that miss tol

@@ -38,10 +38,10 @@ import torch
 
 from explorer.solvers._common import nonfinite_message
 from explorer.solvers.lanczos.blocks import BlockOrthonormalization
-from explorer.solvers.lanczos.convergence import ConvergenceChecks
+from explorer.solvers.lanczos.convergence import RESOLVE_LIMIT, ConvergenceChecks
 from explorer.solvers.lanczos.copies import HiddenCopyCheck
 from explorer.solvers.lanczos.expansion import Expansion
-from explorer.solvers.lanczos.linalg import small_eigh, to_tensor
+from explorer.solvers.lanczos.linalg import small_eigh, to_numpy, to_tensor
 from explorer.solvers.lanczos.reorthogonalization import Reorthogonalization
 from explorer.solvers.lanczos.restart import ThickRestart
 from explorer.solvers.lanczos.ritz import RitzExtraction, which_order
@@ -172,10 +172,20 @@ class _Lanczos(Expansion, BlockOrthonormalization, Reorthogonalization, ThickRes
             if exhausted or (len(wanted) == k and bool(conv_w.all()) and iteration >= next_check
                              and self._segment_settled(theta, S, est_all, thresh_all, wanted, p, iteration)):
                 ok = self._verify(theta, S, wanted, p)
-                if ok:
+                unresolved = self._unresolved(to_numpy(self._checked[3]), to_numpy(self._checked[4])) if ok else None
+                if ok and (unresolved is None or self.tol_factor <= RESOLVE_LIMIT or exhausted):
                     status, message = SolveStatus.CONVERGED, ""
                     break
-                if self.mode == "partial" and self.switched_at is None:
+                if ok:
+                    # Every pair meets tol, but two distinct returned values overlap within their
+                    # residuals (convergence._unresolved): the set is not certain. Go on with a
+                    # smaller residual target; the estimates lead to the next check as after a
+                    # failed one.
+                    self.n_resolve += 1
+                    self.tol_factor = max(RESOLVE_LIMIT, unresolved[0], min(
+                        1.0, self.eps * self.anorm / max(float(thresh_all[wanted].min()), self.tiny)))
+                    next_check = iteration + 1
+                elif self.mode == "partial" and self.switched_at is None:
                     # Estimates below tol but true residuals above it. In "partial" that is the
                     # semi-orthogonal basis: its Krylov relation holds only to ~omega ||A||, so
                     # H no longer knows the error and no restart or cleanup can fix it
@@ -186,25 +196,26 @@ class _Lanczos(Expansion, BlockOrthonormalization, Reorthogonalization, ThickRes
                     j, lo, bc = 0, 0, self._start_over(self._checked[1])
                     next_check, check_gap = iteration + 1, 4
                     continue
-                if exhausted:
-                    status = SolveStatus.BREAKDOWN
-                    message = (f"The Krylov basis spans the whole space (n = {self.n}) but only "
-                               f"{self._n_ok} of k = {k} pairs meet the tolerance; rounding limits the "
-                               "accuracy: loosen `tol`.")
-                    break
-                stalled = self._stalled_at_rounding()
-                if stalled:
-                    status, message = SolveStatus.BREAKDOWN, stalled
-                    break
-                # The estimates were optimistic (or below the attainable accuracy): ask for
-                # 10x smaller ones (but not below eps ||A||, which estimates cannot reach: the
-                # checks would stop, and with them _stalled_at_rounding) and check again only
-                # after a growing number of steps, so an unattainable `tol` costs
-                # O(log(max_iter)) checks of k matvecs each.
-                self.tol_factor = max(0.1 * self.tol_factor,
-                                      min(1.0, self.eps * self.anorm / max(float(thresh_all[wanted].min()), self.tiny)))
-                check_gap *= 2
-                next_check = iteration + check_gap
+                else:
+                    if exhausted:
+                        status = SolveStatus.BREAKDOWN
+                        message = (f"The Krylov basis spans the whole space (n = {self.n}) but only "
+                                   f"{self._n_ok} of k = {k} pairs meet the tolerance; rounding limits the "
+                                   "accuracy: loosen `tol`.")
+                        break
+                    stalled = self._stalled_at_rounding()
+                    if stalled:
+                        status, message = SolveStatus.BREAKDOWN, stalled
+                        break
+                    # The estimates were optimistic (or below the attainable accuracy): ask for
+                    # 10x smaller ones (but not below eps ||A||, which estimates cannot reach: the
+                    # checks would stop, and with them _stalled_at_rounding) and check again only
+                    # after a growing number of steps, so an unattainable `tol` costs
+                    # O(log(max_iter)) checks of k matvecs each.
+                    self.tol_factor = max(0.1 * self.tol_factor,
+                                          min(1.0, self.eps * self.anorm / max(float(thresh_all[wanted].min()), self.tiny)))
+                    check_gap *= 2
+                    next_check = iteration + check_gap
             if iteration >= self.v.max_iter:
                 break
             if p + bn > m:
@@ -287,6 +298,17 @@ class _Lanczos(Expansion, BlockOrthonormalization, Reorthogonalization, ThickRes
             if multiplicity >= max(self.b, 2):
                 notes.append(f"A value appears {multiplicity} times with block_size = {self.b}; a block of b "
                              "vectors is only sure to show b copies: if it may have more, raise `block_size`.")
+        if status is SolveStatus.CONVERGED and len(wanted) == self.k:
+            unresolved = self._unresolved(to_numpy(values), to_numpy(res))
+            if unresolved is not None:
+                a, b = unresolved[1]
+                notes.append(f"Warning: the returned values {a:.10g} and {b:.10g} are closer than the sum of their "
+                             "residuals, so the residual test cannot promise that they are two different "
+                             "eigenvalues or that none lies between them (the set may be wrong); lower `tol` below "
+                             "their relative gap.")
+            elif self.n_resolve:
+                notes.append(f"The residual target was tightened to {self.tol_factor:.2g} x tol so that close returned "
+                             "values are told apart (their residual intervals overlapped at tol).")
         if self.switched_at is not None:
             notes.append(f"Partial re-orthogonalization could not certify tol (the estimated residuals met it, the "
                          f"true ones did not); switched to full re-orthogonalization at iteration {self.switched_at}.")

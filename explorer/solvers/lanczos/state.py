@@ -132,6 +132,7 @@ class LanczosState:
         self._kept_level = 0.0  # "partial": bound on ||Y^T Y - I||_2 of the kept block
         self._cycle_start = 0  # "partial": first basis row created in the current cycle
         self.n_skipped = 0  # "full": Gram-Schmidt corrections skipped (overlap already at eps level)
+        self.n_resolve = 0  # checks that met tol with an unresolved set (convergence._unresolved)
         self.switched_at: int | None = None  # "partial": iteration where the run switched to "full"
         self.skip_level = SKIP_FACTOR * self.eps  # "full": largest overlap left uncorrected
         # Basis rows of the current Krylov "segment": all of them until a breakdown; after one,

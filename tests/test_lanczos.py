@@ -691,8 +691,9 @@ def test_a_tolerance_as_large_as_the_gaps_still_returns_the_right_set() -> None:
 
 def test_unresolved_pairs_are_told_from_copies_and_from_separated_values() -> None:
     """``_unresolved``: overlapping intervals of two values farther apart than a tenth of their
-    residual sum ask for a smaller target (so that r + r' <= g / 2); copies (g far inside r + r')
-    and separated values (g >= r + r') do not."""
+    thresholds ask for a smaller target (so that r + r' <= g / 2); copies (g far inside the
+    tolerance, or at the rounding level with residuals at the rounding level: a converged double
+    of the Laplacian's small end) and separated values (g >= r + r') do not."""
     from explorer.solvers.lanczos.iteration import _Lanczos
 
     state = _Lanczos.__new__(_Lanczos)
@@ -700,6 +701,8 @@ def test_unresolved_pairs_are_told_from_copies_and_from_separated_values() -> No
     copies = state._unresolved(np.array([5.0, 5.0 + 1e-6, 1.0]), np.array([4e-3, 4e-3, 1e-3]))
     separated = state._unresolved(np.array([5.0, 5.01, 1.0]), np.array([4e-3, 4e-3, 1e-3]))
     assert copies is None and separated is None
+    rounding = state._unresolved(np.array([1e-3, 1e-3 + 2e-15, 5.0]), np.array([1e-14, 1e-14, 1e-3]))
+    assert rounding is None
     factor, pair = state._unresolved(np.array([5.0, 5.004, 1.0]), np.array([4e-3, 4e-3, 1e-3]))
     assert pair == (5.0, 5.004)
     # residuals at 0.8 of their threshold (5e-3) must shrink by (0.004 / 2) / 0.008 = 0.25

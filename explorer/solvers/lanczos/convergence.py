@@ -50,9 +50,10 @@ __all__ = ["ConvergenceChecks"]
 # halved, after which the solve ends (see _stalled_at_rounding).
 _STALL_CHECKS = 3
 
-# _unresolved: two returned values closer than this share of their residual sum are copies of one
-# eigenvalue (Ritz values of a multiple eigenvalue agree to O(r^2 / gap), far inside r + r').
+# _unresolved: two returned values closer than this share of their thresholds' sum (or than
+# _COPY_ROUNDING eps ||A||) are copies of one eigenvalue.
 SAME_VALUE = 0.1
+_COPY_ROUNDING = 1e3
 # The residual target of an unresolved set shrinks at most to this share of tol.
 RESOLVE_LIMIT = 0.01
 
@@ -161,9 +162,11 @@ class ConvergenceChecks(LanczosState):
         """Whether the returned values are resolved by their residuals (module docstring).
 
         ``values``, ``res``: the returned Ritz values and their true residual norms. Sorted, two
-        neighbours with gap ``g`` and residuals ``r, r'`` are *unresolved* when
-        ``SAME_VALUE (r + r') < g < r + r'``: their inclusion intervals overlap, yet they are too
-        far apart to be two copies of one eigenvalue. Returns None when no pair is unresolved,
+        neighbours with gap ``g``, residuals ``r, r'`` and thresholds ``t, t'`` are *unresolved*
+        when ``g < r + r'`` (their inclusion intervals overlap) and ``g > SAME_VALUE (t + t')``
+        and above the rounding level ``_COPY_ROUNDING eps ||A||`` (closer values are copies of
+        one eigenvalue: two Ritz values of a multiple eigenvalue agree to O(r^2 / gap) plus
+        rounding, far inside the tolerance). Returns None when no pair is unresolved,
         else (the factor by which ``tol_factor`` must shrink so that every such pair ends with
         ``r + r' <= g / 2``, the closest such pair of values).
         """
@@ -173,10 +176,11 @@ class ConvergenceChecks(LanczosState):
         v, r = values[order], res[order]
         gap = np.diff(v)
         both = r[:-1] + r[1:]
-        bad = np.flatnonzero((gap < both) & (gap > SAME_VALUE * both))
+        thresh = self._thresholds(v)
+        same = np.maximum(SAME_VALUE * (thresh[:-1] + thresh[1:]), _COPY_ROUNDING * self.eps * max(self.anorm, self.tiny))
+        bad = np.flatnonzero((gap < both) & (gap > same))
         if bad.size == 0:
             return None
-        thresh = self._thresholds(v)
         # the residuals are at most tol_factor * thresh; to end with r + r' <= g / 2 they must
         # shrink by (g / 2) / (r + r') from where they are now
         level = np.maximum(r[bad] / thresh[bad], r[bad + 1] / thresh[bad + 1])

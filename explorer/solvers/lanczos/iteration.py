@@ -173,7 +173,11 @@ class _Lanczos(Expansion, BlockOrthonormalization, Reorthogonalization, ThickRes
                              and self._segment_settled(theta, S, est_all, thresh_all, wanted, p, iteration)):
                 ok = self._verify(theta, S, wanted, p)
                 unresolved = self._unresolved(to_numpy(self._checked[3]), to_numpy(self._checked[4])) if ok else None
-                if ok and (unresolved is None or self.tol_factor <= RESOLVE_LIMIT or exhausted):
+                target = self.tol_factor if unresolved is None else max(RESOLVE_LIMIT, unresolved[0], min(
+                    1.0, self.eps * self.anorm / max(float(thresh_all[wanted].min()), self.tiny)))
+                if ok and (target >= self.tol_factor or exhausted):
+                    # resolved, or no smaller target left (RESOLVE_LIMIT, the rounding level, the
+                    # whole space): _finish warns when the set is still unresolved
                     status, message = SolveStatus.CONVERGED, ""
                     break
                 if ok:
@@ -182,8 +186,7 @@ class _Lanczos(Expansion, BlockOrthonormalization, Reorthogonalization, ThickRes
                     # smaller residual target; the estimates lead to the next check as after a
                     # failed one.
                     self.n_resolve += 1
-                    self.tol_factor = max(RESOLVE_LIMIT, unresolved[0], min(
-                        1.0, self.eps * self.anorm / max(float(thresh_all[wanted].min()), self.tiny)))
+                    self.tol_factor = target
                     next_check = iteration + 1
                 elif self.mode == "partial" and self.switched_at is None:
                     # Estimates below tol but true residuals above it. In "partial" that is the

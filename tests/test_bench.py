@@ -173,6 +173,9 @@ def test_quick_and_problem_arguments() -> None:
     assert bench.parse_args(["--no-isolate"]).isolate is False
     with pytest.raises(SystemExit):
         bench.parse_args(["--mem-gb", "-1"])
+    assert bench.parse_args([]).threads == 1 and bench.parse_args(["--threads", "2"]).threads == 2
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--threads", "0"])
     assert 0 < bench.default_mem_gb() <= 4.0
 
 

@@ -102,11 +102,12 @@ What is measured (the method of ../shared/PEERS.md, section 3):
   per-iteration record itself is built in both runs (``Monitor.record`` is unconditional), so
   the column is what a tracker adds; ``record_%`` is the measured cost of building the
   records (``Monitor.record``) as a share of the solve.
-* **Threads.** One thread everywhere: ``torch.set_num_threads(1)`` (in the parent and again
-  in each child), and when run as a module the process re-executes itself once with
-  ``OMP/OPENBLAS/MKL_NUM_THREADS=1`` set (OpenBLAS reads them only at load time; the forked
-  children inherit the loaded libraries and the environment). Wall and CPU time are both
-  reported; the host is shared.
+* **Threads.** One thread everywhere (``--threads``, default 1): ``torch.set_num_threads`` (in
+  the parent and again in each child), and when run as a module the process re-executes itself
+  once with ``OMP/OPENBLAS/MKL_NUM_THREADS`` set (OpenBLAS reads them only at load time; the
+  forked children inherit the loaded libraries and the environment). Wall and CPU time are both
+  reported; the host is shared. With ``--threads 2`` (the n = 10^6 frontier "on these 2 cores")
+  read the wall column: CPU time, the cap and the overhead then count both threads.
 """
 
 from __future__ import annotations
@@ -1068,7 +1069,7 @@ def _run_in_child(fn: Callable[[], Any], mem_bytes: int | None, timeout_s: float
         code = 0
         try:
             os.close(read_fd)
-            torch.set_num_threads(1)  # also set in the parent; the BLAS variables are inherited
+            torch.set_num_threads(_THREADS)  # also set in the parent; the BLAS variables are inherited
             if mem_bytes:
                 _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
                 limit = _proc_self_bytes("VmSize") + int(mem_bytes)
@@ -1427,13 +1428,17 @@ def format_table(frame: pd.DataFrame) -> str:
     return shown.to_string(index=False)
 
 
-def _ensure_single_thread() -> None:
+# torch / BLAS threads of every run (``--threads``); the forked children read it too.
+_THREADS = 1
+
+
+def _ensure_threads(threads: int = 1) -> None:
     """Re-exec once with the BLAS thread variables set (OpenBLAS reads them only at load)."""
-    wanted = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    wanted = {"OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     if os.environ.get("EXPLORER_BENCH_REEXEC") != "1" and any(os.environ.get(k) != v for k, v in wanted.items()):
         env = dict(os.environ, **wanted, EXPLORER_BENCH_REEXEC="1")
         os.execve(sys.executable, [sys.executable, "-m", "explorer.bench", *sys.argv[1:]], env)
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
 
 
 def parse_cases(tokens: Sequence[str]) -> tuple[tuple[int, str], ...]:
@@ -1491,12 +1496,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              f"after twice as long) and keep the fastest (default {REPEAT_BELOW_S:g}; 0 = run once)")
     parser.add_argument("--no-isolate", action="store_true",
                         help="run everything in this process (no memory cap, no wall-clock limit; always so on CUDA)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch and BLAS threads per run (default 1, the figures of docs/benchmarks.md; CPU time and "
+                             "the cap then count every thread: read the wall column)")
     parser.add_argument("--csv", help="also write the table to this CSV file")
     args = parser.parse_args(argv)
     if args.mem_gb is not None and args.mem_gb < 0:
         parser.error("--mem-gb must be >= 0 (0 = no memory cap)")
     if args.tol is not None and not (math.isfinite(args.tol) and args.tol > 0):
         parser.error("--tol must be a positive number, e.g. 1e-6")
+    if args.threads < 1:
+        parser.error(f"--threads must be at least 1, got {args.threads}")
     try:
         args.cases = parse_cases(args.cases) if args.cases else None
         args.device = parse_device(args.device)
@@ -1520,10 +1530,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     from explorer.operators.devices import device_label
 
+    global _THREADS
     args = parse_args(argv)
+    _THREADS = args.threads
     if argv is None:
-        _ensure_single_thread()
-    torch.set_num_threads(1)
+        _ensure_threads(args.threads)
+    torch.set_num_threads(args.threads)
     keys, cap, solvers = args.keys, args.cap, args.solvers
     on_cuda = args.device.type == "cuda"
     if args.isolate:

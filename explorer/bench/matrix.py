@@ -1438,7 +1438,7 @@ def _ensure_threads(threads: int = 1) -> None:
     if os.environ.get("EXPLORER_BENCH_REEXEC") != "1" and any(os.environ.get(k) != v for k, v in wanted.items()):
         env = dict(os.environ, **wanted, EXPLORER_BENCH_REEXEC="1")
         os.execve(sys.executable, [sys.executable, "-m", "explorer.bench", *sys.argv[1:]], env)
-    torch.set_num_threads(threads)
+    torch.set_num_threads(1)
 
 
 def parse_cases(tokens: Sequence[str]) -> tuple[tuple[int, str], ...]:
@@ -1535,7 +1535,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _THREADS = args.threads
     if argv is None:
         _ensure_threads(args.threads)
-    torch.set_num_threads(args.threads)
+    # The parent stays on one thread: a child forked after a parallel region of GNU OpenMP hangs
+    # in its first one (it inherits a thread pool without its threads). The children (and the
+    # runs without isolation, below) use _THREADS.
+    torch.set_num_threads(1 if args.isolate else args.threads)
     keys, cap, solvers = args.keys, args.cap, args.solvers
     on_cuda = args.device.type == "cuda"
     if args.isolate:
@@ -1550,7 +1553,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     clock = "wall" if on_cuda else "CPU"
     print(f"# explorer.bench: {len(keys)} problem(s) on {device_label(str(args.device))}, cap {cap:g} s {clock} per "
           f"run, tol {args.tol:g}, {str(args.dtype).replace('torch.', '')}, "
-          f"torch threads {torch.get_num_threads()}, OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}; "
+          f"torch threads {args.threads}, OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}; "
           f"{limits}", flush=True)
     for solver in solvers:
         ok, why = available(solver)

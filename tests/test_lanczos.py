@@ -672,8 +672,9 @@ def test_a_tolerance_as_large_as_the_gaps_still_returns_the_right_set() -> None:
     (a double, lambda_(1,4) = lambda_(4,1)) and the 11th (lambda_(3,3)) is 3.04e-5, as large as
     tol. With seed 2 the run used to stop with one copy of the double replaced by the 11th value
     (error 3.04e-5, every residual inside tol: a mixture of the two eigenvectors passes the test).
-    Their residual intervals overlapped, so the solve now goes on with a smaller target until
-    they separate, returns the exact top ten and says so. Seed 0 was resolved at tol: same run."""
+    Their residuals exceeded a quarter of their gap, so the solve now goes on with a smaller target
+    until they are resolved, returns the exact top ten and says so. Seed 0 was resolved at tol:
+    same run."""
     N, k, tol = 200, 10, 3e-5
     exact = wanted(laplacian_2d_exact(N), k, "LA")
     unit = (exact[0] - exact[1]) / 3.0  # lambda_(i,j) = 8 - unit (i^2 + j^2) to first order
@@ -690,22 +691,24 @@ def test_a_tolerance_as_large_as_the_gaps_still_returns_the_right_set() -> None:
 
 
 def test_unresolved_pairs_are_told_from_copies_and_from_separated_values() -> None:
-    """``_unresolved``: overlapping intervals of two values farther apart than a tenth of their
-    thresholds ask for a smaller target (so that r + r' <= g / 2); copies (g far inside the
-    tolerance, or at the rounding level with residuals at the rounding level: a converged double
-    of the Laplacian's small end) and separated values (g >= r + r') do not."""
+    """``_unresolved``: two values farther apart than a tenth of their thresholds whose residuals
+    exceed a quarter of their gap ask for a smaller target (so that max(r, r') <= g / 4, the
+    Davis-Kahan angle asin(1/4)); copies (g far inside the tolerance, or at the rounding level
+    with residuals at the rounding level: a converged double of the Laplacian's small end) and
+    separated values (g >= 4 max(r, r')) do not."""
     from explorer.solvers.lanczos.iteration import _Lanczos
 
     state = _Lanczos.__new__(_Lanczos)
     state.tol, state.eps, state.anorm, state.tiny, state.tol_factor = 1e-3, EPS64, 10.0, 1e-300, 1.0
     copies = state._unresolved(np.array([5.0, 5.0 + 1e-6, 1.0]), np.array([4e-3, 4e-3, 1e-3]))
-    separated = state._unresolved(np.array([5.0, 5.01, 1.0]), np.array([4e-3, 4e-3, 1e-3]))
+    separated = state._unresolved(np.array([5.0, 5.02, 1.0]), np.array([4e-3, 4e-3, 1e-3]))
     assert copies is None and separated is None
     rounding = state._unresolved(np.array([1e-3, 1e-3 + 2e-15, 5.0]), np.array([1e-14, 1e-14, 1e-3]))
     assert rounding is None
     factor, pair = state._unresolved(np.array([5.0, 5.004, 1.0]), np.array([4e-3, 4e-3, 1e-3]))
     assert pair == (5.0, 5.004)
-    # residuals at 0.8 of their threshold (5e-3) must shrink by (0.004 / 2) / 0.008 = 0.25
+    # residuals at 0.8 of their threshold (5e-3) must shrink by (0.004 / 4) / 0.004 = 0.25
+    assert state._unresolved(np.array([5.0, 5.01, 1.0]), np.array([4e-3, 4e-3, 1e-3])) is not None  # 4e-3 > 0.01 / 4
     assert math.isclose(factor, 0.8 * 0.25, rel_tol=1e-3)
 
 

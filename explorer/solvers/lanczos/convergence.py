@@ -19,14 +19,16 @@ true residuals (``ritz``) decide convergence. This module holds the tests around
 * ``_stalled_at_rounding``: true residuals that stay at the rounding level after repeated
   checks end the run with a reason instead of running into max_iter.
 * ``_unresolved``: the returned values must be *resolved*: a Ritz value theta with residual
-  r has an eigenvalue in [theta - r, theta + r] (Weyl; Parlett, The Symmetric Eigenvalue
-  Problem, thm 4.5.1), so two distinct returned values whose intervals overlap could be one
-  eigenvalue seen twice, or one copy of a double eigenvalue next to the following value: the
-  residual test cannot tell the set is the k wanted ones. That is how a tolerance as large as
-  the spectrum's gaps returned a wrong set on the 2-D Laplacian n = 10^6 (the 10th value one
-  gap too low, every residual inside tol; docs/benchmarks.md, "n = 10^6"). The solve then goes
-  on with a smaller residual target until the intervals separate (at most ``RESOLVE_LIMIT``
-  times tighter than tol), and says so in the message.
+  r has an eigenvalue in [theta - r, theta + r] and its vector lies within an angle
+  asin(r / g) of the eigenvectors within g of theta (Weyl; Davis-Kahan; Parlett, The
+  Symmetric Eigenvalue Problem, 11.5-11.7). When the residuals are as large as the gaps
+  between distinct returned values, the vectors may be mixtures of neighbouring eigenvectors
+  and one copy of a double eigenvalue may be missing behind them, with every residual inside
+  tol: a tolerance as large as the spectrum's gaps returned wrong sets on the 2-D Laplacian
+  (N = 200 at tol 3e-5 in 3 of 20 seeds, N = 500 at tol 4e-6 in 1 of 6; docs/benchmarks.md,
+  "Resolved sets"). The solve then goes on with a smaller residual target until every such
+  pair has ``max(r, r') <= g / 4`` (at most ``RESOLVE_LIMIT`` times tighter than tol), and
+  says so in the message, or warns when it could not.
 
 References:
     C. C. Paige, Error analysis of the Lanczos algorithm for tridiagonalizing a symmetric
@@ -54,6 +56,9 @@ _STALL_CHECKS = 3
 # _COPY_ROUNDING eps ||A||) are copies of one eigenvalue.
 SAME_VALUE = 0.1
 _COPY_ROUNDING = 1e3
+# _unresolved: a returned pair's residual must end at most this share of the gap to a distinct
+# returned neighbour (Davis-Kahan: at most 1/16 of the neighbour's eigenvector in it).
+RESOLVE_RATIO = 0.25
 # The residual target of an unresolved set shrinks at most to this share of tol.
 RESOLVE_LIMIT = 0.01
 
@@ -163,28 +168,32 @@ class ConvergenceChecks(LanczosState):
 
         ``values``, ``res``: the returned Ritz values and their true residual norms. Sorted, two
         neighbours with gap ``g``, residuals ``r, r'`` and thresholds ``t, t'`` are *unresolved*
-        when ``g < r + r'`` (their inclusion intervals overlap) and ``g > SAME_VALUE (t + t')``
-        and above the rounding level ``_COPY_ROUNDING eps ||A||`` (closer values are copies of
-        one eigenvalue: two Ritz values of a multiple eigenvalue agree to O(r^2 / gap) plus
-        rounding, far inside the tolerance). Returns None when no pair is unresolved,
-        else (the factor by which ``tol_factor`` must shrink so that every such pair ends with
-        ``r + r' <= g / 2``, the closest such pair of values).
+        when ``max(r, r') > RESOLVE_RATIO g`` and ``g > SAME_VALUE (t + t')`` and above the
+        rounding level ``_COPY_ROUNDING eps ||A||`` (closer values are copies of one eigenvalue:
+        two Ritz values of a multiple eigenvalue agree to O(r^2 / gap) plus rounding, far inside
+        the tolerance). By Davis-Kahan a Ritz vector with residual r lies within an angle
+        ``asin(r / g)`` of the eigenvectors of its eigenvalue's neighbourhood of width g, so at
+        ``r <= g / 4`` it holds at most 1/16 of a neighbour's eigenvector; with overlapping
+        inclusion intervals (``r + r' > g``) it may be a mixture of two eigenvectors, and one
+        copy of a double eigenvalue may be missing behind it. Returns None when no pair is
+        unresolved, else (the factor by which ``tol_factor`` must shrink so that every such pair
+        ends with ``max(r, r') <= RESOLVE_RATIO g``, the closest such pair of values).
         """
         if len(values) < 2:
             return None
         order = np.argsort(values, kind="stable")
         v, r = values[order], res[order]
         gap = np.diff(v)
-        both = r[:-1] + r[1:]
+        worst_r = np.maximum(r[:-1], r[1:])
         thresh = self._thresholds(v)
         same = np.maximum(SAME_VALUE * (thresh[:-1] + thresh[1:]), _COPY_ROUNDING * self.eps * max(self.anorm, self.tiny))
-        bad = np.flatnonzero((gap < both) & (gap > same))
+        bad = np.flatnonzero((worst_r > RESOLVE_RATIO * gap) & (gap > same))
         if bad.size == 0:
             return None
-        # the residuals are at most tol_factor * thresh; to end with r + r' <= g / 2 they must
-        # shrink by (g / 2) / (r + r') from where they are now
+        # the residuals are at most tol_factor * thresh; to end with max(r, r') <= RESOLVE_RATIO g
+        # they must shrink by RESOLVE_RATIO g / max(r, r') from where they are now
         level = np.maximum(r[bad] / thresh[bad], r[bad + 1] / thresh[bad + 1])
-        shrink = 0.5 * gap[bad] / both[bad]
+        shrink = RESOLVE_RATIO * gap[bad] / worst_r[bad]
         worst = int(np.argmin(shrink))
         i = int(bad[worst])
         return float(np.min(np.minimum(level, self.tol_factor) * shrink)), (float(v[i]), float(v[i + 1]))

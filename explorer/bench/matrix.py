@@ -1438,7 +1438,6 @@ def _ensure_threads(threads: int = 1) -> None:
     if os.environ.get("EXPLORER_BENCH_REEXEC") != "1" and any(os.environ.get(k) != v for k, v in wanted.items()):
         env = dict(os.environ, **wanted, EXPLORER_BENCH_REEXEC="1")
         os.execve(sys.executable, [sys.executable, "-m", "explorer.bench", *sys.argv[1:]], env)
-    torch.set_num_threads(1)
 
 
 def parse_cases(tokens: Sequence[str]) -> tuple[tuple[int, str], ...]:

@@ -172,18 +172,19 @@ class _Lanczos(Expansion, BlockOrthonormalization, Reorthogonalization, ThickRes
             if exhausted or (len(wanted) == k and bool(conv_w.all()) and iteration >= next_check
                              and self._segment_settled(theta, S, est_all, thresh_all, wanted, p, iteration)):
                 ok = self._verify(theta, S, wanted, p)
+                # the smallest factor the estimates can reach: eps ||A|| over the smallest threshold
+                reachable = min(1.0, self.eps * self.anorm / max(float(thresh_all[wanted].min()), self.tiny))
                 unresolved = self._unresolved(to_numpy(self._checked[3]), to_numpy(self._checked[4])) if ok else None
-                target = self.tol_factor if unresolved is None else max(RESOLVE_LIMIT, unresolved[0], min(
-                    1.0, self.eps * self.anorm / max(float(thresh_all[wanted].min()), self.tiny)))
+                target = self.tol_factor if unresolved is None else max(RESOLVE_LIMIT, unresolved[0], reachable)
                 if ok and (target >= self.tol_factor or exhausted):
                     # resolved, or no smaller target left (RESOLVE_LIMIT, the rounding level, the
                     # whole space): _finish warns when the set is still unresolved
                     status, message = SolveStatus.CONVERGED, ""
                     break
                 if ok:
-                    # Every pair meets tol, but two distinct returned values overlap within their
-                    # residuals (convergence._unresolved): the set is not certain. Go on with a
-                    # smaller residual target; the estimates lead to the next check as after a
+                    # Every pair meets tol, but two distinct returned values are not resolved by
+                    # their residuals (convergence._unresolved): the set is not certain. Go on with
+                    # a smaller residual target; the estimates lead to the next check as after a
                     # failed one.
                     self.n_resolve += 1
                     self.tol_factor = target
@@ -199,13 +200,13 @@ class _Lanczos(Expansion, BlockOrthonormalization, Reorthogonalization, ThickRes
                     j, lo, bc = 0, 0, self._start_over(self._checked[1])
                     next_check, check_gap = iteration + 1, 4
                     continue
+                elif exhausted:
+                    status = SolveStatus.BREAKDOWN
+                    message = (f"The Krylov basis spans the whole space (n = {self.n}) but only "
+                               f"{self._n_ok} of k = {k} pairs meet the tolerance; rounding limits the "
+                               "accuracy: loosen `tol`.")
+                    break
                 else:
-                    if exhausted:
-                        status = SolveStatus.BREAKDOWN
-                        message = (f"The Krylov basis spans the whole space (n = {self.n}) but only "
-                                   f"{self._n_ok} of k = {k} pairs meet the tolerance; rounding limits the "
-                                   "accuracy: loosen `tol`.")
-                        break
                     stalled = self._stalled_at_rounding()
                     if stalled:
                         status, message = SolveStatus.BREAKDOWN, stalled
@@ -215,8 +216,7 @@ class _Lanczos(Expansion, BlockOrthonormalization, Reorthogonalization, ThickRes
                     # checks would stop, and with them _stalled_at_rounding) and check again only
                     # after a growing number of steps, so an unattainable `tol` costs
                     # O(log(max_iter)) checks of k matvecs each.
-                    self.tol_factor = max(0.1 * self.tol_factor,
-                                          min(1.0, self.eps * self.anorm / max(float(thresh_all[wanted].min()), self.tiny)))
+                    self.tol_factor = max(0.1 * self.tol_factor, reachable)
                     check_gap *= 2
                     next_check = iteration + check_gap
             if iteration >= self.v.max_iter:
@@ -305,13 +305,13 @@ class _Lanczos(Expansion, BlockOrthonormalization, Reorthogonalization, ThickRes
             unresolved = self._unresolved(to_numpy(values), to_numpy(res))
             if unresolved is not None:
                 a, b = unresolved[1]
-                notes.append(f"Warning: the returned values {a:.10g} and {b:.10g} are closer than the sum of their "
-                             "residuals, so the residual test cannot promise that they are two different "
-                             "eigenvalues or that none lies between them (the set may be wrong); lower `tol` below "
-                             "their relative gap.")
+                notes.append(f"Warning: the returned values {a:.10g} and {b:.10g} have residuals above a quarter of "
+                             "their gap, so the residual test cannot promise that their vectors are not mixtures of "
+                             "two eigenvectors or that no copy is missing between them (the set may be wrong); lower "
+                             "`tol` below their relative gap.")
             elif self.n_resolve:
                 notes.append(f"The residual target was tightened to {self.tol_factor:.2g} x tol so that close returned "
-                             "values are told apart (their residual intervals overlapped at tol).")
+                             "values are told apart (at tol their residuals exceeded a quarter of their gap).")
         if self.switched_at is not None:
             notes.append(f"Partial re-orthogonalization could not certify tol (the estimated residuals met it, the "
                          f"true ones did not); switched to full re-orthogonalization at iteration {self.switched_at}.")

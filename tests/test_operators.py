@@ -457,8 +457,41 @@ def test_matvecs_into_writes_the_rows_of_a_sparse_product_bit_for_bit_and_counts
     out3 = torch.empty_like(Xt)
     assert big.matvecs_into(Xt, out3) and units.scale > 2.0**500
     torch.testing.assert_close(out3 * units.scale, expected * 2.0**600, rtol=1e-15, atol=0.0)
-    # no kernel: dense and matrix-free operators decline and count nothing
-    for other in (CountedOperator(DenseOperator(torch.from_numpy(M.toarray()))),
+    # no kernel: a dense matrix not declared symmetric and matrix-free operators decline and count nothing
+    for other in (CountedOperator(DenseOperator(torch.from_numpy(M.toarray()), is_symmetric=False)),
                   CountedOperator(CallableOperator(lambda v: v * 2.0, 300))):
         assert not other.rows_kernel and not other.matvecs_into(Xt, torch.empty_like(Xt))
         assert other.n_matvec == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_an_exactly_symmetric_dense_matrix_is_applied_by_symv_and_agrees_with_gemm(dtype: torch.dtype) -> None:
+    """A dense matrix equal to its transpose bit for bit takes the SYMV path (one triangle, half
+    the memory traffic) for a few vectors and the rows' GEMM for more; every entry agrees with
+    ``A @ X`` to the rounding of an n-term sum, and counts are unchanged. One entry off by one
+    ulp, or ``is_symmetric=False``, keeps the plain product (bit for bit ``A @ X``)."""
+    n = 200
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(n, n, dtype=torch.float64, generator=g)
+    A = (A + A.T).to(dtype)
+    op = CountedOperator(DenseOperator(A))
+    assert op.rows_kernel
+    eps = torch.finfo(dtype).eps
+    for b in (1, 3, 12):  # 12 > _SYMV_MAX_ROWS: the GEMM branch
+        X = torch.randn(n, b, dtype=dtype, generator=g)
+        expected = A @ X
+        # a sum of n products is exact to n eps times the sum of their magnitudes
+        atol = float(n * eps * (A.abs() @ X.abs()).max())
+        torch.testing.assert_close(op.matmat(X), expected, rtol=0.0, atol=atol)
+        assert op.matmat(X).is_contiguous()
+        out = torch.full((b, n), float("nan"), dtype=dtype)
+        assert op.matvecs_into(X.T.contiguous(), out)
+        torch.testing.assert_close(out, expected.T, rtol=0.0, atol=atol)
+        torch.testing.assert_close(op.matvec(X[:, 0]), expected[:, 0], rtol=0.0, atol=atol)
+    assert op.n_matvec == 3 * (1 + 3 + 12) + 3  # two matmat calls and one matvecs_into per b, three matvecs
+    off = A.clone()
+    off[3, 7] = torch.nextafter(off[3, 7], torch.tensor(math.inf, dtype=dtype))
+    x = torch.randn(n, dtype=dtype, generator=g)
+    for plain in (DenseOperator(off), DenseOperator(A, is_symmetric=False)):
+        assert not plain.rows_kernel
+        assert torch.equal(plain.matvec(x), plain.matrix @ x)

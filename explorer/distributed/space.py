@@ -36,7 +36,7 @@ import torch
 from explorer.distributed.context import DistContext
 from explorer.operators import DeflatedOperator
 from explorer.solvers._common import random_block
-from explorer.solvers._space import LocalSpace
+from explorer.solvers._space import LocalSpace, gram_rows
 
 __all__ = ["ShardedSpace"]
 
@@ -88,6 +88,9 @@ class ShardedSpace(LocalSpace):
 
     def dots(self, A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
         return self._sum(torch.mm(A, B.T), where=f"a Gram block {A.shape[0]} x {B.shape[0]}")
+
+    def gram(self, X: torch.Tensor) -> torch.Tensor:
+        return self._sum(gram_rows(X), where=f"a Gram matrix {X.shape[0]} x {X.shape[0]}")
 
     def mv(self, V: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         return self._sum(V.mv(w), where=f"{V.shape[0]} inner products")

@@ -108,6 +108,7 @@ import torch
 from explorer.solvers._common import WHICH, Monitor, check_int, make_generator, validate_common
 from explorer.solvers.lanczos.copies import COPY_CHECK
 from explorer.solvers.lanczos.iteration import _Lanczos
+from explorer.solvers.lanczos.polynomial import DEFAULT_DEGREE, auto_degree, polynomial_lanczos
 from explorer.solvers.lanczos.state import sparse_on_cpu
 from explorer.solvers.registry import ParamSpec, SolverSpec, register_solver
 from explorer.solvers.shift_invert import B_WITH, SPECTRAL_PARAMS, spectral_entry
@@ -156,6 +157,7 @@ def lanczos(
     products: str = "auto",
     ritz_every: int | str = "auto",
     copy_check: str = "auto",
+    polynomial: int | str = "auto",
     sigma: float | None = None,
     factorization: str = "auto",
     lower: float | None = None,
@@ -213,6 +215,11 @@ def lanczos(
             you give states the largest multiplicity you expect, ``block_size=1`` simple
             eigenvalues, so the check is not needed); "on"; "off". Its cost in matvecs and
             what it found are in ``result.message``. Not run for ``which="BE"``.
+        polynomial: Chebyshev acceleration (``polynomial``): Lanczos on a degree-d Chebyshev
+            polynomial of A that damps the unwanted part of the spectrum, then Rayleigh quotients
+            and true residuals of A. "auto" (default): degree 10 on a sparse CPU matrix with
+            n >= 10^5 (LA / SA, float64; where a matvec is cheap next to a step), else off; an
+            integer d >= 2 forces degree d (an assembled matrix, LA / SA); 0: off.
 
         sigma: shift-invert (``explorer.solvers.shift_invert``): the k eigenvalues nearest sigma,
             ARPACK's mode 3 ((A - sigma B)^-1 B, B allowed); ``which`` then means LM (default: the
@@ -242,7 +249,7 @@ def lanczos(
                               factorization=factorization, tol=tol, max_iter=max_iter, X0=X0, seed=seed,
                               tracker=tracker, B=B, reorthogonalization=reorthogonalization, max_basis=max_basis,
                               block_size=block_size, products=products, ritz_every=ritz_every,
-                              copy_check=copy_check)
+                              copy_check=copy_check, polynomial=0 if polynomial == "auto" else polynomial)
     which = "LA" if which is None else which
     v = validate_common("lanczos", operator, k, which=which, tol=tol, max_iter=max_iter,
                         default_max_iter=DEFAULT_MAX_ITER, supported_which=WHICH, X0=X0, B=B)
@@ -282,11 +289,16 @@ def lanczos(
         store = not sparse_on_cpu(op) and size <= _STORE_LIMIT_BYTES
     else:
         store = products == "stored"
+    start_extras = {"reorthogonalization": reorthogonalization, "max_basis": m, "block_size": b,
+                    "products": "stored" if store else "recomputed", "ritz_every": ritz_every,
+                    "copy_check": copy_check}
+    degree = auto_degree(polynomial, op, v.which, v.B, reorthogonalization)
+    if degree:
+        return polynomial_lanczos(v, degree=degree, inner=lanczos, tracker=tracker, seed=seed, extras=start_extras,
+                                  block_size=block_size, max_basis=max_basis, b=b, m=m, copy_check=copy_check,
+                                  reorthogonalization=reorthogonalization, products=products, ritz_every=ritz_every)
     generator = make_generator(seed)
-    monitor = Monitor("lanczos", v, tracker, extras={"reorthogonalization": reorthogonalization,
-                                                      "max_basis": m, "block_size": b,
-                                                      "products": "stored" if store else "recomputed",
-                                                      "ritz_every": ritz_every, "copy_check": copy_check})
+    monitor = Monitor("lanczos", v, tracker, extras=start_extras)
     solver = _Lanczos(v, monitor, mode=reorthogonalization, m=m, b=b, generator=generator,
                       store_products=store, ritz_every=every, copy_check=copy_check)
     solver.block_size_given = block_size is not None

@@ -128,7 +128,7 @@ class ThickRestart(LanczosState):
             if level > _CLEAN_LEVEL * math.sqrt(self.eps):
                 # The bound says the kept block may have lost semi-orthogonality: measure it (one Gram
                 # matrix of the L + bn kept rows), and clean only if the measurement says so.
-                G = to_numpy(self.space.dots(new[:q], new[:q]))
+                G = to_numpy(self.space.gram(new[:q]))
                 G[np.arange(q), np.arange(q)] -= 1.0
                 self.n_measured += 1
                 measured = float(np.abs(G).sum(axis=1).max())
@@ -198,7 +198,7 @@ class ThickRestart(LanczosState):
         Vt[L2:L2 + bn] = Q2
         M = K @ np.diag(theta) @ P + D @ C @ P
         self.G = np.eye(G.shape[0])
-        self.G[:L2 + bn, :L2 + bn] = to_numpy(self.space.dots(Vt[:L2 + bn], Vt[:L2 + bn]))
+        self.G[:L2 + bn, :L2 + bn] = to_numpy(self.space.gram(Vt[:L2 + bn]))
         self.loss = float(np.abs(self.G[:L2 + bn, :L2 + bn] - np.eye(L2 + bn)).max())
         return L2, 0.5 * (M + M.T), Rf @ C @ P
 

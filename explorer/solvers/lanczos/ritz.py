@@ -114,7 +114,7 @@ class RitzExtraction(LanczosState):
         """
         k = X.shape[0]
         space = self.space
-        Lc, info = _lapack.dpotrf(to_numpy(space.dots(X, X)), lower=1, clean=1)
+        Lc, info = _lapack.dpotrf(to_numpy(space.gram(X)), lower=1, clean=1)
         if info != 0:
             return X, values, res, ok
         Linv = to_tensor(_lapack.dtrtri(Lc, lower=1)[0], X)

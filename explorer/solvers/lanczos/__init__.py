@@ -32,6 +32,7 @@ The parts, one module each:
   the rounding level.
 * ``iteration``: the loop; ``state``: the shared state; ``linalg``: thin row-block products
   and tiny factorizations.
+* ``polynomial``: Chebyshev acceleration, the same Lanczos on ``p(A)`` (large sparse matrices).
 
 Why a block of 2
 ----------------
@@ -75,6 +76,11 @@ Defaults and why
   except for sparse CPU matrices, whose matvec is cheaper than carrying ``A V`` through
   restarts, or when the buffer would pass 1 GiB.
 * ``max_iter = 10000`` Lanczos steps; one step applies A to one block (b matvecs).
+* ``polynomial="auto"``: Chebyshev acceleration (``polynomial``: Lanczos on a degree-10
+  Chebyshev polynomial of A, then Rayleigh quotients and true residuals of A) on sparse CPU
+  matrices with n >= 5 x 10^4 and LA / SA, where a matvec is cheap next to a step: the 2-D
+  Laplacian k = 10 LA at n = 10^6 in about a fifth of the time, with fewer products
+  (docs/benchmarks.md, "Chebyshev acceleration"). Elsewhere plain Lanczos needs fewer products.
 * ``ritz_every="auto"``: a live view needs a fresh record every 50-100 ms, not one per step;
   the Rayleigh-Ritz step is then skipped where neither a restart nor the convergence test
   needs it (same matvecs to a few steps, docs/benchmarks-lanczos.md, "ritz_every").
@@ -218,7 +224,7 @@ def lanczos(
         polynomial: Chebyshev acceleration (``polynomial``): Lanczos on a degree-d Chebyshev
             polynomial of A that damps the unwanted part of the spectrum, then Rayleigh quotients
             and true residuals of A. "auto" (default): degree 10 on a sparse CPU matrix with
-            n >= 10^5 (LA / SA, float64; where a matvec is cheap next to a step), else off; an
+            n >= 5 x 10^4 (LA / SA, float64; where a matvec is cheap next to a step), else off; an
             integer d >= 2 forces degree d (an assembled matrix, LA / SA); 0: off.
 
         sigma: shift-invert (``explorer.solvers.shift_invert``): the k eigenvalues nearest sigma,
@@ -354,6 +360,16 @@ register_solver(SolverSpec(
                   "what it cost in matvecs) and add what it finds. 'auto': when block_size is left empty "
                   "and is below k (a block size you set says which multiplicities to expect).",
                   choices=COPY_CHECK),
+        ParamSpec("polynomial", "choice", "auto",
+                  "Chebyshev acceleration: run Lanczos on a degree-d Chebyshev polynomial of A that damps the "
+                  "unwanted part of the spectrum (its far end from a Gershgorin bound, its near end from a short "
+                  "start), then take Rayleigh quotients and true residuals of A. Pays where a matvec is cheap next "
+                  "to a Lanczos step (large sparse matrices): the step's work is shared by d products. 'auto': "
+                  f"degree {DEFAULT_DEGREE} on sparse CPU matrices with n >= 50,000 (LA / SA), else off. Needs an "
+                  "assembled matrix and LA / SA.",
+                  choices=("auto", 0, 10, 20), labels=("auto (large sparse matrices)", "off", "degree 10",
+                                                       "degree 20"),
+                  integers=True, minimum=0, maximum=200),
         ParamSpec("products", "choice", "auto",
                   "How the final (true) residuals ||Ax - theta x|| are computed. 'stored' keeps A times every "
                   "basis vector (twice the memory) so checking costs no extra matvec; 'recomputed' applies A "

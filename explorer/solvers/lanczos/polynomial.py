@@ -38,8 +38,12 @@ The run
    resolved sets, the hidden-copy check) on p's spectrum, to ``tol`` relative in p;
 3. a Rayleigh-Ritz step on A with the k vectors (k products): eigenvalues are Rayleigh
    quotients of A and residuals true residuals ``||A x - theta x||``, judged by the shared
-   criterion; when one misses ``tol``, step 2 runs again from the vectors with a tolerance
-   lowered by the missing factor (x 4), at most ``REFINE_ROUNDS`` times.
+   criterion. A residual of p(A) maps to one of A up to ``|theta - far end| / (p(theta) - 1)``
+   times larger in the damped directions, which matters for small eigenvalues with a relative
+   tolerance (SA): when one misses ``tol``, up to ``FILTER_STEPS`` filtered steps ``X <- p(A) X``
+   (each divides the damped part by at least p(theta_k), for k (d + 1) products) come first, then
+   step 2 again from the vectors with a tolerance lowered by the missing factor (x 4), at most
+   ``REFINE_ROUNDS`` times.
 
 Records reach the tracker in A's units: values ``p^-1(mu)`` (the amplified branch; a value of p
 inside [-1, 1] is shown at the edge ``cut``), residuals ``||r_p|| / p'(theta)`` (the first-order
@@ -48,12 +52,14 @@ map of a residual of p(A) to one of A; estimates), ``n_matvec`` products with A.
 When ("auto")
 -------------
 ``polynomial="auto"`` (the default of ``lanczos``) accelerates where it was measured to pay:
-a sparse matrix on the CPU with n >= ``AUTO_MIN_N`` (10^5), "LA" or "SA", float64, reorthogonalization
-"partial" or "full", one process. 2-D Laplacian k = 10 LA, tol 1e-6, one thread
-(docs/benchmarks.md, "Polynomial acceleration"): n = 10^5, 3 s CPU instead of 5; n = 10^6 the
-exact top ten in ~120 s with 12 570 products instead of 587 s and 20 812. Below 10^5 plain
-Lanczos needs fewer products and its steps are cheap; an integer ``polynomial=d`` forces degree d
-anywhere a Gershgorin bound exists, 0 turns it off.
+a sparse matrix on the CPU with n >= ``AUTO_MIN_N`` (5 x 10^4), "LA" or "SA", float64,
+reorthogonalization "partial" or "full", one process. 2-D Laplacian k = 10, tol 1e-6, one thread
+(docs/benchmarks.md, "Chebyshev acceleration"): n = 10^5 LA 2.7 s CPU instead of 5.7 (3862
+products instead of 2962), SA 5.0 s instead of 6.7 (5972 instead of 3528); n = 10^6 LA the exact
+top ten in 129 s with 12 002 products instead of 587 s and 20 812. It trades products for time:
+below ~5 x 10^4 plain Lanczos's steps are cheap enough that the extra products (1.3-2x on the
+Laplacians) are not worth it. An integer ``polynomial=d`` forces degree d anywhere a Gershgorin
+bound exists, 0 turns it off.
 
 References:
     Y. Saad, Numerical Methods for Large Eigenvalue Problems, 2nd ed. (SIAM 2011), ch. 8.
@@ -80,14 +86,17 @@ __all__ = ["AUTO_MIN_N", "DEFAULT_DEGREE", "ChebyshevOperator", "gershgorin_boun
            "polynomial_lanczos"]
 
 # "auto": the smallest n at which the acceleration is on (sparse CPU matrices; module docstring).
-AUTO_MIN_N = 100_000
-# "auto": the degree. At n = 10^5 degrees 6, 10 and 20 took 3.0, 2.6-3.0 and 2.5-3.0 s (products
+AUTO_MIN_N = 50_000
+# "auto": the degree. At n = 10^5 (LA) degrees 6, 10 and 20 took 3.0, 2.6-3.0 and 2.5-3.0 s (products
 # 3584, 3710-4000, 4090-5220): flat; 10 keeps the products near plain Lanczos's.
 DEFAULT_DEGREE = 10
 # The start: this many fills of the basis (max_basis / block_size steps each) of Lanczos on A.
 START_FILLS = 2
-# Extra runs on p(A) with a tighter tolerance when a true residual of A misses tol.
+# Extra runs on p(A) with a tighter tolerance when a true residual of A misses tol (after the
+# filtered steps below).
 REFINE_ROUNDS = 3
+# Filtered steps X <- p(A) X with a Rayleigh-Ritz on A, before another run (module docstring, step 3).
+FILTER_STEPS = 6
 POLYNOMIAL_WHICH = ("LA", "SA")
 
 
@@ -332,7 +341,7 @@ def polynomial_lanczos(v: Validated, *, degree: int, inner: Callable[..., EigenR
     eps = torch.finfo(A.dtype).eps
     status, inner_message, n_iter = SolveStatus.CONVERGED, "", start.n_iter
     values = vectors = residuals = converged = None
-    rounds = 0
+    rounds = n_filtered = 0
     for rounds in range(1, REFINE_ROUNDS + 2):
         result = inner(P, k, which="LA", tol=tol_in, max_iter=max(1, v.max_iter - n_iter), X0=X_start, seed=seed,
                        tracker=relay, block_size=block_size, max_basis=max_basis, copy_check=copy_check, polynomial=0,
@@ -347,7 +356,28 @@ def polynomial_lanczos(v: Validated, *, degree: int, inner: Callable[..., EigenR
         values, vectors, AX = lam[order], X[:, order], AX[:, order]
         residuals = true_residual_norms(A, vectors, values, AX=AX)
         converged = residuals <= residual_threshold(values, tol, norm_A)
-        if status is not SolveStatus.CONVERGED or bool(converged.all()):
+        # A residual that misses tol after a converged run on p(A) is mostly made of the damped
+        # directions (their share of a residual of p(A) maps to A's larger by up to
+        # |theta - far end| / (p(theta) - 1)); each filtered step p(A) X divides it by at least
+        # p(theta_k) > 1, for k (d + 1) products, far fewer than another run.
+        stopped = False
+        for _ in range(FILTER_STEPS if status is SolveStatus.CONVERGED else 0):
+            if bool(converged.all()):
+                break
+            lam, X, AX = _rayleigh_ritz(A, P.matmat(vectors))
+            order = torch.argsort(lam, descending=(which == "LA"))[:k]
+            values, vectors, AX = lam[order], X[:, order], AX[:, order]
+            residuals = true_residual_norms(A, vectors, values, AX=AX)
+            converged = residuals <= residual_threshold(values, tol, norm_A)
+            n_filtered += 1
+            relay.offset += 1
+            n_iter += 1
+            stopped = monitor.record(relay.offset, values, residuals, estimated=False, n_converged=int(converged.sum()),
+                                     extras={"phase": "filter", "degree": degree})
+            if stopped:
+                status = SolveStatus.STOPPED
+                break
+        if stopped or status is not SolveStatus.CONVERGED or bool(converged.all()):
             break
         if rounds > REFINE_ROUNDS or tol_in <= 10 * eps:
             status = SolveStatus.MAX_ITER
@@ -367,7 +397,8 @@ def polynomial_lanczos(v: Validated, *, degree: int, inner: Callable[..., EigenR
     message = (f"Chebyshev acceleration: Lanczos on p(A) = T_{degree} of A with [{low:.6g}, {high:.6g}] damped "
                f"(from the Gershgorin bound to the {guard}-th Ritz value of a {start.n_iter}-step start on A), "
                f"whose {end} eigenvalues are A's; {A.n_matvec} products with A in all ({start.n_matvec} in the start)"
-               f"{f', {rounds} rounds' if rounds > 1 else ''}. Eigenvalues are Rayleigh quotients of A, residuals true "
+               f"{f', {rounds} rounds' if rounds > 1 else ''}"
+               f"{f', {n_filtered} filtered step(s) p(A) X on the returned vectors' if n_filtered else ''}. Eigenvalues are Rayleigh quotients of A, residuals true "
                f"residuals of A. The run on p(A): {inner_message}")
     return monitor.finish(eigenvalues=values, eigenvectors=vectors, residual_norms=residuals, converged=converged,
                           n_iter=n_iter, status=status, message=message.strip(), norm_estimate=norm_A)

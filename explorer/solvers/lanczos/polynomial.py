@@ -79,6 +79,7 @@ import torch
 
 from explorer.operators import DenseOperator, LinearOperator, SparseOperator
 from explorer.solvers._common import Monitor, Validated, residual_threshold, true_residual_norms
+from explorer.solvers.lanczos.state import sparse_on_cpu
 from explorer.tracking import IterationRecord, NullTracker, StopSolve, Tracker
 from explorer.tracking.results import EigenResult, SolveStatus
 
@@ -338,6 +339,10 @@ def polynomial_lanczos(v: Validated, *, degree: int, inner: Callable[..., EigenR
     relay.extras = {"phase": "polynomial", "filter_low": low, "filter_high": high, "degree": degree}
     X_start = start.eigenvectors[:, :guard]
     tol_in = tol
+    if lanczos_kwargs.get("products", "auto") == "auto" and sparse_on_cpu(A):
+        # p(A) of a sparse CPU matrix is as cheap to recompute as A is: keep memory at one basis
+        # (n = 10^5, k = 10 LA: 3962 products instead of 3862 with the products stored, the same time)
+        lanczos_kwargs = {**lanczos_kwargs, "products": "recomputed"}
     eps = torch.finfo(A.dtype).eps
     status, inner_message, n_iter = SolveStatus.CONVERGED, "", start.n_iter
     values = vectors = residuals = converged = None

@@ -56,7 +56,7 @@ a sparse matrix on the CPU with n >= ``AUTO_MIN_N`` (5 x 10^4), "LA" or "SA", fl
 reorthogonalization "partial" or "full", one process. 2-D Laplacian k = 10, tol 1e-6, one thread
 (docs/benchmarks.md, "Chebyshev acceleration"): n = 10^5 LA 2.7 s CPU instead of 5.7 (3862
 products instead of 2962), SA 5.0 s instead of 6.7 (5972 instead of 3528); n = 10^6 LA the exact
-top ten in 129 s with 12 002 products instead of 587 s and 20 812. It trades products for time:
+top ten in 114 s with 12 102 products instead of 587 s and 20 812. It trades products for time:
 below ~5 x 10^4 plain Lanczos's steps are cheap enough that the extra products (1.3-2x on the
 Laplacians) are not worth it. An integer ``polynomial=d`` forces degree d anywhere a Gershgorin
 bound exists, 0 turns it off.

@@ -88,6 +88,19 @@ def test_lanczos_modes_run_on_cuda(cuda, extras: dict) -> None:  # noqa: ANN001
     torch.testing.assert_close(torch.sort(result.eigenvalues.cpu()).values, lam[:3], rtol=1e-7, atol=0)
 
 
+@pytest.mark.parametrize("which", ["LA", "SA"])
+def test_chebyshev_accelerated_lanczos_runs_on_cuda(cuda, which: str) -> None:  # noqa: ANN001
+    """``polynomial=d`` on the device: the Gershgorin bound, the recurrence on rows, the records'
+    map back to A and the closing Rayleigh-Ritz keep every tensor on it; the values are exact."""
+    A, lam = _matrix()
+    result = solve("lanczos", as_operator(A).to("cuda"), 3, which=which, tol=1e-8, seed=1, polynomial=8)
+    assert result.status.ok, result.message
+    assert "Chebyshev acceleration" in result.message
+    assert result.eigenvalues.device.type == "cuda" and result.eigenvectors.device.type == "cuda"
+    expected = lam[-3:].flip(0) if which == "LA" else lam[:3]
+    torch.testing.assert_close(result.eigenvalues.cpu(), expected, rtol=0, atol=4e-8)  # ||r|| <= tol |theta|, ||A|| = 2
+
+
 @pytest.mark.parametrize("extras", [{"method": "basic"}, {"method": "ortho"}, {"products": "recomputed"},
                                     {"block_size": 8}, {"preconditioner": "jacobi"}, {"backend": "torch"}])
 @pytest.mark.parametrize("which", ["LA", "SA"])

@@ -181,3 +181,26 @@ def test_auto_turns_the_acceleration_on_only_for_large_sparse_cpu_matrices() -> 
         lanczos(small, 4, which="LM", polynomial=10)
     with pytest.raises(ValueError, match="assembled"):
         lanczos(CallableOperator(lambda v: 2.0 * v, 50), 2, polynomial=10)
+
+
+def test_a_wanted_value_at_the_cut_is_still_told_from_the_damped_interval() -> None:
+    """Eigenvalues 1 (490 times) and 2 (10 times), k = 4 LA: the start converges, so its (k + b)-th
+    Ritz value is 2 itself and the far end of the damped interval is the eigenvalue 1. Without a
+    margin p(2) = p(1) = 1 and the run on p(A) found nothing (values 1.9983-1.9998, BREAKDOWN); the
+    margin W / (4 d^2) below the cut gives p(2) ~ cosh(1) and the exact values."""
+    D = SparseOperator(sp.diags(np.r_[np.ones(490), 2.0 * np.ones(10)]).tocsr())
+    result = lanczos(D, 4, which="LA", tol=1e-8, seed=0, polynomial=10)
+    assert result.status is SolveStatus.CONVERGED, result.message
+    assert torch.all((result.eigenvalues - 2.0).abs() <= result.residual_norms + 1e3 * EPS64 * 2.0)
+
+
+def test_a_stop_during_the_start_returns_what_it_has_and_says_why_once() -> None:
+    class StopEarly(NullTracker):
+        def on_iteration(self, record):  # noqa: ANN001, ANN202
+            if record.iteration >= 3:
+                raise StopSolve("user pressed Stop")
+
+    result = lanczos(problems.laplacian_2d(60).operator, 6, seed=0, polynomial=10, tracker=StopEarly())
+    assert result.status is SolveStatus.STOPPED
+    assert result.message.count("user pressed Stop") == 1 and "Only" not in result.message
+    assert len(result.history) == 3

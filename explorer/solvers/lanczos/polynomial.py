@@ -314,21 +314,26 @@ def polynomial_lanczos(v: Validated, *, degree: int, inner: Callable[..., EigenR
     start_steps = max(1, START_FILLS * (m // b))
     relay = _Relay(monitor, None)
     relay.extras = {"phase": "start"}
-    start = inner(A, guard, which=which, tol=tol, max_iter=min(start_steps, v.max_iter), X0=v.X0, seed=seed,
+    start = inner(A, guard, which=which, tol=tol, max_iter=min(start_steps, max(1, v.max_iter // 2)), X0=v.X0, seed=seed,
                   tracker=relay, block_size=b, max_basis=max(m, guard + b), copy_check="off", polynomial=0,
                   **lanczos_kwargs)
     relay.offset = start.n_iter
     theta = start.eigenvalues.double().cpu().numpy()  # in `which` order
-    if start.status is SolveStatus.STOPPED or len(theta) < guard:
+    if start.status is SolveStatus.STOPPED:  # the outer finish says it was stopped, and why
         return monitor.finish(eigenvalues=start.eigenvalues[:k], eigenvectors=start.eigenvectors[:, :k],
                               residual_norms=start.residual_norms[:k], converged=start.converged[:k],
-                              n_iter=start.n_iter, status=SolveStatus.STOPPED if start.status is SolveStatus.STOPPED
-                              else start.status, message=start.message, norm_estimate=norm_A)
+                              n_iter=start.n_iter, status=SolveStatus.STOPPED, norm_estimate=norm_A)
+    if len(theta) < guard:
+        return _plain(monitor, inner, v, start, seed=seed, block_size=block_size, max_basis=max_basis,
+                      copy_check=copy_check, **lanczos_kwargs)
     side = 1 if which == "LA" else -1
     edge = float(theta[guard - 1])
-    # a small margin below the (k + b)-th Ritz value: a wanted eigenvalue exactly at the edge
-    # would share p = 1 with the damped interval's extrema
-    margin = 1e-3 * abs(float(theta[0]) - edge)
+    far = lo if side == 1 else hi
+    # The cut sits a margin below the (k + b)-th Ritz value. A wanted eigenvalue at the cut would
+    # get p = 1, the value of T_d at the damped interval's extrema (an eigenvalue at its far end
+    # too): nothing would tell them apart. At least W / (4 d^2) (W the damped width) gives
+    # p(lambda_k) >= cosh(1) ~ 1.5: x_k - 1 >= 2 margin / W, d acosh(x_k) ~ d sqrt(2 (x_k - 1)) >= 1.
+    margin = max(1e-3 * abs(float(theta[0]) - edge), abs(edge - far) / (4.0 * degree * degree))
     low, high = (lo, edge - margin) if side == 1 else (edge + margin, hi)
     if not high - low > 1e-12 * max(norm_A, 1e-300):  # nothing left to damp: plain Lanczos from the start's vectors
         return _plain(monitor, inner, v, start, seed=seed, block_size=block_size, max_basis=max_basis,

@@ -393,3 +393,33 @@ def test_failed_and_stopped_runs_reach_the_history_page(apptest, wait_job):
     at.switch_page("pages/explore.py").run()
     _no_trouble(at)
     assert at.session_state["runs"][0].run_id == 1
+
+
+def test_a_large_sparse_problem_runs_lanczos_with_chebyshev_acceleration(apptest, wait_job):
+    """A generated 250 x 250 Laplacian (n = 62,500, above the 'auto' threshold) and Lanczos with
+    its defaults: the run converges to the exact top values, the message says it used the
+    polynomial, the form shows the choice, and the live records are in A's units (the last
+    record's values are the answer's)."""
+    if "lanczos" not in SOLVERS:
+        pytest.skip("lanczos is not registered")
+    at = apptest()
+    at.radio(key="problem_mode").set_value("Generate").run()
+    at.selectbox(key="gen_name").set_value("laplacian_2d").run()
+    at.number_input(key="g_laplacian_2d_nx").set_value(250).run()
+    at.number_input(key="g_laplacian_2d_ny").set_value(250).run()
+    at.button(key="generate").click().run()
+    at.selectbox(key="solver").set_value("lanczos").run()
+    box = at.selectbox(key="p_lanczos_polynomial")
+    assert box.value == "auto" and "off" in box.options
+    at.number_input(key="k").set_value(4).run()
+    at.button(key="run").click().run()
+    wait_job(at, timeout=120)
+    _no_trouble(at)
+    run = at.session_state["runs"][-1]
+    assert run.status == "converged", run.message
+    assert "Chebyshev acceleration" in run.message
+    np.testing.assert_allclose(run.result.eigenvalues.numpy(), run.reference, rtol=0, atol=1e-5)
+    last = run.result.history[-1]
+    assert last.extras.get("phase") in ("polynomial", "filter")
+    np.testing.assert_allclose(np.sort(last.ritz_values.numpy()), np.sort(run.result.eigenvalues.numpy()), rtol=1e-5)
+    _live_spec(at)  # the live panel is drawn

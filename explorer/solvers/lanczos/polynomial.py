@@ -56,9 +56,9 @@ When ("auto")
 ``polynomial="auto"`` (the default of ``lanczos``) accelerates where it was measured to pay:
 a sparse matrix on the CPU with n >= ``AUTO_MIN_N`` (5 x 10^4), "LA" or "SA", float64,
 reorthogonalization "partial" or "full", one process. 2-D Laplacian k = 10, tol 1e-6, one thread
-(docs/benchmarks.md, "Chebyshev acceleration"): n = 10^5 LA 3.3 s instead of 5.7 (4062
-products instead of 2962), SA 4.7 s instead of 6.7 (6392 instead of 3528); n = 10^6 LA the exact
-top ten in 124 s with 12 622 products instead of 587 s and 20 812. It trades products for time:
+(docs/benchmarks.md, "Chebyshev acceleration"): n = 10^5 LA 3.4 s instead of 5.7 (4082
+products instead of 2962), SA 3.3 s instead of 6.7 (4542 instead of 3528); n = 10^6 LA the exact
+top ten in 117 s with 12 702 products instead of 587 s and 20 812 (SA: 125 s, 13 882). It trades products for time:
 below ~5 x 10^4 plain Lanczos's steps are cheap enough that the extra products (1.3-2x on the
 Laplacians) are not worth it. An integer ``polynomial=d`` forces degree d anywhere a Gershgorin
 bound exists, 0 turns it off.

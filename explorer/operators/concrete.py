@@ -89,7 +89,10 @@ class DenseOperator(LinearOperator):
     def _matmat(self, X: torch.Tensor) -> torch.Tensor:
         if self._symv() and not X.requires_grad:
             out = X.new_empty((X.shape[1], X.shape[0]))
-            self._matvecs_into(X.T, out)
+            # a few columns as contiguous rows take the SYMV branch (the copy is b x n, next to the
+            # n x n matrix); more go to the GEMM on the transposed view as they are
+            Xt = X.T.contiguous() if X.shape[1] <= _SYMV_MAX_ROWS else X.T
+            self._matvecs_into(Xt, out)
             return out.T.contiguous()
         return self.matrix @ X
 

@@ -295,16 +295,16 @@ def lanczos(
         store = not sparse_on_cpu(op) and size <= _STORE_LIMIT_BYTES
     else:
         store = products == "stored"
-    start_extras = {"reorthogonalization": reorthogonalization, "max_basis": m, "block_size": b,
+    run_extras = {"reorthogonalization": reorthogonalization, "max_basis": m, "block_size": b,
                     "products": "stored" if store else "recomputed", "ritz_every": ritz_every,
                     "copy_check": copy_check}
     degree = auto_degree(polynomial, op, v.which, v.B, reorthogonalization)
     if degree:
-        return polynomial_lanczos(v, degree=degree, inner=lanczos, tracker=tracker, seed=seed, extras=start_extras,
+        return polynomial_lanczos(v, degree=degree, inner=lanczos, tracker=tracker, seed=seed, extras=run_extras,
                                   block_size=block_size, max_basis=max_basis, b=b, m=m, copy_check=copy_check,
                                   reorthogonalization=reorthogonalization, products=products, ritz_every=ritz_every)
     generator = make_generator(seed)
-    monitor = Monitor("lanczos", v, tracker, extras=start_extras)
+    monitor = Monitor("lanczos", v, tracker, extras=run_extras)
     solver = _Lanczos(v, monitor, mode=reorthogonalization, m=m, b=b, generator=generator,
                       store_products=store, ritz_every=every, copy_check=copy_check)
     solver.block_size_given = block_size is not None

@@ -345,12 +345,22 @@ def polynomial_lanczos(v: Validated, *, degree: int, inner: Callable[..., EigenR
     relay.mapping = _to_a(P)
     relay.extras = {"phase": "polynomial", "filter_low": low, "filter_high": high, "degree": degree}
     X_start = start.eigenvectors[:, :guard]
-    tol_in = _first_tolerance(P, theta[:k], tol, far, norm_A, float(torch.finfo(A.dtype).eps))
+    eps = float(torch.finfo(A.dtype).eps)
+    tol_in = _first_tolerance(P, theta[:k], tol, far, norm_A, eps)
     if lanczos_kwargs.get("products", "auto") == "auto" and sparse_on_cpu(A):
         # p(A) of a sparse CPU matrix is as cheap to recompute as A is: keep memory at one basis
         # (n = 10^5, k = 10 LA: 3962 products instead of 3862 with the products stored, the same time)
         lanczos_kwargs = {**lanczos_kwargs, "products": "recomputed"}
-    eps = torch.finfo(A.dtype).eps
+
+    def on_a(Y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Rayleigh-Ritz on A with span(Y): the k wanted pairs, their true residuals, thresholds, flags."""
+        lam, X, AX = _rayleigh_ritz(A, Y)
+        order = torch.argsort(lam, descending=(which == "LA"))[:k]
+        values, vectors = lam[order], X[:, order]
+        residuals = true_residual_norms(A, vectors, values, AX=AX[:, order])
+        threshold = residual_threshold(values, tol, norm_A)
+        return values, vectors, residuals, threshold, residuals <= threshold
+
     status, inner_message, n_iter = SolveStatus.CONVERGED, "", start.n_iter
     values = vectors = residuals = converged = None
     rounds = n_filtered = 0
@@ -363,11 +373,7 @@ def polynomial_lanczos(v: Validated, *, degree: int, inner: Callable[..., EigenR
         status, inner_message = result.status, result.message
         if result.eigenvectors.shape[1] == 0:
             break
-        lam, X, AX = _rayleigh_ritz(A, result.eigenvectors)
-        order = torch.argsort(lam, descending=(which == "LA"))[:k]
-        values, vectors, AX = lam[order], X[:, order], AX[:, order]
-        residuals = true_residual_norms(A, vectors, values, AX=AX)
-        converged = residuals <= residual_threshold(values, tol, norm_A)
+        values, vectors, residuals, threshold, converged = on_a(result.eigenvectors)
         # A residual that misses tol after a converged run on p(A) is mostly made of the damped
         # directions (their share of a residual of p(A) maps to A's larger by up to
         # |theta - far end| / (p(theta) - 1)); each filtered step p(A) X divides it by at least
@@ -376,11 +382,7 @@ def polynomial_lanczos(v: Validated, *, degree: int, inner: Callable[..., EigenR
         for _ in range(FILTER_STEPS if status is SolveStatus.CONVERGED else 0):
             if bool(converged.all()):
                 break
-            lam, X, AX = _rayleigh_ritz(A, P.matmat(vectors))
-            order = torch.argsort(lam, descending=(which == "LA"))[:k]
-            values, vectors, AX = lam[order], X[:, order], AX[:, order]
-            residuals = true_residual_norms(A, vectors, values, AX=AX)
-            converged = residuals <= residual_threshold(values, tol, norm_A)
+            values, vectors, residuals, threshold, converged = on_a(P.matmat(vectors))
             n_filtered += 1
             relay.offset += 1
             n_iter += 1
@@ -396,7 +398,7 @@ def polynomial_lanczos(v: Validated, *, degree: int, inner: Callable[..., EigenR
             inner_message = (f"Lanczos on p(A) converged to tol {tol_in:.1e} but {int((~converged).sum())} true "
                              f"residuals of A still miss tol after {rounds} rounds. {inner_message}")
             break
-        missing = float((residuals / residual_threshold(values, tol, norm_A)).max())
+        missing = float((residuals / threshold).max())
         tol_in = max(tol_in / (4.0 * missing), 10 * eps)
         X_start = vectors
     if values is None:

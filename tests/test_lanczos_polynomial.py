@@ -77,6 +77,46 @@ def test_the_chebyshev_operator_applies_t_d_of_the_shifted_matrix(side: int) -> 
     np.testing.assert_allclose(P.slope(far), fd, rtol=1e-5)
 
 
+@pytest.mark.parametrize("degree", [1, 2, 9])
+def test_the_sparse_kernel_path_applies_t_d_and_counts_d_products_per_row(degree: int) -> None:
+    """On a scipy CSR matrix the recurrence runs on the accumulating kernel of M = 2 s (A - c I) / e
+    (``affine_rows_kernel``; half the diagonal missing from the pattern, so M's pattern grows).
+    p(A) X equals Q T_d(x(Lambda)) Q^T X from eigh of the dense matrix, to the rounding of d
+    products; each row costs d counted products; the input rows are left as they were."""
+    n = 80
+    rng = np.random.default_rng(1)
+    R = sp.random(n, n, density=0.08, random_state=rng)
+    S = sp.csr_matrix(R + R.T)
+    S.setdiag(np.where(np.arange(n) % 2 == 0, rng.standard_normal(n), 0.0))
+    S.eliminate_zeros()
+    assert (S.diagonal() == 0).sum() >= n // 2 - 1
+    counted = CountedOperator(SparseOperator(S))
+    lam, Q = torch.linalg.eigh(torch.from_numpy(S.toarray()))
+    low, high = float(lam[0]), float(lam[-6])
+    P = ChebyshevOperator(counted, degree, low, high, 1)
+    c, e = 0.5 * (low + high), 0.5 * (high - low)
+    p_lam = _chebyshev_reference(lam.numpy(), degree, lambda t: (t - c) / e)
+    X = torch.randn(n, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    expected = Q @ (torch.from_numpy(p_lam)[:, None] * (Q.T @ X))
+    scale = float(np.abs(p_lam).max()) * float(X.abs().max())
+    rows = X.T.contiguous()
+    before = rows.clone()
+    out = torch.full((3, n), float("nan"), dtype=torch.float64)
+    assert P.matvecs_into(rows, out)
+    assert P._kernel  # the kernel path ran
+    torch.testing.assert_close(out, expected.T, rtol=0, atol=degree * n * EPS64 * 10 * scale)
+    assert torch.equal(rows, before)
+    assert counted.n_matvec == 3 * degree
+    # the kernel itself adds scale (A - shift I) X to what the output holds
+    kernel = SparseOperator(S).affine_rows_kernel(-0.5, 2.0)
+    base = torch.ones(3, n, dtype=torch.float64)
+    kernel(rows, base)
+    dense = torch.from_numpy(S.toarray())
+    torch.testing.assert_close(base, 1.0 - 0.5 * (rows @ dense - 2.0 * rows), rtol=0,
+                               atol=n * EPS64 * float(dense.abs().sum(dim=1).max()) * float(rows.abs().max()) * 10)
+    assert DenseOperator(dense).affine_rows_kernel(1.0, 0.0) is None  # no kernel: the generic recurrence
+
+
 def test_gershgorin_bounds_hold_every_eigenvalue_for_sparse_and_dense_matrices() -> None:
     """Each bound contains the whole spectrum (eigvalsh); the 2-D Laplacian's is [0, 8] exactly
     (diagonal 4, four -1 neighbours); a matrix-free operator has none."""

@@ -445,6 +445,18 @@ class _CountingOperator(CountedOperator):
         self.budget.charge(Xt.shape[0])
         self.base._matvecs_into(Xt, out)
 
+    def affine_rows_kernel(self, scale: float, shift: float) -> Callable[[torch.Tensor, torch.Tensor], None] | None:
+        inner = self.base.affine_rows_kernel(scale, shift)
+        if inner is None:
+            return None
+
+        def kernel(Xt: torch.Tensor, out: torch.Tensor) -> None:
+            self._count(Xt.shape[0])
+            self.budget.charge(Xt.shape[0])
+            inner(Xt, out)
+
+        return kernel
+
 
 # ----------------------------------------------------------------------------------------
 # Runners: each returns (values (<=k,), vectors (n, <=k)) as numpy, or raises CapReached

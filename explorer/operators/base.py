@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -102,6 +102,17 @@ class LinearOperator(ABC):
     def rows_kernel(self) -> bool:
         """Whether ``matvecs_into`` has a kernel here (see there)."""
         return False
+
+    def affine_rows_kernel(self, scale: float, shift: float) -> Callable[[torch.Tensor, torch.Tensor], None] | None:
+        """A kernel ``kernel(Xt, out)`` that *adds* ``scale (A - shift I) Xt[i]`` to ``out[i]`` for
+        the rows of Xt (b, n), counting b matvecs per call; None (the default) where the operator
+        has none. Each call builds one, which may hold a shifted and scaled copy of the matrix.
+
+        The Chebyshev recurrence ``T_(j+1) = 2 y T_j - T_(j-1)``, ``y = (A - c I) / e``, is then
+        one pass of the kernel into the negated ``T_(j-1)`` instead of a product followed by
+        three vector updates and the zeroing of the output (``lanczos.polynomial``).
+        """
+        return None
 
     def __matmul__(self, X: torch.Tensor) -> torch.Tensor:
         return self.matvec(X) if X.ndim == 1 else self.matmat(X)

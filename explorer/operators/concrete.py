@@ -210,6 +210,28 @@ class SparseOperator(LinearOperator):
         for i in range(X.shape[0]):
             _csr_matvec(rows, cols, A.indptr, A.indices, A.data, X[i], Y[i])
 
+    def affine_rows_kernel(self, scale: float, shift: float) -> Callable[[torch.Tensor, torch.Tensor], None] | None:
+        """On the CPU: scipy's CSR kernel on ``M = scale (A - shift I)``, a CSR copy built here
+        (O(nnz) memory; the diagonal joins the pattern where it is missing). See the base class."""
+        A = self._scipy
+        if A is None or _csr_matvec is None:
+            return None
+        M = sp.csr_matrix(A - shift * sp.identity(A.shape[0], dtype=A.dtype, format="csr"))
+        M.data *= scale
+        rows, cols = M.shape
+        indptr, indices, data = M.indptr, M.indices, M.data
+
+        def kernel(Xt: torch.Tensor, out: torch.Tensor) -> None:
+            self._count(Xt.shape[0])
+            X, Y = Xt.numpy(), out.numpy()
+            if X.dtype != data.dtype or not (X.flags.c_contiguous and Y.flags.c_contiguous):
+                out.add_(torch.from_numpy(np.asarray(M @ X.T)).T)
+                return
+            for i in range(X.shape[0]):
+                _csr_matvec(rows, cols, indptr, indices, data, X[i], Y[i])
+
+        return kernel
+
     def _to(self, device: torch.device, dtype: torch.dtype) -> "SparseOperator":
         return SparseOperator(self.matrix.to(device=device, dtype=dtype), is_symmetric=self.is_symmetric)
 
@@ -407,3 +429,14 @@ class CountedOperator(LinearOperator):
 
     def _matvecs_into(self, Xt: torch.Tensor, out: torch.Tensor) -> None:
         self.base.matvecs_into(Xt, out)
+
+    def affine_rows_kernel(self, scale: float, shift: float) -> Callable[[torch.Tensor, torch.Tensor], None] | None:
+        inner = self.base.affine_rows_kernel(scale, shift)
+        if inner is None:
+            return None
+
+        def kernel(Xt: torch.Tensor, out: torch.Tensor) -> None:
+            self._count(Xt.shape[0])
+            inner(Xt, out)
+
+        return kernel

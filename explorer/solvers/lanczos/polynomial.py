@@ -170,13 +170,25 @@ def auto_degree(polynomial: Any, op: Any, which: str, B: Any, mode: str) -> int:
     return degree
 
 
+def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether the storage spans of two tensors overlap (a conservative test)."""
+    a0, b0 = a.data_ptr(), b.data_ptr()
+    a1, b1 = a0 + a.numel() * a.element_size(), b0 + b.numel() * b.element_size()
+    return a0 < b1 and b0 < a1
+
+
 class ChebyshevOperator(LinearOperator):
     """``p(A) = T_d(s (A - c I) / e)``: degree d, damped interval ``[c - e, c + e]``, ``s = +1``
     amplifies above it (the largest eigenvalues), ``s = -1`` below (the smallest).
 
     Applied to rows by the three-term recurrence ``T_(j+1) = 2 y T_j - T_(j-1)``, ``y = s (A -
-    c) / e``: d products with A per vector, three (b, n) buffers kept between calls (a fresh
-    16 MB block per degree at n = 10^6 cost page faults: 12 s of system time in a 120 s run).
+    c) / e``: d products with A per vector, (b, n) buffers kept between calls (a fresh 16 MB
+    block per degree at n = 10^6 cost page faults: 12 s of system time in a 120 s run). Where
+    the matrix has an accumulating kernel for ``M = 2 y`` (``affine_rows_kernel``: scipy CSR
+    on the CPU, on a shifted and scaled copy of the matrix), a step is ``T_(j+1) = M T_j +
+    (-T_(j-1))``: one negation in place and the kernel, where the generic path zeroes the
+    output, multiplies and makes three vector updates (n = 10^5, k = 10 LA: those took
+    0.66 s of a 3.0 s solve, docs/benchmarks.md "Chebyshev acceleration").
     """
 
     def __init__(self, base: LinearOperator, degree: int, low: float, high: float, side: int) -> None:
@@ -185,6 +197,7 @@ class ChebyshevOperator(LinearOperator):
         self.low, self.high = float(low), float(high)
         self.c, self.e = 0.5 * (high + low), 0.5 * (high - low)
         self._buffers: tuple[torch.Tensor, ...] | None = None
+        self._kernel: Any = None  # M = 2 y's accumulating kernel: unknown (None), absent (False) or it
 
     @property
     def kind(self) -> str:
@@ -203,6 +216,11 @@ class ChebyshevOperator(LinearOperator):
         buffers = self._buffers
         if buffers is None or buffers[0].shape[0] < b or buffers[0].dtype != Xt.dtype:
             buffers = self._buffers = tuple(Xt.new_empty(Xt.shape) for _ in range(3))
+        if self._kernel is None:
+            self._kernel = self.base.affine_rows_kernel(2.0 * self.side / self.e, self.c) or False
+        if self._kernel and out.is_contiguous() and not _shares_memory(out, Xt):
+            self._accumulated(Xt, out, buffers[0][:b], buffers[1][:b])
+            return
         prev, cur, nxt = (buf[:b] for buf in buffers)
         scale, c = self.side / self.e, self.c
         self._rows_product(Xt, cur)  # T_1 = y X
@@ -213,6 +231,25 @@ class ChebyshevOperator(LinearOperator):
             nxt.sub_(cur, alpha=c).mul_(2.0 * scale).sub_(prev)
             prev, cur, nxt = cur, nxt, prev
         out.copy_(cur)
+
+    def _accumulated(self, Xt: torch.Tensor, out: torch.Tensor, one: torch.Tensor, two: torch.Tensor) -> None:
+        """The recurrence on the kernel of ``M = 2 s (A - c I) / e``: ``T_1 = M X / 2``, then
+        ``T_(j+1) = M T_j - T_(j-1)`` into the (negated) rows of ``T_(j-1)``; the last into ``out``."""
+        kernel = self._kernel
+        first = out if self.degree == 1 else one
+        first.zero_()
+        kernel(Xt, first)
+        first.mul_(0.5)
+        prev, cur = Xt, first
+        for step in range(2, self.degree + 1):
+            if step == self.degree:
+                target = torch.neg(prev, out=out)
+            elif prev is Xt:  # the input stays as it is
+                target = torch.neg(Xt, out=two)
+            else:
+                target = prev.neg_()
+            kernel(cur, target)
+            prev, cur = cur, target
 
     def _matmat(self, X: torch.Tensor) -> torch.Tensor:
         out = X.new_empty((X.shape[1], X.shape[0]))

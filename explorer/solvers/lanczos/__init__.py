@@ -207,7 +207,7 @@ def lanczos(
         ritz_every: how often the Rayleigh-Ritz step on the projected matrix runs, and with it
             the record to the tracker and the convergence test. "auto" (default): at every
             restart, whenever the residual estimates (extrapolated geometrically from the last
-            two such steps) say a wanted pair may have converged, and otherwise once
+            two such steps) say the wanted set may have converged, and otherwise once
             ``RECORD_INTERVAL_S`` (20 ms) has passed since the last record: a live view gets
             a fresh record every 50-100 ms while the steps in between cost only the
             recurrence. An integer s: every s steps (and at every restart and the last

@@ -18,8 +18,8 @@ restart and the convergence test do, and on a cheap operator the Rayleigh-Ritz s
 more than the matvec (an m x m eigh against O(n b) work). With ``ritz_every=1`` every step
 is a look (one record per step: the lessons). With an integer s, every s-th step, every
 restart and the last step. With "auto" (default), every restart and the steps at which the
-estimates, extrapolated geometrically from the last two looks (``_next_look``), say a wanted
-pair may have converged; in between, when ``RECORD_INTERVAL_S`` has passed since the last
+estimates, extrapolated geometrically from the last two looks (``_next_look``), say the
+wanted set may have converged; in between, when ``RECORD_INTERVAL_S`` has passed since the last
 record, a *glance* computes the Ritz values for a record only and changes nothing, so the
 steps, matvecs and answer do not depend on the machine's speed. A record's iteration is
 always the Lanczos step.
@@ -82,7 +82,7 @@ class _Lanczos(Expansion, BlockOrthonormalization, Reorthogonalization, ThickRes
         next_check, check_gap = 0, 4
         every = self.ritz_every  # 0: "auto"
         recorded = 0  # iteration of the last record
-        next_look = 1  # "auto": the step at which the estimates may show a newly converged pair
+        next_look = 1  # "auto": the step at which the estimates may show the wanted set converged
         last_t = time.perf_counter()
         R_skipped = R
         while iteration < self.v.max_iter:
@@ -229,15 +229,21 @@ class _Lanczos(Expansion, BlockOrthonormalization, Reorthogonalization, ThickRes
         return self._finish(theta, S, est_all, order, ghost, p, iteration, status, message)
 
     def _next_look(self, iteration: int, ratios: np.ndarray) -> int:
-        """"auto": the step at which the next Rayleigh-Ritz step may find a newly converged pair.
+        """"auto": the step at which the next Rayleigh-Ritz step may find the wanted set converged.
 
         ``ratios``: estimate / threshold of the wanted pairs (converged at <= 1). Between two
         Rayleigh-Ritz steps each ratio is assumed to fall geometrically (the Chebyshev rate of
         Kaniel-Paige theory); the next look is at half the predicted number of steps of the
-        pair expected first, so a pair that converges faster than the model (Lanczos converges
-        superlinearly) is found soon after, and the looks get denser as a pair nears its
-        threshold. The gap between looks at most doubles; when no open ratio fell, the next look
-        comes after as many steps as the last.
+        pair expected last (the stop test needs all k), so a set that converges faster than the
+        model (Lanczos converges superlinearly) is found soon after, and the looks get denser as
+        it nears its thresholds. While an open ratio is not falling (a new Ritz value taking a
+        place in the set) the model says nothing about it, so the pair expected first sets the
+        look. The gap between looks at most doubles; when no open ratio fell, the next look
+        comes after as many steps as the last. Aiming at the first pair instead looked at nearly
+        every step once pairs converged one after another (dense small gap n = 1000: 40 looks in
+        68 steps) for the same matvecs, 4-16 % more time on the quick bench problems
+        (docs/benchmarks-lanczos.md, "ritz_every"); the live view still gets a record every
+        ``RECORD_INTERVAL_S``.
         """
         previous, since = self._look_ratios, self._look_at
         self._look_ratios, self._look_at = ratios, iteration
@@ -252,8 +258,9 @@ class _Lanczos(Expansion, BlockOrthonormalization, Reorthogonalization, ThickRes
             return iteration + (1 if not open_.any() else gap)
         rate = (np.log(previous[falling]) - np.log(ratios[falling])) / gap
         steps = np.log(ratios[falling]) / rate
+        expected = float(steps.max()) if bool(falling.sum() == open_.sum()) else float(steps.min())
         # at most twice the last gap: a barely falling ratio says little about the next steps
-        return iteration + max(1, min(2 * gap, int(0.5 * float(steps.min()))))
+        return iteration + max(1, min(2 * gap, int(0.5 * expected)))
 
     def _finish(self, theta: np.ndarray, S: np.ndarray, est: np.ndarray, order: np.ndarray, ghost: np.ndarray,
                 p: int, iteration: int, status: SolveStatus, message: str) -> EigenResult:

@@ -244,3 +244,14 @@ def test_a_stop_during_the_start_returns_what_it_has_and_says_why_once() -> None
     assert result.status is SolveStatus.STOPPED
     assert result.message.count("user pressed Stop") == 1 and "Only" not in result.message
     assert len(result.history) == 3
+
+
+def test_a_spectrum_with_nothing_to_damp_falls_back_to_plain_lanczos_and_says_why() -> None:
+    """A multiple of the identity: the Gershgorin bound equals the cut, so there is no interval to
+    damp; the solve goes on with plain Lanczos, returns the exact value and the message says so."""
+    n = 400
+    result = lanczos(SparseOperator(sp.identity(n, format="csr") * 2.5), 3, which="LA", tol=1e-8, seed=0,
+                     polynomial=5)
+    assert result.status is SolveStatus.CONVERGED
+    np.testing.assert_allclose(result.eigenvalues.numpy(), 2.5, rtol=0, atol=10 * 2.5 * EPS64)
+    assert "Chebyshev acceleration skipped (nothing to damp" in result.message

@@ -364,7 +364,8 @@ def polynomial_lanczos(v: Validated, *, degree: int, inner: Callable[..., EigenR
                               n_iter=start.n_iter, status=SolveStatus.STOPPED, norm_estimate=norm_A)
     if len(theta) < guard:
         return _plain(monitor, inner, v, start, seed=seed, block_size=block_size, max_basis=max_basis,
-                      copy_check=copy_check, **lanczos_kwargs)
+                      copy_check=copy_check, reason=f"the start returned {len(theta)} Ritz pairs, fewer than the "
+                      f"{guard} that place the cut", **lanczos_kwargs)
     side = 1 if which == "LA" else -1
     edge = float(theta[guard - 1])
     far = lo if side == 1 else hi
@@ -376,7 +377,8 @@ def polynomial_lanczos(v: Validated, *, degree: int, inner: Callable[..., EigenR
     low, high = (lo, edge - margin) if side == 1 else (edge + margin, hi)
     if not high - low > 1e-12 * max(norm_A, 1e-300):  # nothing left to damp: plain Lanczos from the start's vectors
         return _plain(monitor, inner, v, start, seed=seed, block_size=block_size, max_basis=max_basis,
-                      copy_check=copy_check, **lanczos_kwargs)
+                      copy_check=copy_check, reason="nothing to damp: the Gershgorin bound and the cut leave an empty interval",
+                      **lanczos_kwargs)
     P = ChebyshevOperator(A, degree, low, high, side)
     # 2. Lanczos on p(A), 3. Rayleigh-Ritz on A; refined when a true residual misses tol
     relay.mapping = _to_a(P)
@@ -440,7 +442,7 @@ def polynomial_lanczos(v: Validated, *, degree: int, inner: Callable[..., EigenR
         X_start = vectors
     if values is None:
         return _plain(monitor, inner, v, start, seed=seed, block_size=block_size, max_basis=max_basis,
-                      copy_check=copy_check, **lanczos_kwargs)
+                      copy_check=copy_check, reason="the run on p(A) returned no Ritz vectors", **lanczos_kwargs)
     assert vectors is not None and residuals is not None and converged is not None
     if status is SolveStatus.CONVERGED and not bool(converged.all()):
         status = SolveStatus.MAX_ITER
@@ -471,8 +473,10 @@ def _first_tolerance(P: ChebyshevOperator, theta: np.ndarray, tol: float, far: f
 
 
 def _plain(monitor: Monitor, inner: Callable[..., EigenResult], v: Validated, start: EigenResult, *,
-           seed: int | None, block_size: int | None, max_basis: int | None, **lanczos_kwargs: Any) -> EigenResult:
-    """Plain Lanczos on A from the start's vectors (a spectrum too narrow to damp)."""
+           seed: int | None, block_size: int | None, max_basis: int | None, reason: str,
+           **lanczos_kwargs: Any) -> EigenResult:
+    """Plain Lanczos on A from the start's vectors, where the polynomial cannot be used (``reason``:
+    for the message)."""
     relay = _Relay(monitor, None)
     relay.offset = start.n_iter
     result = inner(v.operator, v.k, which=v.which, tol=v.tol, max_iter=max(1, v.max_iter - start.n_iter),
@@ -481,4 +485,5 @@ def _plain(monitor: Monitor, inner: Callable[..., EigenResult], v: Validated, st
     return monitor.finish(eigenvalues=result.eigenvalues, eigenvectors=result.eigenvectors,
                           residual_norms=result.residual_norms, converged=result.converged,
                           n_iter=start.n_iter + result.n_iter, status=result.status,
-                          message=f"Chebyshev acceleration skipped (nothing to damp). {result.message}".strip())
+                          message=f"Chebyshev acceleration skipped ({reason}); plain Lanczos from the start's vectors. "
+                                 f"{result.message}".strip())

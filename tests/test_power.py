@@ -33,7 +33,7 @@ def test_residual_decays_like_the_eigenvalue_ratio(ratio: float) -> None:
     # lambda = 1, ratio, then <= 0.3 * ratio: after ~15 steps only the e_2 component matters.
     values = [1.0, ratio] + torch.linspace(0.3 * ratio, 0.01, 48).tolist()
     problem = _diag(values)
-    result = power_iteration(problem.operator, 1, tol=1e-13, seed=0, max_iter=60)
+    result = power_iteration(problem.operator, 1, tol=1e-13, seed=0, max_iter=60, record_every=1)
     residuals = [float(r.residual_norms[0]) for r in result.history]
     window = range(15, 45 if ratio == 0.8 else 35)  # stay above the rounding floor
     slope = _fit_slope(list(window), [math.log(residuals[i]) for i in window])
@@ -44,7 +44,7 @@ def test_residual_decays_like_the_eigenvalue_ratio(ratio: float) -> None:
 def test_rayleigh_quotient_error_decays_like_the_squared_ratio() -> None:
     ratio = 0.8
     values = [1.0, ratio] + torch.linspace(0.2, 0.01, 48).tolist()
-    result = power_iteration(_diag(values).operator, 1, tol=1e-15, seed=0, max_iter=40)
+    result = power_iteration(_diag(values).operator, 1, tol=1e-15, seed=0, max_iter=40, record_every=1)
     errors = [1.0 - float(r.ritz_values[0]) for r in result.history]
     window = range(10, 30)
     slope = _fit_slope(list(window), [math.log(errors[i]) for i in window])
@@ -66,7 +66,7 @@ def test_momentum_cuts_the_iterations_on_a_small_gap() -> None:
 def test_deflation_finds_k_pairs_in_order_with_true_residuals() -> None:
     problem = problems.prescribed_spectrum(120, "geometric", seed=3, decay=0.7)
     k, tol = 4, 1e-8
-    result = power_iteration(problem.operator, k, tol=tol, seed=0)
+    result = power_iteration(problem.operator, k, tol=tol, seed=0, record_every=1)
     assert result.status is SolveStatus.CONVERGED and bool(result.converged.all())
     exact = problem.reference(k, "LM")
     assert float((result.eigenvalues - exact).abs().max()) <= 2 * tol  # ||A|| = 1
@@ -76,7 +76,7 @@ def test_deflation_finds_k_pairs_in_order_with_true_residuals() -> None:
     assert torch.allclose(result.residual_norms, recomputed, atol=1e-13, rtol=0)
     assert bool((recomputed <= tol * result.eigenvalues.abs()).all())
     assert float((X.T @ X - torch.eye(k, dtype=torch.float64)).abs().max()) < 1e-12
-    # one record per matvec; pairs appear one by one; n_converged only grows
+    # record_every=1: one record per matvec; pairs appear one by one; n_converged only grows
     assert len(result.history) == result.n_iter == result.n_matvec
     sizes = [r.ritz_values.numel() for r in result.history]
     assert sizes == sorted(sizes) and sizes[0] == 1 and sizes[-1] == k
@@ -115,3 +115,33 @@ def test_momentum_must_be_a_ratio_below_one() -> None:
         power_iteration(problem.operator, 1, momentum=1.0)
     with pytest.raises(ValueError, match="`momentum`"):
         power_iteration(problem.operator, 1, momentum=-0.1)
+
+
+def test_auto_records_fewer_iterations_with_the_same_solve_and_every_event() -> None:
+    """record_every="auto" (default) changes only what reaches the tracker: the same iterations,
+    matvecs and pairs as record_every=1, far fewer records (about 64 per doubling of the count:
+    ~64 (1 + ln(n_iter / 64)), and a 20 ms clock against ~10 us iterations), among them the first
+    64 iterations, each one that locks a pair (n_converged steps up there) and the last; every
+    record is the per-iteration record of its iteration."""
+    problem = _diag([1.0, 0.99, 0.98] + [0.5] * 40)
+    every = power_iteration(problem.operator, 2, tol=1e-10, seed=0, record_every=1)
+    auto = power_iteration(problem.operator, 2, tol=1e-10, seed=0)
+    assert every.status is auto.status is SolveStatus.CONVERGED
+    assert (auto.n_iter, auto.n_matvec) == (every.n_iter, every.n_matvec) and every.n_iter > 3000
+    assert torch.equal(auto.eigenvalues, every.eigenvalues)
+    iterations = [r.iteration for r in auto.history]
+    assert iterations == sorted(set(iterations)) and iterations[:64] == list(range(1, 65))
+    assert len(iterations) < every.n_iter // 4
+    locks = [r.iteration for r in every.history if r.n_converged > (every.history[r.iteration - 2].n_converged
+                                                                      if r.iteration > 1 else 0)]
+    assert len(locks) == 2 and set(locks) <= set(iterations)
+    assert iterations[0] == 1 and iterations[-1] == auto.n_iter
+    by_iteration = {r.iteration: r for r in every.history}
+    for record in auto.history:
+        same = by_iteration[record.iteration]
+        assert torch.equal(record.ritz_values, same.ritz_values) and record.n_converged == same.n_converged
+    # an integer s: every s-th iteration and the events
+    tenth = power_iteration(problem.operator, 2, tol=1e-10, seed=0, record_every=10)
+    assert {r.iteration for r in tenth.history} == set(range(10, tenth.n_iter + 1, 10)) | set(locks)
+    with pytest.raises(ValueError, match="record_every"):
+        power_iteration(problem.operator, 1, record_every="often")

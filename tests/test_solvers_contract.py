@@ -31,9 +31,9 @@ What is checked (tolerances from the dtype and the problem, never from the solve
   10 sqrt(n) eps ||A|| (they are *true* residuals, not estimates);
 * the history: records' iterations strictly increasing within 1..n_iter, the last one at
   n_iter; n_matvec non-decreasing and at most ``result.n_matvec``. A solver without a
-  ``ritz_every`` parameter records every iteration (``len(history) == n_iter``); one with it
-  (Lanczos: by default a record at restarts, near convergence and about every 20 ms) records
-  every iteration with ``ritz_every=1``.
+  ``ritz_every`` / ``record_every`` parameter records every iteration (``len(history) ==
+  n_iter``); one with it (Lanczos, power iteration: by default a record at restarts or locks,
+  near convergence, at the end and about every 20 ms) records every iteration with 1.
 """
 
 from __future__ import annotations
@@ -179,9 +179,14 @@ def test_solver_contract(solver: str, which: str, problem_name: str, dtype: torc
     assert all(record.solver == solver for record in history)
 
 
+def _every_step(solver: str) -> dict:
+    """Solvers whose records may skip iterations declare ``ritz_every`` (Lanczos) or
+    ``record_every`` (power iteration): the parameter that records every iteration, or {}."""
+    return {p.name: 1 for p in SOLVERS[solver].params if p.name in ("ritz_every", "record_every")}
+
+
 def _records_a_subset(solver: str) -> bool:
-    """Solvers whose records may skip iterations declare a ``ritz_every`` parameter."""
-    return any(p.name == "ritz_every" for p in SOLVERS[solver].params)
+    return bool(_every_step(solver))
 
 
 def _check_history(solver: str, result) -> None:  # noqa: ANN001
@@ -197,7 +202,8 @@ def _check_history(solver: str, result) -> None:  # noqa: ANN001
 @pytest.mark.parametrize("solver", sorted(name for name in SOLVERS if _records_a_subset(name)))
 def test_ritz_every_one_records_every_iteration(solver: str) -> None:
     spec = SOLVERS[solver]
-    result = spec.fn(problems.laplacian_1d(100).operator, 3, which=spec.which[0], tol=1e-8, seed=0, ritz_every=1)
+    result = spec.fn(problems.laplacian_1d(100).operator, 3, which=spec.which[0], tol=1e-8, seed=0,
+                     max_iter=10**5, **_every_step(solver))
     assert result.status is SolveStatus.CONVERGED
     assert [record.iteration for record in result.history] == list(range(1, result.n_iter + 1))
 

@@ -26,16 +26,17 @@ def _geometric() -> problems.Problem:
     return problems.prescribed_spectrum(100, "geometric", seed=5, decay=0.7)
 
 
-def _records_follow_time(spec) -> bool:  # noqa: ANN001
-    """Solvers with ``ritz_every`` (Lanczos) record a subset by default, every iteration with 1."""
-    return any(p.name == "ritz_every" for p in spec.params)
+def _records_follow_time(spec) -> dict:  # noqa: ANN001
+    """Solvers with ``ritz_every`` (Lanczos) or ``record_every`` (power iteration) record a subset
+    by default: the parameter that makes them record every iteration (empty for the others)."""
+    return {p.name: 1 for p in spec.params if p.name in ("ritz_every", "record_every")}
 
 
 @pytest.mark.parametrize("name", SOLVER_NAMES)
 def test_one_record_per_iteration_and_monotone_counters(name: str) -> None:
     spec = SOLVERS[name]
     history = HistoryTracker()
-    every = {"ritz_every": 1} if _records_follow_time(spec) else {}
+    every = _records_follow_time(spec)
     result = spec.fn(_geometric().operator, 3, which=spec.which[0], tol=1e-8, seed=0, tracker=history, **every)
     assert result.status is SolveStatus.CONVERGED, result.status_message
     records = history.records
@@ -74,7 +75,7 @@ def test_stop_solve_at_iteration_5_keeps_the_partial_result(name: str) -> None:
 @pytest.mark.parametrize(("label", "solve"), [
     ("lobpcg", lambda op, tr: lobpcg(op, 3, tol=1e-15, max_iter=10**6, seed=0, tracker=tr)),
     ("lobpcg-torch", lambda op, tr: lobpcg(op, 3, tol=1e-15, max_iter=10**6, seed=0, tracker=tr, backend="torch")),
-    ("power", lambda op, tr: power_iteration(op, 3, tol=1e-15, max_iter=10**7, seed=0, tracker=tr)),
+    ("power", lambda op, tr: power_iteration(op, 3, tol=1e-15, max_iter=10**7, seed=0, tracker=tr, record_every=1)),
 ])
 def test_stop_flag_from_another_thread(label: str, solve) -> None:  # type: ignore[no-untyped-def]
     op = problems.laplacian_1d(400).operator  # tol = 1e-15 is unreachable: only Stop ends these
@@ -197,7 +198,7 @@ def test_records_are_packed_into_few_blocks_not_one_heap_allocation_each() -> No
     problem = problems.laplacian_2d(30)
     history = HistoryTracker()
     result = power_iteration(problem.operator, 2, which="LM", tol=1e-300, max_iter=3000, seed=0,
-                             tracker=history)
+                             tracker=history, record_every=1)
     assert result.n_iter == 3000 and len(result.history) == 3000
     storages = {r.ritz_values.untyped_storage().data_ptr() for r in result.history}
     storages |= {r.residual_norms.untyped_storage().data_ptr() for r in result.history}

@@ -382,6 +382,55 @@ _TORCH_DTYPE_OF = {np.float64: torch.float64, np.float32: torch.float32, np.floa
 _NUMPY_SAFE = frozenset(_TORCH_DTYPE_OF.values())
 
 
+# "auto" records (Lanczos' ``ritz_every``, the ``record_every`` of the solvers whose record costs a
+# share of each iteration): at least this often (seconds), so that a live view (which refreshes
+# every 50-100 ms, ../shared/LIVE.md) gets a fresh record every few of its refreshes on any
+# problem size, while a solve of many cheap iterations does not pay a record for each.
+RECORD_INTERVAL_S = 0.02
+
+
+def check_every(name: str, value: Any) -> int:
+    """``ritz_every`` / ``record_every`` as a loop reads it: 0 for "auto", else the step count (>= 1)."""
+    if isinstance(value, str):
+        if value == "auto":
+            return 0
+        raise ValueError(f"`{name}` must be 'auto' or a whole number >= 1, got {value!r}; "
+                         "'auto' records about every 20 ms, 1 records every step")
+    return check_int(name, value, hint="use 'auto' (default) or 1 to record every step")
+
+
+class RecordSchedule:
+    """Which iterations get a record, for a solver that has its record's numbers at every iteration.
+
+    ``every`` (from ``check_every``): 1 records every iteration; s > 1 every s-th; 0 ("auto")
+    whenever ``RECORD_INTERVAL_S`` has passed since the last record (the live view) and at least
+    ``per_doubling`` records per doubling of the iteration count (every iteration up to
+    ``per_doubling``, then every ``iteration // per_doubling``-th): a fast run keeps enough of its
+    curve for the charts and the diagnosis (``analysis.diagnosis`` reads rates and stagnation off
+    the records), about ``per_doubling`` x log2(iterations) records, however fast the machine.
+    An *event* the solver names (a pair converged, the last iteration) is always recorded. The
+    solve itself never depends on it: only what reaches the tracker (and a Stop, which the
+    tracker raises at a record, then comes within about ``RECORD_INTERVAL_S``).
+    """
+
+    def __init__(self, every: int, per_doubling: int = 64) -> None:
+        self.every, self.per_doubling = every, per_doubling
+        self._last, self._last_iteration = -math.inf, 0
+
+    def due(self, iteration: int, event: bool = False) -> bool:
+        """Whether ``iteration`` gets a record; a True answer counts as the record made."""
+        if self.every == 1 or event:
+            due = True
+        elif self.every > 1:
+            due = iteration % self.every == 0
+        else:
+            due = (iteration - self._last_iteration >= max(1, iteration // self.per_doubling)
+                   or time.perf_counter() - self._last >= RECORD_INTERVAL_S)
+        if due:
+            self._last, self._last_iteration = time.perf_counter(), iteration
+        return due
+
+
 class _RecordArena:
     """CPU copies of the small per-iteration tensors, carved out of 1 MiB blocks.
 

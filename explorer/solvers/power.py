@@ -50,10 +50,16 @@ controls), and at the end one Rayleigh-Ritz step on span of all vectors (k x k `
 using the stored products A x, no extra matvecs) removes the floor; the reported residuals
 and ``converged`` are the true ones after that step.
 
-Records: one per iteration (one matvec), holding the locked pairs followed by the current
-pair (so fewer than k values until the last pair starts; views pad with NaN). Residuals
-are the true ones (A x is at hand), ``estimated=False``; ``extras`` has the deflated
-residual and the Rayleigh-quotient change that the stopping test uses.
+Records hold the locked pairs followed by the current pair (so fewer than k values until
+the last pair starts; views pad with NaN). Residuals are the true ones (A x is at hand),
+``estimated=False``; ``extras`` has the deflated residual and the Rayleigh-quotient change
+that the stopping test uses. ``record_every=1`` records every iteration (one matvec; the
+lesson's curves); the default "auto" records every locked pair, the last iteration, about
+every 20 ms and at least 64 iterations per doubling of the count (every one of the first 64;
+``_common.RecordSchedule``): an iteration on a cheap operator costs about as much as building
+its record (2-D Laplacian n = 10^4: 0.16 ms per iteration, of which the record took 20-29 %,
+docs/benchmarks.md "Records of power iteration"). The iterations, matvecs and answer are the
+same either way.
 
 References:
     Y. Saad (2011), Numerical Methods for Large Eigenvalue Problems, 2nd ed., SIAM,
@@ -74,6 +80,8 @@ from explorer.tracking.results import EigenResult, SolveStatus
 from explorer.solvers._common import (
     Monitor,
     ProductUnits,
+    RecordSchedule,
+    check_every,
     UnitsOperator,
     is_real_number,
     nonfinite_message,
@@ -89,6 +97,7 @@ from explorer.tracking import Tracker
 __all__ = ["power_iteration"]
 
 _NORM_STEPS = 20  # power steps for the ||A|| estimate behind the LA / SA shift
+_EPS64, _TINY64 = float(torch.finfo(torch.float64).eps), float(torch.finfo(torch.float64).tiny)
 _SHIFT_MARGIN = 1.1
 
 
@@ -107,6 +116,7 @@ def power_iteration(
     tracker: Tracker | None = None,
     B: Any = None,
     momentum: float = 0.0,
+    record_every: int | str = "auto",
 ) -> EigenResult:
     """k eigenpairs of largest magnitude, one at a time, by power iteration with deflation.
 
@@ -119,10 +129,16 @@ def power_iteration(
         max_iter: total iterations (matvecs) over all k pairs; default 20 000.
         X0: optional starting vectors (n,) or (n, b); column j starts pair j (random otherwise).
         seed: seed of the random starts (local generator).
-        tracker: receives one record per iteration; raise StopSolve to stop.
+        tracker: receives the records (``record_every``); raise StopSolve to stop.
         B: not supported (a clear ValueError points to lobpcg / eigh).
         momentum: r in [0, 1): heavy-ball momentum beta = (r theta)^2 / 4 (De Sa et al. 2018);
             r = |lambda_{j+1} / lambda_j| is optimal, 0 is plain power iteration.
+        record_every: which iterations reach the tracker. "auto" (default): each one that
+            locks a pair, the last, one about every 20 ms (``RECORD_INTERVAL_S``, the live
+            view) and at least 64 per doubling of the iteration count (all of the first 64; the
+            charts and the diagnosis); 1: every iteration (per-iteration curves, the lessons);
+            s: every s-th (and those events). A record's ``iteration`` is always the
+            iteration's number.
 
     Returns:
         EigenResult, pairs in ``which`` order, after a final Rayleigh-Ritz step on all vectors;
@@ -137,6 +153,7 @@ def power_iteration(
     if not is_real_number(momentum) or not 0.0 <= momentum < 1.0:
         raise ValueError(f"`momentum` must be a number in [0, 1) (the expected ratio |lambda_2 / lambda_1|), "
                          f"got momentum={momentum!r}; use 0 for plain power iteration")
+    schedule = RecordSchedule(check_every("record_every", record_every))
     n, dtype, device = v.operator.shape[0], v.operator.dtype, v.operator.device
     generator = make_generator(seed)
     monitor = Monitor("power_iteration", v, tracker, extras={"momentum": float(momentum),
@@ -176,6 +193,20 @@ def power_iteration(
     x_prev = torch.zeros_like(x)
     theta_prev: float | None = None
     current: tuple[torch.Tensor, torch.Tensor] | None = None
+    floor = math.sqrt(_EPS64) * max(norm_estimate, _TINY64)  # residual_threshold's floor, for scalars
+
+    def emit(it: int, theta: float, residual: float, deflated: float, theta_prev: float | None,
+             n_converged: int) -> bool:
+        """One record (the locked pairs, then the current one); True when the tracker asked to stop."""
+        u = units.scale  # for the extras (the monitor scales values and residuals)
+        values = torch.tensor(locked_values + [theta], dtype=torch.float64)
+        residuals = torch.tensor(locked_residuals + [residual], dtype=torch.float64)
+        return monitor.record(it, values, residuals, estimated=False, n_converged=n_converged,
+                              extras={"pair": float(len(locked_values) + 1), "deflated_residual": deflated * u,
+                                      "rayleigh_change": abs(theta - theta_prev) * u if theta_prev is not None
+                                      else float("nan")})
+
+    pending: tuple[Any, ...] | None = None  # the last completed iteration, when it was not recorded
     while it < v.max_iter:
         Ax = op.matvec(x)
         it += 1
@@ -191,19 +222,19 @@ def power_iteration(
             it -= 1  # not completed (and not recorded); `current` keeps the iterate before it
             status, message = SolveStatus.BREAKDOWN, nonfinite_message(f"iteration {it + 1}", monitor.n_matvec, _KEPT)
             break
-        norm_estimate = max(norm_estimate, abs(theta))
+        if abs(theta) > norm_estimate:
+            norm_estimate = abs(theta)
+            floor = math.sqrt(_EPS64) * max(norm_estimate, _TINY64)
         current = (x, Ax)
-        threshold = float(residual_threshold(torch.tensor([theta], dtype=torch.float64), v.tol, norm_estimate)[0])
+        threshold = v.tol * max(abs(theta), floor)  # residual_threshold on one float64 value
         stalled = theta_prev is not None and abs(theta - theta_prev) <= v.tol * abs(theta)
         pair_done = stalled and deflated <= threshold
-        u = units.scale  # for the extras (the monitor scales values and residuals)
-        values = torch.tensor(locked_values + [theta], dtype=torch.float64)
-        residuals = torch.tensor(locked_residuals + [residual], dtype=torch.float64)
-        stop = monitor.record(it, values, residuals, estimated=False,
-                              n_converged=len(locked_values) + int(pair_done),
-                              extras={"pair": float(len(locked_values) + 1), "deflated_residual": deflated * u,
-                                      "rayleigh_change": abs(theta - theta_prev) * u if theta_prev is not None
-                                      else float("nan")})
+        n_converged = len(locked_values) + int(pair_done)
+        if schedule.due(it, event=pair_done or it >= v.max_iter):
+            pending = None
+            stop = emit(it, theta, residual, deflated, theta_prev, n_converged)
+        else:
+            pending, stop = (it, theta, residual, deflated, theta_prev, n_converged), False
         if pair_done:
             locked_vectors.append(x)
             locked_products.append(Ax)
@@ -242,6 +273,8 @@ def power_iteration(
         x_prev = x / norm
         x = y / norm
         theta_prev = theta
+    if pending is not None:  # a breakdown after an iteration that was not recorded: record it
+        emit(*pending)
     vectors, products = list(locked_vectors), list(locked_products)
     n_locked = len(vectors)
     if current is not None and status is not SolveStatus.CONVERGED:
@@ -303,6 +336,14 @@ register_solver(SolverSpec(
                   "between the next and the current eigenvalue. Each step subtracts beta times the previous "
                   "iterate, beta = (momentum x current estimate)^2 / 4; a good guess turns ~1/gap iterations "
                   "into ~1/sqrt(gap). 0 = plain power iteration.", minimum=0.0, maximum=0.999),
+        ParamSpec("record_every", "choice", "auto",
+                  "Which iterations are recorded. 'auto': each converged pair, the last, about every 20 ms "
+                  "(the live view) and at least 64 per doubling of the count (the first 64 all): on a cheap "
+                  "matrix a record costs about as much as an iteration. 1: every iteration (a curve point "
+                  "per iteration). Any whole number s: every s iterations.",
+                  choices=("auto", 1, 10, 100), labels=("auto (about every 20 ms)", "record every iteration",
+                                                        "every 10 iterations", "every 100 iterations"),
+                  integers=True, minimum=1),
     ),
     supports_B=False,
     matrix_free=True,

@@ -50,8 +50,10 @@ def _power_build(values: Mapping[str, Any]) -> LessonSetup:
     x0 = start_vector(n, seed)
     tan0 = float(theory.start_tangents(x0)[0])
     max_iter = int(values["max_iter"])
-    configs = (RunConfig("power_iteration", {"momentum": 0.0, "X0": x0}, label="plain"),
-               RunConfig("power_iteration", {"momentum": r, "X0": x0}, label=f"momentum r = {r:.3g}"))
+    # record_every=1: a point per iteration for the curves against the per-iteration bounds
+    configs = (RunConfig("power_iteration", {"momentum": 0.0, "X0": x0, "record_every": 1}, label="plain"),
+               RunConfig("power_iteration", {"momentum": r, "X0": x0, "record_every": 1},
+                         label=f"momentum r = {r:.3g}"))
     settings = CompareSettings(k=1, which="LM", tol=1e-12, max_iter=max_iter, budget=None, seed=seed)
     spread = float(np.max(np.abs(1.0 - spectrum)))
     beta_limit = (r * 1.0) ** 2 / 4.0  # beta once theta_t has reached lambda_1 = 1

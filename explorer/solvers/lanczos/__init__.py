@@ -111,7 +111,7 @@ from typing import Any
 
 import torch
 
-from explorer.solvers._common import WHICH, Monitor, check_int, make_generator, validate_common
+from explorer.solvers._common import WHICH, Monitor, check_every, check_int, make_generator, validate_common
 from explorer.solvers.lanczos.copies import COPY_CHECK
 from explorer.solvers.lanczos.iteration import _Lanczos
 from explorer.solvers.lanczos.polynomial import DEFAULT_DEGREE, auto_degree, polynomial_lanczos
@@ -313,12 +313,7 @@ def lanczos(
 
 def _check_ritz_every(value: Any) -> int:
     """``ritz_every`` as the loop reads it: 0 for "auto", else the step count (>= 1)."""
-    if isinstance(value, str):
-        if value == "auto":
-            return 0
-        raise ValueError(f"`ritz_every` must be 'auto' or a whole number >= 1, got {value!r}; "
-                         "'auto' records about every 20 ms, 1 records every step")
-    return check_int("ritz_every", value, hint="use 'auto' (default) or 1 to record every step")
+    return check_every("ritz_every", value)
 
 
 register_solver(SolverSpec(
@@ -347,8 +342,8 @@ register_solver(SolverSpec(
                   "second copy of a repeated eigenvalue; a block of b sees multiplicities up to b. "
                   "Empty = 1 for k = 1, else 2.", minimum=1, maximum=16, optional=True),
         ParamSpec("ritz_every", "choice", "auto",
-                  "How often the Ritz values are extracted and recorded. 'auto': at restarts, when a pair may "
-                  "have converged, and about every 20 ms (enough for the live view; the steps in between "
+                  "How often the Ritz values are extracted and recorded. 'auto': at restarts, when the wanted "
+                  "pairs may have converged, and about every 20 ms (enough for the live view; the steps in between "
                   "cost only the recurrence). 1: every step (a curve point per Lanczos step, slower on "
                   "cheap operators). Any whole number s: every s steps.",
                   choices=("auto", 1, 10, 100), labels=("auto (about every 20 ms)", "record every step",

@@ -36,7 +36,7 @@ import time
 import numpy as np
 import torch
 
-from explorer.solvers._common import nonfinite_message
+from explorer.solvers._common import RECORD_INTERVAL_S, nonfinite_message
 from explorer.solvers.lanczos.blocks import BlockOrthonormalization
 from explorer.solvers.lanczos.convergence import RESOLVE_LIMIT, ConvergenceChecks
 from explorer.solvers.lanczos.copies import HiddenCopyCheck
@@ -50,9 +50,6 @@ from explorer.tracking.results import EigenResult, SolveStatus
 
 __all__ = ["_Lanczos", "RECORD_INTERVAL_S"]
 
-# ritz_every="auto": a Rayleigh-Ritz step and a record at least this often (seconds), so that a
-# live view gets a fresh record every few of its refreshes (50-100 ms) on any problem size.
-RECORD_INTERVAL_S = 0.02
 
 
 class _Lanczos(Expansion, BlockOrthonormalization, Reorthogonalization, ThickRestart, RitzExtraction,

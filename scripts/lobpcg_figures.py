@@ -10,6 +10,9 @@
 * ``float32-drift``: the float32 1-D Laplacian (n = 100, SA, k = 4, tol 10 sqrt(eps)) over
   seeds 0..59: iterations in all, the most for one seed, and how far the lowest recorded Ritz
   value went below lambda_1 (what ``OrthoStep._carried_gram`` guards).
+* ``null-space-drift``: a dense n = 40 matrix with a 20-fold zero eigenvalue (SA, k = 2 and 5,
+  seeds 0..5; ``tests/test_lobpcg.py``) and the quick dense problems at k = 10: matvecs and the
+  lowest recorded Ritz value (what ``OrthoStep._amplifies_rounding`` guards).
 
 Run with one thread, from the repository root::
 
@@ -139,6 +142,32 @@ def float32_drift(seeds: int) -> None:
           f"lowest Ritz value - lambda_1 = {lowest - lam1:.2e} (eps ||A|| = {4 * torch.finfo(torch.float32).eps:.1e})")
 
 
+def _null_space_matrix(n: int = 40) -> torch.Tensor:
+    """The matrix of ``test_a_large_null_space_with_stored_products_converges_instead_of_drifting``."""
+    import numpy as np
+
+    rng = np.random.default_rng(n)
+    lam = np.sort(np.concatenate([np.zeros(n // 2), rng.uniform(1, 2, n - n // 2)]))
+    Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    A = torch.from_numpy((Q * lam) @ Q.T)
+    return (A + A.T) / 2
+
+
+def null_space_drift(seeds: int) -> None:
+    A = _null_space_matrix()
+    for k in (2, 5):
+        cells = []
+        for seed in range(seeds):
+            result = lobpcg(A, k, which="SA", seed=seed, max_iter=5000)
+            lowest = min(float(record.ritz_values.min()) for record in result.history)
+            cells.append(f"{result.n_matvec} ({lowest:.0e})")
+        print(f"| null space n = 40, k = {k} SA | " + " | ".join(cells) + " |", flush=True)
+    for problem in make_problems([key for key in QUICK_KEYS if key.startswith("dense")]):
+        for which in ("LA", "SA"):
+            result = lobpcg(problem.operator, 10, which=which, seed=0, tol=TOL, max_iter=3000)
+            print(f"| {problem.key}, k = 10 {which} | {result.n_matvec} | {result.status.value} |", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="figure", required=True)
@@ -149,14 +178,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=3)
     p = sub.add_parser("float32-drift", help="float32 1-D Laplacian over seeds")
     p.add_argument("--seeds", type=int, default=60)
+    p = sub.add_parser("null-space-drift", help="20-fold zero eigenvalue over seeds, dense k = 10")
+    p.add_argument("--seeds", type=int, default=6)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.figure == "bookkeeping":
         bookkeeping(args.repeat, args.tracked)
     elif args.figure == "block-sizes":
         block_sizes(args.repeat)
-    else:
+    elif args.figure == "float32-drift":
         float32_drift(args.seeds)
+    else:
+        null_space_drift(args.seeds)
     return 0
 
 

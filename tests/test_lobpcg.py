@@ -453,21 +453,27 @@ def test_float32_laplacian_smallest_converge_for_every_seed(seed: int) -> None:
     assert float((result.eigenvalues - exact).abs().max()) <= 2 * bound
 
 
+@pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("k", [2, 5])
-def test_a_large_null_space_with_stored_products_converges_instead_of_drifting(k: int) -> None:
+def test_a_large_null_space_with_stored_products_converges_instead_of_drifting(k: int, seed: int) -> None:
     """A dense matrix with a 20-fold zero eigenvalue (n = 40), SA: the residuals of the zero
     pairs stagnate near their (tight) threshold for hundreds of steps while the stored products
     A P, A X drift; before, the Ritz values left the spectrum [0, 2] (-18, -44090) and the run
-    ended at max_iter. Stored products are now recomputed every 50 iterations."""
+    ended at max_iter. Stored products are now recomputed every 50 iterations. Between those
+    refreshes, the SVQB transform of W (residual norms from 1e-11 to 1e-4: conditioning down
+    to 1e-14) multiplied the rounding of A W by up to 1e7, and with seed 0, k = 5 a Ritz value
+    reached -7e-6 at iteration 20; A W is now recomputed after such a transform
+    (``_amplifies_rounding``)."""
     n = 40
     rng = np.random.default_rng(n)
     lam = np.sort(np.concatenate([np.zeros(n // 2), rng.uniform(1, 2, n - n // 2)]))
     Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
     A = torch.from_numpy((Q * lam) @ Q.T)
     A = (A + A.T) / 2
-    result = lobpcg(A, k, which="SA", seed=0, max_iter=5000)
+    result = lobpcg(A, k, which="SA", seed=seed, max_iter=5000)
     assert result.status is SolveStatus.CONVERGED, result.message
     assert float(result.eigenvalues.abs().max()) <= 1e-12  # zeros to rounding (||A|| = 2)
-    # Between refreshes the stored products still drift (transient Ritz values down to -2e-9
-    # measured), but never again by orders of magnitude: within 1e-6 ||A|| of the spectrum.
+    # Between refreshes the stored products still drift (transient Ritz values down to -4e-7
+    # measured over these seeds, through the coefficients of P), but never again by orders of
+    # magnitude: within 1e-6 ||A|| of the spectrum.
     assert all(-2e-6 <= float(h.ritz_values.min()) for h in result.history)

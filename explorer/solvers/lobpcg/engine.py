@@ -93,6 +93,7 @@ class Engine(OrthoStep, BasicStep, DriftAudit):
         active = ~(res <= threshold)  # soft locking: converged columns get no W, P
         if not bool(active.any()):  # every column (guards included) converged, but not verified
             active[self.k - 1] = True
+        self.smallest_active_residual = float(res[active].min())  # what this step's products must resolve
         if self.method == "ortho":
             return self._step_ortho(s, active, Rt, res), active
         step = self._step_basic(s, active, Rt)

@@ -98,6 +98,25 @@ class OrthoStep(EngineBase):
             C = (C if bool(keep.all()) else C[:, keep]) @ Tm
         return Wt, BWt, C
 
+    def _amplifies_rounding(self, conditioning: float) -> bool:
+        """Whether A W must be recomputed after an ill-conditioned SVQB transform of W.
+
+        A W is computed before W is orthonormalized (so one GEMM yields every small matrix);
+        its rounding, ~eps ||A|| per unit column, is multiplied by the transform by up to
+        1 / sqrt(conditioning). When that exceeds the smallest residual norm of the active
+        columns, the transformed products cannot resolve that residual any more and the stored
+        A P, A X drift: on a 20-fold zero eigenvalue (n = 40, SA) the stored A P drifted by 5e-6
+        within 11 steps and a Ritz value reached -7e-6 before the periodic refresh. Then
+        A (T^T W) is applied afresh (a matvecs), as Duersch et al. (2018) always do; otherwise
+        the transform of A W is kept (no matvecs). Comparing with the convergence threshold
+        instead also recomputed it on an eigenvalue at 0 whose residual was still far above the
+        rounding (dense cluster n = 1000, k = 10 SA: 3918 -> 4859 matvecs, no gain); figures in
+        docs/benchmarks-lobpcg.md.
+        """
+        if conditioning <= 0.0:
+            return True
+        return self.eps * self.norm_estimate / conditioning ** 0.5 > self.smallest_active_residual
+
     # -- the double buffers of the B = I, T = I step --------------------------------
     def _pair(self, name: str, like: torch.Tensor) -> list[torch.Tensor]:
         """The two (4 m, n) buffers of ``name`` (allocated on first use). Layout of one buffer,
@@ -184,7 +203,8 @@ class OrthoStep(EngineBase):
         else:  # ill-conditioned or dependent directions: transform W (and A W) explicitly
             fold = None
             Tw = Tm.to(W.device, W.dtype)
-            Wt, AWt = transform_rows(W, keep, Tw), transform_rows(AW, keep, Tw)
+            Wt = transform_rows(W, keep, Tw)
+            AWt = apply_rows(self.A, Wt) if self._amplifies_rounding(conditioning) else transform_rows(AW, keep, Tw)
             a = Wt.shape[0]
             xbuf[z - a: z].copy_(Wt)
             xbuf[z - 2 * a: z - a].copy_(AWt)

@@ -87,6 +87,8 @@ class EngineBase:
         # float32: rebuild the X rows of the carried projected matrix each step (_carried_gram)
         self.fresh_rows = self.recompute_AX and dtype == torch.float32
         self.norm_estimate = 0.0
+        # smallest residual norm of the active columns in the current step (set by _step)
+        self.smallest_active_residual = math.inf
         self.notes: list[str] = []
         self.n_refreshed = 0  # audits that rebuilt the projected matrix from fresh products
         # Double buffers of the "ortho" step (``OrthoStep._pair``): the rows of [X, P] (or

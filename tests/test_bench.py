@@ -441,3 +441,14 @@ def test_the_generated_transformer_is_seeded_and_counts_its_parameters() -> None
     changed = tokens.clone()
     changed[:, -1] = (changed[:, -1] + 1) % model.config.vocab
     torch.testing.assert_close(model(changed)[:, :-1], logits[:, :-1], rtol=0, atol=0)
+
+
+def test_the_hessian_bench_also_answers_to_its_name_in_the_issue() -> None:
+    """``python -m explorer.bench_hessian`` (the performance issue's spelling) is the same CLI
+    as ``python -m explorer.bench.hessian``: a bad argument gets the same message."""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "explorer.bench_hessian", "--model", "resnet"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "--model takes 'mlp'" in run.stderr

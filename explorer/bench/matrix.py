@@ -446,16 +446,15 @@ class _CountingOperator(CountedOperator):
         self.base._matvecs_into(Xt, out)
 
     def affine_rows_kernel(self, scale: float, shift: float) -> Callable[[torch.Tensor, torch.Tensor], None] | None:
-        inner = self.base.affine_rows_kernel(scale, shift)
-        if inner is None:
+        counted = super().affine_rows_kernel(scale, shift)  # counts here, as CountedOperator does
+        if counted is None:
             return None
 
-        def kernel(Xt: torch.Tensor, out: torch.Tensor) -> None:
-            self._count(Xt.shape[0])
+        def charged(Xt: torch.Tensor, out: torch.Tensor) -> None:
             self.budget.charge(Xt.shape[0])
-            inner(Xt, out)
+            counted(Xt, out)
 
-        return kernel
+        return charged
 
 
 # ----------------------------------------------------------------------------------------

@@ -91,7 +91,7 @@ from explorer.solvers._common import (
     select_order,
     validate_common,
 )
-from explorer.solvers.registry import ParamSpec, SolverSpec, register_solver
+from explorer.solvers.registry import ParamSpec, SolverSpec, record_cadence, register_solver
 from explorer.tracking import Tracker
 
 __all__ = ["power_iteration"]
@@ -336,14 +336,11 @@ register_solver(SolverSpec(
                   "between the next and the current eigenvalue. Each step subtracts beta times the previous "
                   "iterate, beta = (momentum x current estimate)^2 / 4; a good guess turns ~1/gap iterations "
                   "into ~1/sqrt(gap). 0 = plain power iteration.", minimum=0.0, maximum=0.999),
-        ParamSpec("record_every", "choice", "auto",
-                  "Which iterations are recorded. 'auto': each converged pair, the last, about every 20 ms "
-                  "(the live view) and at least 64 per doubling of the count (the first 64 all): on a cheap "
-                  "matrix a record costs about as much as an iteration. 1: every iteration (a curve point "
-                  "per iteration). Any whole number s: every s iterations.",
-                  choices=("auto", 1, 10, 100), labels=("auto (about every 20 ms)", "record every iteration",
-                                                        "every 10 iterations", "every 100 iterations"),
-                  integers=True, minimum=1),
+        record_cadence("record_every", "iteration",
+                       "Which iterations are recorded. 'auto': each converged pair, the last, about every 20 ms "
+                       "(the live view) and at least 64 per doubling of the count (the first 64 all): on a cheap "
+                       "matrix a record costs about as much as an iteration. 1: every iteration (a curve point "
+                       "per iteration). Any whole number s: every s iterations."),
     ),
     supports_B=False,
     matrix_free=True,

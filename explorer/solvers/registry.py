@@ -76,6 +76,16 @@ class ParamSpec:
         return value
 
 
+def record_cadence(name: str, unit: str, help: str) -> ParamSpec:
+    """The parameter that says how often a solver records (Lanczos' ``ritz_every``, power
+    iteration's ``record_every``): ``"auto"`` (time-based, about every 20 ms: the live view),
+    1 (one record per ``unit``, e.g. per step: the lessons) or any whole number s >= 1."""
+    return ParamSpec(name, "choice", "auto", help, choices=("auto", 1, 10, 100),
+                     labels=("auto (about every 20 ms)", f"record every {unit}", f"every 10 {unit}s",
+                             f"every 100 {unit}s"),
+                     integers=True, minimum=1)
+
+
 COMMON_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("k", "int", 4, "How many eigenpairs to compute.", minimum=1),
     ParamSpec("which", "choice", "LA", "Which end of the spectrum: LA largest algebraic, SA smallest "

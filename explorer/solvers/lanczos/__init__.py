@@ -116,7 +116,7 @@ from explorer.solvers.lanczos.copies import COPY_CHECK
 from explorer.solvers.lanczos.iteration import _Lanczos
 from explorer.solvers.lanczos.polynomial import DEFAULT_DEGREE, auto_degree, polynomial_lanczos
 from explorer.solvers.lanczos.state import sparse_on_cpu
-from explorer.solvers.registry import ParamSpec, SolverSpec, register_solver
+from explorer.solvers.registry import ParamSpec, SolverSpec, record_cadence, register_solver
 from explorer.solvers.shift_invert import B_WITH, SPECTRAL_PARAMS, spectral_entry
 from explorer.tracking.results import EigenResult
 from explorer.tracking import Tracker
@@ -341,14 +341,11 @@ register_solver(SolverSpec(
                   "How many vectors the Krylov space grows by per step. A single vector cannot see the "
                   "second copy of a repeated eigenvalue; a block of b sees multiplicities up to b. "
                   "Empty = 1 for k = 1, else 2.", minimum=1, maximum=16, optional=True),
-        ParamSpec("ritz_every", "choice", "auto",
-                  "How often the Ritz values are extracted and recorded. 'auto': at restarts, when the wanted "
-                  "pairs may have converged, and about every 20 ms (enough for the live view; the steps in between "
-                  "cost only the recurrence). 1: every step (a curve point per Lanczos step, slower on "
-                  "cheap operators). Any whole number s: every s steps.",
-                  choices=("auto", 1, 10, 100), labels=("auto (about every 20 ms)", "record every step",
-                                                        "every 10 steps", "every 100 steps"),
-                  integers=True, minimum=1),
+        record_cadence("ritz_every", "step",
+                       "How often the Ritz values are extracted and recorded. 'auto': at restarts, when the wanted "
+                       "pairs may have converged, and about every 20 ms (enough for the live view; the steps in "
+                       "between cost only the recurrence). 1: every step (a curve point per Lanczos step, slower "
+                       "on cheap operators). Any whole number s: every s steps."),
         ParamSpec("copy_check", "choice", "auto",
                   "After convergence, look for a hidden copy of a returned eigenvalue that a block of "
                   "block_size vectors cannot see (a few block steps on the deflated operator; the message says "

@@ -460,10 +460,13 @@ def test_a_large_null_space_with_stored_products_converges_instead_of_drifting(k
     pairs stagnate near their (tight) threshold for hundreds of steps while the stored products
     A P, A X drift; before, the Ritz values left the spectrum [0, 2] (-18, -44090) and the run
     ended at max_iter. Stored products are now recomputed every 50 iterations. Between those
-    refreshes, the SVQB transform of W (residual norms from 1e-11 to 1e-4: conditioning down
-    to 1e-14) multiplied the rounding of A W by up to 1e7, and with seed 0, k = 5 a Ritz value
-    reached -7e-6 at iteration 20; A W is now recomputed after such a transform
-    (``_amplifies_rounding``)."""
+    refreshes, two amplifiers of rounding remained (with seed 0, k = 5, 2 threads a Ritz value
+    reached -7e-6 at iteration 20): the SVQB transform of W (residual norms from 1e-11 to 1e-4:
+    conditioning down to 1e-14) multiplied the rounding of A W by up to 1e7, and a combination
+    of W that the transform scaled up lay almost inside span [X, P] (cosine 1.0) though no
+    column did, so W was not projected and the Rayleigh-Ritz coefficients grew ~50x. A W is now
+    recomputed after such a transform (``_amplifies_rounding``) and the projection test looks
+    at the transformed W (``_nearly_inside``)."""
     n = 40
     rng = np.random.default_rng(n)
     lam = np.sort(np.concatenate([np.zeros(n // 2), rng.uniform(1, 2, n - n // 2)]))
@@ -473,7 +476,9 @@ def test_a_large_null_space_with_stored_products_converges_instead_of_drifting(k
     result = lobpcg(A, k, which="SA", seed=seed, max_iter=5000)
     assert result.status is SolveStatus.CONVERGED, result.message
     assert float(result.eigenvalues.abs().max()) <= 1e-12  # zeros to rounding (||A|| = 2)
-    # Between refreshes the stored products still drift (transient Ritz values down to -4e-7
-    # measured over these seeds, through the coefficients of P), but never again by orders of
-    # magnitude: within 1e-6 ||A|| of the spectrum.
-    assert all(-2e-6 <= float(h.ritz_values.min()) for h in result.history)
+    # Between refreshes the stored products still drift by rounding (transient Ritz values down
+    # to -6e-10 measured over these seeds, 1 and 2 threads; -7e-6 before), but stay within
+    # sqrt(eps) ||A|| of the spectrum, the scale of the threshold floor of an eigenvalue at 0.
+    floor = math.sqrt(torch.finfo(torch.float64).eps) * 2.0
+    assert all(-floor <= float(h.ritz_values.min()) for h in result.history)
+    assert result.n_matvec <= 1000  # measured 52-616 over these seeds; before the refreshes: max_iter

@@ -48,6 +48,22 @@ from explorer.solvers.lobpcg.state import BlockState, EngineBase
 _FOLD_MIN_CONDITIONING = 1e-6
 
 
+def _nearly_inside(C: torch.Tensor, keep: torch.Tensor, Tm: torch.Tensor) -> bool:
+    """Whether span W comes within ~25 degrees of span [X, P]: the largest singular value of
+    the overlap C T of the SVQB-orthonormalized W (the cosine of the smallest principal angle)
+    exceeds 0.9, and W must be projected before the Rayleigh-Ritz step.
+
+    Tested after the transform, not on the columns of W one by one: when W is ill-conditioned
+    (residual norms from 1e-11 to 1e-4 on a 20-fold zero eigenvalue), a combination that the
+    transform scales up can lie almost inside span [X, P] (cosine 1.0) while each column's
+    cosine stays below 0.9; the Cholesky factor of [[I, C], [C^T, I]] then multiplied the
+    rounding of the stored products by ~50 in a step (and a Ritz value fell to -4e-9).
+    ||.||_2 <= ||.||_F: the SVD runs only when the cheap bound is inconclusive.
+    """
+    Ct = (C if bool(keep.all()) else C[:, keep]).to("cpu", torch.float64) @ Tm.to("cpu", torch.float64)
+    return float(torch.linalg.vector_norm(Ct)) > 0.9 and float(torch.linalg.matrix_norm(Ct, ord=2)) > 0.9
+
+
 class OrthoStep(EngineBase):
     """The "ortho" step (methods of ``engine.Engine``)."""
 
@@ -76,9 +92,10 @@ class OrthoStep(EngineBase):
             norms = torch.sqrt(torch.clamp((Wt * BWt).sum(1), min=torch.finfo(Wt.dtype).tiny))
         XPt, BXPt = s.XPt, s.BXPt
         C = BXPt @ Wt.T  # (q, a)
-        Cn = (C / norms.clamp_min(torch.finfo(Wt.dtype).tiny).unsqueeze(0)).to("cpu", torch.float64)
-        # ||Cn||_2 <= ||Cn||_F: the SVD is only needed when the cheap bound is inconclusive.
-        projected = float(torch.linalg.vector_norm(Cn)) > 0.9 and float(torch.linalg.matrix_norm(Cn, ord=2)) > 0.9
+        keep, Tm, _ = svqb_from_gram(Wt @ BWt.T, self.drop_tol)
+        if Tm.shape[1] == 0:
+            return None
+        projected = _nearly_inside(C, keep, Tm)
         if projected:
             for _ in range(2):
                 Wt = torch.addmm(Wt, C.T, XPt, alpha=-1)
@@ -87,9 +104,9 @@ class OrthoStep(EngineBase):
                 if remaining > 1e-4:  # lost at most 2 digits: one projection is enough
                     break
                 C = BXPt @ Wt.T
-        keep, Tm, _ = svqb_from_gram(Wt @ BWt.T, self.drop_tol)
-        if Tm.shape[1] == 0:
-            return None
+            keep, Tm, _ = svqb_from_gram(Wt @ BWt.T, self.drop_tol)
+            if Tm.shape[1] == 0:
+                return None
         Wt = transform_rows(Wt, keep, Tm)
         BWt = transform_rows(BWt, keep, Tm) if self.B is not None else Wt
         if projected:
@@ -188,14 +205,12 @@ class OrthoStep(EngineBase):
         AW = apply_rows(self.A, W, out=xbuf[z - 2 * a: z - a])
         G = (xbuf[z - a: z + q] @ xbuf[z - 2 * a: z].T).to("cpu", f64)  # rows [W; X; P], columns [A W, W]
         WW, C = G[:a, a:], G[a:, a:]
-        norms = WW.diagonal().clamp_min(torch.finfo(f64).tiny).sqrt()
-        Cn = C / norms.unsqueeze(0)
-        if float(torch.linalg.vector_norm(Cn)) > 0.9 and float(torch.linalg.matrix_norm(Cn, ord=2)) > 0.9:
-            Rt = s.AXt - s.Xt * s.theta.unsqueeze(1)  # the buffer rows were reused: recompute
-            return self._step_ortho_general(s, active, Rt, torch.linalg.vector_norm(Rt, dim=1))
         keep, Tm, conditioning = svqb_from_gram(WW, self.drop_tol)
         if Tm.shape[1] == 0:
             return None
+        if _nearly_inside(C, keep, Tm):
+            Rt = s.AXt - s.Xt * s.theta.unsqueeze(1)  # the buffer rows were reused: recompute
+            return self._step_ortho_general(s, active, Rt, torch.linalg.vector_norm(Rt, dim=1))
         if conditioning >= _FOLD_MIN_CONDITIONING and bool(keep.all()):
             fold: torch.Tensor | None = Tm
             WAW, XAW = fold.T @ G[:a, :a] @ fold, G[a:, :a] @ fold

@@ -8,10 +8,12 @@ Duersch, Shao, Yang & Gu (2018), "A robust and efficient implementation of LOBPC
 * W = T R is B-orthonormalized with SVQB (Stathopoulos & Wu 2002; Duersch et al. Alg. 4,
   dropping dependent directions). Duersch et al. also B-orthogonalize W against [X, P]
   (their Alg. 3); we compute the overlap C = [X, P]^T B W (one small GEMM) and project only
-  when its largest singular value exceeds 0.9; otherwise C enters the Gram matrix
+  when its largest singular value, for the orthonormalized W, exceeds 0.9
+  (``_nearly_inside``); otherwise C enters the Gram matrix
   S^T B S = [[I, C], [C^T, I]] exactly and the Rayleigh-Ritz step is a Cholesky-reduced
   ``eigh`` of a (3 m x 3 m) matrix. Without preconditioner and B, W = R is orthogonal to
-  the last Rayleigh-Ritz space anyway (Galerkin condition), so the projection never runs.
+  the last Rayleigh-Ritz space (Galerkin condition) up to the drift of the stored products,
+  so the projection rarely runs.
 * S^T A S needs only [X, P]^T A W and W^T A W: the [X, P] block is carried over from the
   previous step as Y^T G Y (``_carried_gram``; audited in ``drift``).
 
@@ -78,8 +80,8 @@ class OrthoStep(EngineBase):
         (classical Gram-Schmidt, twice when the projection cancelled more than 99 % of a
         column: "twice is enough"), and its overlap is then zero to working precision.
         Otherwise C enters the B-Gram matrix exactly. Returns None when no direction is left.
-        (Without preconditioner and B, R is orthogonal to the last Rayleigh-Ritz space, so C is
-        at the rounding level and the projection is never needed.)
+        (Without preconditioner and B, R is orthogonal to the last Rayleigh-Ritz space in exact
+        arithmetic; with stored products that drifted, a cosine of 1.0 was measured.)
         """
         sel = selection(active)
         Wt = take_rows(Rt, sel)

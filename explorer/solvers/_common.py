@@ -295,6 +295,13 @@ def select_order(values: torch.Tensor, which: str) -> torch.Tensor:
     raise ValueError(f"unknown `which` {which!r}")
 
 
+def threshold_floor(norm_estimate: float, dtype: torch.dtype) -> float:
+    """``sqrt(eps) * ||A||_est``: the floor of ``residual_threshold`` (solvers whose small work is
+    in numpy or Python floats apply the same formula, ``tol * max(|theta|, floor)``, with it)."""
+    info = torch.finfo(dtype)
+    return math.sqrt(info.eps) * max(norm_estimate, info.tiny)
+
+
 def residual_threshold(ritz_values: torch.Tensor, tol: float, norm_estimate: float) -> torch.Tensor:
     """Convergence threshold per pair: ``tol * max(|theta_i|, sqrt(eps) * ||A||_est)``.
 
@@ -303,9 +310,7 @@ def residual_threshold(ritz_values: torch.Tensor, tol: float, norm_estimate: flo
     still converge. Generalized problems compare ``||A x - theta B x|| / ||B x||`` with it
     (see ``true_residual_norms``).
     """
-    eps = torch.finfo(ritz_values.dtype).eps
-    floor = math.sqrt(eps) * max(norm_estimate, torch.finfo(ritz_values.dtype).tiny)
-    return tol * torch.clamp(ritz_values.abs(), min=floor)
+    return tol * torch.clamp(ritz_values.abs(), min=threshold_floor(norm_estimate, ritz_values.dtype))
 
 
 def true_residual_norms(operator: LinearOperator, X: torch.Tensor, values: torch.Tensor,

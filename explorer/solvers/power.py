@@ -89,6 +89,7 @@ from explorer.solvers._common import (
     random_block,
     residual_threshold,
     select_order,
+    threshold_floor,
     validate_common,
 )
 from explorer.solvers.registry import ParamSpec, SolverSpec, record_cadence, register_solver
@@ -97,7 +98,6 @@ from explorer.tracking import Tracker
 __all__ = ["power_iteration"]
 
 _NORM_STEPS = 20  # power steps for the ||A|| estimate behind the LA / SA shift
-_EPS64, _TINY64 = float(torch.finfo(torch.float64).eps), float(torch.finfo(torch.float64).tiny)
 _SHIFT_MARGIN = 1.1
 
 
@@ -193,7 +193,7 @@ def power_iteration(
     x_prev = torch.zeros_like(x)
     theta_prev: float | None = None
     current: tuple[torch.Tensor, torch.Tensor] | None = None
-    floor = math.sqrt(_EPS64) * max(norm_estimate, _TINY64)  # residual_threshold's floor, for scalars
+    floor = threshold_floor(norm_estimate, torch.float64)  # residual_threshold on float64 scalars
 
     def emit(it: int, theta: float, residual: float, deflated: float, theta_prev: float | None,
              n_converged: int) -> bool:
@@ -224,7 +224,7 @@ def power_iteration(
             break
         if abs(theta) > norm_estimate:
             norm_estimate = abs(theta)
-            floor = math.sqrt(_EPS64) * max(norm_estimate, _TINY64)
+            floor = threshold_floor(norm_estimate, torch.float64)
         current = (x, Ax)
         threshold = v.tol * max(abs(theta), floor)  # residual_threshold on one float64 value
         stalled = theta_prev is not None and abs(theta - theta_prev) <= v.tol * abs(theta)

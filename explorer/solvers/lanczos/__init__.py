@@ -283,7 +283,7 @@ def lanczos(
         raise ValueError(
             f"`max_basis` must be at least k + block_size = {v.k + b} (room for the k wanted vectors and one "
             f"block), got max_basis={max_basis}; raise it (e.g. {default_max_basis(v.k, b, n)}) or lower `k`")
-    every = _check_ritz_every(ritz_every)
+    every = check_every("ritz_every", ritz_every)
     if not isinstance(copy_check, str) or copy_check not in COPY_CHECK:
         raise ValueError(f"`copy_check` must be one of {list(COPY_CHECK)}, got {copy_check!r}; 'auto' checks when "
                          "block_size < k")
@@ -309,11 +309,6 @@ def lanczos(
                       store_products=store, ritz_every=every, copy_check=copy_check)
     solver.block_size_given = block_size is not None
     return solver.run()
-
-
-def _check_ritz_every(value: Any) -> int:
-    """``ritz_every`` as the loop reads it: 0 for "auto", else the step count (>= 1)."""
-    return check_every("ritz_every", value)
 
 
 register_solver(SolverSpec(

@@ -9,7 +9,7 @@ Duersch, Shao, Yang & Gu (2018), "A robust and efficient implementation of LOBPC
   dropping dependent directions). Duersch et al. also B-orthogonalize W against [X, P]
   (their Alg. 3); we compute the overlap C = [X, P]^T B W (one small GEMM) and project only
   when its largest singular value, for the orthonormalized W, exceeds 0.9
-  (``_nearly_inside``); otherwise C enters the Gram matrix
+  (``_nearly_inside``); otherwise that overlap enters the Gram matrix
   S^T B S = [[I, C], [C^T, I]] exactly and the Rayleigh-Ritz step is a Cholesky-reduced
   ``eigh`` of a (3 m x 3 m) matrix. Without preconditioner and B, W = R is orthogonal to
   the last Rayleigh-Ritz space (Galerkin condition) up to the drift of the stored products,
@@ -50,10 +50,16 @@ from explorer.solvers.lobpcg.state import BlockState, EngineBase
 _FOLD_MIN_CONDITIONING = 1e-6
 
 
-def _nearly_inside(C: torch.Tensor, keep: torch.Tensor, Tm: torch.Tensor) -> bool:
+def _transformed_overlap(C: torch.Tensor, keep: torch.Tensor, Tm: torch.Tensor) -> torch.Tensor:
+    """``C[:, keep] T``: the overlap of [X, P] with the SVQB-orthonormalized W (from its raw
+    overlap C and the transform ``keep, T`` of ``svqb_from_gram``)."""
+    return (C if bool(keep.all()) else C[:, keep]) @ Tm
+
+
+def _nearly_inside(Ct: torch.Tensor) -> bool:
     """Whether span W comes within ~25 degrees of span [X, P]: the largest singular value of
-    the overlap C T of the SVQB-orthonormalized W (the cosine of the smallest principal angle)
-    exceeds 0.9, and W must be projected before the Rayleigh-Ritz step.
+    ``Ct``, the overlap of the orthonormalized W (``_transformed_overlap``; the cosine of the
+    smallest principal angle), exceeds 0.9, and W must be projected before the Rayleigh-Ritz step.
 
     Tested after the transform, not on the columns of W one by one: when W is ill-conditioned
     (residual norms from 1e-11 to 1e-4 on a 20-fold zero eigenvalue), a combination that the
@@ -62,7 +68,7 @@ def _nearly_inside(C: torch.Tensor, keep: torch.Tensor, Tm: torch.Tensor) -> boo
     rounding of the stored products by ~50 in a step (and a Ritz value fell to -4e-9).
     ||.||_2 <= ||.||_F: the SVD runs only when the cheap bound is inconclusive.
     """
-    Ct = (C if bool(keep.all()) else C[:, keep]).to("cpu", torch.float64) @ Tm.to("cpu", torch.float64)
+    Ct = Ct.to("cpu", torch.float64)
     return float(torch.linalg.vector_norm(Ct)) > 0.9 and float(torch.linalg.matrix_norm(Ct, ord=2)) > 0.9
 
 
@@ -97,7 +103,8 @@ class OrthoStep(EngineBase):
         keep, Tm, _ = svqb_from_gram(Wt @ BWt.T, self.drop_tol)
         if Tm.shape[1] == 0:
             return None
-        projected = _nearly_inside(C, keep, Tm)
+        Ct = _transformed_overlap(C, keep, Tm)
+        projected = _nearly_inside(Ct)
         if projected:
             for _ in range(2):
                 Wt = torch.addmm(Wt, C.T, XPt, alpha=-1)
@@ -112,10 +119,8 @@ class OrthoStep(EngineBase):
         Wt = transform_rows(Wt, keep, Tm)
         BWt = transform_rows(BWt, keep, Tm) if self.B is not None else Wt
         if projected:
-            C = torch.zeros(XPt.shape[0], Wt.shape[0], dtype=Wt.dtype, device=Wt.device)
-        else:
-            C = (C if bool(keep.all()) else C[:, keep]) @ Tm
-        return Wt, BWt, C
+            Ct = torch.zeros(XPt.shape[0], Wt.shape[0], dtype=Wt.dtype, device=Wt.device)
+        return Wt, BWt, Ct
 
     def _amplifies_rounding(self, conditioning: float) -> bool:
         """Whether A W must be recomputed after an ill-conditioned SVQB transform of W.
@@ -210,13 +215,13 @@ class OrthoStep(EngineBase):
         keep, Tm, conditioning = svqb_from_gram(WW, self.drop_tol)
         if Tm.shape[1] == 0:
             return None
-        if _nearly_inside(C, keep, Tm):
+        C = _transformed_overlap(C, keep, Tm)  # of the orthonormalized W, as every branch below needs it
+        if _nearly_inside(C):
             Rt = s.AXt - s.Xt * s.theta.unsqueeze(1)  # the buffer rows were reused: recompute
             return self._step_ortho_general(s, active, Rt, torch.linalg.vector_norm(Rt, dim=1))
         if conditioning >= _FOLD_MIN_CONDITIONING and bool(keep.all()):
             fold: torch.Tensor | None = Tm
             WAW, XAW = fold.T @ G[:a, :a] @ fold, G[a:, :a] @ fold
-            C = C @ fold
         else:  # ill-conditioned or dependent directions: transform W (and A W) explicitly
             fold = None
             Tw = Tm.to(W.device, W.dtype)
@@ -228,7 +233,6 @@ class OrthoStep(EngineBase):
             W, AW = xbuf[z - a: z], xbuf[z - 2 * a: z - a]
             G = (xbuf[z - a: z + q] @ xbuf[z - 2 * a: z - a].T).to("cpu", f64)
             WAW, XAW = G[:a], G[a:]
-            C = C[:, keep] @ Tm
         rr = self._rayleigh_ritz_ortho(s, active, XAW, 0.5 * (WAW + WAW.T), C, sel)
         if rr is None:
             return None

@@ -103,10 +103,10 @@ from explorer.tracking.results import EigenResult, SolveStatus
 from explorer.store import RunStore, StoreTracker
 from explorer.tracking import IterationRecord, SolveStart
 path, wid, folder = sys.argv[1], int(sys.argv[2]), pathlib.Path(sys.argv[3])
-store = RunStore(path)
 (folder / f"ready{wid}").touch()
 while not (folder / "go").exists():
     time.sleep(0.005)
+store = RunStore(path)  # all 8 open the new file at once, then write at once
 for run in range(2):
     t = StoreTracker(store, f"w{wid}-{run}", flush_interval=0.01)
     t.on_start(SolveStart("lanczos", n=100, k=3, which="LA", tol=1e-6, max_iter=1000, dtype="float64", device="cpu"))
@@ -149,6 +149,43 @@ def test_eight_processes_writing_at_once_lose_no_record(tmp_path):
         assert all(r.ritz_values.tolist() == [wid, run, r.iteration] for r in records)
         assert store.result(info.id).eigenvalues.tolist() == [wid, run, 400.0]
     assert sqlite3.connect(path).execute("SELECT COALESCE(SUM(count), 0) FROM records").fetchone()[0] == 16 * 400
+
+
+def test_a_store_locked_by_another_program_is_reported_not_moved_aside(tmp_path):
+    """A lock is not damage: the file stays where it is, with its runs, and opens once the lock is gone."""
+    path = tmp_path / "runs.sqlite"
+    store = RunStore(path)
+    for _ in range(2):
+        store.finish_run(store.create_run(solver="lanczos"), status="converged")
+    store.close()  # no connection of ours is left, so the other program can take the file out of WAL
+    other = sqlite3.connect(path, isolation_level=None)  # e.g. the sqlite3 shell, holding the whole file
+    other.execute("PRAGMA journal_mode = DELETE")
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(StoreUnavailableError, match="locked by another process"):
+            RunStore(path, busy_timeout=0.2)
+        assert path.exists() and not list(tmp_path.glob("runs.sqlite.*-*"))
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    store = RunStore(path)
+    assert store.notice is None and len(store.runs()) == 2
+
+
+def test_openers_take_turns_and_one_held_too_long_gets_a_clear_message(tmp_path):
+    from filelock import FileLock
+
+    path = tmp_path / "runs.sqlite"
+    held = FileLock(str(tmp_path / "runs.sqlite.lock"))  # another process in the middle of opening the store
+    held.acquire()
+    try:
+        with pytest.raises(StoreUnavailableError, match="opening it"):
+            RunStore(path, busy_timeout=0.2)
+        assert not path.exists()
+    finally:
+        held.release()
+    _fill(RunStore(path, busy_timeout=0.2), 1)
+    assert len(RunStore(path).runs()) == 1
 
 
 def _fill(store: RunStore, runs: int = 3) -> None:

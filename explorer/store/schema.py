@@ -125,13 +125,22 @@ class FileState:
     DIRECTORY = "directory"  # a folder: never moved, the path must name a file
 
 
-def inspect_file(path: Path, *, quick_check_bytes: int = 64 << 20) -> tuple[str, str]:
+def _damaged(err: sqlite3.DatabaseError) -> bool:
+    """Whether an error of reading the file says the file itself is bad (SQLITE_CORRUPT,
+    SQLITE_NOTADB and their extended codes), not that it is busy or cannot be opened now."""
+    name = getattr(err, "sqlite_errorname", None)
+    return not name or name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
+
+
+def inspect_file(path: Path, *, quick_check_bytes: int = 64 << 20, timeout: float = 30.0) -> tuple[str, str]:
     """(state, detail) of the file at ``path`` (a :class:`FileState` value and a sentence).
 
     Reads the 16-byte header, then the application id and the table names; files up to
     ``quick_check_bytes`` also get ``PRAGMA quick_check`` (a full pass over the pages:
     milliseconds for a small store, so bigger ones skip it and a damaged page surfaces
-    later, as an error of the query that reads it).
+    later, as an error of the query that reads it). ``timeout``: seconds to wait for another
+    connection's lock. Only an error that says the file is
+    damaged makes it CORRUPT; any other SQLite error (busy, locked, cannot open) is raised.
     """
     try:
         size = path.stat().st_size
@@ -146,7 +155,7 @@ def inspect_file(path: Path, *, quick_check_bytes: int = 64 << 20) -> tuple[str,
     if head != SQLITE_MAGIC:
         return FileState.CORRUPT, "it is not an SQLite database (its first bytes are not the SQLite header)"
     try:
-        conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=30)
+        conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=timeout)
         try:
             app_id = conn.execute("PRAGMA application_id").fetchone()[0]
             tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -157,6 +166,8 @@ def inspect_file(path: Path, *, quick_check_bytes: int = 64 << 20) -> tuple[str,
         finally:
             conn.close()
     except sqlite3.DatabaseError as err:
+        if not _damaged(err):
+            raise  # busy, locked, cannot open: the file may be fine, so it is not moved aside
         return FileState.CORRUPT, f"SQLite cannot read it ({err})"
     if app_id == APPLICATION_ID:
         return FileState.STORE, "a run store"

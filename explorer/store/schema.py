@@ -139,8 +139,8 @@ def inspect_file(path: Path, *, quick_check_bytes: int = 64 << 20, timeout: floa
     ``quick_check_bytes`` also get ``PRAGMA quick_check`` (a full pass over the pages:
     milliseconds for a small store, so bigger ones skip it and a damaged page surfaces
     later, as an error of the query that reads it). ``timeout``: seconds to wait for another
-    connection's lock. Only an error that says the file is
-    damaged makes it CORRUPT; any other SQLite error (busy, locked, cannot open) is raised.
+    connection's lock. Only an error that says the file is damaged makes it CORRUPT; any
+    other SQLite error (busy, locked, cannot open) is raised.
     """
     try:
         size = path.stat().st_size
